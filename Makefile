@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh machine: `make sweep` (the main job) and `make test`.
+# Each creates or reuses the virtual environment in .venv and installs what it needs, Debian packages included.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv sysdeps test test-full sweep cosim bench lint-verilog clean
+
+help:
+	@echo "make sweep      the main job: area and accuracy of the embedded default sweep -> reports/"
+	@echo "make test       the test suite (what CI runs)"
+	@echo "make test-full  the test suite including slow checks"
+	@echo "make cosim      full RTL cosimulation (Amaranth + Verilog simulators) against the reference"
+	@echo "make bench      simulator and synthesis benchmarks"
+
+sysdeps:
+	@sh scripts/install-system-deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: sysdeps $(STAMP)
+
+test: venv
+	$(PY) -m pytest
+
+test-full: venv
+	$(PY) -m pytest -m ''
+
+sweep: venv
+	$(VENV)/bin/hwmodel sweep
+
+cosim: venv
+	$(PY) -m pytest -m slow tests/test_cosim_full.py
+
+bench: venv
+	$(PY) benchmarks/gemm.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

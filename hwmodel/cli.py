@@ -1,0 +1,39 @@
+"""The ``hwmodel`` command line: one sub-command per module ``hwmodel.cmd_<name>``.
+
+Each command module provides ``register(subparsers)``, which adds its parser and sets ``func`` to a callable
+taking the parsed arguments and returning an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lba_core import ConfigError, FormatError
+
+COMMANDS = ["verilog"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hwmodel",
+        description="Low-bit-width accumulator toolkit: RTL export, synthesis cost, bit-true training and sweeps.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"hwmodel.cmd_{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FormatError) as error:
+        parser.exit(2, f"hwmodel {args.command}: error: {error}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""lba_core: formats, the MAC configuration and the exact reference of the arithmetic contract.
+
+The bottom layer of the toolkit: pure Python, no torch, no amaranth. ``rtl`` and ``lba_train`` build on it;
+``hwmodel`` builds on all three. The contract itself is written in docs/arithmetic.md.
+"""
+
+from .config import ROUNDING_MODES, MacConfig, paper_acc_bias
+from .errors import ConfigError, FormatError
+from .formats import FloatFormat, floor_log2
+from .reference import DotResult, Rounded, Step, accumulate, dot, fmaq, product, quantize_value, round_to_format
+
+__all__ = [
+    "ROUNDING_MODES",
+    "ConfigError",
+    "DotResult",
+    "FloatFormat",
+    "FormatError",
+    "MacConfig",
+    "Rounded",
+    "Step",
+    "accumulate",
+    "dot",
+    "floor_log2",
+    "fmaq",
+    "paper_acc_bias",
+    "product",
+    "quantize_value",
+    "round_to_format",
+]

@@ -1,0 +1,87 @@
+"""R_F on tensors: the contract's rounding (docs/arithmetic.md §2), vectorized and exact on float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lba_core import ConfigError, FloatFormat, ROUNDING_MODES
+
+# IEEE formats a result may be handed back in, as (man_bits, emax, smallest quantum exponent).
+_TORCH_DTYPE_LIMITS = {
+    torch.float64: (52, 1023, -1074),
+    torch.float32: (23, 127, -149),
+    torch.bfloat16: (7, 127, -133),
+    torch.float16: (10, 15, -24),
+}
+
+
+def _scale_by_power_of_two(x: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """x * 2^exponent, exact; split in two so that 2^exponent itself never overflows binary64."""
+    half = torch.div(exponent, 2, rounding_mode="floor")
+    return torch.ldexp(torch.ldexp(x, half), exponent - half)
+
+
+def round_tensor(
+    x: torch.Tensor, fmt: FloatFormat, rounding: str = "rne", underflow: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """R_F on a float64 tensor: returns (values, overflow mask, underflow mask).
+
+    Exact because every intermediate is a power-of-two scaling or an integer below 2^53 held in binary64.
+    """
+    if rounding not in ROUNDING_MODES:
+        raise ConfigError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
+    magnitude = x.abs()
+    _, frexp_exponent = torch.frexp(magnitude)
+    exponent = frexp_exponent.to(torch.int64) - 1  # floor(log2 |x|) for x != 0
+    if underflow and fmt.subnormals:
+        exponent = exponent.clamp(min=fmt.emin)
+    quantum_exponent = exponent - fmt.man_bits
+    steps = _scale_by_power_of_two(magnitude, -quantum_exponent)
+    steps = torch.round(steps) if rounding == "rne" else torch.floor(steps)  # torch.round ties to even
+    rounded = _scale_by_power_of_two(steps, quantum_exponent)
+    max_value = float(fmt.max_value)
+    overflow = rounded > max_value
+    rounded = torch.where(overflow, torch.full_like(rounded, max_value), rounded)
+    if underflow and not fmt.subnormals:
+        rounded = torch.where(rounded < float(fmt.min_normal), torch.zeros_like(rounded), rounded)
+    underflowed = (rounded == 0) & (magnitude != 0)
+    values = torch.where(rounded == 0, torch.zeros_like(rounded), torch.copysign(rounded, x))  # +0, never -0
+    return values, overflow, underflowed
+
+
+def fits_dtype(fmt: FloatFormat, dtype: torch.dtype, underflow: bool = True) -> bool:
+    """Whether every value R_F can produce for fmt is exact in ``dtype``."""
+    if dtype not in _TORCH_DTYPE_LIMITS:
+        return False
+    man_bits, emax, min_quantum = _TORCH_DTYPE_LIMITS[dtype]
+    lowest_quantum = fmt.emin - fmt.man_bits if (fmt.subnormals or not underflow) else fmt.emin
+    return fmt.man_bits <= man_bits and fmt.emax <= emax and (not underflow or lowest_quantum >= min_quantum)
+
+
+def quantize(x, fmt, rounding: str = "rne", underflow: bool = True):
+    """Round a tensor, array or number into ``fmt`` with the contract's R_F (saturating, +0 for zero).
+
+    Tensor in, tensor out (same dtype when the format fits in it, float64 otherwise, same device); NumPy
+    array in, NumPy array out; Python number in, float out. +-Inf saturates to +-max; NaN raises ValueError.
+    Autograd is not tracked through this function: use the layers' quantizers for an STE.
+    """
+    fmt = FloatFormat.parse(fmt)
+    if isinstance(x, torch.Tensor):
+        return _quantize_tensor(x, fmt, rounding, underflow)
+    if isinstance(x, np.ndarray):
+        return _quantize_tensor(torch.from_numpy(np.asarray(x, dtype=np.float64)), fmt, rounding, underflow).numpy()
+    if isinstance(x, (int, float, np.floating, np.integer)):
+        return float(_quantize_tensor(torch.tensor(float(x), dtype=torch.float64), fmt, rounding, underflow))
+    raise TypeError(f"quantize expects a torch.Tensor, a numpy.ndarray or a number, got {type(x).__name__}")
+
+
+def _quantize_tensor(x: torch.Tensor, fmt: FloatFormat, rounding: str, underflow: bool) -> torch.Tensor:
+    with torch.no_grad():
+        wide = x.detach().to(torch.float64)
+        if torch.isnan(wide).any():
+            raise ValueError(f"cannot quantize NaN into {fmt.name}: the formats have no NaN code")
+        wide = torch.where(torch.isinf(wide), torch.copysign(torch.full_like(wide, float(fmt.max_value)), wide), wide)
+        values, _, _ = round_tensor(wide, fmt, rounding, underflow)
+    out_dtype = x.dtype if x.is_floating_point() and fits_dtype(fmt, x.dtype, underflow) else torch.float64
+    return values.to(out_dtype)

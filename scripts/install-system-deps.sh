@@ -1,0 +1,11 @@
+#!/bin/sh
+# Debian packages the tests need: Icarus Verilog and Verilator run the exported Verilog.
+set -e
+missing=""
+command -v iverilog >/dev/null 2>&1 || missing="$missing iverilog"
+command -v verilator >/dev/null 2>&1 || missing="$missing verilator"
+[ -z "$missing" ] && exit 0
+echo "installing Debian packages:$missing"
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
