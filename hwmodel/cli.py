@@ -12,7 +12,7 @@ import sys
 
 from lba_core import ConfigError, FormatError
 
-COMMANDS = ["verilog"]
+COMMANDS = ["verilog", "report", "synth", "sweep", "paper_claim", "estimate", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,123 @@
+"""``hwmodel synth``: synthesize one configuration's FMAq and MAC, report gates, GE, transistors, depth, FPGA.
+
+``synthesis_options``, ``cache_from_args`` and ``targets_from_args`` are the options shared by every command
+that synthesizes (``sweep``, ``paper-claim``, ``estimate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .cache import CACHE_ENV_VAR, ResultCache, default_cache_dir
+from .cmd_verilog import config_from_args, rtl_options
+from .synth import TARGETS
+from .yosys import YosysError
+
+
+def parse_targets(text: str) -> tuple[str, ...]:
+    """``--target`` value: a comma-separated list of TARGETS, or ``all``."""
+    if text.strip() == "all":
+        return TARGETS
+    targets = tuple(target.strip() for target in text.split(",") if target.strip())
+    unknown = [target for target in targets if target not in TARGETS]
+    if unknown or not targets:
+        raise argparse.ArgumentTypeError(
+            f"unknown target(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(TARGETS)} or all"
+        )
+    return targets
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def synthesis_options(parser: argparse.ArgumentParser, default_targets: str = "generic") -> None:
+    group = parser.add_argument_group("synthesis")
+    group.add_argument(
+        "--target",
+        type=parse_targets,
+        default=parse_targets(default_targets),
+        metavar="LIST",
+        help=f"comma-separated targets from {','.join(TARGETS)}, or 'all' (generic always runs; "
+        f"default: {default_targets})",
+    )
+    group.add_argument("--jobs", "-j", type=positive_int, metavar="N", help="parallel runs (default: all cores)")
+    group.add_argument("--no-blocks", action="store_true", help="skip the per-block (hierarchical) synthesis")
+    group.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help=f"result cache (default: ${CACHE_ENV_VAR} or ~/.cache/lba-hwmodel)",
+    )
+    group.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+    group.add_argument("--timeout", type=float, metavar="S", help="limit per Yosys run in seconds (default: none)")
+
+
+def cache_from_args(args: argparse.Namespace) -> ResultCache:
+    if args.no_cache:
+        return ResultCache(None)
+    return ResultCache(args.cache_dir or default_cache_dir())
+
+
+def synthesis_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of hwmodel.area's synthesis functions, from :func:`synthesis_options`."""
+    return {
+        "blocks": not args.no_blocks,
+        "cache": cache_from_args(args),
+        "progress": True,
+        "timeout_s": args.timeout,
+    }
+
+
+def yosys_failure(command: str, error: Exception) -> int:
+    """Report a Yosys failure (its message names the kept log) without a traceback; exit status 1."""
+    print(f"hwmodel {command}: error: {error}", file=sys.stderr)
+    return 1
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "synth",
+        help="synthesize one configuration: gates, GE, transistors, depth, FPGA resources, per block",
+        description="Export the configuration's fmaq and mac Verilog and synthesize both with Yosys: generic "
+        "gates and NAND2 gate equivalents (GE), CMOS transistors, logic depth, a per-block breakdown and, "
+        "on request, iCE40 / Xilinx 7-series / ECP5 resources. Results are cached by content.",
+    )
+    rtl_options(parser)
+    synthesis_options(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress on stderr)")
+    parser.set_defaults(func=run)
+
+
+def format_report(result: dict[str, Any]) -> str:
+    lines = [f"configuration {result['config']['name']}"]
+    for top in ("fmaq", "mac"):
+        report = result[top]
+        lines.append(
+            f"\n{top}: {report['gates']} generic cells ({report['flops']} flip-flops), {report['ge']:.1f} GE, "
+            f"{report['transistors']} transistors, depth {report['depth']} gates"
+        )
+        lines.append("  cells: " + ", ".join(f"{cell} {count}" for cell, count in report["cells"].items()))
+        for block, figures in report["blocks"].items():
+            lines.append(f"  block {block:<16} {figures['gates']:>6} cells {figures['ge']:>9.1f} GE")
+        for flow, resources in report["fpga"].items():
+            counts = ", ".join(f"{name} {count}" for name, count in resources.items() if name != "cells")
+            lines.append(f"  {flow:<13} {counts}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .area import synthesize_configs  # imported here so that `hwmodel --help` does not load Amaranth
+
+    cfg = config_from_args(args)
+    try:
+        result = synthesize_configs([cfg], args.target, workers=args.jobs, **synthesis_kwargs(args))[0]
+    except YosysError as error:
+        return yosys_failure("synth", error)
+    print(json.dumps(result, indent=1) if args.json else format_report(result))
+    return 0

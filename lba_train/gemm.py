@@ -1,0 +1,234 @@
+"""Bit-true matrix products on a low-bit-width accumulator: lba_matmul, lba_bmm, lba_linear, lba_conv2d.
+
+Every output element equals ``lba_core.dot`` of its row and column (docs/arithmetic.md §5): operands are
+taken as values of the input/weight formats (others are rounded into them, RNE with underflow on, §3),
+k = 0 is accumulated first, chunks and the chunk adder follow ``cfg.chunk_size``. Nothing is scaled here.
+
+Results are float32 when every accumulator value is exact in float32, float64 otherwise. Gradients follow
+``estimator``: "ste" differentiates the exact product of the quantized operands; any other name is handed
+to ``lba_train.estimators.gemm_backward``. The kernels and their dispatch are in ``lba_train.kernels``;
+docs/simulator.md explains the design.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lba_core import MacConfig
+
+from .events import EventStats
+from .kernels import gemm_values, plan_gemm
+from .quantize import fits_dtype, quantize
+
+STE = "ste"
+
+
+def _known_estimators() -> tuple[str, ...]:
+    """Estimator names the backward accepts: lba_train.estimators.ESTIMATORS if that module exists."""
+    try:
+        estimators = importlib.import_module("lba_train.estimators")
+    except ModuleNotFoundError as error:
+        if error.name != "lba_train.estimators":
+            raise
+        return (STE,)
+    return tuple(estimators.ESTIMATORS)
+
+
+def _check_call(cfg: MacConfig, estimator: str, stats: EventStats | None, caller: str) -> None:
+    if not isinstance(cfg, MacConfig):
+        raise TypeError(f"{caller}: cfg must be a lba_core.MacConfig, got {type(cfg).__name__}")
+    plan_gemm(cfg)  # rejects configurations the kernels cannot simulate exactly, before any work
+    known = _known_estimators()
+    if estimator not in known:
+        raise ValueError(f"{caller}: unknown estimator {estimator!r}; choose one of {', '.join(known)}")
+    if stats is not None and not isinstance(stats, EventStats):
+        raise TypeError(f"{caller}: stats must be a lba_train.events.EventStats or None, got {type(stats).__name__}")
+
+
+def _check_tensor(tensor, name: str, caller: str) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{caller}: {name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.is_complex():
+        raise TypeError(f"{caller}: {name} is complex; the accumulator works on real values")
+    if tensor.is_floating_point() and torch.isnan(tensor).any():
+        raise ValueError(f"{caller}: {name} contains NaN, which no format can hold")
+
+
+def output_dtype(cfg: MacConfig) -> torch.dtype:
+    """float32 when it holds every accumulator value of cfg exactly, else float64."""
+    return torch.float32 if fits_dtype(cfg.acc, torch.float32, cfg.underflow) else torch.float64
+
+
+class _LbaMatmul(torch.autograd.Function):
+    """Y = X @ W on the accumulator for 2-D X (M, K) and W (K, N); saves only the quantized operands."""
+
+    @staticmethod
+    def forward(ctx, x, w, cfg, estimator, stats):
+        x_q = quantize(x.detach().to(torch.float64), cfg.a_format)
+        w_q = quantize(w.detach().to(torch.float64), cfg.b_format)
+        values = gemm_values(x_q, w_q, cfg, stats=stats)
+        ctx.save_for_backward(x_q, w_q)
+        ctx.cfg, ctx.estimator = cfg, estimator
+        ctx.x_dtype = x.dtype if x.is_floating_point() else torch.float32
+        ctx.w_dtype = w.dtype if w.is_floating_point() else torch.float32
+        return values.to(output_dtype(cfg))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x_q, w_q = ctx.saved_tensors
+        grad = grad_out.to(torch.float64)
+        if ctx.estimator == STE:
+            grad_x = grad @ w_q.T if ctx.needs_input_grad[0] else None
+            grad_w = x_q.T @ grad if ctx.needs_input_grad[1] else None
+        else:
+            from .estimators import gemm_backward  # another engineer's module, loaded only when asked for
+
+            grad_x, grad_w = gemm_backward(x_q, w_q, grad, ctx.cfg, ctx.estimator)
+        grad_x = grad_x.to(ctx.x_dtype) if grad_x is not None and ctx.needs_input_grad[0] else None
+        grad_w = grad_w.to(ctx.w_dtype) if grad_w is not None and ctx.needs_input_grad[1] else None
+        return grad_x, grad_w, None, None, None
+
+
+def lba_matmul(
+    x: torch.Tensor, w: torch.Tensor, cfg: MacConfig, *, estimator: str = STE, stats: EventStats | None = None
+) -> torch.Tensor:
+    """X @ W with every output accumulated on the MAC of ``cfg``, bit-exact to ``lba_core.dot``.
+
+    ``x`` is (..., K), ``w`` is (K, N); the result is (..., N), float32 when the accumulator format fits in
+    it, else float64. ``stats`` (an EventStats) receives the steps and events of this product.
+    """
+    caller = "lba_matmul"
+    _check_call(cfg, estimator, stats, caller)
+    _check_tensor(x, "x", caller)
+    _check_tensor(w, "w", caller)
+    if w.dim() != 2:
+        raise ValueError(f"{caller}: w must be 2-D (K, N), got shape {tuple(w.shape)}")
+    if x.dim() < 1 or x.shape[-1] != w.shape[0]:
+        raise ValueError(
+            f"{caller}: x (..., K) and w (K, N) do not chain: shapes {tuple(x.shape)} and {tuple(w.shape)}"
+        )
+    if x.device != w.device:
+        raise ValueError(f"{caller}: x and w are on different devices ({x.device} and {w.device})")
+    leading = x.shape[:-1]
+    y = _LbaMatmul.apply(x.reshape(math.prod(leading), x.shape[-1]), w, cfg, estimator, stats)
+    return y.reshape(*leading, w.shape[1])
+
+
+def lba_bmm(
+    a: torch.Tensor, b: torch.Tensor, cfg: MacConfig, *, estimator: str = STE, stats: EventStats | None = None
+) -> torch.Tensor:
+    """Batched (B, M, K) @ (B, K, N) on the accumulator, for products of two activations (attention).
+
+    ``a`` takes the input format, ``b`` the weight format (the same unless cfg.weight is set).
+    """
+    caller = "lba_bmm"
+    _check_call(cfg, estimator, stats, caller)
+    _check_tensor(a, "a", caller)
+    _check_tensor(b, "b", caller)
+    if a.dim() != 3 or b.dim() != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
+        raise ValueError(f"{caller}: expected (B, M, K) and (B, K, N), got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[0] == 0:
+        return torch.zeros(0, a.shape[1], b.shape[2], dtype=output_dtype(cfg), device=a.device)
+    return torch.stack([lba_matmul(a[i], b[i], cfg, estimator=estimator, stats=stats) for i in range(a.shape[0])])
+
+
+def lba_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    cfg: MacConfig,
+    *,
+    estimator: str = STE,
+    stats: EventStats | None = None,
+) -> torch.Tensor:
+    """``nn.functional.linear`` on the accumulator: weight is (N, K) as in nn.Linear.
+
+    The bias is not part of the MAC: it is added to the accumulator's result in the result's dtype
+    (float32 or float64), as an accelerator's higher-precision epilogue would.
+    """
+    caller = "lba_linear"
+    _check_tensor(weight, "weight", caller)
+    if weight.dim() != 2:
+        raise ValueError(f"{caller}: weight must be 2-D (N, K), got shape {tuple(weight.shape)}")
+    y = lba_matmul(x, weight.T, cfg, estimator=estimator, stats=stats)
+    return y if bias is None else y + _bias(bias, weight.shape[0], y.dtype, caller)
+
+
+def _bias(bias: torch.Tensor, channels: int, dtype: torch.dtype, caller: str) -> torch.Tensor:
+    _check_tensor(bias, "bias", caller)
+    if bias.shape != (channels,):
+        raise ValueError(f"{caller}: bias must have shape ({channels},), got {tuple(bias.shape)}")
+    return bias.to(dtype)
+
+
+def _pair(value, name: str, caller: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise ValueError(f"{caller}: {name} must be an int or a pair of ints, got {value!r}")
+    return pair
+
+
+def lba_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    cfg: MacConfig,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    estimator: str = STE,
+    stats: EventStats | None = None,
+) -> torch.Tensor:
+    """``nn.functional.conv2d`` (zero padding) on the accumulator, lowered by im2col.
+
+    Each output is a dot product over K = C_in/groups * kh * kw in the order (C_in, kh, kw), kw fastest
+    (docs/arithmetic.md §5); padded positions contribute zero products. x is (B, C_in, H, W) or
+    (C_in, H, W); weight is (C_out, C_in/groups, kh, kw). The bias is added after accumulation.
+    """
+    caller = "lba_conv2d"
+    _check_tensor(x, "x", caller)
+    _check_tensor(weight, "weight", caller)
+    stride, padding, dilation = (_pair(stride, "stride", caller), _pair(padding, "padding", caller),
+                                 _pair(dilation, "dilation", caller))
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        raise ValueError(
+            f"{caller}: need stride >= 1, dilation >= 1, padding >= 0; got {stride}, {dilation}, {padding}"
+        )
+    if x.dim() == 3:
+        batched = lba_conv2d(x.unsqueeze(0), weight, bias, cfg, stride, padding, dilation, groups,
+                             estimator=estimator, stats=stats)
+        return batched[0]
+    if x.dim() != 4 or weight.dim() != 4:
+        raise ValueError(
+            f"{caller}: expected x (B, C, H, W) and weight (O, C/groups, kh, kw), "
+            f"got {tuple(x.shape)} and {tuple(weight.shape)}"
+        )
+    batch, in_channels, height, width = x.shape
+    out_channels, group_channels, kernel_h, kernel_w = weight.shape
+    if not isinstance(groups, int) or groups < 1 or in_channels % groups or out_channels % groups:
+        raise ValueError(f"{caller}: groups={groups!r} must divide C_in={in_channels} and C_out={out_channels}")
+    if group_channels != in_channels // groups:
+        raise ValueError(
+            f"{caller}: weight has {group_channels} input channels per group, x gives {in_channels // groups}"
+        )
+    out_h = (height + 2 * padding[0] - dilation[0] * (kernel_h - 1) - 1) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - dilation[1] * (kernel_w - 1) - 1) // stride[1] + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"{caller}: the kernel {kernel_h}x{kernel_w} does not fit the padded input {height}x{width}")
+    # (B, C_in * kh * kw, L) with the channel slowest and kw fastest: the contract's K order.
+    columns = F.unfold(x, (kernel_h, kernel_w), dilation=dilation, padding=padding, stride=stride)
+    per_group = group_channels * kernel_h * kernel_w
+    group_out = out_channels // groups
+    outputs = []
+    for g in range(groups):
+        patches = columns[:, g * per_group : (g + 1) * per_group, :].transpose(1, 2)  # (B, L, K)
+        filters = weight[g * group_out : (g + 1) * group_out].reshape(group_out, per_group).T  # (K, O/groups)
+        outputs.append(lba_matmul(patches, filters, cfg, estimator=estimator, stats=stats))
+    y = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, out_channels, out_h, out_w)
+    return y if bias is None else y + _bias(bias, out_channels, y.dtype, caller).view(1, -1, 1, 1)

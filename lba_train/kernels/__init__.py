@@ -1,0 +1,19 @@
+"""Kernels of the bit-true simulator: the GEMM backends and their dispatch (compiled on first use, cached on disk).
+
+``estimators_numba`` holds the backward kernels of ``lba_train.estimators``.
+"""
+
+from .dispatch import AUTO_ORDER, KERNELS, Kernel, available_kernels, gemm_values, select_kernel
+from .plan import GemmPlan, RoundSpec, plan_gemm
+
+__all__ = [
+    "AUTO_ORDER",
+    "KERNELS",
+    "GemmPlan",
+    "Kernel",
+    "RoundSpec",
+    "available_kernels",
+    "gemm_values",
+    "plan_gemm",
+    "select_kernel",
+]

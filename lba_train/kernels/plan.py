@@ -1,0 +1,152 @@
+"""What a GEMM kernel needs to know about a MacConfig, worked out once per call in plain numbers.
+
+Every kernel carries values as IEEE binary64. That is exact for every format value (FloatFormat limits), and
+:func:`plan_gemm` also checks that the *exact product* of two operands fits in binary64, so the only rounding
+that needs care is the accumulator's ``acc + p`` (and the chunk adder's ``total + c``): that sum is carried as
+an error-free pair (TwoSum) and rounded once from the exact value (docs/simulator.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from lba_core import ConfigError, FloatFormat, MacConfig
+
+BINARY64_SIGNIFICAND_BITS = 53
+BINARY64_MIN_NORMAL_EXPONENT = -1022
+BINARY64_MIN_QUANTUM_EXPONENT = -1074
+BINARY64_MAX_EXPONENT = 1023
+
+# Round-to-odd at binary64's 53 bits followed by a rounding to man_bits + 1 bits equals one rounding of the
+# exact value only when 53 >= man_bits + 1 + 2 (Boldo & Melquiond, "Emulation of FMA and correctly rounded
+# sums: proved algorithms using rounding to odd", IEEE TC 2008).
+FAST_MAX_MAN_BITS = BINARY64_SIGNIFICAND_BITS - 3
+
+
+class RoundSpec(NamedTuple):
+    """R_F of one format under a configuration's rounding mode and underflow switch.
+
+    A NamedTuple (not a dataclass) because the Numba kernels take it as an argument. The first seven
+    fields are in the order of the ``RoundSpec`` tuples of ``lba_train.estimators``.
+    """
+
+    man_bits: int
+    emin: int
+    max_value: float
+    min_normal: float
+    clamp: bool  # the quantum stops shrinking at emin (subnormals, underflow on)
+    flush: bool  # a non-zero rounded magnitude below min_normal becomes 0 (no subnormals, underflow on)
+    toward_zero: bool
+    subnormal_quantum: float  # 2^(emin - man_bits), or 0.0 where its inverse would overflow binary64
+    inverse_subnormal_quantum: float
+
+
+# R_prod of a configuration without a product format, for callers that prefer one code path: truncating
+# to 52 fraction bits with no bounds keeps every binary64 value, in every rounding algorithm of numba_gemm.
+IDENTITY_PRODUCT = RoundSpec(52, 0, float("inf"), 0.0, False, False, True, 0.0, 0.0)
+
+
+def round_spec(fmt: FloatFormat, cfg: MacConfig) -> RoundSpec:
+    quantum_exponent = fmt.emin - fmt.man_bits
+    usable_quantum = quantum_exponent >= BINARY64_MIN_NORMAL_EXPONENT
+    return RoundSpec(
+        man_bits=fmt.man_bits,
+        emin=fmt.emin,
+        max_value=float(fmt.max_value),
+        min_normal=float(fmt.min_normal),
+        clamp=cfg.underflow and fmt.subnormals,
+        flush=cfg.underflow and not fmt.subnormals,
+        toward_zero=cfg.rounding == "rtz",
+        subnormal_quantum=2.0**quantum_exponent if usable_quantum else 0.0,
+        inverse_subnormal_quantum=2.0**-quantum_exponent if usable_quantum else 0.0,
+    )
+
+
+STEP_EXACT_SUM = "exact-sum"
+STEP_ROUND_TO_ODD = "round-to-odd"
+STEP_GENERAL = "general"
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """The kernels' view of a MacConfig, and the accumulation step that is exact for it.
+
+    ``step`` is the algorithm of one rounding R(acc + p), from the fastest to the most general:
+
+    - STEP_EXACT_SUM: binary64 holds every sum ``acc + p`` exactly (the chain's values span at most 53
+      bits, e.g. e4m3 operands with an e4m7 or e5m10 accumulator); round that sum directly.
+    - STEP_ROUND_TO_ODD: TwoSum, round the sum to odd at 53 bits, then round once to the format.
+    - STEP_GENERAL: TwoSum, then decide the rounding from both parts with explicit tests.
+
+    The first two round by integer operations on the bit pattern; they need every format's man_bits <= 50,
+    every non-zero value of the chain to be a normal binary64 number and no sum to reach 2^1024.
+    """
+
+    product: RoundSpec | None
+    acc: RoundSpec
+    chunk_size: int | None
+    step: str
+
+    def steps_per_output(self, length: int) -> int:
+        """Roundings R_acc per dot product of ``length`` products: the MACs plus the chunk-adder steps."""
+        if self.chunk_size is None:
+            return length
+        return length + -(-length // self.chunk_size)
+
+
+def check_exact_products(cfg: MacConfig) -> None:
+    """Refuse operand formats whose exact product binary64 cannot hold (the kernels form a*b in binary64)."""
+    a, b = cfg.a_format, cfg.b_format
+    bits = (a.man_bits + 1) + (b.man_bits + 1)
+    if bits > BINARY64_SIGNIFICAND_BITS:
+        raise ConfigError(
+            f"lba_matmul: exact products of {a.name} x {b.name} operands need {bits} significand bits, more than "
+            f"binary64's {BINARY64_SIGNIFICAND_BITS}; use operand formats with man_bits summing to at most 51"
+        )
+    too_small = smallest_quantum_exponent(cfg) < BINARY64_MIN_QUANTUM_EXPONENT
+    if too_small or a.emax + b.emax + 2 > BINARY64_MAX_EXPONENT + 1:
+        raise ConfigError(f"lba_matmul: exact products of {a.name} x {b.name} operands leave the binary64 range")
+
+
+def smallest_quantum_exponent(cfg: MacConfig) -> int:
+    """Every product, accumulator and chunk value is an integer multiple of 2^this (the products' grid).
+
+    Roundings only ever coarsen the grid of a value, so the exact products' finest step bounds them all.
+    """
+    a, b = cfg.a_format, cfg.b_format
+    return (a.emin - a.man_bits) + (b.emin - b.man_bits)
+
+
+def largest_sum_exponent(cfg: MacConfig) -> int:
+    """|acc + p| and |total + c| stay below 2^this."""
+    a, b = cfg.a_format, cfg.b_format
+    product_top = cfg.product.emax + 1 if cfg.product is not None else a.emax + b.emax + 2
+    return max(cfg.acc.emax + 1, product_top) + 1
+
+
+def plan_gemm(cfg: MacConfig) -> GemmPlan:
+    """Check that cfg can be simulated exactly and choose the step algorithm."""
+    if not isinstance(cfg, MacConfig):
+        raise ConfigError(f"lba_matmul: cfg must be a lba_core.MacConfig, got {type(cfg).__name__}")
+    check_exact_products(cfg)
+    rounded_formats = [cfg.acc] + ([cfg.product] if cfg.product is not None else [])
+    specs = [round_spec(fmt, cfg) for fmt in rounded_formats]
+    bit_pattern_rounding = (
+        all(fmt.man_bits <= FAST_MAX_MAN_BITS for fmt in rounded_formats)
+        and smallest_quantum_exponent(cfg) >= BINARY64_MIN_NORMAL_EXPONENT
+        and largest_sum_exponent(cfg) <= BINARY64_MAX_EXPONENT
+        and all(spec.subnormal_quantum > 0.0 or not spec.clamp for spec in specs)
+    )
+    if not bit_pattern_rounding:
+        step = STEP_GENERAL
+    elif largest_sum_exponent(cfg) - smallest_quantum_exponent(cfg) <= BINARY64_SIGNIFICAND_BITS:
+        step = STEP_EXACT_SUM
+    else:
+        step = STEP_ROUND_TO_ODD
+    return GemmPlan(
+        product=specs[1] if cfg.product is not None else None,
+        acc=specs[0],
+        chunk_size=cfg.chunk_size,
+        step=step,
+    )

@@ -1,0 +1,296 @@
+"""Layers whose multiply-accumulates run on a low-bit-width accumulator, bit-true to docs/arithmetic.md.
+
+Each layer quantizes its two operands with a max-abs scale into the input/weight formats (``quantizers``),
+runs the product on the scaled values through ``lba_train.gemm`` (the accumulator, where every event happens),
+multiplies the result back by ``s_a * s_b`` and adds the bias in ordinary floating point. The bias and the
+rescale are outside the MAC, as in an accelerator whose accumulator feeds a higher-precision epilogue.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lba_core import ConfigError, MacConfig
+
+from .events import EventStats
+from .gemm import lba_bmm, lba_conv2d, lba_linear
+from .quantizers import TensorQuantizer
+
+
+def _check_config(cfg: MacConfig) -> MacConfig:
+    if not isinstance(cfg, MacConfig):
+        raise ConfigError(f"an LBA layer needs a lba_core.MacConfig, got {type(cfg).__name__}")
+    return cfg
+
+
+def _check_estimator(estimator: str) -> str:
+    from .estimators import ESTIMATORS  # the estimators' own module defines the valid names
+
+    if estimator not in ESTIMATORS:
+        raise ConfigError(f"unknown gradient estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    return estimator
+
+
+class LBAModule(nn.Module):
+    """What every LBA layer shares: the MAC configuration, the backward estimator and the event counters.
+
+    ``set_config`` swaps the configuration in place (the fine-tuning stages flip ``underflow``); the operand
+    quantizers follow the new input/weight formats and keep any calibrated ranges.
+    """
+
+    def _init_lba(
+        self,
+        cfg: MacConfig,
+        estimator: str,
+        collect_stats: bool,
+        per_channel_weights: bool,
+        power_of_two_scales: bool,
+    ) -> None:
+        self._cfg = _check_config(cfg)
+        self.estimator = _check_estimator(estimator)
+        # True replaces the accumulator by an exact float64 product of the same quantized operands: the
+        # "wide accumulator" reference (baselines, bias calibration). No events are counted then.
+        self.exact_accumulation = False
+        self.stats = EventStats() if collect_stats else None
+        self.input_quantizer = TensorQuantizer(cfg.a_format, power_of_two=power_of_two_scales)
+        self.weight_quantizer = TensorQuantizer(
+            cfg.b_format, per_channel=per_channel_weights, channel_dim=0, power_of_two=power_of_two_scales
+        )
+
+    @property
+    def cfg(self) -> MacConfig:
+        return self._cfg
+
+    def set_config(self, cfg: MacConfig) -> None:
+        self._cfg = _check_config(cfg)
+        self.input_quantizer.fmt = cfg.a_format
+        self.weight_quantizer.fmt = cfg.b_format
+
+    def set_underflow(self, underflow: bool) -> None:
+        self.set_config(self._cfg.replace(underflow=underflow))
+
+    def set_collect_stats(self, collect: bool) -> None:
+        """Switch the event counters on (fresh counters) or off (no counting cost in the MAC)."""
+        self.stats = EventStats() if collect else None
+
+    def _lba_repr(self) -> str:
+        stats = "on" if self.stats is not None else "off"
+        exact = ", exact_accumulation=True" if self.exact_accumulation else ""
+        return f"cfg={self._cfg.name}, estimator={self.estimator}, stats={stats}{exact}"
+
+
+_LBA_OPTIONS_DOC = """
+    Options: ``estimator`` (passed to the GEMM's backward), ``collect_stats`` (count overflow/underflow/swamp
+    events per layer in ``.stats``), ``per_channel_weights`` (one weight scale per output channel),
+    ``power_of_two_scales`` (round every scale up to a power of two, so rescaling is an exponent shift).
+"""
+
+
+class LBALinear(nn.Linear, LBAModule):
+    __doc__ = "nn.Linear whose products accumulate in ``cfg.acc``.\n" + _LBA_OPTIONS_DOC
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        cfg: MacConfig,
+        estimator: str = "ste",
+        collect_stats: bool = True,
+        per_channel_weights: bool = False,
+        power_of_two_scales: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self._init_lba(cfg, estimator, collect_stats, per_channel_weights, power_of_two_scales)
+
+    @classmethod
+    def from_float(cls, module: nn.Linear, cfg: MacConfig, **options) -> "LBALinear":
+        """An LBALinear with a copy of ``module``'s weight and bias."""
+        if not isinstance(module, nn.Linear):
+            raise TypeError(f"LBALinear.from_float expects an nn.Linear, got {type(module).__name__}")
+        layer = cls(
+            module.in_features,
+            module.out_features,
+            module.bias is not None,
+            cfg=cfg,
+            device=module.weight.device,
+            dtype=module.weight.dtype,
+            **options,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(module.weight)
+            if module.bias is not None:
+                layer.bias.copy_(module.bias)
+        layer.train(module.training)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, a_scale = self.input_quantizer(x)
+        b, b_scale = self.weight_quantizer(self.weight)
+        if self.exact_accumulation:
+            y = F.linear(a.to(torch.float64), b.to(torch.float64))
+        else:
+            y = lba_linear(a, b, None, self._cfg, estimator=self.estimator, stats=self.stats)
+        # Per-output-channel weight scales are (N, 1); the output's channels are its last dimension.
+        y = y.to(x.dtype) * (a_scale * b_scale.reshape(-1)).to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._lba_repr()}"
+
+
+def _explicit_padding(padding, kernel_size, dilation) -> tuple[int, int]:
+    """nn.Conv2d's padding as two integers; 'same' only where it is symmetric."""
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+        if any(total % 2 for total in totals):
+            raise ConfigError("LBAConv2d supports padding='same' only with symmetric padding (odd effective kernel)")
+        return tuple(total // 2 for total in totals)
+    return tuple(padding)
+
+
+class LBAConv2d(nn.Conv2d, LBAModule):
+    __doc__ = (
+        "nn.Conv2d whose products accumulate in ``cfg.acc`` (im2col order: C_in, kh, kw with kw fastest).\n"
+        + _LBA_OPTIONS_DOC
+    )
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        cfg: MacConfig,
+        estimator: str = "ste",
+        collect_stats: bool = True,
+        per_channel_weights: bool = False,
+        power_of_two_scales: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
+        if padding_mode != "zeros":
+            raise ConfigError(f"LBAConv2d supports padding_mode='zeros' only, got {padding_mode!r}")
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+            device=device, dtype=dtype,
+        )
+        self._explicit_padding = _explicit_padding(self.padding, self.kernel_size, self.dilation)
+        self._init_lba(cfg, estimator, collect_stats, per_channel_weights, power_of_two_scales)
+
+    @classmethod
+    def from_float(cls, module: nn.Conv2d, cfg: MacConfig, **options) -> "LBAConv2d":
+        """An LBAConv2d with a copy of ``module``'s weight, bias and geometry."""
+        if not isinstance(module, nn.Conv2d):
+            raise TypeError(f"LBAConv2d.from_float expects an nn.Conv2d, got {type(module).__name__}")
+        layer = cls(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            module.groups,
+            module.bias is not None,
+            module.padding_mode,
+            cfg=cfg,
+            device=module.weight.device,
+            dtype=module.weight.dtype,
+            **options,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(module.weight)
+            if module.bias is not None:
+                layer.bias.copy_(module.bias)
+        layer.train(module.training)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, a_scale = self.input_quantizer(x)
+        b, b_scale = self.weight_quantizer(self.weight)
+        if self.exact_accumulation:
+            y = F.conv2d(
+                a.to(torch.float64), b.to(torch.float64), None, self.stride, self._explicit_padding, self.dilation,
+                self.groups,
+            )
+        else:
+            y = lba_conv2d(
+                a, b, None, self._cfg, self.stride, self._explicit_padding, self.dilation, self.groups,
+                estimator=self.estimator, stats=self.stats,
+            )
+        y = y.to(x.dtype) * (a_scale * b_scale.reshape(1, -1, 1, 1)).to(x.dtype)
+        return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._lba_repr()}"
+
+
+class LBAMatMul(LBAModule):
+    __doc__ = (
+        "A product of two activations (attention's Q·K^T and softmax·V) on the LBA: ``forward(a, b) = a @ b``"
+        " with batch dimensions broadcast as torch.matmul does. Both operands get per-tensor scales.\n"
+        + _LBA_OPTIONS_DOC
+    )
+
+    def __init__(
+        self,
+        *,
+        cfg: MacConfig,
+        estimator: str = "ste",
+        collect_stats: bool = True,
+        per_channel_weights: bool = False,
+        power_of_two_scales: bool = False,
+    ) -> None:
+        super().__init__()
+        # The second operand is an activation too: a per-channel scale would not be a fixed weight property.
+        del per_channel_weights
+        self._init_lba(cfg, estimator, collect_stats, False, power_of_two_scales)
+
+    @classmethod
+    def from_float(cls, module: nn.Module, cfg: MacConfig, **options) -> "LBAMatMul":
+        layer = cls(cfg=cfg, **options)
+        layer.train(module.training)
+        return layer
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.dim() < 2 or b.dim() < 2:
+            raise ValueError(f"LBAMatMul needs operands of at least 2 dimensions, got {tuple(a.shape)} and {tuple(b.shape)}")
+        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        a = a.expand(*batch, *a.shape[-2:])
+        b = b.expand(*batch, *b.shape[-2:])
+        qa, a_scale = self.input_quantizer(a)
+        qb, b_scale = self.weight_quantizer(b)
+        qa, qb = qa.reshape(-1, *a.shape[-2:]), qb.reshape(-1, *b.shape[-2:])
+        if self.exact_accumulation:
+            y = torch.bmm(qa.to(torch.float64), qb.to(torch.float64))
+        else:
+            y = lba_bmm(qa, qb, self._cfg, estimator=self.estimator, stats=self.stats)
+        y = y.reshape(*batch, a.shape[-2], b.shape[-1]).to(a.dtype)
+        return y * (a_scale * b_scale).to(a.dtype)
+
+    def extra_repr(self) -> str:
+        return self._lba_repr()
+
+
+class MatMul(nn.Module):
+    """``forward(a, b) = torch.matmul(a, b)`` as a module, so that lbaify can find activation-activation
+    products (attention) and replace them with :class:`LBAMatMul`."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a, b)
+
+
+LBA_LAYER_TYPES = (LBALinear, LBAConv2d, LBAMatMul)

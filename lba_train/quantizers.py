@@ -1,0 +1,113 @@
+"""Q_W / Q_A: scale a tensor into an input format, round it there (R_F), and pass gradients straight through.
+
+The MAC computes on the *scaled* values ``R_F(x / s)``; the caller multiplies the MAC's output by
+``s_x * s_w`` outside the MAC. Scales are software (they never enter the accumulator); the format is hardware.
+See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lba_core import FloatFormat
+
+from .quantize import fits_dtype, round_tensor
+
+
+class _RoundToFormatSTE(torch.autograd.Function):
+    """R_F (RNE, underflow on, saturating) forward; identity backward except where the value saturated."""
+
+    @staticmethod
+    def forward(ctx, scaled: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+        wide = scaled.detach().to(torch.float64)
+        values, _, _ = round_tensor(wide, fmt, "rne", True)
+        # Clipped STE: outside [-max, max] the forward is constant, so the gradient is zero there.
+        ctx.save_for_backward(wide.abs() <= float(fmt.max_value))
+        out_dtype = scaled.dtype if fits_dtype(fmt, scaled.dtype) else torch.float64
+        return values.to(out_dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (inside,) = ctx.saved_tensors
+        return (grad_output * inside).to(grad_output.dtype), None
+
+
+def round_ste(scaled: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """R_F of ``scaled`` into ``fmt`` with a clipped straight-through gradient."""
+    if torch.isnan(scaled).any():
+        raise ValueError(f"cannot quantize NaN into {fmt.name}: the formats have no NaN code")
+    return _RoundToFormatSTE.apply(scaled, fmt)
+
+
+def max_abs_scale(amax: torch.Tensor, fmt: FloatFormat, power_of_two: bool = False) -> torch.Tensor:
+    """The scale s with max|x| / s = max of ``fmt`` (or the smallest power of two with max|x| / s <= max).
+
+    A zero ``amax`` (an all-zero tensor or channel) gets s = 1, so the scaled tensor stays zero.
+    """
+    amax = amax.detach().to(torch.float64)
+    scale = amax / float(fmt.max_value)
+    if power_of_two:
+        # frexp gives scale = m * 2^e with m in [0.5, 1): 2^e is the smallest power of two >= scale, except
+        # that an exact power of two (m = 0.5) is its own answer.
+        mantissa, exponent = torch.frexp(scale)
+        scale = torch.where(mantissa == 0.5, scale, torch.ldexp(torch.ones_like(scale), exponent))
+    return torch.where(amax > 0, scale, torch.ones_like(scale))
+
+
+class TensorQuantizer(nn.Module):
+    """Q(x) = (R_F(x / s), s): a per-tensor (or per-channel) max-abs scale, then rounding into ``fmt``.
+
+    By default the scale follows the tensor it quantizes (dynamic max-abs: for weights this is exact
+    calibration; for activations, the batch's own maximum). :meth:`freeze` fixes the range to a calibrated
+    ``amax`` (static scaling, what an inference accelerator would use); values beyond it then saturate and
+    get a zero gradient. ``per_channel`` keeps one scale per index of dimension ``channel_dim``.
+    """
+
+    def __init__(
+        self, fmt: FloatFormat | str, per_channel: bool = False, channel_dim: int = 0, power_of_two: bool = False
+    ) -> None:
+        super().__init__()
+        self.fmt = FloatFormat.parse(fmt)
+        self.per_channel = bool(per_channel)
+        self.channel_dim = int(channel_dim)
+        self.power_of_two = bool(power_of_two)
+        self.register_buffer("amax", None)
+
+    @property
+    def frozen(self) -> bool:
+        return self.amax is not None
+
+    def observed_amax(self, x: torch.Tensor) -> torch.Tensor:
+        """max|x| over the tensor, or per index of ``channel_dim``."""
+        magnitude = x.detach().abs()
+        if not self.per_channel:
+            return magnitude.max() if magnitude.numel() else magnitude.new_zeros(())
+        return magnitude.transpose(0, self.channel_dim).reshape(magnitude.shape[self.channel_dim], -1).amax(dim=1)
+
+    def freeze(self, amax: torch.Tensor) -> None:
+        """Use ``amax`` (from calibration) as the range from now on."""
+        self.amax = amax.detach().clone().to(torch.float64)
+
+    def unfreeze(self) -> None:
+        self.amax = None
+
+    def scale_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The scale, shaped to broadcast against ``x`` (float64)."""
+        amax = self.amax if self.frozen else self.observed_amax(x)
+        scale = max_abs_scale(amax, self.fmt, self.power_of_two).to(x.device)
+        if self.per_channel:
+            shape = [1] * x.dim()
+            shape[self.channel_dim] = -1
+            scale = scale.reshape(shape)
+        return scale
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = self.scale_for(x)
+        return round_ste(x / scale.to(x.dtype), self.fmt), scale
+
+    def extra_repr(self) -> str:
+        kind = f"per-channel(dim={self.channel_dim})" if self.per_channel else "per-tensor"
+        scale = "power-of-two" if self.power_of_two else "exact"
+        return f"{self.fmt.name}, {kind}, {scale} scale, {'static' if self.frozen else 'dynamic'} max-abs"
+

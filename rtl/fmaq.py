@@ -1,0 +1,127 @@
+"""The combinational circuits: FMAq (one MAC step) and the chunk adder (acc + acc), both built from the blocks."""
+
+from __future__ import annotations
+
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from lba_core import MacConfig
+
+from .arith import decode_normalized
+from .blocks import Adder, Aligner, Multiplier, Normalizer, ProductRounder, RangeFlags, Rounder
+from .plan import DatapathPlan, plan_datapath
+
+
+def step_ports(cfg: MacConfig, addend_ports: dict) -> dict:
+    """Ports shared by FMAq and the chunk adder: the operands, the new accumulator and the §4 events."""
+    return {
+        **addend_ports,
+        "acc_in": In(cfg.acc.width),
+        "acc_out": Out(cfg.acc.width),
+        "overflow": Out(1),
+        "underflow": Out(1),
+        "swamp": Out(1),
+    }
+
+
+def build_accumulate(m: Module, plan: DatapathPlan, acc_code, addend, addend_bits: int, window: int) -> RangeFlags:
+    """R_acc(acc + addend) through aligner, adder, normalizer, rounder and range_flags; returns range_flags.
+
+    ``addend`` is a normalized operand (sign, zero, sig of addend_bits, exp); the caller connects the
+    result's outputs and events.
+    """
+    cfg = plan.cfg
+    m.submodules.aligner = aligner = Aligner(cfg.acc, addend_bits, window, plan.exp_bits)
+    m.submodules.adder = adder = Adder(window)
+    m.submodules.normalizer = normalizer = Normalizer(window, plan.exp_bits)
+    m.submodules.rounder = rounder = Rounder(window, cfg.acc, cfg.rounding, plan.exp_bits)
+    m.submodules.range_flags = range_flags = RangeFlags(cfg.acc, plan.exp_bits)
+    m.d.comb += [
+        aligner.acc.eq(acc_code),
+        aligner.addend.sign.eq(addend.sign),
+        aligner.addend.zero.eq(addend.zero),
+        aligner.addend.sig.eq(addend.sig),
+        aligner.addend.exp.eq(addend.exp),
+        adder.x_sig.eq(aligner.x_sig),
+        adder.y_sig.eq(aligner.y_sig),
+        adder.sticky.eq(aligner.sticky),
+        adder.x_sign.eq(aligner.x_sign),
+        adder.subtract.eq(aligner.subtract),
+        normalizer.magnitude.eq(adder.magnitude),
+        normalizer.x_exp.eq(aligner.x_exp),
+        rounder.in_sig.eq(normalizer.sig),
+        rounder.in_exp.eq(normalizer.exp),
+        range_flags.sig.eq(rounder.sig),
+        range_flags.exp.eq(rounder.exp),
+        range_flags.sign.eq(adder.sign),
+        range_flags.exact_nonzero.eq(normalizer.nonzero),
+        range_flags.addend_nonzero.eq(~addend.zero),
+        range_flags.acc.eq(acc_code),
+        range_flags.acc_zero.eq(aligner.acc_zero),
+    ]
+    return range_flags
+
+
+class FMAq(wiring.Component):
+    """acc_out = R_acc(acc_in + R_prod(a * b)) with the overflow/underflow/swamp events (docs/arithmetic.md §4).
+
+    Combinational. ``a`` is a cfg.a_format code, ``b`` a cfg.b_format code, ``acc_in``/``acc_out`` cfg.acc
+    codes. Raises ConfigError at construction for configurations no circuit implements.
+    """
+
+    def __init__(self, cfg: MacConfig):
+        self.plan = plan_datapath(cfg)
+        self.cfg = cfg
+        super().__init__(step_ports(cfg, {"a": In(cfg.a_format.width), "b": In(cfg.b_format.width)}))
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, plan = self.cfg, self.plan
+        m.submodules.multiplier = product = Multiplier(cfg.a_format, cfg.b_format, plan.exp_bits)
+        m.d.comb += [product.a.eq(self.a), product.b.eq(self.b)]
+        product_overflow = product_underflow = 0
+        if cfg.product is not None:
+            m.submodules.product_rounder = rounder = ProductRounder(
+                product.sig_bits, cfg.product, cfg.rounding, plan.exp_bits
+            )
+            m.d.comb += [
+                rounder.exact.sign.eq(product.sign),
+                rounder.exact.zero.eq(product.zero),
+                rounder.exact.sig.eq(product.sig),
+                rounder.exact.exp.eq(product.exp),
+            ]
+            product, product_overflow, product_underflow = rounder, rounder.overflow, rounder.underflow
+        result = build_accumulate(m, plan, self.acc_in, product, plan.product_sig_bits, plan.window_bits)
+        m.d.comb += [
+            self.acc_out.eq(result.acc_out),
+            self.overflow.eq(result.overflow | product_overflow),
+            self.underflow.eq(result.underflow | product_underflow),
+            self.swamp.eq(result.swamp),
+        ]
+        return m
+
+
+class ChunkAdder(wiring.Component):
+    """acc_out = R_acc(acc_in + addend) with the same events: the chunk adder of docs/arithmetic.md §5.
+
+    Both operands are cfg.acc codes, so the window only needs the accumulator significand plus two bits.
+    """
+
+    def __init__(self, cfg: MacConfig):
+        self.plan = plan_datapath(cfg)
+        self.cfg = cfg
+        super().__init__(step_ports(cfg, {"addend": In(cfg.acc.width)}))
+
+    def elaborate(self, platform):
+        m = Module()
+        acc_bits = self.plan.acc_sig_bits
+        addend = decode_normalized(m, self.addend, self.cfg.acc, self.plan.exp_bits, "addend")
+        result = build_accumulate(m, self.plan, self.acc_in, addend, acc_bits, acc_bits + 2)
+        m.d.comb += [
+            self.acc_out.eq(result.acc_out),
+            self.overflow.eq(result.overflow),
+            self.underflow.eq(result.underflow),
+            self.swamp.eq(result.swamp),
+        ]
+        return m

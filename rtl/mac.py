@@ -1,0 +1,102 @@
+"""The sequential MAC: an FMAq feeding a register, and with cfg.chunk_size the chunked variant of docs §5.
+
+Timing (docs/rtl.md, "MAC"):
+
+- Plain (chunk_size None): on a clock edge with ``valid`` the register takes FMAq(a, b, acc), or FMAq(a, b, +0)
+  when ``clear`` is high in the same cycle; ``clear`` without ``valid`` sets it to +0. ``acc`` is the register,
+  so it shows the dot product one cycle after its last valid product.
+- Chunked (chunk_size n): a partial register accumulates the current chunk, a total register holds the
+  chunk-adder fold of every completed chunk, and a counter counts the chunk's products. A completed chunk is
+  folded into the total by the first valid product after it (which starts the next chunk from +0), so the
+  FMAq and the chunk adder never chain in one cycle. ``acc`` is an output register loaded every cycle with
+  R_acc(total + partial) through the chunk adder; it shows the dot product two cycles after the last valid
+  product, and an empty dot product (clear, then nothing) as +0.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from lba_core import MacConfig
+
+from .fmaq import ChunkAdder, FMAq
+
+
+class Register(wiring.Component):
+    """A clock-enabled register, reset to 0 (+0 for accumulator codes): the MAC's "register" block."""
+
+    def __init__(self, width: int):
+        super().__init__({"d": In(width), "en": In(1), "q": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.en):
+            m.d.sync += self.q.eq(self.d)
+        return m
+
+
+class MAC(wiring.Component):
+    """Sequential multiply-accumulate over valid (a, b) pairs; ``clear`` starts a new dot product from +0.
+
+    Ports: ``valid``, ``clear``, ``a``, ``b`` in, registered ``acc`` out (plus the sync domain's clk and rst).
+    """
+
+    def __init__(self, cfg: MacConfig):
+        self.fmaq = FMAq(cfg)  # validates cfg before anything else is built
+        self.cfg = cfg
+        super().__init__(
+            {
+                "valid": In(1),
+                "clear": In(1),
+                "a": In(cfg.a_format.width),
+                "b": In(cfg.b_format.width),
+                "acc": Out(cfg.acc.width),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fmaq = fmaq = self.fmaq
+        m.d.comb += [fmaq.a.eq(self.a), fmaq.b.eq(self.b)]
+        if self.cfg.chunk_size is None:
+            self.elaborate_plain(m, fmaq)
+        else:
+            self.elaborate_chunked(m, fmaq, self.cfg.chunk_size)
+        return m
+
+    def elaborate_plain(self, m: Module, fmaq: FMAq) -> None:
+        m.submodules.register = acc = Register(self.cfg.acc.width)
+        m.d.comb += [
+            fmaq.acc_in.eq(Mux(self.clear, 0, acc.q)),
+            acc.d.eq(Mux(self.valid, fmaq.acc_out, 0)),
+            acc.en.eq(self.valid | self.clear),
+            self.acc.eq(acc.q),
+        ]
+
+    def elaborate_chunked(self, m: Module, fmaq: FMAq, chunk_size: int) -> None:
+        width = self.cfg.acc.width
+        m.submodules.chunk_adder = chunk_adder = ChunkAdder(self.cfg)
+        # Every register's name ends in "register": the per-block area report files it under that block.
+        m.submodules.partial_register = partial = Register(width)
+        m.submodules.total_register = total = Register(width)
+        m.submodules.count_register = count = Register(chunk_size.bit_length())
+        m.submodules.register = out = Register(width)
+        chunk_full = count.q == chunk_size
+        new_chunk = self.clear | chunk_full
+        m.d.comb += [
+            chunk_adder.acc_in.eq(total.q),
+            chunk_adder.addend.eq(partial.q),
+            fmaq.acc_in.eq(Mux(new_chunk, 0, partial.q)),
+            partial.d.eq(Mux(self.valid, fmaq.acc_out, 0)),
+            partial.en.eq(self.valid | self.clear),
+            count.d.eq(Mux(self.valid, Mux(new_chunk, 1, count.q + 1), 0)),
+            count.en.eq(self.valid | self.clear),
+            # Fold the completed chunk when the next one starts; clear empties the total.
+            total.d.eq(Mux(self.clear, 0, chunk_adder.acc_out)),
+            total.en.eq(self.clear | (self.valid & chunk_full)),
+            out.d.eq(chunk_adder.acc_out),
+            out.en.eq(1),
+            self.acc.eq(out.q),
+        ]

@@ -1,0 +1,297 @@
+"""The GEMM kernels against the exact reference: one rounding at a time, then whole products with events.
+
+Every comparison is against lba_core (Fractions), never against another kernel. Data is built to hit what
+breaks a careless float implementation: ties decided by far-away bits, sums just below a power of two,
+cancellation, saturation, subnormal operands and accumulators, and wide accumulators where binary64 sums are
+not exact.
+"""
+
+from __future__ import annotations
+
+import zlib
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from lba_core import ConfigError, FloatFormat, MacConfig, dot, round_to_format
+from lba_train.events import EventStats
+from lba_train.kernels import available_kernels, gemm_values, plan_gemm, select_kernel
+from lba_train.kernels import numba_gemm, torch_gemm
+from lba_train.kernels.plan import STEP_EXACT_SUM, STEP_GENERAL, STEP_ROUND_TO_ODD, round_spec
+from lba_train.quantize import quantize
+
+KERNEL_NAMES = ["numba", "torch"]
+
+
+# ------------------------------------------------------------------------------------------------ data
+def stable_seed(*parts) -> int:
+    """A seed that is the same in every run (Python's hash() of strings is not)."""
+    return zlib.crc32(repr(parts).encode())
+
+
+def random_codes(fmt: FloatFormat, count: int, rng: np.random.Generator, top_binades: int | None = None) -> np.ndarray:
+    """Values of random codes of ``fmt`` (both signs); ``top_binades`` keeps only the largest binades."""
+    exponent_codes = rng.integers(1 if not fmt.subnormals else 0, 1 << fmt.exp_bits, size=count)
+    if top_binades is not None:
+        exponent_codes = rng.integers(max(1, (1 << fmt.exp_bits) - top_binades), 1 << fmt.exp_bits, size=count)
+    mantissas = rng.integers(0, 1 << fmt.man_bits, size=count, dtype=np.int64)
+    signs = rng.choice([-1.0, 1.0], size=count)
+    normal = np.ldexp(1.0 + mantissas / 2.0**fmt.man_bits, exponent_codes - fmt.bias)
+    subnormal = np.ldexp(mantissas / 2.0**fmt.man_bits, fmt.emin)
+    values = np.where(exponent_codes == 0, subnormal, normal) * signs
+    return values + 0.0
+
+
+def operands(cfg: MacConfig, rows: int, length: int, columns: int, kind: str, rng: np.random.Generator):
+    """(X, W) as float64 tensors of operand-format values, shaped by ``kind``."""
+    a_fmt, b_fmt = cfg.a_format, cfg.b_format
+    if kind == "codes":  # every binade equally likely: subnormals, tiny and huge products
+        x = random_codes(a_fmt, rows * length, rng).reshape(rows, length)
+        w = random_codes(b_fmt, length * columns, rng).reshape(length, columns)
+    elif kind == "saturation":  # products near the top of the range pile up past the accumulator's max
+        x = np.abs(random_codes(a_fmt, rows * length, rng, top_binades=2)).reshape(rows, length)
+        w = np.abs(random_codes(b_fmt, length * columns, rng, top_binades=2)).reshape(length, columns)
+        w[:, ::3] *= -1.0
+    elif kind == "cancellation":  # each product is followed by its negative, with small ones in between
+        x = random_codes(a_fmt, rows * length, rng).reshape(rows, length)
+        w = random_codes(b_fmt, length * columns, rng).reshape(length, columns)
+        x[:, 1::2] = x[:, 0:length - 1:2]
+        w[1::2, :] = -w[0:length - 1:2, :]
+        w[2::5, :] *= 2.0**-9
+    else:  # "gaussian": real-valued data
+        x = rng.normal(0, 2.0, (rows, length))
+        w = rng.normal(0, 2.0, (length, columns))
+    # Into the operand formats, as lba_matmul does (representable values pass unchanged).
+    return torch.tensor(quantize(x, a_fmt)), torch.tensor(quantize(w, b_fmt))
+
+
+def reference_matmul(x: torch.Tensor, w: torch.Tensor, cfg: MacConfig) -> tuple[np.ndarray, EventStats]:
+    """Element by element with lba_core.dot: the values and the summed event counts."""
+    rows, columns = x.shape[0], w.shape[1]
+    values = np.zeros((rows, columns))
+    stats = EventStats()
+    x_list, w_t = x.tolist(), w.T.tolist()
+    for i in range(rows):
+        for j in range(columns):
+            result = dot(x_list[i], w_t[j], cfg)
+            values[i, j] = float(result.value)
+            stats.record(result.steps, result.overflow, result.underflow, result.swamp)
+    return values, stats
+
+
+# Each entry: configuration, expected step algorithm. Between them they cover every step, chunking, RTZ,
+# subnormal operands and accumulators, product and weight formats and the underflow=False mode.
+CONFIGS = [
+    (MacConfig("e4m3", "e4m7"), STEP_EXACT_SUM),
+    (MacConfig("e4m3", "e4m7", rounding="rtz", chunk_size=8), STEP_EXACT_SUM),
+    (MacConfig("e4m3", "e5m10", chunk_size=16), STEP_EXACT_SUM),
+    (MacConfig("e4m3_sub", "e4m7_sub"), STEP_EXACT_SUM),
+    (MacConfig("e4m3", "e4m3", underflow=False), STEP_EXACT_SUM),
+    (MacConfig("e4m3", "e6m5", product="e5m4"), STEP_EXACT_SUM),
+    (MacConfig("e4m3", "e4m4", weight="e2m1", rounding="rtz"), STEP_EXACT_SUM),
+    (MacConfig("e3m2", "e3m3", chunk_size=3), STEP_EXACT_SUM),
+    (MacConfig("e5m2", "e5m10"), STEP_ROUND_TO_ODD),
+    (MacConfig("e5m2_sub", "e5m10_sub", rounding="rtz", chunk_size=5), STEP_ROUND_TO_ODD),
+    (MacConfig("e4m3", "e8m23"), STEP_ROUND_TO_ODD),
+    (MacConfig("e5m10", "e8m23", rounding="rtz"), STEP_ROUND_TO_ODD),
+    (MacConfig("e5m2", "e6m4", product="e6m3_sub", rounding="rtz", underflow=False), STEP_ROUND_TO_ODD),
+    (MacConfig("e8m23", "e8m23", chunk_size=7), STEP_ROUND_TO_ODD),
+    (MacConfig("e5m2", "e10m52"), STEP_GENERAL),
+    (MacConfig("e5m2_sub", "e8m51_sub", rounding="rtz", chunk_size=4), STEP_GENERAL),
+    (MacConfig("e4m3", "e5m10", product="e10m52", underflow=False), STEP_GENERAL),
+]
+CONFIG_IDS = [cfg.name for cfg, _ in CONFIGS]
+
+
+def test_plan_picks_the_expected_step():
+    for cfg, step in CONFIGS:
+        assert plan_gemm(cfg).step == step, cfg.name
+
+
+def test_plan_rejects_products_binary64_cannot_hold():
+    with pytest.raises(ConfigError, match="significand bits"):
+        plan_gemm(MacConfig("e8m26", "e8m23"))
+    with pytest.raises(ConfigError, match="binary64 range"):
+        plan_gemm(MacConfig("e10m3", "e10m52"))
+
+
+# ------------------------------------------------------------------------------------------------ roundings
+def adversarial_sums(acc: FloatFormat, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a, b): a an accumulator value, b pushing a + b onto or next to a rounding boundary of acc.
+
+    b = (boundary - a) + tiny, where the boundary is a midpoint or grid point of acc near a (or a power of
+    two, where the quantum changes) and tiny is 0 or a far-away bit of either sign: binary64 cannot hold
+    such a sum, so only an exact step gets its rounding right.
+    """
+    a = random_codes(acc, count, rng)
+    exponent = np.floor(np.log2(np.maximum(np.abs(a), float(acc.min_positive))))
+    quantum = np.ldexp(1.0, (np.maximum(exponent, acc.emin) - acc.man_bits).astype(int))
+    offsets = rng.integers(-4, 5, size=count) * 0.5 * quantum  # grid points and midpoints around a
+    to_power = np.ldexp(1.0, (exponent + 1).astype(int)) * np.sign(a) - a  # onto the next binade edge
+    boundary_step = np.where(rng.random(count) < 0.25, to_power, offsets)
+    tiny_exponent = (exponent - acc.man_bits - rng.integers(2, 60, size=count)).astype(int)
+    tiny = rng.choice([-1.0, 0.0, 1.0], size=count) * np.ldexp(1.0, tiny_exponent)
+    return a, boundary_step + tiny
+
+
+def rounding_cases():
+    for name in ["e4m7", "e5m10", "e4m3_sub", "e8m23", "e6m50", "e5m10_b3_sub"]:
+        for rounding in ["rne", "rtz"]:
+            for underflow in [True, False]:
+                yield FloatFormat.parse(name), rounding, underflow
+
+
+@pytest.mark.parametrize("fmt,rounding,underflow", list(rounding_cases()), ids=lambda v: str(v))
+def test_every_rounding_of_a_sum_matches_the_reference(fmt, rounding, underflow, comparisons):
+    """round_sum of each step algorithm (and the torch kernel's) against round_to_format of the exact sum."""
+    rng = np.random.default_rng(stable_seed(fmt.name, rounding, underflow))
+    cfg = MacConfig("e2m1", fmt, rounding=rounding, underflow=underflow)
+    spec = round_spec(fmt, cfg)
+    a, b = adversarial_sums(fmt, 600, rng)
+    expected = [round_to_format(Fraction(x) + Fraction(y), fmt, rounding, underflow) for x, y in zip(a, b)]
+    checks = {
+        "numba general": numba_gemm.round_sum_general,
+        "numba round-to-odd": numba_gemm.round_sum_odd,
+    }
+    mismatches = 0
+    for label, round_sum in checks.items():
+        for x, y, want in zip(a, b, expected):
+            value, overflowed, underflowed = round_sum(x, y, spec)
+            mismatches += (Fraction(value), overflowed, underflowed) != (want.value, want.overflow, want.underflow)
+    values, overflowed, underflowed = torch_gemm.round_sum(torch.tensor(a), torch.tensor(b), spec)
+    for value, over, under, want in zip(values.tolist(), overflowed.tolist(), underflowed.tolist(), expected):
+        mismatches += (Fraction(value), over, under) != (want.value, want.overflow, want.underflow)
+    comparisons(f"round(a+b) {fmt.name} {rounding} uf={underflow}: numba x2 + torch", 3 * len(expected), mismatches)
+    assert mismatches == 0
+
+
+def test_exact_sum_rounding_matches_the_reference(comparisons):
+    """round_sum_exact on sums that binary64 holds exactly (its precondition), every acc value x products."""
+    cfg = MacConfig("e4m3", "e4m7_sub", rounding="rne")
+    rng = np.random.default_rng(5)
+    mismatches = compared = 0
+    for rounding in ["rne", "rtz"]:
+        spec = round_spec(cfg.acc, cfg.replace(rounding=rounding))
+        a = random_codes(cfg.acc, 3000, rng)
+        b = random_codes(cfg.input, 3000, rng) * random_codes(cfg.input, 3000, rng)
+        for x, y in zip(a, b):
+            want = round_to_format(Fraction(x) + Fraction(y), cfg.acc, rounding)
+            got = numba_gemm.round_sum_exact(x, y, spec)
+            mismatches += (Fraction(got[0]), got[1], got[2]) != (want.value, want.overflow, want.underflow)
+            compared += 1
+    comparisons("round_sum_exact e4m7_sub", compared, mismatches)
+    assert mismatches == 0
+
+
+# ------------------------------------------------------------------------------------------------ products
+@pytest.mark.parametrize("cfg,step", CONFIGS, ids=CONFIG_IDS)
+def test_kernels_match_the_reference_element_by_element(cfg, step, comparisons):
+    """Both kernels on random shapes (partial tiles included), values and event counts vs lba_core.dot."""
+    rng = np.random.default_rng(stable_seed(cfg.name))
+    kinds = ["codes", "saturation", "cancellation", "gaussian"]
+    mismatches = compared = 0
+    for case, kind in enumerate(kinds):
+        rows, length, columns = int(rng.integers(1, 6)), int(rng.integers(0, 24)), int(rng.integers(1, 70))
+        if case == 0:
+            length = 0  # an empty dot product is +0 with no steps
+        x, w = operands(cfg, rows, length, columns, kind, rng)
+        expected, expected_stats = reference_matmul(x, w, cfg)
+        for kernel in KERNEL_NAMES:
+            stats = EventStats()
+            got = gemm_values(x, w, cfg, stats=stats, kernel=kernel).numpy()
+            bad = int(np.sum(got != expected)) + int(np.sum(np.signbit(got) & (got == 0)))  # values; never -0
+            mismatches += bad + (stats != expected_stats)
+            compared += expected.size
+            assert bad == 0, f"{kernel} {kind}: {bad} elements differ"
+            assert stats == expected_stats, f"{kernel} {kind}: events {stats} vs reference {expected_stats}"
+    comparisons(f"gemm elements {cfg.name} ({step}), numba + torch", compared, mismatches)
+
+
+def test_event_counts_are_exercised(comparisons):
+    """The data above does raise every event: saturation, underflow and swamping all occur."""
+    cfg = MacConfig("e4m3", "e4m4", chunk_size=4)
+    rng = np.random.default_rng(11)
+    totals = EventStats()
+    for kind in ["codes", "saturation", "cancellation"]:
+        x, w = operands(cfg, 3, 20, 9, kind, rng)
+        expected, expected_stats = reference_matmul(x, w, cfg)
+        stats = EventStats()
+        got = gemm_values(x, w, cfg, stats=stats).numpy()
+        assert np.array_equal(got, expected) and stats == expected_stats
+        totals.merge(stats)
+    comparisons("event-heavy e4m3/e4m4 c4", 3 * 27, 0)
+    assert totals.overflow > 0 and totals.underflow > 0 and totals.swamp > 0
+
+
+def test_results_do_not_depend_on_the_tiling():
+    """More outputs than one tile in both directions: tiles are independent chains."""
+    cfg = MacConfig("e5m2", "e5m7", chunk_size=8)
+    rng = np.random.default_rng(3)
+    x, w = operands(cfg, 9, 40, 150, "gaussian", rng)
+    whole = gemm_values(x, w, cfg)
+    for rows in [slice(0, 1), slice(4, 9)]:
+        for columns in [slice(0, 1), slice(63, 130)]:
+            part = gemm_values(x[rows].contiguous(), w[:, columns].contiguous(), cfg)
+            assert torch.equal(part, whole[rows, columns])
+
+
+# ------------------------------------------------------------------------------------------------ dispatch
+def test_dispatch_picks_numba_on_cpu_and_the_torch_path_elsewhere():
+    assert available_kernels("cpu") == ["numba", "torch"]
+    assert select_kernel(torch.device("cpu")).name == "numba"
+    assert select_kernel(torch.device("cuda")).name == "torch"  # until a GPU kernel is registered
+    with pytest.raises(ValueError, match="cannot run on device"):
+        select_kernel(torch.device("cuda"), "numba")
+    with pytest.raises(ValueError, match="unknown GEMM kernel"):
+        select_kernel(torch.device("cpu"), "triton")
+
+
+def test_gemm_values_checks_its_operands():
+    cfg = MacConfig("e4m3", "e4m7")
+    with pytest.raises(ValueError, match="float64"):
+        gemm_values(torch.zeros(2, 3), torch.zeros(3, 4), cfg)
+    with pytest.raises(ValueError, match=r"X \(M, K\)"):
+        gemm_values(torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64), cfg)
+
+
+# ------------------------------------------------------------------------------------------------ slow sweep
+def random_config(rng: np.random.Generator) -> MacConfig:
+    """A random valid configuration: formats, product format, chunking, rounding and underflow mode."""
+
+    def fmt(exp_bits: tuple[int, int], man_bits: tuple[int, int]) -> FloatFormat:
+        return FloatFormat(int(rng.integers(*exp_bits)), int(rng.integers(*man_bits)), subnormals=bool(rng.random() < 0.3))
+
+    return MacConfig(
+        input=fmt((2, 6), (0, 5)),
+        weight=fmt((2, 6), (0, 5)) if rng.random() < 0.3 else None,
+        acc=fmt((3, 9), (1, 53)),
+        product=fmt((3, 9), (1, 30)) if rng.random() < 0.3 else None,
+        rounding=str(rng.choice(["rne", "rtz"])),
+        chunk_size=int(rng.integers(1, 20)) if rng.random() < 0.5 else None,
+        underflow=bool(rng.random() < 0.7),
+    )
+
+
+@pytest.mark.slow
+def test_random_configurations_sweep(comparisons):
+    """200 random configurations, both kernels, every element and the event totals vs lba_core.dot."""
+    rng = np.random.default_rng(2026)
+    mismatches = compared = 0
+    steps_seen = set()
+    for _ in range(200):
+        cfg = random_config(rng)
+        steps_seen.add(plan_gemm(cfg).step)
+        kind = str(rng.choice(["codes", "saturation", "cancellation", "gaussian"]))
+        x, w = operands(cfg, int(rng.integers(1, 9)), int(rng.integers(1, 80)), int(rng.integers(1, 140)), kind, rng)
+        expected, expected_stats = reference_matmul(x, w, cfg)
+        for kernel in KERNEL_NAMES:
+            stats = EventStats()
+            got = gemm_values(x, w, cfg, stats=stats, kernel=kernel).numpy()
+            bad = int(np.sum(got != expected)) + (stats != expected_stats)
+            assert bad == 0, f"{kernel} {kind} {cfg}: {bad} mismatches"
+            mismatches += bad
+            compared += expected.size
+    comparisons("random configurations x 2 kernels", compared, mismatches)
+    assert steps_seen == {STEP_EXACT_SUM, STEP_ROUND_TO_ODD, STEP_GENERAL}
