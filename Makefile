@@ -6,6 +6,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
+# torch's and Numba's OpenMP thread pools busy-wait by default and starve each other on a 2-core machine.
+export OMP_WAIT_POLICY ?= PASSIVE
+
 .PHONY: help venv sysdeps test test-full sweep cosim bench lint-verilog clean
 
 help:

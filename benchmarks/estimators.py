@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     float_time = median_seconds(lambda: (g32 @ w32.T, x32.T @ g32), args.repeats)
     print(f"{'float32 matmul backward':>26}: {1e3 * float_time:9.2f} ms")
     for estimator in ESTIMATORS:
-        seconds = median_seconds(lambda: gemm_backward(x, w, g, cfg, estimator), args.repeats)
+        seconds = median_seconds(lambda name=estimator: gemm_backward(x, w, g, cfg, name), args.repeats)
         print(f"{estimator:>26}: {1e3 * seconds:9.2f} ms  {1e9 * seconds / steps:6.2f} ns/chain step  "
               f"{seconds / float_time:8.0f}x float")
     return 0

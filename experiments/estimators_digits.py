@@ -6,8 +6,10 @@ the same initial weights, the same calibrated accumulator bias and the same batc
 estimator is the only difference. Results: reports/estimators/results.csv (one row per run, appended as runs
 finish; an interrupted run resumes), results.md (mean +- std over seeds) and accuracy_vs_acc_bits.png.
 
-Run: .venv/bin/python experiments/estimators_digits.py            (the full grid, ~20-30 min on 2 cores)
-     .venv/bin/python experiments/estimators_digits.py --summarize (table and plot from the CSV only)
+Run: .venv/bin/python experiments/estimators_digits.py            (MLP + CNN grid, ~30 min on 2 shared cores)
+     .venv/bin/python experiments/estimators_digits.py --models mlp --formats e4m3,e4m2,e3m3 \
+         --overflow-fraction 1e-2 --out reports/estimators/overflow_1e-2      (the saturation-heavy sweep)
+     add --summarize (with the same --overflow-fraction and --out) to rebuild the table and plot only.
 """
 
 from __future__ import annotations
@@ -23,16 +25,21 @@ from pathlib import Path
 # before the OpenMP runtimes start, i.e. before torch and the kernels are imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import torch
+from tqdm.auto import tqdm
 
-from lba_core import MacConfig  # noqa: E402
-from lba_train.bias import calibrate_bias_config  # noqa: E402
-from lba_train.convert import event_stats_table, lbaify, set_collect_stats, set_lba_config  # noqa: E402
-from lba_train.data import load_data  # noqa: E402
-from lba_train.estimators import ESTIMATORS  # noqa: E402
-from lba_train.models import MLP, SmallResNet  # noqa: E402
-from lba_train.train import evaluate, train_float  # noqa: E402
+from lba_core import MacConfig
+from lba_train.bias import calibrate_bias_config
+from lba_train.convert import (
+    event_stats_table,
+    lbaify,
+    set_collect_stats,
+    set_lba_config,
+)
+from lba_train.data import load_data
+from lba_train.estimators import ESTIMATORS
+from lba_train.models import MLP, SmallResNet
+from lba_train.train import evaluate, train_float
 
 FIELDS = ("model", "input", "acc", "acc_bits", "acc_bias", "estimator", "seed", "epochs", "lr", "accuracy", "final_loss",
           "overflow_rate", "underflow_rate", "swamp_rate", "seconds")
@@ -101,6 +108,16 @@ def load_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def paired_difference(runs, estimator: str) -> str:
+    """Accuracy of ``estimator`` minus that of ste on the same format and seed: mean +- standard error."""
+    table = runs.pivot_table(index=["acc", "seed"], columns="estimator", values="accuracy")
+    if estimator == "ste" or estimator not in table or "ste" not in table:
+        return "–"
+    difference = (table[estimator] - table["ste"]).dropna()
+    error = difference.std(ddof=1) / len(difference) ** 0.5 if len(difference) > 1 else 0.0
+    return f"{difference.mean():+.1f} +- {error:.1f} ({len(difference)})"
+
+
 def summarize(rows: list[dict], out: Path, overflow_fraction: float) -> None:
     """results.md (mean +- std of accuracy over seeds, best estimator per format in bold) and the plot."""
     import matplotlib
@@ -114,18 +131,24 @@ def summarize(rows: list[dict], out: Path, overflow_fraction: float) -> None:
     for column in ("overflow_rate", "swamp_rate", "underflow_rate"):
         frame[column] = frame[column].astype(float) * 100
     frame["acc_bits"] = frame["acc_bits"].astype(int)
-    lines = ["# Fine-grained estimators vs STE: digits, trained from scratch on the accumulator", "",
-             f"Accumulator bias calibrated on the initial model so that a fraction {overflow_fraction:g} of its "
-             "partial sums would saturate.", "",
-             "Validation accuracy (%) after training, mean +- std over seeds (n = seeds). Bold: best estimator "
-             "of the row. Event rates (% of accumulation steps, final evaluation, STE model) in the last column.",
-             ""]
+    lines = [
+        "# Fine-grained estimators vs STE: digits, trained from scratch on the accumulator",
+        "",
+        (f"Accumulator bias calibrated on the initial model so that a fraction {overflow_fraction:g} of its "
+         "partial sums would saturate."),
+        "",
+        ("Validation accuracy (%) after training, mean +- std over seeds (n = seeds). Bold: best estimator "
+         "of the row. Event rates (% of accumulation steps, final evaluation, STE model) in the last column. "
+         "The last two rows pair every run with the ste run of the same format and seed (same initial "
+         "weights, bias and batch order) and average the accuracy differences."),
+        "",
+    ]
     estimators = [name for name in ESTIMATORS if name in set(frame["estimator"])]
     for model_name, by_model in frame.groupby("model", sort=False):
         float_runs = by_model[by_model["estimator"] == FLOAT]["accuracy"]
-        lines += [f"## {model_name} (input {by_model['input'].iloc[0]}, {by_model['epochs'].iloc[0]} epochs, Adam lr "
-                  f"{by_model['lr'].iloc[0]}; "
-                  f"float reference {float_runs.mean():.1f} +- {float_runs.std(ddof=0):.1f}, n={len(float_runs)})",
+        lines += [(f"## {model_name} (input {by_model['input'].iloc[0]}, {by_model['epochs'].iloc[0]} epochs, "
+                   f"Adam lr {by_model['lr'].iloc[0]}; float reference {float_runs.mean():.1f} +- "
+                   f"{float_runs.std():.1f}, n={len(float_runs)})"),
                   "", "| accumulator (bits, bias) | " + " | ".join(estimators) + " | overflow / swamp / underflow |",
                   "|---|" + "---|" * (len(estimators) + 1)]
         lba = by_model[by_model["estimator"] != FLOAT]
@@ -145,6 +168,9 @@ def summarize(rows: list[dict], out: Path, overflow_fraction: float) -> None:
             biases = sorted(set(by_acc["acc_bias"].astype(str)))
             lines.append(f"| {acc} ({by_acc['acc_bits'].iloc[0]}, {'/'.join(biases)}) n={int(stats['count'].max())} | "
                          + " | ".join(cells) + f" | {events} |")
+        for label, subset in (("all formats", lba), ("narrowest formats", lba[lba["acc_bits"] == lba["acc_bits"].min()])):
+            lines.append(f"| difference to ste, {label}: mean +- s.e. (n) | " + " | ".join(
+                paired_difference(subset, name) for name in estimators) + " | |")
         lines.append("")
     (out / "results.md").write_text("\n".join(lines))
 
@@ -163,12 +189,17 @@ def summarize(rows: list[dict], out: Path, overflow_fraction: float) -> None:
         axis.set_xticks(range(len(order)), labels)
         axis.set_xlabel("accumulator format (total bits), narrower to the right")
         axis.set_ylabel("validation accuracy (%)")
-        axis.set_title(f"digits, {model_name}, trained from scratch")
+        axis.set_title(f"digits, {model_name}, from scratch (bias: {overflow_fraction:g} of sums saturate)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(out / "accuracy_vs_acc_bits.png", dpi=120)
     plt.close(figure)
+
+
+def split(text: str) -> list[str]:
+    """A comma-separated command-line list, empty items dropped."""
+    return [item for item in text.split(",") if item]
 
 
 def parse_args(argv=None):
@@ -192,7 +223,6 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="reports/estimators", help="output folder (default reports/estimators)")
     parser.add_argument("--summarize", action="store_true", help="only rebuild results.md and the plot from the CSV")
     args = parser.parse_args(argv)
-    split = lambda text: [item for item in text.split(",") if item]  # noqa: E731
     args.models, args.formats, args.cnn_formats = split(args.models), split(args.formats), split(args.cnn_formats)
     args.estimators = split(args.estimators)
     args.seeds, args.cnn_seeds = [int(s) for s in split(args.seeds)], [int(s) for s in split(args.cnn_seeds)]

@@ -1,7 +1,7 @@
 """The fine-tuning demo: one float baseline on scikit-learn's digits, then zero-shot and two-stage fine-tuned
 accuracy per accumulator format (e4m3 inputs), plus the one-stage ablation for the narrowest format.
 
-    .venv/bin/python experiments/finetune_digits.py                  # resnet, e4m7,e5m2,e4m3, ablation on e5m2
+    .venv/bin/python experiments/finetune_digits.py                  # resnet, e4m7,e5m2,e4m3, ablation on e4m3
     .venv/bin/python experiments/finetune_digits.py --model mlp --acc e4m7,e4m3 --epochs 2,2
 
 Writes reports/<name>/results.json and results.md and prints the table. The baseline is cached in the
@@ -30,7 +30,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", default="digits", help="digits, imagefolder:PATH or mnist:PATH")
     parser.add_argument("--in", dest="input", default="e4m3", help="input format (default e4m3)")
     parser.add_argument("--acc", default="e4m7,e5m2,e4m3", help="accumulator formats, comma-separated")
-    parser.add_argument("--ablation", default="e5m2", help="formats that also get the one-stage ablation ('' for none)")
+    parser.add_argument("--ablation", default="e4m3",
+                        help="formats that also get the one-stage ablation (empty for none)")
     parser.add_argument("--bias", default="calibrate", choices=("format", "paper", "calibrate"))
     parser.add_argument("--chunk", type=int, default=None, help="chunk size (default: one chunk)")
     parser.add_argument("--epochs-baseline", type=int, default=10)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shlex
 import sys
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numba
 import torch
 
 from lba_core import FloatFormat, MacConfig
@@ -53,17 +55,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bias", choices=BIAS_MODES, default="paper",
                         help="accumulator exponent bias: the format's own, the paper's rule, or calibrated")
     parser.add_argument("--chunk-size", type=int, default=None, help="MAC chunk size (default: one chunk)")
-    parser.add_argument("--stage1-steps", type=int, default=10, help="distillation steps with underflow=False")
-    parser.add_argument("--stage2-steps", type=int, default=10, help="distillation steps with underflow=True")
-    parser.add_argument("--lr", type=float, default=2e-5, help="AdamW learning rate")
-    parser.add_argument("--batch-size", type=int, default=16, help="sentences per batch")
+    parser.add_argument("--stage1-steps", type=int, default=4, help="distillation steps with underflow=False")
+    parser.add_argument("--stage2-steps", type=int, default=4, help="distillation steps with underflow=True")
+    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
+    parser.add_argument("--batch-size", type=int, default=49, help="sentences per evaluation batch")
+    parser.add_argument("--finetune-batch-size", type=int, default=8, help="sentences per distillation step")
     parser.add_argument("--max-length", type=int, default=minilm.DEFAULT_MAX_LENGTH, help="tokens per sentence, at most")
     parser.add_argument("--eval-limit", type=int, default=None, help="use only the first N evaluation sentences")
     parser.add_argument("--eval-file", type=Path, default=ROOT / "data/sentences/eval.txt")
     parser.add_argument("--finetune-file", type=Path, default=ROOT / "data/sentences/finetune.txt")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and Numba threads; 1 avoids waiting on busy cores for every small GEMM")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "reports/minilm", help="folder for results.csv/.md")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rebuild results.csv/.md from the rows already saved in OUT/rows")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.finetune) - set(args.accs))
     if unknown:
@@ -91,7 +97,7 @@ def prepare(args: argparse.Namespace) -> Workload:
     if not minilm.sentences_disjoint(evaluation, finetuning):
         raise ValueError(f"{args.eval_file} and {args.finetune_file} share sentences: the evaluation would leak")
     eval_batches = minilm.tokenize(tokenizer, evaluation, args.batch_size, args.max_length)
-    finetune_batches = minilm.tokenize(tokenizer, finetuning, args.batch_size, args.max_length)
+    finetune_batches = minilm.tokenize(tokenizer, finetuning, args.finetune_batch_size, args.max_length)
     targets = [minilm.embed(encoder, [batch]) for batch in finetune_batches]
     return Workload(encoder, eval_batches, minilm.embed(encoder, eval_batches), finetune_batches, targets)
 
@@ -124,9 +130,12 @@ def accumulator_config(base: MacConfig, bias_mode: str, work: Workload) -> MacCo
     return resolve_bias(base, bias_mode, model, work.finetune_batches[:CALIBRATION_BATCHES])
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def run(args: argparse.Namespace, command: str) -> None:
+    """Evaluate (and fine-tune) every accumulator of ``args.accs``; each finished row is saved at once as
+    ``<out>/rows/<acc>-<stage>.json`` (so shards may run in parallel and a cut-short run keeps its rows)."""
     work = prepare(args)
-    rows = []
+    rows_dir = args.out / "rows"
+    rows_dir.mkdir(parents=True, exist_ok=True)
     for acc in args.accs:
         cfg = accumulator_config(MacConfig(input=args.input, acc=acc, chunk_size=args.chunk_size), args.bias, work)
         model = minilm.lbaify_minilm(work.encoder, cfg, collect_stats=False)
@@ -135,13 +144,14 @@ def run(args: argparse.Namespace) -> list[dict]:
             stages.append(("fine-tuned", minilm.DistillConfig(args.stage1_steps, args.stage2_steps, args.lr, args.seed)))
         for stage, distill_config in stages:
             start = time.perf_counter()
+            losses = []
             if distill_config is not None:
-                minilm.distill(model, work.finetune_batches, work.targets, distill_config)
+                losses = minilm.distill(model, work.finetune_batches, work.targets, distill_config)
             row = {"acc": acc, "config": cfg.name, "stage": stage, **measure(model, work, f"{acc} {stage}")}
-            row["seconds"] = time.perf_counter() - start
-            rows.append(row)
+            row.update(seconds=time.perf_counter() - start, losses=losses, command=command,
+                       settings=_settings_text(args, distill_config is not None))
+            (rows_dir / f"{acc}-{stage}.json").write_text(json.dumps(row, indent=1))
             print(_row_text(row), flush=True)
-    return rows
 
 
 class _TokenBatches(torch.nn.Module):
@@ -161,25 +171,37 @@ def _row_text(row: dict) -> str:
             f"overflow {row['overflow_rate']:.3g}  ({row['seconds']:.0f} s)")
 
 
-def write_reports(rows: list[dict], args: argparse.Namespace, command: str, seconds: float) -> None:
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "results.csv", "w", newline="") as handle:
+def _settings_text(args: argparse.Namespace, finetuned: bool) -> str:
+    text = (f"inputs {args.input}, bias rule {args.bias}, chunk {args.chunk_size or 'none'}, "
+            f"{args.eval_limit or 'all'} eval sentences in batches of {args.batch_size}, max {args.max_length} tokens")
+    if finetuned:
+        text += (f"; distillation {args.stage1_steps} steps underflow=False + {args.stage2_steps} steps "
+                 f"underflow=True, batch {args.finetune_batch_size}, AdamW lr {args.lr}, seed {args.seed}")
+    return text
+
+
+def _row_order(row: dict) -> tuple:
+    acc_rank = DEFAULT_ACCS.index(row["acc"]) if row["acc"] in DEFAULT_ACCS else len(DEFAULT_ACCS)
+    return acc_rank, row["acc"], row["stage"] != "zero-shot"
+
+
+def write_reports(out: Path) -> list[dict]:
+    """results.csv and results.md from every row saved under ``out/rows``."""
+    rows = sorted((json.loads(path.read_text()) for path in (out / "rows").glob("*.json")), key=_row_order)
+    if not rows:
+        raise SystemExit(f"no saved rows in {out / 'rows'}: nothing to report")
+    with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows({key: row[key] for key in COLUMNS} for row in rows)
     lines = [
         "# all-MiniLM-L6-v2 on low-bit-width accumulators",
         "",
-        f"Command: `{command}`  ",
-        f"Finished {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC after {seconds / 60:.1f} min on a shared "
-        f"2-core CPU machine (times are under contention with other jobs).",
-        "",
-        f"Inputs and weights in {args.input} (per-tensor max-abs scales), accumulator bias: {args.bias}; "
-        f"chunk size: {args.chunk_size or 'none (one chain)'}. Metrics against the FP32 model on "
-        f"{args.eval_file.relative_to(ROOT) if args.eval_file.is_relative_to(ROOT) else args.eval_file}; "
-        f"fine-tuning: distillation on {args.finetune_file.name}, {args.stage1_steps} steps with "
-        f"underflow=False then {args.stage2_steps} with underflow=True, batch {args.batch_size}, lr {args.lr}.",
-        "Event rates are per accumulation step over the whole evaluation pass (all layers).",
+        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {len(rows)} rows in `rows/`. Every GEMM of "
+        "the encoder (36 Linears, 12 attention products) runs bit-true on the accumulator; metrics compare the "
+        "evaluation sentences' embeddings with the FP32 model's (see docs/minilm.md). Times are wall-clock "
+        "seconds on a shared 2-core CPU machine under heavy contention from other jobs (load average 8-10): "
+        "they are not benchmarks. Event rates are per accumulation step over the whole evaluation pass.",
         "",
         "| accumulator | config | stage | mean cosine | Spearman | top-1 | overflow | underflow | swamp | time (s) |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -189,19 +211,26 @@ def write_reports(rows: list[dict], args: argparse.Namespace, command: str, seco
             f"| {row['acc']} | `{row['config']}` | {row['stage']} | {row['mean_cosine']:.4f} | {row['spearman']:.4f} "
             f"| {row['top1']:.3f} | {row['overflow_rate']:.2e} | {row['underflow_rate']:.2e} "
             f"| {row['swamp_rate']:.2e} | {row['seconds']:.0f} |")
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    lines += ["", "## How each row was made", ""]
+    for row in rows:
+        losses = ", ".join(f"{loss:.4f}" for loss in row["losses"])
+        lines.append(f"- {row['acc']} {row['stage']}: `{row['command']}` ({row['settings']})"
+                     + (f"; step losses {losses}" if losses else ""))
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     torch.manual_seed(args.seed)
     command = shlex.join([".venv/bin/python", "experiments/minilm.py", *(sys.argv[1:] if argv is None else argv)])
     start = time.perf_counter()
-    rows = run(args)
-    write_reports(rows, args, command, time.perf_counter() - start)
-    print(f"wrote {args.out / 'results.csv'} and {args.out / 'results.md'}")
+    if not args.report_only:
+        run(args, command)
+    rows = write_reports(args.out)
+    print(f"{time.perf_counter() - start:.0f} s; {len(rows)} rows in {args.out / 'results.csv'} and results.md")
     return 0
 
 

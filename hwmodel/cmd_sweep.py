@@ -8,7 +8,6 @@ ResNet). ``--config FILE`` reads a larger grid from TOML; ``--acc LIST`` sweeps 
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         index = run_sweep(spec, out, synthesis=synthesis_kwargs(args))
     except YosysError as error:
         return yosys_failure("sweep", error)
-    print(f"area table: {out / 'area.md'}", file=sys.stderr)
-    print(f"results:    {out / 'results.md'}", file=sys.stderr)
+    print(f"area table: {out / 'area.md'}")
+    print(f"results:    {out / 'results.md'}")
     print(f"report: {index}")
     return 0

@@ -42,29 +42,35 @@ def register(subparsers) -> None:
         "reports/<name>/accuracy.csv and accuracy.md.",
     )
     parser.add_argument("--in", dest="input", default="e4m3", metavar="FMT", help="input format (default: e4m3)")
-    parser.add_argument("--acc", default="e4m7,e5m6,e4m3", metavar="FMT[,FMT...]",
-                        help="accumulator formats, comma-separated (default: e4m7,e5m6,e4m3)")
+    parser.add_argument("--acc", default="e4m7,e5m2,e4m3", metavar="FMT[,FMT...]",
+                        help="accumulator formats, comma-separated (default: e4m7,e5m2,e4m3)")
     parser.add_argument("--chunk", type=int, metavar="N", help="chunk size of the accumulation (default: one chunk)")
     parser.add_argument("--rounding", choices=ROUNDING_MODES, default="rne", help="rounding mode (default: rne)")
     parser.add_argument("--model", choices=MODEL_NAMES, default="resnet", help="model (default: resnet)")
     parser.add_argument("--data", default="digits", metavar="SPEC",
                         help="digits (default), imagefolder:PATH or mnist:PATH")
-    parser.add_argument("--epochs-baseline", type=int, default=15, metavar="N",
-                        help="float training epochs of the baseline (default: 15)")
-    parser.add_argument("--epochs", default="2,2", metavar="E1,E2", help="fine-tuning epochs of stage 1 and stage 2 "
-                        "(default: 2,2)")
+    parser.add_argument("--epochs-baseline", type=int, default=10, metavar="N",
+                        help="float training epochs of the baseline (default: 10)")
+    parser.add_argument("--epochs", default="1,1", metavar="E1,E2", help="fine-tuning epochs of stage 1 and stage 2 "
+                        "(default: 1,1)")
     parser.add_argument("--lr", default="1e-3,5e-4", metavar="LR[,LR2]",
                         help="Adam learning rate of the fine-tuning stages (default: 1e-3,5e-4)")
-    parser.add_argument("--lr-baseline", type=float, default=3e-3, help="Adam learning rate of the baseline")
+    parser.add_argument("--lr-baseline", type=float, default=3e-3, metavar="LR",
+                        help="Adam learning rate of the baseline (default: 3e-3)")
     parser.add_argument("--estimator", default="ste", help="gradient estimator through the accumulator (default: ste)")
     parser.add_argument("--bias", choices=BIAS_MODES, default="format",
-                        help="accumulator exponent bias: the format's, the paper's rule, or calibrated on data")
+                        help="accumulator exponent bias: the format's (default), the paper's rule, or calibrated on "
+                        "data; operands are max-abs scaled to the top of their format, so a narrow accumulator "
+                        "usually needs 'calibrate' (docs/training.md)")
     parser.add_argument("--one-stage", action="store_true",
                         help="also run the ablation: the same epochs with underflow on in both stages")
     parser.add_argument("--keep-first-last", action="store_true", help="keep the first and last layer in float")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the shuffles")
     parser.add_argument("--name", default="train", help="report name: results go to <reports>/<name>/")
     parser.add_argument("--reports", default="reports", metavar="DIR", help="reports folder (default: reports)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: the bit-true kernels dominate, and more threads "
+                        "oversubscribe a small shared machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -103,11 +109,11 @@ def _write_markdown(path: Path, args, rows: list[dict]) -> None:
     parts = [
         f"# Accuracy on low-bit-width accumulators: {args.model} on {rows[0]['data']}",
         "",
-        f"Inputs {args.input}, bias mode `{args.bias}`, estimator `{args.estimator}`, epochs baseline "
-        f"{args.epochs_baseline}, fine-tuning {args.epochs}, lr {args.lr}, seed {args.seed}.",
-        "Accuracies in percent on the validation split. `exact_acc`: quantized operands, exact accumulation (the "
+        (f"Inputs {args.input}, bias mode `{args.bias}`, estimator `{args.estimator}`, epochs baseline "
+        f"{args.epochs_baseline}, fine-tuning {args.epochs}, lr {args.lr}, seed {args.seed}."),
+        ("Accuracies in percent on the validation split. `exact_acc`: quantized operands, exact accumulation (the "
         "wide-accumulator reference); `zero_shot`: converted, not fine-tuned; `stage1`/`stage2`: after each "
-        "fine-tuning stage, measured with underflow on; `stage1_nouf`: after stage 1 with underflow off.",
+        "fine-tuning stage, measured with underflow on; `stage1_nouf`: after stage 1 with underflow off."),
         "",
         _markdown_table(summary),
     ]
@@ -124,6 +130,9 @@ def _write_markdown(path: Path, args, rows: list[dict]) -> None:
 def run(args: argparse.Namespace) -> int:
     epochs = _numbers(args.epochs, int, "epochs", 2)
     lr = _numbers(args.lr, float, "lr", 2)
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     configs = [MacConfig(args.input, acc, rounding=args.rounding, chunk_size=args.chunk)
                for acc in args.acc.split(",")]
     folder = Path(args.reports) / args.name

@@ -8,6 +8,7 @@ is trained once per sweep and shared by every accuracy point.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -103,7 +104,8 @@ def run_accuracy(spec: SweepSpec, configs: list[MacConfig], points: Path, jobs: 
     workers = max(1, min(jobs, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     bar = tqdm(total=len(todo), desc="accuracy points", unit="point", file=sys.stderr)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: the parent has already started torch/numba thread pools, which a forked child inherits locked.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_accuracy_job, cfg.to_dict(), accuracy, str(baseline_path), threads): cfg for cfg in todo}
         for future in as_completed(futures):
             cfg = futures[future]

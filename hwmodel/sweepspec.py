@@ -23,10 +23,10 @@ class AccuracySpec:
     model: str = "resnet"
     data: str = "digits"
     epochs_baseline: int = 10
-    epochs: tuple[int, int] = (2, 2)
+    epochs: tuple[int, int] = (1, 1)
     lr: tuple[float, float] = (1e-3, 5e-4)
     seed: int = 0
-    bias: str = "format"
+    bias: str = "calibrate"
     estimator: str = "ste"
 
 

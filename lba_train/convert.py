@@ -6,15 +6,14 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
-from typing import Union
 
 from torch import nn
 
 from lba_core import ConfigError, MacConfig
 
-from .layers import LBA_LAYER_TYPES, LBAConv2d, LBALinear, LBAMatMul, LBAModule, MatMul
+from .layers import LBA_LAYER_TYPES, LBAConv2d, LBALinear, LBAMatMul, LBAModule, MatMul, check_estimator
 
-SkipRule = Union[str, type, Callable[[str, nn.Module], bool]]
+SkipRule = str | type | Callable[[str, nn.Module], bool]
 
 _FLOAT_TO_LBA = ((nn.Linear, LBALinear), (nn.Conv2d, LBAConv2d), (MatMul, LBAMatMul))
 
@@ -78,6 +77,7 @@ def lbaify(
         raise TypeError(f"lbaify expects an nn.Module, got {type(model).__name__}")
     if not isinstance(cfg, MacConfig):
         raise ConfigError(f"lbaify needs a lba_core.MacConfig, got {type(cfg).__name__}")
+    check_estimator(estimator)
     rules = _skip_rules(skip)
     target = model if inplace else copy.deepcopy(model)
     modules = dict(target.named_modules())
@@ -103,10 +103,16 @@ def lba_layers(model: nn.Module) -> list[tuple[str, LBAModule]]:
 
 
 def set_lba_config(
-    model: nn.Module, cfg: MacConfig | None = None, *, underflow: bool | None = None, estimator: str | None = None
+    model: nn.Module,
+    cfg: MacConfig | None = None,
+    *,
+    underflow: bool | None = None,
+    estimator: str | None = None,
+    exact_accumulation: bool | None = None,
 ) -> int:
     """Give every LBA layer of ``model`` the configuration ``cfg`` and/or the ``underflow`` switch (the two
-    fine-tuning stages) and/or a backward ``estimator``. Returns how many layers were changed."""
+    fine-tuning stages), a backward ``estimator``, or exact (wide) accumulation. Returns how many layers
+    were changed."""
     layers = lba_layers(model)
     for _, layer in layers:
         if cfg is not None:
@@ -114,7 +120,9 @@ def set_lba_config(
         if underflow is not None:
             layer.set_underflow(underflow)
         if estimator is not None:
-            layer.estimator = estimator
+            layer.estimator = check_estimator(estimator)
+        if exact_accumulation is not None:
+            layer.exact_accumulation = bool(exact_accumulation)
     return len(layers)
 
 

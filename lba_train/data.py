@@ -36,7 +36,7 @@ def _split(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     order = np.random.default_rng(seed).permutation(count)
-    val_count = max(1, int(round(count * val_fraction)))
+    val_count = max(1, round(count * val_fraction))
     if val_count >= count:
         raise ConfigError(f"{count} samples are too few to split off a validation set")
     return order[val_count:], order[:val_count]

@@ -30,7 +30,7 @@ class EventStats:
         self.underflow += int(underflow)
         self.swamp += int(swamp)
 
-    def merge(self, other: "EventStats") -> "EventStats":
+    def merge(self, other: EventStats) -> EventStats:
         """Add ``other``'s counts into this one (in place) and return self, so merges chain."""
         if not isinstance(other, EventStats):
             raise TypeError(f"EventStats.merge expects an EventStats, got {type(other).__name__}")

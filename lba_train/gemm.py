@@ -85,7 +85,7 @@ class _LbaMatmul(torch.autograd.Function):
             grad_x = grad @ w_q.T if ctx.needs_input_grad[0] else None
             grad_w = x_q.T @ grad if ctx.needs_input_grad[1] else None
         else:
-            from .estimators import gemm_backward  # another engineer's module, loaded only when asked for
+            from .estimators import gemm_backward  # lazily: only fine-grained estimators need it
 
             grad_x, grad_w = gemm_backward(x_q, w_q, grad, ctx.cfg, ctx.estimator)
         grad_x = grad_x.to(ctx.x_dtype) if grad_x is not None and ctx.needs_input_grad[0] else None

@@ -25,7 +25,7 @@ def _check_config(cfg: MacConfig) -> MacConfig:
     return cfg
 
 
-def _check_estimator(estimator: str) -> str:
+def check_estimator(estimator: str) -> str:
     from .estimators import ESTIMATORS  # the estimators' own module defines the valid names
 
     if estimator not in ESTIMATORS:
@@ -49,7 +49,7 @@ class LBAModule(nn.Module):
         power_of_two_scales: bool,
     ) -> None:
         self._cfg = _check_config(cfg)
-        self.estimator = _check_estimator(estimator)
+        self.estimator = check_estimator(estimator)
         # True replaces the accumulator by an exact float64 product of the same quantized operands: the
         # "wide accumulator" reference (baselines, bias calibration). No events are counted then.
         self.exact_accumulation = False
@@ -109,7 +109,7 @@ class LBALinear(nn.Linear, LBAModule):
         self._init_lba(cfg, estimator, collect_stats, per_channel_weights, power_of_two_scales)
 
     @classmethod
-    def from_float(cls, module: nn.Linear, cfg: MacConfig, **options) -> "LBALinear":
+    def from_float(cls, module: nn.Linear, cfg: MacConfig, **options) -> LBALinear:
         """An LBALinear with a copy of ``module``'s weight and bias."""
         if not isinstance(module, nn.Linear):
             raise TypeError(f"LBALinear.from_float expects an nn.Linear, got {type(module).__name__}")
@@ -137,7 +137,8 @@ class LBALinear(nn.Linear, LBAModule):
         else:
             y = lba_linear(a, b, None, self._cfg, estimator=self.estimator, stats=self.stats)
         # Per-output-channel weight scales are (N, 1); the output's channels are its last dimension.
-        y = y.to(x.dtype) * (a_scale * b_scale.reshape(-1)).to(x.dtype)
+        # Rescale in float64: the accumulator's values may lie outside the activations' dtype range.
+        y = (y.to(torch.float64) * (a_scale * b_scale.reshape(-1))).to(x.dtype)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
@@ -192,7 +193,7 @@ class LBAConv2d(nn.Conv2d, LBAModule):
         self._init_lba(cfg, estimator, collect_stats, per_channel_weights, power_of_two_scales)
 
     @classmethod
-    def from_float(cls, module: nn.Conv2d, cfg: MacConfig, **options) -> "LBAConv2d":
+    def from_float(cls, module: nn.Conv2d, cfg: MacConfig, **options) -> LBAConv2d:
         """An LBAConv2d with a copy of ``module``'s weight, bias and geometry."""
         if not isinstance(module, nn.Conv2d):
             raise TypeError(f"LBAConv2d.from_float expects an nn.Conv2d, got {type(module).__name__}")
@@ -231,7 +232,7 @@ class LBAConv2d(nn.Conv2d, LBAModule):
                 a, b, None, self._cfg, self.stride, self._explicit_padding, self.dilation, self.groups,
                 estimator=self.estimator, stats=self.stats,
             )
-        y = y.to(x.dtype) * (a_scale * b_scale.reshape(1, -1, 1, 1)).to(x.dtype)
+        y = (y.to(torch.float64) * (a_scale * b_scale.reshape(1, -1, 1, 1))).to(x.dtype)
         return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
@@ -260,7 +261,7 @@ class LBAMatMul(LBAModule):
         self._init_lba(cfg, estimator, collect_stats, False, power_of_two_scales)
 
     @classmethod
-    def from_float(cls, module: nn.Module, cfg: MacConfig, **options) -> "LBAMatMul":
+    def from_float(cls, module: nn.Module, cfg: MacConfig, **options) -> LBAMatMul:
         layer = cls(cfg=cfg, **options)
         layer.train(module.training)
         return layer
@@ -278,8 +279,8 @@ class LBAMatMul(LBAModule):
             y = torch.bmm(qa.to(torch.float64), qb.to(torch.float64))
         else:
             y = lba_bmm(qa, qb, self._cfg, estimator=self.estimator, stats=self.stats)
-        y = y.reshape(*batch, a.shape[-2], b.shape[-1]).to(a.dtype)
-        return y * (a_scale * b_scale).to(a.dtype)
+        y = y.reshape(*batch, a.shape[-2], b.shape[-1]).to(torch.float64)
+        return (y * (a_scale * b_scale)).to(a.dtype)
 
     def extra_repr(self) -> str:
         return self._lba_repr()

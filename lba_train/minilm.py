@@ -253,7 +253,7 @@ def distill(student: nn.Module, batches: list[dict[str, torch.Tensor]], targets:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     set_lba_config(student, underflow=True)
     return losses
 

@@ -4,6 +4,8 @@ Q·K^T and softmax·V on the accumulator too). Sized for 8x8 digits; they accept
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,7 +22,7 @@ class MLP(nn.Module):
         super().__init__()
         widths = [input_shape[0] * input_shape[1] * input_shape[2], *hidden]
         layers: list[nn.Module] = [nn.Flatten()]
-        for width_in, width_out in zip(widths, widths[1:]):
+        for width_in, width_out in itertools.pairwise(widths):
             layers += [nn.Linear(width_in, width_out), nn.ReLU()]
         layers.append(nn.Linear(widths[-1], classes))
         self.net = nn.Sequential(*layers)
@@ -56,7 +58,7 @@ class SmallResNet(nn.Module):
             nn.Conv2d(input_shape[0], widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
         )
         blocks = [BasicBlock(widths[0], widths[0])]
-        blocks += [BasicBlock(width_in, width_out, stride=2) for width_in, width_out in zip(widths, widths[1:])]
+        blocks += [BasicBlock(width_in, width_out, stride=2) for width_in, width_out in itertools.pairwise(widths)]
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Linear(widths[-1], classes)
 

@@ -11,9 +11,9 @@ import copy
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +156,8 @@ def finetune(
     Returns {"baseline", "exact_acc", "zero_shot", "stage1", "stage1_nouf", "stage2"} (accuracies in
     [0, 1], all but stage1_nouf on the hardware arithmetic; exact_acc: quantized operands with exact
     accumulation), "cfg" (with the chosen bias), "events" (per-layer event statistics of the final
-    evaluation), "zero_shot_events", "history", "seconds" and "model" (the fine-tuned LBA model).
+    evaluation), "zero_shot_events", "history", "seconds" (including earlier interrupted runs) and "model"
+    (the fine-tuned LBA model).
     """
     if not isinstance(cfg, MacConfig):
         raise ConfigError(f"finetune needs a lba_core.MacConfig, got {type(cfg).__name__}")
@@ -185,6 +186,10 @@ def finetune(
         lba_model.load_state_dict(state["model"])
         log(f"resuming from {checkpoint_path}: stage {state['stage'] + 1}, epoch {state['epoch']}")
     results = state["results"]
+    seconds_before = state.get("seconds", 0.0)  # time spent by earlier, interrupted runs
+
+    def elapsed() -> float:
+        return seconds_before + time.perf_counter() - started
 
     def report(key: str, value: float) -> None:
         results[key] = value
@@ -195,19 +200,21 @@ def finetune(
     def checkpoint(optimizer) -> None:
         if checkpoint_path is not None:
             _save_atomically({**state, "model": lba_model.state_dict(), "requested_cfg": cfg.to_dict(),
-                              "bias_mode": bias, "optimizer": optimizer and optimizer.state_dict()}, checkpoint_path)
+                              "bias_mode": bias, "optimizer": optimizer and optimizer.state_dict(),
+                              "seconds": elapsed()}, checkpoint_path)
 
     if state["cfg"] is None:
         report("baseline", evaluate(model.to(device), val_loader, device, progress, "baseline"))
+        torch.manual_seed(seed)  # the calibration batches come from the shuffled training loader
         calibration = [inputs for (inputs, _), _ in zip(_batches(train_loader, device), range(calibration_batches))]
         chosen = resolve_bias(cfg, bias, lba_model, calibration)
         set_lba_config(lba_model, chosen)
         state["cfg"] = chosen.to_dict()
         log(f"accumulator {chosen.acc.name} (bias mode {bias!r}, bias {chosen.acc.bias})")
         set_lba_config(lba_model, underflow=True)
-        _set_exact(lba_model, True)
+        set_lba_config(lba_model, exact_accumulation=True)
         report("exact_acc", evaluate(lba_model, val_loader, device, progress, "exact accumulation"))
-        _set_exact(lba_model, False)
+        set_lba_config(lba_model, exact_accumulation=False)
         set_collect_stats(lba_model, True)
         report("zero_shot", evaluate(lba_model, val_loader, device, progress, "zero-shot"))
         results["zero_shot_events"] = event_stats_table(lba_model)
@@ -241,12 +248,7 @@ def finetune(
         checkpoint(None)
     results.setdefault("stage1_nouf", results.get("stage1"))
     return {**results, "cfg": chosen, "history": state["history"], "model": lba_model,
-            "seconds": time.perf_counter() - started}
-
-
-def _set_exact(model: nn.Module, exact: bool) -> None:
-    for _, layer in lba_layers(model):
-        layer.exact_accumulation = exact
+            "seconds": elapsed()}
 
 
 def train_baseline(model_name: str, data: DataBundle, epochs: int, seed: int = 0, lr: float = 3e-3,

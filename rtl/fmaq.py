@@ -10,7 +10,7 @@ from lba_core import MacConfig
 
 from .arith import decode_normalized
 from .blocks import Adder, Aligner, Multiplier, Normalizer, ProductRounder, RangeFlags, Rounder
-from .plan import DatapathPlan, plan_datapath
+from .plan import DatapathPlan, check_config, plan_datapath
 
 
 def step_ports(cfg: MacConfig, addend_ports: dict) -> dict:
@@ -63,7 +63,17 @@ def build_accumulate(m: Module, plan: DatapathPlan, acc_code, addend, addend_bit
     return range_flags
 
 
-class FMAq(wiring.Component):
+class ConfiguredComponent(wiring.Component):
+    """A component built from a MacConfig. The configuration is checked before the object exists: a rejected
+    configuration raises its ConfigError without leaving a never-elaborated Amaranth object behind (which
+    Amaranth would report as an UnusedElaboratable warning)."""
+
+    def __new__(cls, cfg: MacConfig, *args, **kwargs):
+        check_config(cfg)
+        return super().__new__(cls, cfg, *args, **kwargs)
+
+
+class FMAq(ConfiguredComponent):
     """acc_out = R_acc(acc_in + R_prod(a * b)) with the overflow/underflow/swamp events (docs/arithmetic.md §4).
 
     Combinational. ``a`` is a cfg.a_format code, ``b`` a cfg.b_format code, ``acc_in``/``acc_out`` cfg.acc
@@ -102,7 +112,7 @@ class FMAq(wiring.Component):
         return m
 
 
-class ChunkAdder(wiring.Component):
+class ChunkAdder(ConfiguredComponent):
     """acc_out = R_acc(acc_in + addend) with the same events: the chunk adder of docs/arithmetic.md §5.
 
     Both operands are cfg.acc codes, so the window only needs the accumulator significand plus two bits.

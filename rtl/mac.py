@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from lba_core import MacConfig
 
-from .fmaq import ChunkAdder, FMAq
+from .fmaq import ChunkAdder, ConfiguredComponent, FMAq
 
 
 class Register(wiring.Component):
@@ -37,7 +37,7 @@ class Register(wiring.Component):
         return m
 
 
-class MAC(wiring.Component):
+class MAC(ConfiguredComponent):
     """Sequential multiply-accumulate over valid (a, b) pairs; ``clear`` starts a new dot product from +0.
 
     Ports: ``valid``, ``clear``, ``a``, ``b`` in, registered ``acc`` out (plus the sync domain's clk and rst).

@@ -17,6 +17,12 @@ import torch
 from lba_core import ConfigError, FloatFormat, MacConfig, accumulate, dot, product
 from lba_train import quantize
 from lba_train.estimators import ESTIMATORS, dot_derivatives, gemm_backward
+from lba_train.kernels.plan import (
+    STEP_EXACT_SUM,
+    STEP_GENERAL,
+    STEP_ROUND_TO_ODD,
+    plan_gemm,
+)
 
 STEP_CONFIGS = [
     MacConfig(input="e4m3", acc="e3m2"),
@@ -44,15 +50,19 @@ def random_value(fmt: FloatFormat, rng: random.Random) -> Fraction:
     return fmt.decode(rng.randrange(fmt.code_count))
 
 
+def test_step_configs_cover_every_rounding_algorithm():
+    assert {plan_gemm(cfg).step for cfg in STEP_CONFIGS} == {STEP_EXACT_SUM, STEP_ROUND_TO_ODD, STEP_GENERAL}
+
+
 @pytest.mark.parametrize("cfg", STEP_CONFIGS, ids=lambda cfg: cfg.name)
 def test_chain_value_matches_reference_dot(cfg, comparisons):
-    """The chain the backward recomputes is the forward's, bit for bit (fast and general rounding paths)."""
+    """The chain the backward recomputes is the forward's, bit for bit, with each GEMM rounding algorithm."""
     rng = random.Random(11)
     mismatches = cases = 0
     for chunk_size in (None, 1, 3):
         chunked = cfg.replace(chunk_size=chunk_size)
         for length in (0, 1, 2, 5, 13):
-            for _ in range(30):
+            for _ in range(20):
                 a = [random_value(cfg.a_format, rng) for _ in range(length)]
                 b = [random_value(cfg.b_format, rng) for _ in range(length)]
                 value, _ = dot_derivatives([float(v) for v in a], [float(v) for v in b], chunked, "recursive-diff")
@@ -289,3 +299,21 @@ def test_rejects_products_binary64_cannot_hold():
     cfg = MacConfig(input="e8m30", acc="fp32")
     with pytest.raises(ConfigError, match="significand bits, more than binary64"):
         gemm_backward(torch.zeros(2, 3), torch.zeros(3, 2), torch.zeros(2, 2), cfg, "immediate-of")
+
+
+def test_lba_matmul_backward_uses_the_estimator(comparisons):
+    """End to end: autograd through lba_matmul hands the quantized operands to gemm_backward."""
+    from lba_train.gemm import lba_matmul
+
+    cfg = MacConfig(input="e4m3", acc="e3m3")
+    generator = torch.Generator().manual_seed(5)
+    x = (torch.randn(6, 20, generator=generator, dtype=torch.float64) * 3).requires_grad_(True)
+    w = (torch.randn(20, 4, generator=generator, dtype=torch.float64) * 3).requires_grad_(True)
+    g = torch.randn(6, 4, generator=generator, dtype=torch.float32)  # e3m3 results come back as float32
+    lba_matmul(x, w, cfg, estimator="recursive-diff").backward(g)
+    g = g.to(torch.float64)
+    want_x, want_w = gemm_backward(quantize(x.detach(), "e4m3"), quantize(w.detach(), "e4m3"), g, cfg, "recursive-diff")
+    mismatches = int((x.grad != want_x).sum() + (w.grad != want_w).sum())
+    comparisons("lba_matmul backward vs gemm_backward (recursive-diff)", x.numel() + w.numel(), mismatches)
+    assert mismatches == 0
+    assert not torch.equal(want_x, g @ quantize(w.detach(), "e4m3").T), "the case must differ from STE"

@@ -99,7 +99,7 @@ def test_lba_linear_uses_the_nn_linear_layout_and_adds_the_bias_afterwards(compa
 
 def conv_reference(x, weight, cfg, stride, padding, dilation, groups) -> np.ndarray:
     """Direct convolution: each output's window walked as (c, i, j), j fastest, zeros outside the input."""
-    batch, channels, height, width = x.shape
+    batch, _, height, width = x.shape
     out_channels, group_channels, kernel_h, kernel_w = weight.shape
     out_h = (height + 2 * padding - dilation * (kernel_h - 1) - 1) // stride + 1
     out_w = (width + 2 * padding - dilation * (kernel_w - 1) - 1) // stride + 1

@@ -17,8 +17,7 @@ import torch
 
 from lba_core import ConfigError, FloatFormat, MacConfig, dot, round_to_format
 from lba_train.events import EventStats
-from lba_train.kernels import available_kernels, gemm_values, plan_gemm, select_kernel
-from lba_train.kernels import numba_gemm, torch_gemm
+from lba_train.kernels import available_kernels, gemm_values, numba_gemm, plan_gemm, select_kernel, torch_gemm
 from lba_train.kernels.plan import STEP_EXACT_SUM, STEP_GENERAL, STEP_ROUND_TO_ODD, round_spec
 from lba_train.quantize import quantize
 
@@ -151,12 +150,8 @@ def test_every_rounding_of_a_sum_matches_the_reference(fmt, rounding, underflow,
     spec = round_spec(fmt, cfg)
     a, b = adversarial_sums(fmt, 600, rng)
     expected = [round_to_format(Fraction(x) + Fraction(y), fmt, rounding, underflow) for x, y in zip(a, b)]
-    checks = {
-        "numba general": numba_gemm.round_sum_general,
-        "numba round-to-odd": numba_gemm.round_sum_odd,
-    }
     mismatches = 0
-    for label, round_sum in checks.items():
+    for round_sum in (numba_gemm.round_sum_general, numba_gemm.round_sum_odd):
         for x, y, want in zip(a, b, expected):
             value, overflowed, underflowed = round_sum(x, y, spec)
             mismatches += (Fraction(value), overflowed, underflowed) != (want.value, want.overflow, want.underflow)
@@ -276,15 +271,15 @@ def random_config(rng: np.random.Generator) -> MacConfig:
 
 @pytest.mark.slow
 def test_random_configurations_sweep(comparisons):
-    """200 random configurations, both kernels, every element and the event totals vs lba_core.dot."""
+    """120 random configurations, both kernels, every element and the event totals vs lba_core.dot."""
     rng = np.random.default_rng(2026)
     mismatches = compared = 0
     steps_seen = set()
-    for _ in range(200):
+    for _ in range(120):
         cfg = random_config(rng)
         steps_seen.add(plan_gemm(cfg).step)
         kind = str(rng.choice(["codes", "saturation", "cancellation", "gaussian"]))
-        x, w = operands(cfg, int(rng.integers(1, 9)), int(rng.integers(1, 80)), int(rng.integers(1, 140)), kind, rng)
+        x, w = operands(cfg, int(rng.integers(1, 7)), int(rng.integers(1, 60)), int(rng.integers(1, 100)), kind, rng)
         expected, expected_stats = reference_matmul(x, w, cfg)
         for kernel in KERNEL_NAMES:
             stats = EventStats()

@@ -19,7 +19,7 @@ def test_example_file_loads():
     spec = load_sweep_spec(ROOT / "examples" / "sweep.toml")
     assert spec.inputs == ("e4m3", "e5m2") and spec.chunk_sizes == (0, 16)
     assert len(spec.configs()) == 2 * 8 * 1 * 2
-    assert spec.accuracy.epochs == (2, 2)
+    assert spec.accuracy.epochs == (1, 1)
 
 
 def test_default_covers_the_embedded_grid():

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
+from hwmodel import cli
 from lba_core import ConfigError, FloatFormat, MacConfig
 from lba_train.bias import (
     _chunked_cumsum,
@@ -25,11 +25,8 @@ from lba_train.bias import (
 )
 from lba_train.convert import lba_layers, lbaify
 from lba_train.data import _split, load_data, load_digits_data, load_image_folder, load_mnist, make_bundle, read_idx
-from lba_train.layers import LBAMatMul
 from lba_train.models import build_model
 from lba_train.train import evaluate, finetune, run_accuracy_point, train_baseline
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -221,7 +218,7 @@ def test_finetune_runs_both_stages_on_a_copy_and_resumes(tiny_digits, tiny_basel
     model = tiny_baseline["model"]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = MacConfig("e4m3", "e4m3")
-    kwargs = dict(epochs=(1, 1), lr=(1e-3, 5e-4), bias="calibrate", progress=False, log=lambda _: None)
+    kwargs = {"epochs": (1, 1), "lr": (1e-3, 5e-4), "bias": "calibrate", "progress": False, "log": lambda _: None}
     straight = finetune(model, tiny_digits.train, tiny_digits.val, cfg, **kwargs)
     for key in ("baseline", "exact_acc", "zero_shot", "stage1", "stage1_nouf", "stage2"):
         assert 0.0 <= straight[key] <= 1.0
@@ -263,22 +260,21 @@ def test_run_accuracy_point_reuses_a_baseline(tiny_digits, tiny_baseline):
         finetune(tiny_baseline["model"], tiny_digits.train, tiny_digits.val, MacConfig("e4m3", "e5m6"), bias="x")
 
 
-def test_cli_train_writes_reports(tmp_path):
+def test_cli_train_writes_reports(tmp_path, capsys):
     images = tmp_path / "images"
     _write_images(images, {"a": 6, "b": 6}, size=(4, 4))
-    command = [sys.executable, "-m", "hwmodel.cli", "train", "--model", "mlp", "--data", f"imagefolder:{images}",
-               "--acc", "e4m3", "--epochs-baseline", "1", "--epochs", "1,0", "--bias", "calibrate",
-               "--one-stage", "--name", "t", "--reports", str(tmp_path / "reports"), "--quiet"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    arguments = ["train", "--model", "mlp", "--data", f"imagefolder:{images}", "--acc", "e4m3", "--epochs-baseline",
+                 "1", "--epochs", "1,0", "--bias", "calibrate", "--one-stage", "--name", "t", "--reports",
+                 str(tmp_path / "reports"), "--quiet"]
+    assert cli.main(arguments) == 0
     folder = tmp_path / "reports" / "t"
-    assert str(folder / "accuracy.md") in done.stdout
-    import pandas as pd
-
+    assert str(folder / "accuracy.md") in capsys.readouterr().out
     table = pd.read_csv(folder / "accuracy.csv")
     assert len(table) == 2 and table["variant"].tolist() == ["two-stage", "one-stage"]
     assert table["acc_format"].str.startswith("e4m3_b").all()  # calibrated bias
     assert "layer events" in (folder / "accuracy.md").read_text()
-    bad = subprocess.run(command[:4] + ["--acc", "e1m2", "--reports", str(tmp_path)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "exp_bits" in bad.stderr
+    assert cli.main(arguments) == 0  # a second run reuses the baseline and the finished checkpoints
+    assert "reusing the float baseline" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(arguments[:1] + ["--acc", "e1m2", "--reports", str(tmp_path)])
+    assert exit_info.value.code == 2 and "exp_bits" in capsys.readouterr().err

@@ -9,8 +9,8 @@ AUTO_ORDER; until then CUDA tensors run on the portable PyTorch kernel.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -26,16 +26,8 @@ NUMBA_AVAILABLE = importlib.util.find_spec("numba") is not None
 def _numba_gemm(x: torch.Tensor, w: torch.Tensor, plan: GemmPlan, count: bool) -> tuple[torch.Tensor, list[int]]:
     from . import numba_gemm  # compiled (or loaded from the on-disk cache) on first use
 
-    # The Numba kernel always counts: its per-output counters cost little and a second compiled variant
-    # without them would double the compile time of a fresh machine.
-
     values, events = numba_gemm.gemm(
-        x.contiguous().numpy(),
-        w.contiguous().numpy(),
-        plan.product,
-        plan.acc,
-        plan.chunk_size or 0,
-        plan.step,
+        x.contiguous().numpy(), w.contiguous().numpy(), plan.product, plan.acc, plan.chunk_size or 0, plan.step, count
     )
     return torch.from_numpy(values), events.tolist()
 

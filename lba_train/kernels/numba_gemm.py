@@ -1,8 +1,8 @@
 """The CPU GEMM kernel: every output's accumulation chain, bit-true, in parallel tiles (Numba).
 
 Outputs are cut into tiles of TILE_ROWS x TILE_COLS; tiles run in parallel (``prange``) and each walks
-k = 0 .. K-1 in order, updating its row of accumulators from a contiguous row of W, which lets LLVM vectorize
-the fast step across outputs. The order of the steps inside one chain is the contract's; tiles are
+k = 0 .. K-1 in order, updating its rows of accumulators from a contiguous row of W, which lets LLVM vectorize
+the branch-free steps across outputs. The order of the steps inside one chain is the contract's; tiles are
 independent, so the result does not depend on the thread count.
 """
 
@@ -130,8 +130,10 @@ def round_sum_general(a, b, spec):
 # One loop per step algorithm, identical but for the roundings it calls: a loop that could call either would
 # not be vectorized (the general step calls libm), Numba caches no kernel that takes functions as arguments,
 # and LLVM stops inlining (and so vectorizing) when the step sits behind one more function call.
+# "No product format" and "no event counting" arrive as None: Numba compiles a separate specialization for a
+# None argument and prunes the branch, which runtime flags did not achieve (measured 3x slower).
 @njit(cache=True)
-def mac_tile_exact_sum(x, w, k, row0, column0, partial, has_product, prod_spec, acc_spec, events):
+def mac_tile_exact_sum(x, w, k, row0, column0, partial, prod_spec, acc_spec, events):
     """partial[r, j] <- FMAq(x[row0 + r, k], w[k, column0 + j], partial[r, j]); adds the events up."""
     overflows = underflows = swamps = 0
     for r in range(partial.shape[0]):
@@ -139,21 +141,23 @@ def mac_tile_exact_sum(x, w, k, row0, column0, partial, has_product, prod_spec, 
         for j in range(partial.shape[1]):
             p = a * w[k, column0 + j]  # exact: plan_gemm checked that products fit in binary64
             product_overflowed = product_underflowed = False
-            if has_product:  # loop-invariant: LLVM unswitches it, so no product format costs nothing
+            if prod_spec is not None:
                 p, product_overflowed, product_underflowed = round_binary64(p, prod_spec)
             previous = partial[r, j]
             value, overflowed, underflowed = round_sum_exact(previous, p, acc_spec)
             partial[r, j] = value
-            overflows += overflowed | product_overflowed
-            underflows += underflowed | product_underflowed
-            swamps += (p != 0.0) & (value == previous)
-    events[0] += overflows
-    events[1] += underflows
-    events[2] += swamps
+            if events is not None:
+                overflows += overflowed | product_overflowed
+                underflows += underflowed | product_underflowed
+                swamps += (p != 0.0) & (value == previous)
+    if events is not None:
+        events[0] += overflows
+        events[1] += underflows
+        events[2] += swamps
 
 
 @njit(cache=True)
-def mac_tile_round_to_odd(x, w, k, row0, column0, partial, has_product, prod_spec, acc_spec, events):
+def mac_tile_round_to_odd(x, w, k, row0, column0, partial, prod_spec, acc_spec, events):
     """partial[r, j] <- FMAq(x[row0 + r, k], w[k, column0 + j], partial[r, j]); adds the events up."""
     overflows = underflows = swamps = 0
     for r in range(partial.shape[0]):
@@ -161,21 +165,23 @@ def mac_tile_round_to_odd(x, w, k, row0, column0, partial, has_product, prod_spe
         for j in range(partial.shape[1]):
             p = a * w[k, column0 + j]  # exact: plan_gemm checked that products fit in binary64
             product_overflowed = product_underflowed = False
-            if has_product:  # loop-invariant: LLVM unswitches it, so no product format costs nothing
+            if prod_spec is not None:
                 p, product_overflowed, product_underflowed = round_binary64(p, prod_spec)
             previous = partial[r, j]
             value, overflowed, underflowed = round_sum_odd(previous, p, acc_spec)
             partial[r, j] = value
-            overflows += overflowed | product_overflowed
-            underflows += underflowed | product_underflowed
-            swamps += (p != 0.0) & (value == previous)
-    events[0] += overflows
-    events[1] += underflows
-    events[2] += swamps
+            if events is not None:
+                overflows += overflowed | product_overflowed
+                underflows += underflowed | product_underflowed
+                swamps += (p != 0.0) & (value == previous)
+    if events is not None:
+        events[0] += overflows
+        events[1] += underflows
+        events[2] += swamps
 
 
 @njit(cache=True)
-def mac_tile_general(x, w, k, row0, column0, partial, has_product, prod_spec, acc_spec, events):
+def mac_tile_general(x, w, k, row0, column0, partial, prod_spec, acc_spec, events):
     """partial[r, j] <- FMAq(x[row0 + r, k], w[k, column0 + j], partial[r, j]); adds the events up."""
     overflows = underflows = swamps = 0
     for r in range(partial.shape[0]):
@@ -183,17 +189,19 @@ def mac_tile_general(x, w, k, row0, column0, partial, has_product, prod_spec, ac
         for j in range(partial.shape[1]):
             p = a * w[k, column0 + j]  # exact: plan_gemm checked that products fit in binary64
             product_overflowed = product_underflowed = False
-            if has_product:  # loop-invariant: LLVM unswitches it, so no product format costs nothing
+            if prod_spec is not None:
                 p, product_overflowed, product_underflowed = round_sum_general(p, 0.0, prod_spec)
             previous = partial[r, j]
             value, overflowed, underflowed = round_sum_general(previous, p, acc_spec)
             partial[r, j] = value
-            overflows += overflowed | product_overflowed
-            underflows += underflowed | product_underflowed
-            swamps += (p != 0.0) & (value == previous)
-    events[0] += overflows
-    events[1] += underflows
-    events[2] += swamps
+            if events is not None:
+                overflows += overflowed | product_overflowed
+                underflows += underflowed | product_underflowed
+                swamps += (p != 0.0) & (value == previous)
+    if events is not None:
+        events[0] += overflows
+        events[1] += underflows
+        events[2] += swamps
 
 
 @njit(cache=True)
@@ -211,49 +219,58 @@ def add_chunk(total, partial, acc_spec, step, events):
                 value, overflowed, underflowed = round_sum_general(previous, addend, acc_spec)
             total[r, j] = value
             partial[r, j] = 0.0
-            events[0] += overflowed
-            events[1] += underflowed
-            events[2] += (addend != 0.0) & (value == previous)
+            if events is not None:
+                events[0] += overflowed
+                events[1] += underflowed
+                events[2] += (addend != 0.0) & (value == previous)
+
+
+@njit(cache=True)
+def run_tile(x, w, row0, column0, height, width, prod_spec, acc_spec, chunk, step, out, events):
+    """Every chain of one tile of outputs, k in order; writes the tile of ``out`` and adds to ``events``."""
+    length = x.shape[1]
+    partial = np.zeros((height, width))
+    total = np.zeros((height, width))
+    for k in range(length):
+        if step == EXACT_SUM_CODE:
+            mac_tile_exact_sum(x, w, k, row0, column0, partial, prod_spec, acc_spec, events)
+        elif step == ROUND_TO_ODD_CODE:
+            mac_tile_round_to_odd(x, w, k, row0, column0, partial, prod_spec, acc_spec, events)
+        else:
+            mac_tile_general(x, w, k, row0, column0, partial, prod_spec, acc_spec, events)
+        if chunk > 0 and ((k + 1) % chunk == 0 or k == length - 1):
+            add_chunk(total, partial, acc_spec, step, events)
+    out[row0 : row0 + height, column0 : column0 + width] = total if chunk > 0 else partial
 
 
 @njit(parallel=True, cache=True)
-def gemm_tiles(x, w, has_product, prod_spec, acc_spec, chunk, step, out, tile_events):
-    """Fill ``out`` with X @ W on the accumulator and ``tile_events`` with each tile's event counts."""
-    rows, length = x.shape
+def gemm_tiles(x, w, prod_spec, acc_spec, chunk, step, out, tile_events):
+    """Fill ``out`` with X @ W on the accumulator and, unless it is None, ``tile_events`` per tile."""
+    rows = x.shape[0]
     columns = w.shape[1]
     column_tiles = (columns + TILE_COLS - 1) // TILE_COLS
-    for tile in prange(tile_events.shape[0]):
+    tiles = (rows + TILE_ROWS - 1) // TILE_ROWS * column_tiles
+    for tile in prange(tiles):
         row0 = (tile // column_tiles) * TILE_ROWS
         column0 = (tile % column_tiles) * TILE_COLS
         height = min(rows, row0 + TILE_ROWS) - row0
         width = min(columns, column0 + TILE_COLS) - column0
-        partial = np.zeros((height, width))
-        total = np.zeros((height, width))
-        events = tile_events[tile]
-        for k in range(length):
-            if step == EXACT_SUM_CODE:
-                mac_tile_exact_sum(x, w, k, row0, column0, partial, has_product, prod_spec, acc_spec, events)
-            elif step == ROUND_TO_ODD_CODE:
-                mac_tile_round_to_odd(x, w, k, row0, column0, partial, has_product, prod_spec, acc_spec, events)
-            else:
-                mac_tile_general(x, w, k, row0, column0, partial, has_product, prod_spec, acc_spec, events)
-            if chunk > 0 and ((k + 1) % chunk == 0 or k == length - 1):
-                add_chunk(total, partial, acc_spec, step, events)
-        out[row0 : row0 + height, column0 : column0 + width] = total if chunk > 0 else partial
+        if tile_events is None:
+            run_tile(x, w, row0, column0, height, width, prod_spec, acc_spec, chunk, step, out, None)
+        else:
+            run_tile(x, w, row0, column0, height, width, prod_spec, acc_spec, chunk, step, out, tile_events[tile])
 
 
-def gemm(x, w, prod_spec, acc_spec, chunk, step):
+def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
     """Y = X @ W on the accumulator for C-contiguous float64 arrays; ``chunk`` <= 0: one chain, no chunk adder.
 
     ``prod_spec`` is None for a configuration without a product format. Returns (Y, events),
-    events = [overflow, underflow, swamp] step counts.
+    events = [overflow, underflow, swamp] step counts (zeros unless ``count``).
     """
     rows = x.shape[0]
     columns = w.shape[1]
     out = np.zeros((rows, columns))
     tiles = -(-rows // TILE_ROWS) * -(-columns // TILE_COLS)
     tile_events = np.zeros((tiles, 3), dtype=np.int64)
-    has_product = prod_spec is not None
-    prod_spec = acc_spec if prod_spec is None else prod_spec  # a spec of the right type, never used
-    gemm_tiles(x, w, has_product, prod_spec, acc_spec, chunk, STEP_CODES[step], out, tile_events)
+    gemm_tiles(x, w, prod_spec, acc_spec, chunk, STEP_CODES[step], out, tile_events if count else None)
     return out, tile_events.sum(axis=0)
