@@ -9,14 +9,17 @@ STAMP  := $(VENV)/.installed
 # torch's and Numba's OpenMP thread pools busy-wait by default and starve each other on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv sysdeps test test-full sweep cosim bench lint-verilog clean
+.PHONY: help venv sysdeps test test-full sweep cosim bench paper-claim experiments minilm clean
 
 help:
 	@echo "make sweep      the main job: area and accuracy of the embedded default sweep -> reports/"
 	@echo "make test       the test suite (what CI runs)"
 	@echo "make test-full  the test suite including slow checks"
 	@echo "make cosim      full RTL cosimulation (Amaranth + Verilog simulators) against the reference"
-	@echo "make bench      simulator and synthesis benchmarks"
+	@echo "make bench      simulator, estimator and synthesis benchmarks"
+	@echo "make paper-claim  synthesized MAC area, FP8 inputs, fp32/fp16/bf16/12-bit accumulators -> reports/paper_claim"
+	@echo "make experiments  fine-tuning demo and gradient-estimator study on digits -> reports/"
+	@echo "make minilm     pretrained MiniLM sentence encoder under LBA (installs the transformers extra)"
 
 sysdeps:
 	@sh scripts/install-system-deps.sh
@@ -43,6 +46,19 @@ cosim: venv
 
 bench: venv
 	$(PY) benchmarks/gemm.py
+	$(PY) benchmarks/estimators.py
+	$(PY) benchmarks/synth.py
+
+paper-claim: venv
+	$(VENV)/bin/hwmodel paper-claim
+
+experiments: venv
+	$(PY) experiments/finetune_digits.py
+	$(PY) experiments/estimators_digits.py
+
+minilm: venv
+	$(PY) -m pip install --quiet -e '.[test,transformers]' torch==2.13.0
+	$(PY) experiments/minilm.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

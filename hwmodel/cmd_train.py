@@ -17,6 +17,7 @@ import torch
 from lba_core import ROUNDING_MODES, ConfigError, MacConfig
 from lba_train.bias import BIAS_MODES
 from lba_train.data import load_data
+from lba_train.estimators import ESTIMATORS
 from lba_train.models import MODEL_NAMES
 from lba_train.train import run_accuracy_point, train_baseline
 
@@ -57,11 +58,12 @@ def register(subparsers) -> None:
                         help="Adam learning rate of the fine-tuning stages (default: 1e-3,5e-4)")
     parser.add_argument("--lr-baseline", type=float, default=3e-3, metavar="LR",
                         help="Adam learning rate of the baseline (default: 3e-3)")
-    parser.add_argument("--estimator", default="ste", help="gradient estimator through the accumulator (default: ste)")
-    parser.add_argument("--bias", choices=BIAS_MODES, default="format",
-                        help="accumulator exponent bias: the format's (default), the paper's rule, or calibrated on "
-                        "data; operands are max-abs scaled to the top of their format, so a narrow accumulator "
-                        "usually needs 'calibrate' (docs/training.md)")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="ste",
+                        help="gradient estimator through the accumulator (default: ste; docs/estimators.md)")
+    parser.add_argument("--bias", choices=BIAS_MODES, default="calibrate",
+                        help="accumulator exponent bias: calibrated on observed partial sums (default), the paper's "
+                        "rule, or the format's own; operands are max-abs scaled to the top of their format, so a "
+                        "narrow accumulator usually needs 'calibrate' (docs/training.md)")
     parser.add_argument("--one-stage", action="store_true",
                         help="also run the ablation: the same epochs with underflow on in both stages")
     parser.add_argument("--keep-first-last", action="store_true", help="keep the first and last layer in float")

@@ -47,6 +47,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def _has(df: pd.DataFrame, *columns: str) -> bool:
+    return all(column in df and df[column].notna().any() for column in columns)
+
+
 def pareto_front(df: pd.DataFrame, cost: str = "ge", score: str = "top1_stage2") -> pd.Series:
     """True for rows that no other row beats: cost no higher and score no lower, one of them strictly."""
     valid = df[cost].notna() & df[score].notna()
@@ -83,7 +87,7 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 def plot_accuracy_vs_ge(df: pd.DataFrame, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    if "top1_stage2" in df and df["top1_stage2"].notna().any():
+    if _has(df, "ge", "top1_stage2"):
         front = pareto_front(df)
         for label, column, marker in (("zero-shot", "top1_zero_shot", "x"), ("fine-tuned", "top1_stage2", "o")):
             ax.scatter(df["ge"], 100 * df[column], marker=marker, label=label)
@@ -112,7 +116,8 @@ def plot_area_blocks(df: pd.DataFrame, out: Path) -> None:
     ax.set_ylabel("area [NAND2 GE]")
     ax.set_title("MAC area per datapath block")
     ax.tick_params(axis="x", rotation=45, labelsize=7)
-    ax.legend(fontsize=7, ncol=2)
+    if block_columns:
+        ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)
     _save(fig, out / "area_blocks")
 
@@ -124,7 +129,7 @@ def plot_accuracy_vs_bits(df: pd.DataFrame, out: Path) -> None:
         if column in ordered and ordered[column].notna().any():
             ax.plot(ordered["acc_bits"], 100 * ordered[column], marker=marker, linestyle="none", label=label)
     for _, row in ordered.iterrows():
-        if "top1_stage2" in row and pd.notna(row["top1_stage2"]):
+        if pd.notna(row.get("top1_stage2")):
             ax.annotate(row["acc"], (row["acc_bits"], 100 * row["top1_stage2"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax.set_xlabel("accumulator width [bits]")
     ax.set_ylabel("top-1 accuracy [%]")
@@ -153,7 +158,7 @@ def _save(fig, stem: Path) -> None:
 def write_index_html(df: pd.DataFrame, out: Path, title: str, notes: str = "") -> Path:
     columns = [c for c in TABLE_COLUMNS if c in df.columns]
     header = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    front = pareto_front(df) if "top1_stage2" in df else pd.Series(False, index=df.index)
+    front = pareto_front(df) if _has(df, "ge", "top1_stage2") else pd.Series(False, index=df.index)
     rows = "\n".join(
         f"<tr{' class=pareto' if front[i] else ''}>" + "".join(f"<td>{html.escape(_format_cell(c, df.at[i, c]))}</td>" for c in columns) + "</tr>"
         for i in df.index

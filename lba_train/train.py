@@ -132,7 +132,7 @@ def finetune(
     lr=(1e-3, 5e-4),
     device: str = "cpu",
     *,
-    bias: str = "format",
+    bias: str = "calibrate",
     estimator: str = "ste",
     skip=None,
     keep_first_last: bool = False,
