@@ -200,7 +200,7 @@ def write_reports(out: Path) -> list[dict]:
         f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {len(rows)} rows in `rows/`. Every GEMM of "
         "the encoder (36 Linears, 12 attention products) runs bit-true on the accumulator; metrics compare the "
         "evaluation sentences' embeddings with the FP32 model's (see docs/minilm.md). Times are wall-clock "
-        "seconds on a shared 2-core CPU machine under heavy contention from other jobs (load average 8-10): "
+        "seconds on a shared 2-core CPU machine under heavy contention (load average 6-10: five shards of this run in parallel plus other jobs): "
         "they are not benchmarks. Event rates are per accumulation step over the whole evaluation pass.",
         "",
         "| accumulator | config | stage | mean cosine | Spearman | top-1 | overflow | underflow | swamp | time (s) |",

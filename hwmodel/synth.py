@@ -22,6 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from rtl import BLOCK_NAMES
+
 from .cache import ResultCache, content_key
 from .jobs import run_cached
 from .yosys import YosysError, run_yosys, yosys_version
@@ -36,19 +38,6 @@ GENERIC_GATES = "AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX"
 LEGAL_FLOPS = "-cell $_DFF_P_ 01 -cell $_DFF_PN0_ 01 -cell $_DFF_PN1_ 01"
 VERILOG_NAME = "design.v"
 
-#: Sub-block names the RTL generator gives its hierarchical modules. Longer names are matched first, so
-#: ``chunk_adder`` is not taken for ``adder`` nor ``product_rounder`` for ``rounder``.
-BLOCK_NAMES = (
-    "multiplier",
-    "product_rounder",
-    "aligner",
-    "adder",
-    "normalizer",
-    "rounder",
-    "range_flags",
-    "register",
-    "chunk_adder",
-)
 #: Cells of the top module or of modules outside every named block.
 GLUE_BLOCK = "glue"
 
