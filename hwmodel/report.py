@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "lba-report"  # stable SVG ids: the same data gives the same file
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
