@@ -37,6 +37,7 @@ TABLE_COLUMNS = (
     "swamp_rate",
 )
 PLOTS = ("accuracy_vs_ge", "area_blocks", "accuracy_vs_bits")
+NOTES_FILE = "notes.txt"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -188,14 +189,19 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 640px; }}
     return path
 
 
-def build_report(out_dir: "str | Path", title: str | None = None, notes: str = "") -> Path:
-    """(Re)build results.md, the plots and index.html from ``out_dir/results.csv``; returns the HTML path."""
+def build_report(out_dir: "str | Path", title: str | None = None, notes: str | None = None) -> Path:
+    """(Re)build results.md, the plots and index.html from ``out_dir/results.csv``; returns the HTML path.
+
+    ``notes`` (what the run was, how long it took) default to those the sweep left in ``notes.txt``.
+    """
     out = Path(out_dir)
     csv = out / "results.csv"
     if not csv.is_file():
         raise FileNotFoundError(f"no results.csv in {out}: run `hwmodel sweep` first")
+    if notes is None:
+        notes = (out / NOTES_FILE).read_text() if (out / NOTES_FILE).is_file() else ""
     df = pd.read_csv(csv)
-    title = title or f"LBA sweep: {out.name}"
+    title = title or f"LBA sweep '{out.name}': area and accuracy"
     atomic_write_text(out / "results.md", f"# {title}\n\n{notes}\n\n{markdown_table(df)}\n")
     plot_accuracy_vs_ge(df, out)
     plot_area_blocks(df, out)
@@ -206,4 +212,5 @@ def build_report(out_dir: "str | Path", title: str | None = None, notes: str = "
 def write_results(df: pd.DataFrame, out_dir: "str | Path", title: str | None = None, notes: str = "") -> Path:
     out = Path(out_dir)
     atomic_write_text(out / "results.csv", df.to_csv(index=False))
+    atomic_write_text(out / NOTES_FILE, notes)
     return build_report(out, title, notes)
