@@ -95,10 +95,9 @@ def plot_accuracy_vs_ge(df: pd.DataFrame, out: Path) -> None:
             ax.scatter(df["ge"], 100 * df[column], marker=marker, label=label)
         ordered = df[front].sort_values("ge")
         ax.plot(ordered["ge"], 100 * ordered["top1_stage2"], "--", color="tab:red", label="Pareto front (fine-tuned)")
-        for _, row in df.iterrows():
-            ax.annotate(row["acc"], (row["ge"], 100 * row["top1_stage2"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        _annotate(ax, df, "ge", "top1_stage2", (4, 4))
         if df["top1_baseline"].notna().any():
-            ax.axhline(100 * df["top1_baseline"].dropna().iloc[0], color="grey", lw=0.8, label="FP32-accumulator baseline")
+            ax.axhline(100 * df["top1_baseline"].dropna().iloc[0], color="grey", lw=0.8, label="float baseline (FP32 accumulation)")
     ax.set_xlabel("MAC area [NAND2 gate equivalents]")
     ax.set_ylabel("top-1 accuracy [%]")
     ax.set_title("Accuracy vs MAC area")
@@ -130,15 +129,23 @@ def plot_accuracy_vs_bits(df: pd.DataFrame, out: Path) -> None:
     for label, column, marker in (("zero-shot", "top1_zero_shot", "x"), ("fine-tuned (2 stages)", "top1_stage2", "o")):
         if column in ordered and ordered[column].notna().any():
             ax.plot(ordered["acc_bits"], 100 * ordered[column], marker=marker, linestyle="none", label=label)
-    for _, row in ordered.iterrows():
-        if pd.notna(row.get("top1_stage2")):
-            ax.annotate(row["acc"], (row["acc_bits"], 100 * row["top1_stage2"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    if "top1_stage2" in ordered:
+        _annotate(ax, ordered, "acc_bits", "top1_stage2", (4, -10))
     ax.set_xlabel("accumulator width [bits]")
     ax.set_ylabel("top-1 accuracy [%]")
     ax.set_title("Accuracy vs accumulator width")
     ax.grid(alpha=0.3)
     _legend(ax)
     _save(fig, out / "accuracy_vs_bits")
+
+
+def _annotate(ax, df: pd.DataFrame, x: str, y: str, offset: tuple[int, int]) -> None:
+    """Label points by accumulator; points that coincide share one label ("e5m6 / e4m7") instead of overprinting."""
+    labelled = df[df[x].notna() & df[y].notna()].sort_values(x)
+    for index, ((x_value, y_value), group) in enumerate(labelled.groupby([x, y], sort=True)):
+        label = " / ".join(group["acc"])
+        stagger = 0 if index % 2 == 0 else -14  # neighbours along x alternate above and below their point
+        ax.annotate(label, (x_value, 100 * y_value), textcoords="offset points", xytext=(offset[0], offset[1] + stagger), fontsize=8)
 
 
 def _legend(ax) -> None:
