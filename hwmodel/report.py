@@ -98,12 +98,7 @@ def plot_accuracy_vs_ge(df: pd.DataFrame, out: Path) -> None:
         _annotate(ax, df, "ge", "top1_stage2", (4, 4))
         if df["top1_baseline"].notna().any():
             ax.axhline(100 * df["top1_baseline"].dropna().iloc[0], color="grey", lw=0.8, label="float baseline (FP32 accumulation)")
-    ax.set_xlabel("MAC area [NAND2 gate equivalents]")
-    ax.set_ylabel("top-1 accuracy [%]")
-    ax.set_title("Accuracy vs MAC area")
-    ax.grid(alpha=0.3)
-    _legend(ax)
-    _save(fig, out / "accuracy_vs_ge")
+    _finish_accuracy_plot(fig, ax, "MAC area [NAND2 gate equivalents]", "Accuracy vs MAC area", out / "accuracy_vs_ge")
 
 
 def plot_area_blocks(df: pd.DataFrame, out: Path) -> None:
@@ -131,12 +126,7 @@ def plot_accuracy_vs_bits(df: pd.DataFrame, out: Path) -> None:
             ax.plot(ordered["acc_bits"], 100 * ordered[column], marker=marker, linestyle="none", label=label)
     if "top1_stage2" in ordered:
         _annotate(ax, ordered, "acc_bits", "top1_stage2", (4, -10))
-    ax.set_xlabel("accumulator width [bits]")
-    ax.set_ylabel("top-1 accuracy [%]")
-    ax.set_title("Accuracy vs accumulator width")
-    ax.grid(alpha=0.3)
-    _legend(ax)
-    _save(fig, out / "accuracy_vs_bits")
+    _finish_accuracy_plot(fig, ax, "accumulator width [bits]", "Accuracy vs accumulator width", out / "accuracy_vs_bits")
 
 
 def _annotate(ax, df: pd.DataFrame, x: str, y: str, offset: tuple[int, int]) -> None:
@@ -146,6 +136,15 @@ def _annotate(ax, df: pd.DataFrame, x: str, y: str, offset: tuple[int, int]) -> 
         label = " / ".join(group["acc"])
         stagger = 0 if index % 2 == 0 else -14  # neighbours along x alternate above and below their point
         ax.annotate(label, (x_value, 100 * y_value), textcoords="offset points", xytext=(offset[0], offset[1] + stagger), fontsize=8)
+
+
+def _finish_accuracy_plot(fig, ax, xlabel: str, title: str, stem: Path) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("top-1 accuracy [%]")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    _legend(ax)
+    _save(fig, stem)
 
 
 def _legend(ax) -> None:

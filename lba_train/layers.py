@@ -33,6 +33,16 @@ def check_estimator(estimator: str) -> str:
     return estimator
 
 
+
+def _copy_parameters(layer: nn.Module, module: nn.Module) -> nn.Module:
+    """Give an LBA layer built from ``module`` a copy of its weight, bias and training mode."""
+    with torch.no_grad():
+        layer.weight.copy_(module.weight)
+        if module.bias is not None:
+            layer.bias.copy_(module.bias)
+    layer.train(module.training)
+    return layer
+
 class LBAModule(nn.Module):
     """What every LBA layer shares: the MAC configuration, the backward estimator and the event counters.
 
@@ -122,12 +132,7 @@ class LBALinear(nn.Linear, LBAModule):
             dtype=module.weight.dtype,
             **options,
         )
-        with torch.no_grad():
-            layer.weight.copy_(module.weight)
-            if module.bias is not None:
-                layer.bias.copy_(module.bias)
-        layer.train(module.training)
-        return layer
+        return _copy_parameters(layer, module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, a_scale = self.input_quantizer(x)
@@ -212,12 +217,7 @@ class LBAConv2d(nn.Conv2d, LBAModule):
             dtype=module.weight.dtype,
             **options,
         )
-        with torch.no_grad():
-            layer.weight.copy_(module.weight)
-            if module.bias is not None:
-                layer.bias.copy_(module.bias)
-        layer.train(module.training)
-        return layer
+        return _copy_parameters(layer, module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, a_scale = self.input_quantizer(x)

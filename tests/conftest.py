@@ -7,6 +7,17 @@ import pytest
 _RECORDS: list[tuple[str, str, int, int]] = []
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: extra intra-op threads only oversubscribe a small shared machine (measured 10x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def comparisons(request):
     """Call ``comparisons(label, compared, mismatches)``; the totals appear in the run's summary."""

@@ -20,13 +20,7 @@ CFG = MacConfig("e4m3", FloatFormat(4, 3, bias=-6), chunk_size=4)
 CFG_FULL = MacConfig("e4m3", FloatFormat(5, 6, bias=0))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: extra intra-op threads only oversubscribe the shared 2-core machine (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _generator(seed: int) -> torch.Generator:

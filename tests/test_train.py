@@ -29,13 +29,7 @@ from lba_train.models import build_model
 from lba_train.train import evaluate, finetune, run_accuracy_point, train_baseline
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: extra intra-op threads only oversubscribe the shared 2-core machine (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------ data

@@ -10,15 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .numba_gemm import (
-    EXACT_SUM_CODE,
-    GENERAL_CODE,
-    ROUND_TO_ODD_CODE,
-    round_binary64,
-    round_sum_exact,
-    round_sum_general,
-    round_sum_odd,
-)
+from .numba_gemm import GENERAL_CODE, round_binary64, round_step, round_sum_general
 
 OF_RULE = 0
 DIFF_RULE = 1
@@ -27,12 +19,7 @@ DIFF_RULE = 1
 @njit(cache=True)
 def round_accumulate(previous, addend, acc_spec, step):
     """R_acc(previous + addend) with the GEMM's algorithm for ``step``: (value, accumulator overflowed)."""
-    if step == EXACT_SUM_CODE:
-        value, overflowed, _ = round_sum_exact(previous, addend, acc_spec)
-    elif step == ROUND_TO_ODD_CODE:
-        value, overflowed, _ = round_sum_odd(previous, addend, acc_spec)
-    else:
-        value, overflowed, _ = round_sum_general(previous, addend, acc_spec)
+    value, overflowed, _ = round_step(previous, addend, acc_spec, step)
     return value, overflowed
 
 

@@ -205,18 +205,23 @@ def mac_tile_general(x, w, k, row0, column0, partial, prod_spec, acc_spec, event
 
 
 @njit(cache=True)
+def round_step(previous, addend, acc_spec, step):
+    """R_acc(previous + addend) with the algorithm ``step`` selects: (value, overflowed, underflowed)."""
+    if step == EXACT_SUM_CODE:
+        return round_sum_exact(previous, addend, acc_spec)
+    if step == ROUND_TO_ODD_CODE:
+        return round_sum_odd(previous, addend, acc_spec)
+    return round_sum_general(previous, addend, acc_spec)
+
+
+@njit(cache=True)
 def add_chunk(total, partial, acc_spec, step, events):
     """The chunk adder over a tile: total <- R_acc(total + partial), then partial <- 0."""
     for r in range(total.shape[0]):
         for j in range(total.shape[1]):
             previous = total[r, j]
             addend = partial[r, j]
-            if step == EXACT_SUM_CODE:
-                value, overflowed, underflowed = round_sum_exact(previous, addend, acc_spec)
-            elif step == ROUND_TO_ODD_CODE:
-                value, overflowed, underflowed = round_sum_odd(previous, addend, acc_spec)
-            else:
-                value, overflowed, underflowed = round_sum_general(previous, addend, acc_spec)
+            value, overflowed, underflowed = round_step(previous, addend, acc_spec, step)
             total[r, j] = value
             partial[r, j] = 0.0
             if events is not None:
