@@ -20,7 +20,6 @@ DEFAULT_BASIS = "e4m7,e5m6,e3m8,e4m3,e5m10,bf16,fp32"
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "estimate",
-        help="estimate a configuration's MAC GE with the fitted analytical cost model",
         description="Fit the cost model (multiplier, shifters, adder, exponent, register terms) on synthesized "
         "basis accumulators with the same inputs, then estimate the given configuration's MAC GE.",
     )

@@ -16,7 +16,6 @@ from .yosys import YosysError
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "paper-claim",
-        help="measure the MAC area of FP8 inputs with FP32/FP16/BF16 and 12-bit accumulators",
         description="Synthesize e4m3 and e5m2 inputs with fp32, fp16, bf16, e4m7, e5m6 and e3m8 accumulators "
         "and write paper_claim.csv/.md (GE and reduction vs FP32 per input format) plus the full area.csv/.md.",
     )

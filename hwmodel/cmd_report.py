@@ -11,7 +11,6 @@ from .report import build_report
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="rebuild a sweep report (results.md, plots, index.html) from its results.csv",
         description="Rebuild results.md, the PNG/SVG plots and index.html of a sweep folder from its results.csv.",
     )
     parser.add_argument("directory", type=Path, help="a sweep report folder, e.g. reports/default")

@@ -38,7 +38,6 @@ def _epochs(text: str) -> tuple[int, int]:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "sweep",
-        help="the main job: synthesize and fine-tune each accumulator configuration, report both",
         description="For each MAC configuration: synthesize it (gates, GE, LUTs, per-block area, reduction vs "
         "the baseline accumulator) and, unless disabled, run the accuracy pipeline (float baseline, zero-shot "
         "LBA, two-stage fine-tuning). Writes reports/<name>/area.csv+md, results.csv+md, PNG/SVG plots and "

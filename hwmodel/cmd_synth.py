@@ -83,7 +83,6 @@ def yosys_failure(command: str, error: Exception) -> int:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "synth",
-        help="synthesize one configuration: gates, GE, transistors, depth, FPGA resources, per block",
         description="Export the configuration's fmaq and mac Verilog and synthesize both with Yosys: generic "
         "gates and NAND2 gate equivalents (GE), CMOS transistors, logic depth, a per-block breakdown and, "
         "on request, iCE40 / Xilinx 7-series / ECP5 resources. Results are cached by content.",

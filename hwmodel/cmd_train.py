@@ -37,7 +37,6 @@ def _numbers(text: str, kind, name: str, count: int | None = None) -> tuple:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="fine-tune a model on low-bit-width accumulators and report its accuracy",
         description="Train a float baseline, then for every accumulator format: convert it with lbaify, measure "
         "zero-shot accuracy and fine-tune in two stages (underflow off, then on). Writes "
         "reports/<name>/accuracy.csv and accuracy.md.",

