@@ -24,11 +24,11 @@ import pandas as pd
 import lba_core
 import rtl
 from lba_core import FloatFormat, MacConfig
+from lba_core.fileio import atomic_write_text, markdown_table
 
 from .cache import ResultCache, content_key
 from .costmodel import TERMS, WIDTH_COLUMNS, CostModel, fit_cost_model, mac_widths
 from .jobs import run_cached
-from .report import atomic_write_text
 from .synth import BLOCK_NAMES, GLUE_BLOCK, Design, check_targets, synthesize_designs
 from .yosys import yosys_version
 
@@ -271,12 +271,10 @@ def _cell(column: str, value: Any) -> str:
     return str(value)
 
 
-def markdown_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
+def area_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
+    """The non-empty ``columns`` of ``df`` as a Markdown table."""
     columns = [column for column in columns if column in df.columns and df[column].notna().any()]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for record in df[columns].to_dict("records"):
-        lines.append("| " + " | ".join(_cell(column, record[column]) for column in columns) + " |")
-    return "\n".join(lines)
+    return markdown_table(columns, ([_cell(c, record[c]) for c in columns] for record in df[columns].to_dict("records")))
 
 
 def cost_model_text(model: CostModel | None) -> str:
@@ -311,12 +309,12 @@ def write_area_report(df: pd.DataFrame, out_dir: Path | str, title: str = "MAC a
             f"path in gates; `ge_reduction` = 1 − GE / GE of the same inputs with a {baseline_name(df)} "
             "accumulator; `ge_model` = the analytical cost model."
         ),
-        markdown_table(df, SUMMARY_COLUMNS),
+        area_table(df, SUMMARY_COLUMNS),
         "## Per block (GE, hierarchical synthesis of `mac`)",
-        markdown_table(df, block_columns) if len(block_columns) > 1 else "No block breakdown in this run.",
+        area_table(df, block_columns) if len(block_columns) > 1 else "No block breakdown in this run.",
     ]
     if len(fpga_columns) > 1:
-        sections += ["## FPGA resources (`mac`)", markdown_table(df, fpga_columns)]
+        sections += ["## FPGA resources (`mac`)", area_table(df, fpga_columns)]
     sections += ["## Cost model", cost_model_text(sweep_cost_model(df))]
     atomic_write_text(paths["md"], "\n\n".join(sections) + "\n")
     return paths
@@ -354,7 +352,7 @@ def write_paper_claim(df: pd.DataFrame, out_dir: Path | str) -> dict[str, Path]:
         "# MAC area with FP8 inputs: standard vs 12-bit accumulators\n\n"
         "GE of the synthesized MAC (FMAq + accumulator register; NAND2 equivalents, NanGate 45 nm cell areas) "
         f"and its reduction against the {baseline_name(df)} accumulator with the same inputs.\n\n"
-        + markdown_table(table, list(table.columns))
+        + area_table(table, list(table.columns))
         + "\n"
     )
     atomic_write_text(paths["claim_md"], text)

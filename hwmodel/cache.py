@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from lba_core.fileio import atomic_write_text
 
 CACHE_ENV_VAR = "LBA_HWMODEL_CACHE"
 SCHEMA_VERSION = 2
@@ -77,17 +78,8 @@ class ResultCache:
     def put(self, key: str, result: Any) -> None:
         if self.root is None:
             return
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         envelope = {"schema": SCHEMA_VERSION, "key": key, "checksum": _checksum(result), "result": result}
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w") as stream:
-                json.dump(envelope, stream, sort_keys=True)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self.path(key), json.dumps(envelope, sort_keys=True))
 
     def _drop(self, path: Path) -> None:
         self.corrupt_entries += 1

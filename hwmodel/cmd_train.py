@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from lba_core import ROUNDING_MODES, ConfigError, MacConfig
+from lba_core.fileio import atomic_write, atomic_write_text, markdown_table
 from lba_train.bias import BIAS_MODES
 from lba_train.data import load_data
 from lba_train.estimators import ESTIMATORS
@@ -89,17 +90,13 @@ def _baseline_state(args, bundle, folder: Path) -> dict:
     trained = train_baseline(args.model, bundle, args.epochs_baseline, args.seed, args.lr_baseline,
                              progress=not args.quiet)
     print(f"float baseline: {100 * trained['accuracy']:.2f}%")
-    torch.save({"identity": identity, "state": trained["state"]}, path)
+    atomic_write(path, lambda stream: torch.save({"identity": identity, "state": trained["state"]}, stream))
     return trained["state"]
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
-    columns = list(frame.columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(f"{value:.4g}" if isinstance(value, float) else str(value) for value in row)
-                     + " |")
-    return "\n".join(lines)
+    return markdown_table(list(frame.columns), ([f"{value:.4g}" if isinstance(value, float) else value for value in row]
+                                                for row in frame.itertuples(index=False)))
 
 
 def _write_markdown(path: Path, args, rows: list[dict]) -> None:
@@ -125,7 +122,7 @@ def _write_markdown(path: Path, args, rows: list[dict]) -> None:
                        if c in events]
             parts += ["", f"## {row['cfg']} ({row['variant']}): layer events {title}", "",
                       _markdown_table(events[columns])]
-    path.write_text("\n".join(parts) + "\n")
+    atomic_write_text(path, "\n".join(parts) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
             )
             rows.append({"variant": variant, **point})
     flat = pd.DataFrame([{k: v for k, v in row.items() if not k.endswith("events")} for row in rows])
-    flat.to_csv(folder / "accuracy.csv", index=False)
-    (folder / "accuracy.json").write_text(json.dumps(rows, indent=2))
+    atomic_write_text(folder / "accuracy.csv", flat.to_csv(index=False))
+    atomic_write_text(folder / "accuracy.json", json.dumps(rows, indent=2))
     _write_markdown(folder / "accuracy.md", args, rows)
     print(folder / "accuracy.md")
     return 0

@@ -11,8 +11,6 @@ overflow_rate, underflow_rate, swamp_rate — events per accumulation step in th
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +19,8 @@ matplotlib.use("Agg")
 matplotlib.rcParams["svg.hashsalt"] = "lba-report"  # stable SVG ids: the same data gives the same file
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from lba_core.fileio import atomic_write, atomic_write_text, markdown_table  # noqa: E402
 
 ACCURACY_COLUMNS = ("top1_baseline", "top1_zero_shot", "top1_stage1", "top1_stage2")
 TABLE_COLUMNS = (
@@ -38,15 +38,6 @@ TABLE_COLUMNS = (
 )
 PLOTS = ("accuracy_vs_ge", "area_blocks", "accuracy_vs_bits")
 NOTES_FILE = "notes.txt"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(text)
-        temporary = Path(handle.name)
-    os.replace(temporary, path)
 
 
 def _has(df: pd.DataFrame, *columns: str) -> bool:
@@ -79,12 +70,9 @@ def _format_cell(column: str, value) -> str:
     return str(value)
 
 
-def markdown_table(df: pd.DataFrame) -> str:
+def results_table(df: pd.DataFrame) -> str:
     columns = [c for c in TABLE_COLUMNS if c in df.columns]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for _, row in df.iterrows():
-        lines.append("| " + " | ".join(_format_cell(c, row[c]) for c in columns) + " |")
-    return "\n".join(lines)
+    return markdown_table(columns, ([_format_cell(c, row[c]) for c in columns] for _, row in df.iterrows()))
 
 
 def plot_accuracy_vs_ge(df: pd.DataFrame, out: Path) -> None:
@@ -156,10 +144,8 @@ def _legend(ax) -> None:
 
 def _save(fig, stem: Path) -> None:
     fig.tight_layout()
-    for suffix in (".png", ".svg"):
-        temporary = stem.with_name(f".{stem.name}.tmp{suffix}")
-        fig.savefig(temporary, dpi=120)
-        os.replace(temporary, stem.with_suffix(suffix))
+    for suffix in ("png", "svg"):
+        atomic_write(stem.with_suffix(f".{suffix}"), lambda stream: fig.savefig(stream, format=suffix, dpi=120))
     plt.close(fig)
 
 
@@ -208,7 +194,7 @@ def build_report(out_dir: "str | Path", title: str | None = None, notes: str | N
         notes = (out / NOTES_FILE).read_text() if (out / NOTES_FILE).is_file() else ""
     df = pd.read_csv(csv)
     title = title or f"LBA sweep '{out.name}': area and accuracy"
-    atomic_write_text(out / "results.md", f"# {title}\n\n{notes}\n\n{markdown_table(df)}\n")
+    atomic_write_text(out / "results.md", f"# {title}\n\n{notes}\n\n{results_table(df)}\n")
     plot_accuracy_vs_ge(df, out)
     plot_area_blocks(df, out)
     plot_accuracy_vs_bits(df, out)

@@ -21,10 +21,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from lba_core import MacConfig
-
+from lba_core.fileio import atomic_write, atomic_write_text
 
 from .area import area_sweep, write_area_report
-from .report import atomic_write_text, write_results
+from .report import write_results
 from .sweepspec import SweepSpec
 
 
@@ -87,9 +87,7 @@ def _ensure_baseline(spec: SweepSpec, points: Path, log: Callable[[str], None]) 
     log(f"training the float baseline: {accuracy.model} on {accuracy.data}, {accuracy.epochs_baseline} epochs")
     data = load_data(accuracy.data, seed=accuracy.seed)
     trained = train_baseline(accuracy.model, data, accuracy.epochs_baseline, seed=accuracy.seed, progress=True)
-    temporary = path.with_name(".baseline.pt.tmp")
-    torch.save({"state": trained["state"], "accuracy": trained["accuracy"]}, temporary)
-    os.replace(temporary, path)
+    atomic_write(path, lambda stream: torch.save({"state": trained["state"], "accuracy": trained["accuracy"]}, stream))
     return path
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lba_core import ConfigError, MacConfig
+from lba_core.fileio import atomic_write, atomic_write_text
 
 from .bias import BIAS_MODES, resolve_bias
 from .convert import event_stats_table, lba_layers, lbaify, set_collect_stats, set_lba_config
@@ -118,9 +118,7 @@ def _pair(value, name: str) -> tuple:
 
 
 def _save_atomically(obj, path: Path) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
+    atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
 def finetune(
@@ -194,7 +192,7 @@ def finetune(
     def report(key: str, value: float) -> None:
         results[key] = value
         if results_path is not None:
-            results_path.write_text(json.dumps({**results, "cfg": state["cfg"]}, indent=2))
+            atomic_write_text(results_path, json.dumps({**results, "cfg": state["cfg"]}, indent=2))
         log(f"[{cfg.name}] {key}: {100 * value:.2f}%")
 
     def checkpoint(optimizer) -> None:
