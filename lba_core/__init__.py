@@ -6,16 +6,29 @@ The bottom layer of the toolkit: pure Python, no torch, no amaranth. ``rtl`` and
 
 from .config import ROUNDING_MODES, MacConfig, paper_acc_bias
 from .errors import ConfigError, FormatError
-from .formats import FloatFormat, floor_log2
-from .reference import DotResult, Rounded, Step, accumulate, dot, fmaq, product, quantize_value, round_to_format
+from .formats import OVERFLOW_MODES, FixedFormat, FloatFormat, floor_log2, parse_format
+from .reference import (
+    DotResult,
+    Rounded,
+    Step,
+    accumulate,
+    dot,
+    fmaq,
+    product,
+    quantize_value,
+    round_to_fixed,
+    round_to_format,
+)
 
 __all__ = [
     "ROUNDING_MODES",
     "ConfigError",
     "DotResult",
+    "FixedFormat",
     "FloatFormat",
     "FormatError",
     "MacConfig",
+    "OVERFLOW_MODES",
     "Rounded",
     "Step",
     "accumulate",
@@ -23,7 +36,9 @@ __all__ = [
     "floor_log2",
     "fmaq",
     "paper_acc_bias",
+    "parse_format",
     "product",
     "quantize_value",
+    "round_to_fixed",
     "round_to_format",
 ]

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .errors import ConfigError, FormatError
-from .formats import FloatFormat
+from .formats import FixedFormat, FloatFormat, parse_format
 
 ROUNDING_MODES = ("rne", "rtz")
 
@@ -20,16 +20,19 @@ class MacConfig:
     ``product=None`` keeps the exact product. ``chunk_size=None`` accumulates the whole dot product in one
     chain; otherwise chunks of ``chunk_size`` products are accumulated from +0 and their sums are added.
     ``underflow=False`` is a simulation-only mode (no flush to zero and no lower exponent bound) used by the
-    first fine-tuning stage. Formats may be given as strings (``"e4m3"``).
+    first fine-tuning stage. Formats may be given as strings, parsed once by ``lba_core.parse_format``:
+    floating point (``"e4m3"``) or fixed point (``"int32"``, ``"int16_sat"``, ``"fx40.24"``, docs §8).
+    A fixed-point accumulator takes integer/fixed-point or floating-point operands and no product format;
+    integer/fixed-point operands need a fixed-point accumulator.
     """
 
-    input: FloatFormat
-    acc: FloatFormat
+    input: FloatFormat | FixedFormat
+    acc: FloatFormat | FixedFormat
     product: FloatFormat | None = None
     rounding: str = "rne"
     chunk_size: int | None = None
     underflow: bool = True
-    weight: FloatFormat | None = None
+    weight: FloatFormat | FixedFormat | None = None
 
     def __post_init__(self) -> None:
         for name in ("input", "acc", "product", "weight"):
@@ -37,9 +40,25 @@ class MacConfig:
             if value is None and name in ("product", "weight"):
                 continue
             try:
-                object.__setattr__(self, name, FloatFormat.parse(value))
+                object.__setattr__(self, name, parse_format(value))
             except FormatError as error:
                 raise ConfigError(f"MacConfig.{name}: {error}") from None
+        if isinstance(self.product, FixedFormat):
+            raise ConfigError(f"MacConfig.product must be a floating-point format, got {self.product.name}")
+        if isinstance(self.acc, FixedFormat):
+            if self.product is not None:
+                raise ConfigError(
+                    f"MacConfig.product must be None with the fixed-point accumulator {self.acc.name}: products are "
+                    "rounded straight onto its grid (docs/arithmetic.md §8)"
+                )
+        else:
+            for name in ("input", "weight"):
+                fmt = getattr(self, name)
+                if isinstance(fmt, FixedFormat):
+                    raise ConfigError(
+                        f"MacConfig.{name}={fmt.name} is an integer/fixed-point operand: it needs an integer or "
+                        f"fixed-point accumulator (int32, int16_sat, fx<W>.<F>), got acc={self.acc.name}"
+                    )
         if not isinstance(self.rounding, str) or self.rounding.lower() not in ROUNDING_MODES:
             raise ConfigError(f"MacConfig.rounding must be one of {', '.join(ROUNDING_MODES)}, got {self.rounding!r}")
         object.__setattr__(self, "rounding", self.rounding.lower())
@@ -48,6 +67,11 @@ class MacConfig:
                 raise ConfigError(f"MacConfig.chunk_size must be a positive integer or None, got {self.chunk_size!r}")
         if not isinstance(self.underflow, bool):
             raise ConfigError(f"MacConfig.underflow must be True or False, got {self.underflow!r}")
+
+    @property
+    def fixed_acc(self) -> bool:
+        """Whether the accumulator is integer/fixed point (docs §8) rather than floating point."""
+        return isinstance(self.acc, FixedFormat)
 
     @property
     def a_format(self) -> FloatFormat:
@@ -90,7 +114,7 @@ class MacConfig:
         for name in ("input", "acc", "product", "weight"):
             value = fields.get(name)
             if isinstance(value, dict):
-                fields[name] = FloatFormat(**value)
+                fields[name] = FixedFormat(**value) if "width" in value else FloatFormat(**value)
         return cls(**fields)
 
 

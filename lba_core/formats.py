@@ -220,3 +220,153 @@ def floor_log2(magnitude: Fraction) -> int:
     if Fraction(2) ** exponent > magnitude:
         exponent -= 1
     return exponent
+
+
+OVERFLOW_MODES = ("wrap", "saturate")
+
+_FIXED = re.compile(r"^(?:int(?P<iw>\d+)|fx(?P<fw>\d+)\.(?P<f>\d+))(?:_(?P<mode>sat|saturate|wrap))?$")
+
+#: The widest fixed-point format: every value is an integer times 2^-F below 2^53, exact in binary64.
+FIXED_MAX_WIDTH = FLOAT64_MAN_BITS + 1
+
+
+@dataclass(frozen=True)
+class FixedFormat:
+    """A two's-complement fixed-point format: ``width`` bits, ``frac_bits`` of them below the binary point.
+
+    A code is the W-bit two's-complement integer n; its value is n * 2^-F, from -2^(W-1) * 2^-F to
+    (2^(W-1) - 1) * 2^-F. ``frac_bits=0`` is a W-bit integer. ``overflow`` says what an accumulator of this
+    format does with a sum outside that range: ``"wrap"`` keeps the low W bits (modulo 2^W, what a plain
+    two's-complement adder does), ``"saturate"`` clamps to the nearest end. Operand conversion (§3) always
+    saturates. See docs/arithmetic.md §8.
+    """
+
+    width: int
+    frac_bits: int = 0
+    overflow: str = "wrap"
+
+    def __post_init__(self) -> None:
+        for name in ("width", "frac_bits"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise FormatError(f"{name} must be an integer, got {value!r}")
+        if not 2 <= self.width <= FIXED_MAX_WIDTH:
+            raise FormatError(
+                f"fixed-point width must be 2..{FIXED_MAX_WIDTH} bits (values must be exact in binary64), got {self.width}"
+            )
+        if not 0 <= self.frac_bits <= -FLOAT64_MIN_QUANTUM_EXPONENT - FLOAT64_MAN_BITS:
+            raise FormatError(f"frac_bits must be 0..{-FLOAT64_MIN_QUANTUM_EXPONENT - FLOAT64_MAN_BITS}, got {self.frac_bits}")
+        if self.overflow not in OVERFLOW_MODES:
+            raise FormatError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}, got {self.overflow!r}")
+
+    @classmethod
+    def parse(cls, spec: "str | FixedFormat") -> "FixedFormat":
+        """Parse ``int<W>`` or ``fx<W>.<F>``, optionally followed by ``_sat`` (or ``_saturate``) or ``_wrap``.
+
+        Without a suffix the format wraps. The canonical :attr:`name` (``int32``, ``int16_sat``,
+        ``fx40.24``, ``fx40.24_sat``) parses back to the same format.
+        """
+        if isinstance(spec, FixedFormat):
+            return spec
+        match = _FIXED.match(spec.strip().lower()) if isinstance(spec, str) else None
+        if match is None:
+            raise FormatError(
+                f"malformed fixed-point format {spec!r}: expected int<W> (int32) or fx<W>.<F> (fx40.24), "
+                "optionally followed by _sat or _wrap"
+            )
+        mode = "saturate" if match.group("mode") in ("sat", "saturate") else "wrap"
+        if match.group("iw") is not None:
+            return cls(int(match.group("iw")), 0, mode)
+        return cls(int(match.group("fw")), int(match.group("f")), mode)
+
+    @property
+    def name(self) -> str:
+        text = f"int{self.width}" if self.frac_bits == 0 else f"fx{self.width}.{self.frac_bits}"
+        return text + ("_sat" if self.saturate else "")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def saturate(self) -> bool:
+        return self.overflow == "saturate"
+
+    @property
+    def is_integer(self) -> bool:
+        return self.frac_bits == 0
+
+    @property
+    def quantum(self) -> Fraction:
+        """The grid step 2^-F: every value is an integer multiple of it."""
+        return Fraction(1, 1 << self.frac_bits)
+
+    @property
+    def min_int(self) -> int:
+        return -(1 << (self.width - 1))
+
+    @property
+    def max_int(self) -> int:
+        return (1 << (self.width - 1)) - 1
+
+    @property
+    def max_value(self) -> Fraction:
+        return self.max_int * self.quantum
+
+    @property
+    def min_value(self) -> Fraction:
+        """The most negative value, -2^(W-1) * 2^-F (one step beyond -max_value)."""
+        return self.min_int * self.quantum
+
+    @property
+    def min_positive(self) -> Fraction:
+        return self.quantum
+
+    @property
+    def code_count(self) -> int:
+        return 1 << self.width
+
+    def decode(self, code: int) -> Fraction:
+        """Value of a W-bit two's-complement code."""
+        if not isinstance(code, int) or not 0 <= code < self.code_count:
+            raise FormatError(f"{code!r} is not a {self.width}-bit code of {self.name}")
+        signed = code - self.code_count if code >> (self.width - 1) else code
+        return signed * self.quantum
+
+    def encode(self, value: "Fraction | float | int") -> int:
+        """Code of an exactly representable value."""
+        steps = Fraction(value) / self.quantum
+        if steps.denominator != 1 or not self.min_int <= steps.numerator <= self.max_int:
+            raise FormatError(f"{float(value)!r} is not representable in {self.name}")
+        return steps.numerator % self.code_count
+
+    def is_representable(self, value: "Fraction | float | int") -> bool:
+        try:
+            self.encode(value)
+        except FormatError:
+            return False
+        return True
+
+    def codes(self) -> Iterator[int]:
+        return iter(range(self.code_count))
+
+    def values(self) -> list[Fraction]:
+        """Every representable value, ascending."""
+        return [n * self.quantum for n in range(self.min_int, self.max_int + 1)]
+
+
+#: Any number format of the contract.
+NumberFormat = FloatFormat | FixedFormat
+
+
+def parse_format(spec: "str | FloatFormat | FixedFormat") -> "FloatFormat | FixedFormat":
+    """The one parse of a format spelling: ``int8``, ``int16_sat``, ``fx40.24`` -> FixedFormat; else FloatFormat."""
+    if isinstance(spec, (FloatFormat, FixedFormat)):
+        return spec
+    if isinstance(spec, str) and spec.strip().lower().startswith(("int", "fx")):
+        return FixedFormat.parse(spec)
+    try:
+        return FloatFormat.parse(spec)
+    except FormatError as error:
+        if not isinstance(spec, str):
+            raise
+        raise FormatError(f"{error}; or a fixed-point int<W> / fx<W>.<F> with optional _sat/_wrap") from None

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from .config import ROUNDING_MODES, MacConfig
 from .errors import ConfigError
-from .formats import FloatFormat, floor_log2
+from .formats import FixedFormat, FloatFormat, floor_log2
 
 ZERO = Fraction(0)
 
@@ -74,20 +74,64 @@ def round_to_format(x: "Fraction | int | float", fmt: FloatFormat, rounding: str
     return Rounded(value + 0, overflow, value == 0)
 
 
-def quantize_value(x: "Fraction | int | float", fmt: FloatFormat, rounding: str = "rne", underflow: bool = True) -> Fraction:
-    """A scalar into a format: R_F, with +-Inf saturating to +-max. NaN is an error."""
+def round_to_fixed(x: "Fraction | int | float", fmt: FixedFormat, rounding: str = "rne") -> Rounded:
+    """Round x once onto fmt's grid 2^-F (RNE or RTZ), then wrap or saturate by fmt.overflow (docs §8).
+
+    overflow: the rounded value lay outside [min_value, max_value]; underflow: x != 0 rounded to 0.
+    """
+    if rounding not in ROUNDING_MODES:
+        raise ConfigError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
+    steps = on_grid(to_fraction(x), fmt, rounding)
+    overflow = not fmt.min_int <= steps <= fmt.max_int
+    if overflow:
+        steps = out_of_range(steps, fmt)
+    return Rounded(steps * fmt.quantum, overflow, x != 0 and steps == 0 and not overflow)
+
+
+def on_grid(x: Fraction, fmt: FixedFormat, rounding: str) -> int:
+    """x / 2^-F rounded to an integer: to nearest even, or toward zero."""
+    scaled = x / fmt.quantum
+    steps, remainder = divmod(abs(scaled), 1)
+    if rounding == "rne" and (remainder > Fraction(1, 2) or (remainder == Fraction(1, 2) and steps % 2 == 1)):
+        steps += 1
+    return int(-steps if scaled < 0 else steps)
+
+
+def out_of_range(steps: int, fmt: FixedFormat) -> int:
+    """What fmt's accumulator keeps of an integer outside its range: the low W bits, or the nearest end."""
+    if fmt.saturate:
+        return min(max(steps, fmt.min_int), fmt.max_int)
+    return (steps - fmt.min_int) % fmt.code_count + fmt.min_int
+
+
+def quantize_value(x: "Fraction | int | float", fmt: "FloatFormat | FixedFormat", rounding: str = "rne", underflow: bool = True) -> Fraction:
+    """A scalar into a format: R_F, with +-Inf saturating to +-max. NaN is an error.
+
+    Into a fixed-point format this is the operand conversion of docs §8: round onto the grid, then saturate
+    to [min_value, max_value] whatever fmt.overflow says (``underflow`` has no effect there).
+    """
     if not isinstance(x, (Fraction, int)):
         value = float(x)
         if math.isnan(value):
             raise ValueError("cannot quantize NaN: the formats have no NaN code")
         if math.isinf(value):
-            return fmt.max_value if value > 0 else -fmt.max_value
+            return fmt.max_value if value > 0 else (-fmt.max_value if isinstance(fmt, FloatFormat) else fmt.min_value)
+    if isinstance(fmt, FixedFormat):
+        steps = on_grid(to_fraction(x), fmt, rounding)
+        return min(max(steps, fmt.min_int), fmt.max_int) * fmt.quantum
     return round_to_format(x, fmt, rounding, underflow).value
 
 
 def product(a: Fraction, b: Fraction, cfg: MacConfig) -> Rounded:
-    """R_prod(a * b); the identity (never an event) when the configuration has no product format."""
+    """R_prod(a * b); the identity (never an event) when the configuration has no product format.
+
+    With a fixed-point accumulator the product is rounded onto the accumulator's grid without a range
+    check (the adder is wide enough for any product, docs §8): only its underflow event can be raised.
+    """
     exact = a * b
+    if cfg.fixed_acc:
+        steps = on_grid(exact, cfg.acc, cfg.rounding)
+        return Rounded(steps * cfg.acc.quantum, False, exact != 0 and steps == 0)
     if cfg.product is None:
         return Rounded(exact, False, False)
     return round_to_format(exact, cfg.product, cfg.rounding, cfg.underflow)
@@ -95,7 +139,10 @@ def product(a: Fraction, b: Fraction, cfg: MacConfig) -> Rounded:
 
 def accumulate(acc: Fraction, addend: Fraction, cfg: MacConfig) -> Step:
     """acc <- R_acc(acc + addend): one step of the chain, also the chunk adder."""
-    rounded = round_to_format(acc + addend, cfg.acc, cfg.rounding, cfg.underflow)
+    if cfg.fixed_acc:
+        rounded = round_to_fixed(acc + addend, cfg.acc, cfg.rounding)
+    else:
+        rounded = round_to_format(acc + addend, cfg.acc, cfg.rounding, cfg.underflow)
     return Step(rounded.value, rounded.overflow, rounded.underflow, addend != 0 and rounded.value == acc)
 
 

@@ -7,6 +7,7 @@ that MPFR emulates the subnormal step. Saturation and flush are applied afterwar
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -130,5 +131,77 @@ def oracle_dot(a: list[Fraction], b: list[Fraction], cfg: OracleConfig) -> tuple
     total = Fraction(0)
     for c in partials:
         total, *flags = oracle_add(total, c, cfg)
+        events = [count + flag for count, flag in zip(events, flags)]
+    return total, *events
+
+
+# ------------------------------------------------------------------ integer and fixed-point accumulators (§8)
+@dataclass(frozen=True)
+class FixedSpec:
+    """A two's-complement format as plain numbers: total bits, fraction bits, saturate (else wrap)."""
+
+    w: int
+    f: int
+    sat: bool
+
+
+def fixed_spec_of(fmt) -> FixedSpec:
+    return FixedSpec(fmt.width, fmt.frac_bits, fmt.overflow == "saturate")
+
+
+def fixed_decode(spec: FixedSpec, code: int) -> Fraction:
+    """Sign-extend the W-bit code by bit arithmetic, then scale by 2^-F."""
+    signed = (code ^ (1 << (spec.w - 1))) - (1 << (spec.w - 1))
+    return Fraction(signed, 2**spec.f)
+
+
+def _to_grid(x: Fraction, spec: FixedSpec, rounding: str) -> int:
+    """Python's own round() (half to even) or math.trunc of x * 2^F."""
+    scaled = x * 2**spec.f
+    return round(scaled) if rounding == "rne" else math.trunc(scaled)
+
+
+def _keep(n: int, spec: FixedSpec) -> tuple[int, bool]:
+    """(kept integer, overflowed): clamp, or the low W bits sign-extended."""
+    top = 2 ** (spec.w - 1)
+    if -top <= n < top:
+        return n, False
+    if spec.sat:
+        return (top - 1 if n > 0 else -top), True
+    low = n & (2**spec.w - 1)
+    return (low - 2**spec.w if low >= top else low), True
+
+
+def oracle_fixed_fma(a: Fraction, b: Fraction, acc: Fraction, spec: FixedSpec, rounding: str):
+    """(value, overflow, underflow, swamp) of acc <- keep(acc + grid(a*b))."""
+    p = _to_grid(a * b, spec, rounding)
+    acc_n = acc * 2**spec.f
+    assert acc_n.denominator == 1, "the accumulator must lie on its grid"
+    s, overflow = _keep(int(acc_n) + p, spec)
+    return Fraction(s, 2**spec.f), overflow, a * b != 0 and p == 0, p != 0 and s == acc_n
+
+
+def oracle_fixed_add(total: Fraction, c: Fraction, spec: FixedSpec):
+    s, overflow = _keep(int(total * 2**spec.f) + int(c * 2**spec.f), spec)
+    value = Fraction(s, 2**spec.f)
+    return value, overflow, False, c != 0 and value == total
+
+
+def oracle_fixed_dot(a, b, spec: FixedSpec, rounding: str, chunk: int | None):
+    """(value, overflow count, underflow count, swamp count) of the chunked chain of §5 on a fixed accumulator."""
+    events = [0, 0, 0]
+    n = chunk or max(len(a), 1)
+    partials = []
+    for start in range(0, len(a), n):
+        s = Fraction(0)
+        for x, y in zip(a[start : start + n], b[start : start + n]):
+            s, *flags = oracle_fixed_fma(x, y, s, spec, rounding)
+            events = [count + flag for count, flag in zip(events, flags)]
+        partials.append(s)
+    if chunk is None:
+        return (partials[0] if partials else Fraction(0)), *events
+    total = Fraction(0)
+    for c in partials:
+        total, *flags = oracle_fixed_add(total, c, spec)
         events = [count + flag for count, flag in zip(events, flags)]
     return total, *events
