@@ -38,8 +38,9 @@ from lba_train.convert import (
 )
 from lba_train.data import load_data
 from lba_train.estimators import ESTIMATORS
+from lba_train.layers import LayerOptions
 from lba_train.models import MLP, SmallResNet
-from lba_train.train import evaluate, train_float
+from lba_train.train import TrainOptions, evaluate, train_float
 
 FIELDS = ("model", "input", "acc", "acc_bits", "acc_bias", "estimator", "seed", "epochs", "lr", "accuracy", "final_loss",
           "overflow_rate", "underflow_rate", "swamp_rate", "seconds")
@@ -69,23 +70,25 @@ def run_one(model_name: str, acc: str | None, estimator: str, seed: int, args, d
     model = build(model_name, data.input_shape, data.classes, seed, args.cnn_widths)
     row = {"model": model_name, "input": args.input, "acc": acc or FLOAT, "estimator": estimator, "seed": seed,
            "epochs": args.epochs[model_name], "lr": args.lr[model_name]}
+    training = TrainOptions(epochs=args.epochs[model_name], lr=args.lr[model_name], seed=seed)
     if acc is None:
-        trained = train_float(model, data, args.epochs[model_name], args.lr[model_name], seed, progress=False)
-        row.update(acc_bits=32, acc_bias="", accuracy=trained["accuracy"], final_loss=trained["history"][-1]["loss"],
+        trained = train_float(model, data.train, data.val, options=training)
+        row.update(acc_bits=32, acc_bias="", accuracy=trained.accuracy, final_loss=trained.history[-1]["loss"],
                    overflow_rate=0.0, underflow_rate=0.0, swamp_rate=0.0)
     else:
         cfg = MacConfig(input=args.input, acc=acc)
-        lba_model = lbaify(model, cfg, estimator=estimator)
+        lba_model = lbaify(model, cfg, LayerOptions(estimator=estimator))
         # The bias is a hardware constant: chosen once from the initial model's partial sums (the same for
         # every estimator of this model, format and seed) so that about ``overflow_fraction`` of them saturate.
         calibration = [inputs for (inputs, _), _ in zip(data.train, range(CALIBRATION_BATCHES))]
         cfg = calibrate_bias_config(lba_model, cfg, calibration, args.overflow_fraction)
         set_lba_config(lba_model, cfg)
-        trained = train_float(lba_model, data, args.epochs[model_name], args.lr[model_name], seed, progress=False)
+        trained = train_float(lba_model, data.train, data.val, options=training)
+        lba_model = trained.model
         set_collect_stats(lba_model, True)
         accuracy = evaluate(lba_model, data.val)
         row.update(acc_bits=cfg.acc.width, acc_bias=cfg.acc.bias, accuracy=accuracy,
-                   final_loss=trained["history"][-1]["loss"], **event_rates(lba_model))
+                   final_loss=trained.history[-1]["loss"], **event_rates(lba_model))
     row["seconds"] = round(time.perf_counter() - started, 2)
     return row
 

@@ -27,6 +27,7 @@ from lba_train import minilm
 from lba_train.bias import BIAS_MODES, resolve_bias
 from lba_train.convert import lba_layers, set_collect_stats
 from lba_train.events import EventStats
+from lba_train.layers import LayerOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ACCS = ("e5m10", "e4m7", "e5m6", "e3m8", "e4m3")
@@ -126,7 +127,7 @@ def accumulator_config(base: MacConfig, bias_mode: str, work: Workload) -> MacCo
     """``base`` with the accumulator bias of ``bias_mode``; calibration looks at fine-tuning sentences only."""
     if bias_mode != "calibrate":
         return resolve_bias(base, bias_mode)
-    model = _TokenBatches(minilm.lbaify_minilm(work.encoder, base, collect_stats=False))
+    model = _TokenBatches(minilm.lbaify_minilm(work.encoder, base, LayerOptions(collect_stats=False)))
     return resolve_bias(base, bias_mode, model, work.finetune_batches[:CALIBRATION_BATCHES])
 
 
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace, command: str) -> None:
     rows_dir.mkdir(parents=True, exist_ok=True)
     for acc in args.accs:
         cfg = accumulator_config(MacConfig(input=args.input, acc=acc, chunk_size=args.chunk_size), args.bias, work)
-        model = minilm.lbaify_minilm(work.encoder, cfg, collect_stats=False)
+        model = minilm.lbaify_minilm(work.encoder, cfg, LayerOptions(collect_stats=False))
         stages = [("zero-shot", None)]
         if acc in args.finetune:
             stages.append(("fine-tuned", minilm.DistillConfig(args.stage1_steps, args.stage2_steps, args.lr, args.seed)))

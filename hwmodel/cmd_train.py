@@ -20,7 +20,8 @@ from lba_train.bias import BIAS_MODES
 from lba_train.data import load_data
 from lba_train.estimators import ESTIMATORS
 from lba_train.models import MODEL_NAMES
-from lba_train.train import run_accuracy_point, train_baseline
+from lba_train.layers import LayerOptions
+from lba_train.train import FinetuneOptions, run_accuracy_point, train_baseline
 
 ACCURACY_KEYS = ("baseline", "exact_acc", "zero_shot", "stage1", "stage1_nouf", "stage2")
 
@@ -89,9 +90,9 @@ def _baseline_state(args, bundle, folder: Path) -> dict:
             return saved["state"]
     trained = train_baseline(args.model, bundle, args.epochs_baseline, args.seed, args.lr_baseline,
                              progress=not args.quiet)
-    print(f"float baseline: {100 * trained['accuracy']:.2f}%")
-    atomic_write(path, lambda stream: torch.save({"identity": identity, "state": trained["state"]}, stream))
-    return trained["state"]
+    print(f"float baseline: {100 * trained.accuracy:.2f}%")
+    atomic_write(path, lambda stream: torch.save({"identity": identity, "state": trained.state}, stream))
+    return trained.state
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -142,11 +143,13 @@ def run(args: argparse.Namespace) -> int:
     for cfg in configs:
         for variant, stage1_underflow in variants:
             print(f"== {cfg.name} ({variant})")
-            point = run_accuracy_point(
-                cfg, args.model, bundle, epochs, args.seed, state, lr=lr, bias=args.bias, estimator=args.estimator,
-                keep_first_last=args.keep_first_last, stage1_underflow=stage1_underflow, progress=not args.quiet,
-                checkpoint_dir=folder / "checkpoints" / f"{cfg.name}-{args.bias}-{variant}", log=print,
+            options = FinetuneOptions(
+                epochs=epochs, lr=lr, bias=args.bias, layers=LayerOptions(estimator=args.estimator),
+                keep_first_last=args.keep_first_last, stage1_underflow=stage1_underflow, seed=args.seed,
+                checkpoint_dir=folder / "checkpoints" / f"{cfg.name}-{args.bias}-{variant}",
+                progress=not args.quiet, log=print,
             )
+            point = run_accuracy_point(cfg, args.model, bundle, options=options, baseline_state=state)
             rows.append({"variant": variant, **point})
     flat = pd.DataFrame([{k: v for k, v in row.items() if not k.endswith("events")} for row in rows])
     atomic_write_text(folder / "accuracy.csv", flat.to_csv(index=False))

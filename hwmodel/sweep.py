@@ -57,21 +57,14 @@ def _limit_threads(threads: int) -> None:
 def _accuracy_job(cfg_dict: dict, accuracy: dict, baseline_path: str, threads: int) -> dict[str, Any]:
     import torch
 
-    from lba_train.train import run_accuracy_point
+    from lba_train import FinetuneOptions, LayerOptions, run_accuracy_point
 
     _limit_threads(threads)
     baseline = torch.load(baseline_path, weights_only=False)
-    return run_accuracy_point(
-        MacConfig.from_dict(cfg_dict),
-        accuracy["model"],
-        accuracy["data"],
-        epochs=tuple(accuracy["epochs"]),
-        seed=accuracy["seed"],
-        baseline_state=baseline["state"],
-        estimator=accuracy["estimator"],
-        bias=accuracy["bias"],
-        lr=accuracy["lr"],
-    )
+    options = FinetuneOptions(epochs=tuple(accuracy["epochs"]), lr=accuracy["lr"], bias=accuracy["bias"],
+                              layers=LayerOptions(estimator=accuracy["estimator"]), seed=accuracy["seed"])
+    return run_accuracy_point(MacConfig.from_dict(cfg_dict), accuracy["model"], accuracy["data"], options=options,
+                              baseline_state=baseline["state"])
 
 
 def _ensure_baseline(spec: SweepSpec, points: Path, log: Callable[[str], None]) -> Path:
@@ -87,7 +80,7 @@ def _ensure_baseline(spec: SweepSpec, points: Path, log: Callable[[str], None]) 
     log(f"training the float baseline: {accuracy.model} on {accuracy.data}, {accuracy.epochs_baseline} epochs")
     data = load_data(accuracy.data, seed=accuracy.seed)
     trained = train_baseline(accuracy.model, data, accuracy.epochs_baseline, seed=accuracy.seed, progress=True)
-    atomic_write(path, lambda stream: torch.save({"state": trained["state"], "accuracy": trained["accuracy"]}, stream))
+    atomic_write(path, lambda stream: torch.save({"state": trained.state, "accuracy": trained.accuracy}, stream))
     return path
 
 

@@ -14,14 +14,17 @@ __all__ += ["EventStats", "lba_bmm", "lba_conv2d", "lba_linear", "lba_matmul"]
 
 from .convert import event_stats_table, lba_layers, lbaify, set_collect_stats, set_lba_config
 from .data import DataBundle, load_data, load_digits_data, load_image_folder, load_mnist
-from .layers import LBAConv2d, LBALinear, LBAMatMul, MatMul
+from .layers import LayerOptions, LBAConv2d, LBALinear, LBAMatMul, MatMul
 from .models import MLP, SmallResNet, TinyTransformer, build_model
 from .quantizers import TensorQuantizer
-from .train import evaluate, finetune, run_accuracy_point, train_baseline, train_float
+from .train import (
+    FinetuneOptions, FinetuneResult, TrainOptions, TrainResult, evaluate, finetune, run_accuracy_point, train_baseline,
+    train_float,
+)
 
 __all__ += [
-    "DataBundle", "LBAConv2d", "LBALinear", "LBAMatMul", "MLP", "MatMul", "SmallResNet", "TensorQuantizer",
+    "DataBundle", "FinetuneOptions", "FinetuneResult", "LayerOptions", "LBAConv2d", "LBALinear", "LBAMatMul", "MLP", "MatMul", "SmallResNet", "TensorQuantizer",
     "TinyTransformer", "build_model", "evaluate", "event_stats_table", "finetune", "lba_layers", "lbaify",
     "load_data", "load_digits_data", "load_image_folder", "load_mnist", "run_accuracy_point", "set_collect_stats",
-    "set_lba_config", "train_baseline", "train_float",
+    "set_lba_config", "TrainOptions", "TrainResult", "train_baseline", "train_float",
 ]

@@ -16,7 +16,7 @@ from torch import nn
 from lba_core import ConfigError, FloatFormat, MacConfig, floor_log2, paper_acc_bias
 
 from .convert import lba_layers
-from .layers import LBALinear, LBAMatMul
+from .layers import LBAMatMul
 
 BIAS_MODES = ("format", "paper", "calibrate")
 
@@ -64,20 +64,10 @@ def _chunked_cumsum(products: torch.Tensor, chunk_size: int | None) -> torch.Ten
 
 
 def _operand_matrices(layer: nn.Module, a: torch.Tensor, b: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The layer's dot products as (rows x K, K x N) pairs of scaled operands (one pair per conv group)."""
-    if isinstance(layer, LBALinear):
-        return [(a.reshape(-1, a.shape[-1]), b.t())]
-    if isinstance(layer, LBAMatMul):
-        a, b = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
-        return [(a[index], b[index]) for index in range(min(a.shape[0], MATMUL_CALIBRATION_BATCH))]
-    cols = F.unfold(a, layer.kernel_size, layer.dilation, layer._explicit_padding, layer.stride)
-    rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-    weights = b.reshape(b.shape[0], -1)
-    k_group, n_group = rows.shape[1] // layer.groups, weights.shape[0] // layer.groups
-    return [
-        (rows[:, g * k_group: (g + 1) * k_group], weights[g * n_group: (g + 1) * n_group].t())
-        for g in range(layer.groups)
-    ]
+    """The layer's dot products as (rows x K, K x N) pairs of scaled operands (one pair per conv group; the
+    first few matrices of a batched activation product)."""
+    pairs = layer.gemm_operands(a, b)
+    return pairs[:MATMUL_CALIBRATION_BATCH] if isinstance(layer, LBAMatMul) else pairs
 
 
 def partial_sum_exponents(layer: nn.Module, a: torch.Tensor, b: torch.Tensor) -> Counter:

@@ -11,7 +11,8 @@ from torch import nn
 
 from lba_core import ConfigError, MacConfig
 
-from .layers import LBA_LAYER_TYPES, LBAConv2d, LBALinear, LBAMatMul, LBAModule, MatMul, check_estimator
+from .estimators import check_estimator
+from .layers import LBA_LAYER_TYPES, LBAConv2d, LBALinear, LBAMatMul, LBAModule, LayerOptions, MatMul, resolve_layer_options
 
 SkipRule = str | type | Callable[[str, nn.Module], bool]
 
@@ -59,25 +60,34 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
 def lbaify(
     model: nn.Module,
     cfg: MacConfig,
+    options: LayerOptions | None = None,
+    *,
     skip=None,
-    inplace: bool = False,
     keep_first_last: bool = False,
-    estimator: str = "ste",
-    **layer_options,
+    inplace: bool = False,
+    **legacy_options,
 ) -> nn.Module:
     """Replace every nn.Linear, nn.Conv2d and :class:`MatMul` in ``model`` (at any depth) by its LBA layer.
 
-    ``skip``: a module name, a module type, a predicate ``f(name, module) -> bool``, or a list of these; a
-    skipped container keeps everything inside it in high precision. ``keep_first_last`` keeps the first and
-    the last Linear/Conv2d (in registration order) in high precision, as is common for quantized networks.
-    ``inplace=False`` converts a deep copy and leaves ``model`` untouched. ``layer_options`` go to the LBA
-    layers (``collect_stats``, ``per_channel_weights``, ``power_of_two_scales``). Returns the converted model.
+    ``options`` (a :class:`LayerOptions`) says how the converted layers compute: estimator, event counting,
+    per-channel and power-of-two scales. ``skip``: a module name, a module type, a predicate
+    ``f(name, module) -> bool``, or a list of these; a skipped container keeps everything inside it in high
+    precision. ``keep_first_last`` keeps the first and the last Linear/Conv2d (in registration order) in high
+    precision, as is common for quantized networks. ``inplace=False`` converts a deep copy and leaves
+    ``model`` untouched. Returns the converted model.
+
+    The loose keywords of earlier releases (``estimator=``, ``collect_stats=``, ...) still work with a
+    DeprecationWarning, as does ``skip`` given as the third positional argument.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"lbaify expects an nn.Module, got {type(model).__name__}")
     if not isinstance(cfg, MacConfig):
         raise ConfigError(f"lbaify needs a lba_core.MacConfig, got {type(cfg).__name__}")
-    check_estimator(estimator)
+    if options is not None and not isinstance(options, LayerOptions):
+        warnings.warn("lbaify: skip as the third positional argument is deprecated; pass skip=...",
+                      DeprecationWarning, stacklevel=2)
+        skip, options = options, None
+    options = resolve_layer_options(options, legacy_options, "lbaify")
     rules = _skip_rules(skip)
     target = model if inplace else copy.deepcopy(model)
     modules = dict(target.named_modules())
@@ -93,7 +103,7 @@ def lbaify(
     for name, module in candidates:
         if name in kept or any(_matches(rule, prefix, modules[prefix]) for prefix in _ancestry(name) for rule in rules):
             continue
-        _replace(target, name, _lba_class(module).from_float(module, cfg, estimator=estimator, **layer_options))
+        _replace(target, name, _lba_class(module).from_float(module, cfg, options))
     return target
 
 
@@ -113,6 +123,8 @@ def set_lba_config(
     """Give every LBA layer of ``model`` the configuration ``cfg`` and/or the ``underflow`` switch (the two
     fine-tuning stages), a backward ``estimator``, or exact (wide) accumulation. Returns how many layers
     were changed."""
+    if estimator is not None:
+        check_estimator(estimator, "set_lba_config")
     layers = lba_layers(model)
     for _, layer in layers:
         if cfg is not None:
@@ -120,7 +132,7 @@ def set_lba_config(
         if underflow is not None:
             layer.set_underflow(underflow)
         if estimator is not None:
-            layer.estimator = check_estimator(estimator)
+            layer.estimator = estimator
         if exact_accumulation is not None:
             layer.exact_accumulation = bool(exact_accumulation)
     return len(layers)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lba_core import MacConfig
+from lba_core import ConfigError, MacConfig
 
 from .kernels import estimators_numba as kernel
 from .kernels import numba_gemm
@@ -34,23 +34,28 @@ PARALLEL_BLOCKS = 8
 COLUMN_TILE = 64
 
 
-def check_estimator(estimator: str) -> str:
-    """Return ``estimator`` if it names one of :data:`ESTIMATORS`, else raise ValueError listing them."""
+def check_estimator(estimator: str, where: str | None = None) -> str:
+    """Return ``estimator`` if it names one of :data:`ESTIMATORS`, else raise ConfigError listing them.
+
+    The one check of an estimator name: the GEMMs, the layers, lbaify and the command line all call it.
+    ``where`` (the caller or option) starts the message.
+    """
     if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown gradient estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}unknown gradient estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
     return estimator
 
 
 def _kernel_arguments(cfg: MacConfig, estimator: str, length: int) -> tuple:
     """The chain kernel's arguments: the GEMM plan's roundings (which also vets cfg), chunking and the rule."""
     plan = plan_gemm(cfg)
-    chunk = cfg.chunk_size if cfg.chunk_size is not None else max(length, 1)
+    chunked = plan.chunk_size is not None
     return (
         plan.product if plan.product is not None else IDENTITY_PRODUCT,
         plan.acc,
         numba_gemm.STEP_CODES[plan.step],
-        chunk,
-        cfg.chunk_size is not None,
+        plan.chunk_size if chunked else max(length, 1),  # the kernel's chunk length: one chunk is the whole row
+        chunked,
         kernel.DIFF_RULE if estimator.endswith("-diff") else kernel.OF_RULE,
         estimator.startswith("recursive"),
     )

@@ -12,7 +12,6 @@ docs/simulator.md explains the design.
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import torch
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from lba_core import MacConfig
 
+from .estimators import check_estimator
 from .events import EventStats
 from .kernels import gemm_values, plan_gemm
 from .quantize import fits_dtype, quantize
@@ -27,24 +27,11 @@ from .quantize import fits_dtype, quantize
 STE = "ste"
 
 
-def _known_estimators() -> tuple[str, ...]:
-    """Estimator names the backward accepts: lba_train.estimators.ESTIMATORS if that module exists."""
-    try:
-        estimators = importlib.import_module("lba_train.estimators")
-    except ModuleNotFoundError as error:
-        if error.name != "lba_train.estimators":
-            raise
-        return (STE,)
-    return tuple(estimators.ESTIMATORS)
-
-
 def _check_call(cfg: MacConfig, estimator: str, stats: EventStats | None, caller: str) -> None:
     if not isinstance(cfg, MacConfig):
         raise TypeError(f"{caller}: cfg must be a lba_core.MacConfig, got {type(cfg).__name__}")
     plan_gemm(cfg)  # rejects configurations the kernels cannot simulate exactly, before any work
-    known = _known_estimators()
-    if estimator not in known:
-        raise ValueError(f"{caller}: unknown estimator {estimator!r}; choose one of {', '.join(known)}")
+    check_estimator(estimator, caller)
     if stats is not None and not isinstance(stats, EventStats):
         raise TypeError(f"{caller}: stats must be a lba_train.events.EventStats or None, got {type(stats).__name__}")
 
@@ -63,7 +50,7 @@ def output_dtype(cfg: MacConfig) -> torch.dtype:
     return torch.float32 if fits_dtype(cfg.acc, torch.float32, cfg.underflow) else torch.float64
 
 
-class _LbaMatmul(torch.autograd.Function):
+class _LBAMatMulFunction(torch.autograd.Function):
     """Y = X @ W on the accumulator for 2-D X (M, K) and W (K, N); saves only the quantized operands."""
 
     @staticmethod
@@ -114,7 +101,7 @@ def lba_matmul(
     if x.device != w.device:
         raise ValueError(f"{caller}: x and w are on different devices ({x.device} and {w.device})")
     leading = x.shape[:-1]
-    y = _LbaMatmul.apply(x.reshape(math.prod(leading), x.shape[-1]), w, cfg, estimator, stats)
+    y = _LBAMatMulFunction.apply(x.reshape(math.prod(leading), x.shape[-1]), w, cfg, estimator, stats)
     return y.reshape(*leading, w.shape[1])
 
 
@@ -172,6 +159,28 @@ def _pair(value, name: str, caller: str) -> tuple[int, int]:
     return pair
 
 
+def conv2d_gemm_operands(
+    x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
+    dilation: tuple[int, int], groups: int,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A conv2d as matrix products, by im2col: per group, (patches (B, L, K), filters (K, C_out/groups)).
+
+    K runs over (C_in/groups, kh, kw) with kw fastest, the contract's order (docs/arithmetic.md §5); L over
+    the output positions, row-major. The one place that lowers a convolution: lba_conv2d and the bias
+    calibration use it. Arguments are as checked by lba_conv2d (4-D x and weight, explicit integer pairs).
+    """
+    out_channels, group_channels, kernel_h, kernel_w = weight.shape
+    # (B, C_in * kh * kw, L) with the channel slowest and kw fastest.
+    columns = F.unfold(x, (kernel_h, kernel_w), dilation=dilation, padding=padding, stride=stride)
+    per_group = group_channels * kernel_h * kernel_w
+    group_out = out_channels // groups
+    return [
+        (columns[:, g * per_group : (g + 1) * per_group, :].transpose(1, 2),
+         weight[g * group_out : (g + 1) * group_out].reshape(group_out, per_group).T)
+        for g in range(groups)
+    ]
+
+
 def lba_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -221,14 +230,7 @@ def lba_conv2d(
     out_w = (width + 2 * padding[1] - dilation[1] * (kernel_w - 1) - 1) // stride[1] + 1
     if out_h < 1 or out_w < 1:
         raise ValueError(f"{caller}: the kernel {kernel_h}x{kernel_w} does not fit the padded input {height}x{width}")
-    # (B, C_in * kh * kw, L) with the channel slowest and kw fastest: the contract's K order.
-    columns = F.unfold(x, (kernel_h, kernel_w), dilation=dilation, padding=padding, stride=stride)
-    per_group = group_channels * kernel_h * kernel_w
-    group_out = out_channels // groups
-    outputs = []
-    for g in range(groups):
-        patches = columns[:, g * per_group : (g + 1) * per_group, :].transpose(1, 2)  # (B, L, K)
-        filters = weight[g * group_out : (g + 1) * group_out].reshape(group_out, per_group).T  # (K, O/groups)
-        outputs.append(lba_matmul(patches, filters, cfg, estimator=estimator, stats=stats))
+    outputs = [lba_matmul(patches, filters, cfg, estimator=estimator, stats=stats)
+               for patches, filters in conv2d_gemm_operands(x, weight, stride, padding, dilation, groups)]
     y = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, out_channels, out_h, out_w)
     return y if bias is None else y + _bias(bias, out_channels, y.dtype, caller).view(1, -1, 1, 1)

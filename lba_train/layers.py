@@ -8,14 +8,19 @@ rescale are outside the MAC, as in an accelerator whose accumulator feeds a high
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lba_core import ConfigError, MacConfig
 
+from .estimators import check_estimator
 from .events import EventStats
-from .gemm import lba_bmm, lba_conv2d, lba_linear
+from .gemm import conv2d_gemm_operands, lba_bmm, lba_conv2d, lba_linear
 from .quantizers import TensorQuantizer
 
 
@@ -25,13 +30,45 @@ def _check_config(cfg: MacConfig) -> MacConfig:
     return cfg
 
 
-def check_estimator(estimator: str) -> str:
-    from .estimators import ESTIMATORS  # the estimators' own module defines the valid names
+@dataclass(frozen=True)
+class LayerOptions:
+    """How every converted layer computes, beyond the MAC configuration (``lbaify(model, cfg, options=...)``).
 
-    if estimator not in ESTIMATORS:
-        raise ConfigError(f"unknown gradient estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-    return estimator
+    ``estimator``: the gradient estimator of the GEMM's backward (docs/estimators.md); ``collect_stats``: count
+    overflow/underflow/swamp events per layer in ``.stats``; ``per_channel_weights``: one weight scale per
+    output channel; ``power_of_two_scales``: round every scale up to a power of two (rescaling is then an
+    exponent shift).
+    """
 
+    estimator: str = "ste"
+    collect_stats: bool = True
+    per_channel_weights: bool = False
+    power_of_two_scales: bool = False
+
+    def __post_init__(self) -> None:
+        check_estimator(self.estimator, "LayerOptions.estimator")
+        for name in ("collect_stats", "per_channel_weights", "power_of_two_scales"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"LayerOptions.{name} must be True or False, got {getattr(self, name)!r}")
+
+    def as_kwargs(self) -> dict:
+        """The options as the LBA layers' constructor keywords."""
+        return asdict(self)
+
+
+def resolve_layer_options(options: LayerOptions | None, legacy: dict, caller: str) -> LayerOptions:
+    """``options``, or (deprecated) the same options given as loose keywords."""
+    if legacy:
+        if options is not None:
+            raise TypeError(f"{caller}: give options=LayerOptions(...) or loose keywords, not both")
+        warnings.warn(f"{caller}: loose layer keywords ({', '.join(sorted(legacy))}) are deprecated; pass "
+                      "options=LayerOptions(...)", DeprecationWarning, stacklevel=3)
+        return LayerOptions(**legacy)
+    if options is None:
+        return LayerOptions()
+    if not isinstance(options, LayerOptions):
+        raise TypeError(f"{caller}: options must be a lba_train.LayerOptions, got {type(options).__name__}")
+    return options
 
 
 def _copy_parameters(layer: nn.Module, module: nn.Module) -> nn.Module:
@@ -59,7 +96,7 @@ class LBAModule(nn.Module):
         power_of_two_scales: bool,
     ) -> None:
         self._cfg = _check_config(cfg)
-        self.estimator = check_estimator(estimator)
+        self.estimator = check_estimator(estimator, type(self).__name__)
         # True replaces the accumulator by an exact float64 product of the same quantized operands: the
         # "wide accumulator" reference (baselines, bias calibration). No events are counted then.
         self.exact_accumulation = False
@@ -119,10 +156,12 @@ class LBALinear(nn.Linear, LBAModule):
         self._init_lba(cfg, estimator, collect_stats, per_channel_weights, power_of_two_scales)
 
     @classmethod
-    def from_float(cls, module: nn.Linear, cfg: MacConfig, **options) -> LBALinear:
+    def from_float(cls, module: nn.Linear, cfg: MacConfig, options: LayerOptions | None = None,
+                   **legacy_options) -> LBALinear:
         """An LBALinear with a copy of ``module``'s weight and bias."""
         if not isinstance(module, nn.Linear):
             raise TypeError(f"LBALinear.from_float expects an nn.Linear, got {type(module).__name__}")
+        options = resolve_layer_options(options, legacy_options, "LBALinear.from_float")
         layer = cls(
             module.in_features,
             module.out_features,
@@ -130,7 +169,7 @@ class LBALinear(nn.Linear, LBAModule):
             cfg=cfg,
             device=module.weight.device,
             dtype=module.weight.dtype,
-            **options,
+            **options.as_kwargs(),
         )
         return _copy_parameters(layer, module)
 
@@ -145,6 +184,10 @@ class LBALinear(nn.Linear, LBAModule):
         # Rescale in float64: the accumulator's values may lie outside the activations' dtype range.
         y = (y.to(torch.float64) * (a_scale * b_scale.reshape(-1))).to(x.dtype)
         return y if self.bias is None else y + self.bias
+
+    def gemm_operands(self, a: torch.Tensor, b: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The layer's dot products as (M, K) @ (K, N) pairs, given its quantized input and weight."""
+        return [(a.reshape(-1, a.shape[-1]), b.t())]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._lba_repr()}"
@@ -194,14 +237,16 @@ class LBAConv2d(nn.Conv2d, LBAModule):
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
             device=device, dtype=dtype,
         )
-        self._explicit_padding = _explicit_padding(self.padding, self.kernel_size, self.dilation)
+        self.explicit_padding = _explicit_padding(self.padding, self.kernel_size, self.dilation)
         self._init_lba(cfg, estimator, collect_stats, per_channel_weights, power_of_two_scales)
 
     @classmethod
-    def from_float(cls, module: nn.Conv2d, cfg: MacConfig, **options) -> LBAConv2d:
+    def from_float(cls, module: nn.Conv2d, cfg: MacConfig, options: LayerOptions | None = None,
+                   **legacy_options) -> LBAConv2d:
         """An LBAConv2d with a copy of ``module``'s weight, bias and geometry."""
         if not isinstance(module, nn.Conv2d):
             raise TypeError(f"LBAConv2d.from_float expects an nn.Conv2d, got {type(module).__name__}")
+        options = resolve_layer_options(options, legacy_options, "LBAConv2d.from_float")
         layer = cls(
             module.in_channels,
             module.out_channels,
@@ -215,7 +260,7 @@ class LBAConv2d(nn.Conv2d, LBAModule):
             cfg=cfg,
             device=module.weight.device,
             dtype=module.weight.dtype,
-            **options,
+            **options.as_kwargs(),
         )
         return _copy_parameters(layer, module)
 
@@ -224,16 +269,22 @@ class LBAConv2d(nn.Conv2d, LBAModule):
         b, b_scale = self.weight_quantizer(self.weight)
         if self.exact_accumulation:
             y = F.conv2d(
-                a.to(torch.float64), b.to(torch.float64), None, self.stride, self._explicit_padding, self.dilation,
+                a.to(torch.float64), b.to(torch.float64), None, self.stride, self.explicit_padding, self.dilation,
                 self.groups,
             )
         else:
             y = lba_conv2d(
-                a, b, None, self._cfg, self.stride, self._explicit_padding, self.dilation, self.groups,
+                a, b, None, self._cfg, self.stride, self.explicit_padding, self.dilation, self.groups,
                 estimator=self.estimator, stats=self.stats,
             )
         y = (y.to(torch.float64) * (a_scale * b_scale.reshape(1, -1, 1, 1))).to(x.dtype)
         return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
+
+    def gemm_operands(self, a: torch.Tensor, b: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The layer's dot products as (M, K) @ (K, N) pairs (one per group), given its quantized input and
+        weight: the im2col of lba_train.gemm.conv2d_gemm_operands."""
+        pairs = conv2d_gemm_operands(a, b, self.stride, self.explicit_padding, self.dilation, self.groups)
+        return [(patches.reshape(-1, patches.shape[-1]), filters) for patches, filters in pairs]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._lba_repr()}"
@@ -261,8 +312,9 @@ class LBAMatMul(LBAModule):
         self._init_lba(cfg, estimator, collect_stats, False, power_of_two_scales)
 
     @classmethod
-    def from_float(cls, module: nn.Module, cfg: MacConfig, **options) -> LBAMatMul:
-        layer = cls(cfg=cfg, **options)
+    def from_float(cls, module: nn.Module, cfg: MacConfig, options: LayerOptions | None = None,
+                   **legacy_options) -> LBAMatMul:
+        layer = cls(cfg=cfg, **resolve_layer_options(options, legacy_options, "LBAMatMul.from_float").as_kwargs())
         layer.train(module.training)
         return layer
 
@@ -281,6 +333,12 @@ class LBAMatMul(LBAModule):
             y = lba_bmm(qa, qb, self._cfg, estimator=self.estimator, stats=self.stats)
         y = y.reshape(*batch, a.shape[-2], b.shape[-1]).to(torch.float64)
         return (y * (a_scale * b_scale)).to(a.dtype)
+
+    def gemm_operands(self, a: torch.Tensor, b: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The product's matrices as (M, K) @ (K, N) pairs, one per batch index, given the quantized (broadcast)
+        operands."""
+        a, b = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
+        return [(a[index], b[index]) for index in range(a.shape[0])]
 
     def extra_repr(self) -> str:
         return self._lba_repr()

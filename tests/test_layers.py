@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lba_core import ConfigError, FloatFormat, MacConfig
-from lba_train import quantize, reference_dot
+from lba_train import lba_matmul, quantize, reference_dot
 from lba_train.convert import event_stats_table, lba_layers, lbaify, set_collect_stats, set_lba_config
-from lba_train.layers import LBAConv2d, LBALinear, LBAMatMul, MatMul
+from lba_train.layers import LayerOptions, LBAConv2d, LBALinear, LBAMatMul, MatMul
 from lba_train.quantizers import TensorQuantizer, max_abs_scale
 
 # A narrow accumulator biased for max-abs-scaled e4m3 operands, so that every event type occurs.
@@ -93,7 +93,7 @@ def _reference_matrix(a_rows: torch.Tensor, b_cols: torch.Tensor, cfg: MacConfig
 def test_lba_linear_matches_reference(cfg, per_channel, comparisons):
     torch.manual_seed(3)
     dense = nn.Linear(11, 5).double()
-    layer = LBALinear.from_float(dense, cfg, per_channel_weights=per_channel)
+    layer = LBALinear.from_float(dense, cfg, LayerOptions(per_channel_weights=per_channel))
     x = torch.randn(2, 3, 11, dtype=torch.float64)
     y = layer(x)
     a, a_scale = layer.input_quantizer(x)
@@ -187,7 +187,7 @@ def test_set_config_and_underflow_switch_take_effect(comparisons):
 
 def test_layer_options_and_errors():
     dense = nn.Linear(4, 2)
-    layer = LBALinear.from_float(dense, CFG, collect_stats=False, estimator="ste")
+    layer = LBALinear.from_float(dense, CFG, LayerOptions(collect_stats=False, estimator="ste"))
     assert layer.stats is None
     layer(torch.randn(3, 4))
     layer.set_collect_stats(True)
@@ -198,7 +198,7 @@ def test_layer_options_and_errors():
     with pytest.raises(ConfigError, match="MacConfig"):
         LBALinear.from_float(dense, "e4m3")
     with pytest.raises(ConfigError, match="estimator"):
-        LBALinear.from_float(dense, CFG, estimator="magic")
+        LBALinear.from_float(dense, CFG, LayerOptions(estimator="magic"))
     with pytest.raises(TypeError, match="nn.Linear"):
         LBALinear.from_float(nn.Conv2d(1, 1, 1), CFG)
     with pytest.raises(ConfigError, match="padding_mode"):
@@ -277,6 +277,40 @@ def test_lbaify_skip_rules_and_keep_first_last():
         lbaify(_Net(), CFG, skip=[3])
     with pytest.raises(ConfigError, match="MacConfig"):
         lbaify(_Net(), "e4m3")
+
+
+def test_lbaify_layer_options_and_the_deprecated_keywords():
+    options = LayerOptions(estimator="immediate-diff", collect_stats=False, per_channel_weights=True)
+    converted = lbaify(_Net(), CFG, options)
+    for _, layer in lba_layers(converted):
+        assert layer.estimator == "immediate-diff" and layer.stats is None
+    assert converted.first.weight_quantizer.per_channel
+    with pytest.warns(DeprecationWarning, match="LayerOptions"):
+        legacy = lbaify(_Net(), CFG, estimator="immediate-diff", collect_stats=False, per_channel_weights=True)
+    assert _kinds(legacy) == _kinds(converted)
+    assert all(layer.estimator == "immediate-diff" and layer.stats is None for _, layer in lba_layers(legacy))
+    with pytest.warns(DeprecationWarning, match="skip"):
+        assert _kinds(lbaify(_Net(), CFG, "head.1"))["head.1"] == "Linear"  # skip as the third positional
+    with pytest.warns(DeprecationWarning):
+        layer = LBALinear.from_float(nn.Linear(3, 2), CFG, collect_stats=False)
+    assert layer.stats is None
+    with pytest.raises(ConfigError, match="LayerOptions.estimator: unknown gradient estimator 'magic'"):
+        LayerOptions(estimator="magic")
+    with pytest.raises(ConfigError, match="LayerOptions.collect_stats"):
+        LayerOptions(collect_stats="yes")
+    with pytest.raises(TypeError, match="not both"):
+        lbaify(_Net(), CFG, LayerOptions(), estimator="ste")
+
+
+def test_one_estimator_check_everywhere():
+    """The GEMM, the layers, lbaify's options and set_lba_config reject an unknown name alike."""
+    x, w = torch.randn(2, 3), torch.randn(3, 2)
+    for call in (lambda: lba_matmul(x, w, CFG, estimator="magic"),
+                 lambda: LBALinear(3, 2, cfg=CFG, estimator="magic"),
+                 lambda: LayerOptions(estimator="magic"),
+                 lambda: set_lba_config(lbaify(_Net(), CFG), estimator="magic")):
+        with pytest.raises(ConfigError, match="unknown gradient estimator 'magic'; choose one of ste, "):
+            call()
 
 
 def test_lbaify_leaves_multihead_attention_alone_with_a_warning():

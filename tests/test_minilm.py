@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from lba_core import MacConfig
 from lba_train import layers, minilm
 from lba_train.bias import resolve_bias
-from lba_train.layers import LBALinear, LBAMatMul
+from lba_train.layers import LayerOptions, LBALinear, LBAMatMul
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sentences"
 SENTENCES = ["The train to the coast leaves at seven every morning.", "A fox crept through the snow looking for food."]
@@ -111,7 +111,7 @@ def test_lba_forward_routes_every_product_through_the_accumulator(model_and_toke
 
     monkeypatch.setattr(layers, "lba_bmm", counting("bmm", layers.lba_bmm))
     monkeypatch.setattr(layers, "lba_linear", counting("linear", layers.lba_linear))
-    lba = minilm.lbaify_minilm(encoder, cfg, collect_stats=True)
+    lba = minilm.lbaify_minilm(encoder, cfg, LayerOptions(collect_stats=True))
     modules = list(lba.modules())
     assert not any(type(m) is torch.nn.Linear for m in modules), "a Linear stayed in high precision"
     assert sum(isinstance(m, LBALinear) for m in modules) == LAYERS * LINEARS_PER_LAYER

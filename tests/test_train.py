@@ -26,7 +26,11 @@ from lba_train.bias import (
 from lba_train.convert import lba_layers, lbaify
 from lba_train.data import _split, load_data, load_digits_data, load_image_folder, load_mnist, make_bundle, read_idx
 from lba_train.models import build_model
-from lba_train.train import evaluate, finetune, run_accuracy_point, train_baseline
+from lba_train.layers import LayerOptions
+from lba_train.train import (
+    ACCURACY_KEYS, FinetuneOptions, FinetuneResult, TrainOptions, TrainResult, evaluate, finetune, run_accuracy_point,
+    train_baseline, train_float,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -200,27 +204,47 @@ def tiny_digits():
 
 @pytest.fixture(scope="module")
 def tiny_baseline(tiny_digits):
-    return train_baseline("mlp", tiny_digits, epochs=8, seed=0, progress=False)
+    return train_baseline("mlp", tiny_digits, epochs=8, seed=0)
 
 
-def test_baseline_training_learns(tiny_digits, tiny_baseline):
-    assert tiny_baseline["accuracy"] > 0.8
-    assert evaluate(tiny_baseline["model"], tiny_digits.val) == tiny_baseline["accuracy"]
+QUIET = FinetuneOptions(epochs=(1, 1), lr=(1e-3, 5e-4), bias="calibrate")
 
 
-def test_finetune_runs_both_stages_on_a_copy_and_resumes(tiny_digits, tiny_baseline, tmp_path):
-    model = tiny_baseline["model"]
+def test_baseline_training_learns_on_a_copy(tiny_digits, tiny_baseline):
+    assert isinstance(tiny_baseline, TrainResult) and tiny_baseline.accuracy > 0.8
+    assert evaluate(tiny_baseline.model, tiny_digits.val) == tiny_baseline.accuracy
+    model = build_model("mlp", tiny_digits.input_shape, tiny_digits.classes, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trained = train_float(model, tiny_digits.train, tiny_digits.val, options=TrainOptions(epochs=1))
+    assert trained.model is not model and len(trained.history) == 1
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "the caller's model is untouched"
+    with pytest.raises(ConfigError, match="TrainOptions.epochs"):
+        TrainOptions(epochs=-1)
+
+
+def test_deprecated_train_float_form_trains_in_place(tiny_digits):
+    model = build_model("mlp", tiny_digits.input_shape, tiny_digits.classes, seed=0)
+    with pytest.warns(DeprecationWarning, match="train_float"):
+        trained = train_float(model, tiny_digits, 1, progress=False)
+    assert trained.model is model
+    with pytest.warns(DeprecationWarning, match=r'TrainResult\["accuracy"\]'):
+        assert trained["accuracy"] == trained.accuracy
+
+
+def test_finetune_runs_both_stages_on_a_copy_quietly_and_resumes(tiny_digits, tiny_baseline, tmp_path, capsys):
+    model = tiny_baseline.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = MacConfig("e4m3", "e4m3")
-    kwargs = {"epochs": (1, 1), "lr": (1e-3, 5e-4), "bias": "calibrate", "progress": False, "log": lambda _: None}
-    straight = finetune(model, tiny_digits.train, tiny_digits.val, cfg, **kwargs)
-    for key in ("baseline", "exact_acc", "zero_shot", "stage1", "stage1_nouf", "stage2"):
-        assert 0.0 <= straight[key] <= 1.0
-    assert straight["baseline"] == tiny_baseline["accuracy"]
-    assert straight["cfg"].acc.bias != cfg.acc.bias and straight["cfg"].underflow
-    assert [(h["stage"], h["epoch"]) for h in straight["history"]] == [(1, 1), (2, 1)]
-    assert all(type(m).__name__.startswith("LBA") for _, m in lba_layers(straight["model"]))
-    assert straight["events"][0]["steps"] > 0 and "overflow_rate" in straight["zero_shot_events"][0]
+    straight = finetune(model, tiny_digits.train, tiny_digits.val, cfg, options=QUIET)
+    assert isinstance(straight, FinetuneResult)
+    assert capsys.readouterr() == ("", ""), "the library is quiet unless asked"
+    for key, value in straight.accuracies().items():
+        assert 0.0 <= value <= 1.0, key
+    assert straight.baseline == tiny_baseline.accuracy
+    assert straight.cfg.acc.bias != cfg.acc.bias and straight.cfg.underflow
+    assert [(h["stage"], h["epoch"]) for h in straight.history] == [(1, 1), (2, 1)]
+    assert all(type(m).__name__.startswith("LBA") for _, m in lba_layers(straight.model))
+    assert straight.events[0]["steps"] > 0 and "overflow_rate" in straight.zero_shot_events[0]
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), "the caller's model must stay untouched"
 
@@ -229,29 +253,59 @@ def test_finetune_runs_both_stages_on_a_copy_and_resumes(tiny_digits, tiny_basel
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        finetune(model, tiny_digits.train, tiny_digits.val, cfg, checkpoint_dir=tmp_path,
-                 **{**kwargs, "log": interrupt})
+        finetune(model, tiny_digits.train, tiny_digits.val, cfg,
+                 options=QUIET.replace(checkpoint_dir=tmp_path, log=interrupt))
     saved = json.loads((tmp_path / "accuracy.json").read_text())
     assert set(saved) >= {"baseline", "zero_shot", "stage1_nouf"}
     messages = []
-    resumed = finetune(model, tiny_digits.train, tiny_digits.val, cfg, checkpoint_dir=tmp_path,
-                       **{**kwargs, "log": messages.append})
+    resumed = finetune(model, tiny_digits.train, tiny_digits.val, cfg,
+                       options=QUIET.replace(checkpoint_dir=tmp_path, log=messages.append))
     assert any("resuming" in message for message in messages)
     for key in ("zero_shot", "stage1_nouf", "stage1", "stage2"):
-        assert resumed[key] == straight[key], key
+        assert getattr(resumed, key) == getattr(straight, key), key
+    assert resumed.events == straight.events
     with pytest.raises(ConfigError, match="another configuration"):
-        finetune(model, tiny_digits.train, tiny_digits.val, MacConfig("e4m3", "e5m2"), checkpoint_dir=tmp_path,
-                 **kwargs)
+        finetune(model, tiny_digits.train, tiny_digits.val, MacConfig("e4m3", "e5m2"),
+                 options=QUIET.replace(checkpoint_dir=tmp_path))
+
+
+def test_deprecated_finetune_form_gives_the_same_result(tiny_digits, tiny_baseline):
+    cfg = MacConfig("e4m3", "e5m6")
+    options = FinetuneOptions(epochs=(0, 1), bias="paper", layers=LayerOptions(estimator="ste"))
+    new = finetune(tiny_baseline.model, tiny_digits.train, tiny_digits.val, cfg, options=options)
+    with pytest.warns(DeprecationWarning, match="FinetuneOptions"):
+        old = finetune(tiny_baseline.model, tiny_digits.train, tiny_digits.val, cfg, (0, 1), bias="paper",
+                       estimator="ste", progress=False, log=lambda _: None)
+    with pytest.warns(DeprecationWarning, match=r'FinetuneResult\["stage2"\]'):
+        assert old["stage2"] == new.stage2
+    assert old.accuracies() == new.accuracies() and old.cfg == new.cfg
+
+
+def test_finetune_options_are_checked_before_any_work():
+    with pytest.raises(ConfigError, match="bias mode"):
+        FinetuneOptions(bias="x")
+    with pytest.raises(ConfigError, match="FinetuneOptions.epochs"):
+        FinetuneOptions(epochs=(1, -1))
+    with pytest.raises(ConfigError, match="FinetuneOptions.lr"):
+        FinetuneOptions(lr=(1e-3, 0))
+    with pytest.raises(ConfigError, match="pair"):
+        FinetuneOptions(epochs=(1, 1, 1))
+    with pytest.raises(ConfigError, match="FinetuneOptions.layers"):
+        FinetuneOptions(layers="ste")
+    assert FinetuneOptions(epochs=2, lr=1e-3).epochs == (2, 2)
 
 
 def test_run_accuracy_point_reuses_a_baseline(tiny_digits, tiny_baseline):
-    point = run_accuracy_point(MacConfig("e4m3", "e5m6"), "mlp", tiny_digits, epochs=(0, 1), seed=0,
-                               baseline_state=tiny_baseline["state"], bias="calibrate")
-    assert point["baseline"] == tiny_baseline["accuracy"]
+    options = FinetuneOptions(epochs=(0, 1), bias="calibrate")
+    point = run_accuracy_point(MacConfig("e4m3", "e5m6"), "mlp", tiny_digits, options=options,
+                               baseline_state=tiny_baseline.state)
+    assert point["baseline"] == tiny_baseline.accuracy
     assert point["acc_format"].startswith("e5m6") and point["events_steps"] > 0
     json.dumps(point)
-    with pytest.raises(ConfigError, match="bias mode"):
-        finetune(tiny_baseline["model"], tiny_digits.train, tiny_digits.val, MacConfig("e4m3", "e5m6"), bias="x")
+    with pytest.warns(DeprecationWarning):
+        legacy = run_accuracy_point(MacConfig("e4m3", "e5m6"), "mlp", tiny_digits, (0, 1), 0, tiny_baseline.state,
+                                    bias="calibrate")
+    assert {key: legacy[key] for key in ACCURACY_KEYS} == {key: point[key] for key in ACCURACY_KEYS}
 
 
 def test_cli_train_writes_reports(tmp_path, capsys):
