@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
             )
             point = run_accuracy_point(cfg, args.model, bundle, options=options, baseline_state=state)
             rows.append({"variant": variant, **point})
-    flat = pd.DataFrame([{k: v for k, v in row.items() if not k.endswith("events")} for row in rows])
+    flat = pd.DataFrame([{k: v for k, v in row.items() if not isinstance(v, (list, dict))} for row in rows])
     atomic_write_text(folder / "accuracy.csv", flat.to_csv(index=False))
     atomic_write_text(folder / "accuracy.json", json.dumps(rows, indent=2))
     _write_markdown(folder / "accuracy.md", args, rows)

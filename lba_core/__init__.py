@@ -6,7 +6,7 @@ The bottom layer of the toolkit: pure Python, no torch, no amaranth. ``rtl`` and
 
 from .config import ROUNDING_MODES, MacConfig, paper_acc_bias
 from .errors import ConfigError, FormatError
-from .formats import OVERFLOW_MODES, FixedFormat, FloatFormat, floor_log2, parse_format
+from .formats import OVERFLOW_MODES, FixedFormat, FloatFormat, floor_log2, parse_format, standard_name
 from .reference import (
     DotResult,
     Rounded,
@@ -37,6 +37,7 @@ __all__ = [
     "fmaq",
     "paper_acc_bias",
     "parse_format",
+    "standard_name",
     "product",
     "quantize_value",
     "round_to_fixed",

@@ -370,3 +370,15 @@ def parse_format(spec: "str | FloatFormat | FixedFormat") -> "FloatFormat | Fixe
         if not isinstance(spec, str):
             raise
         raise FormatError(f"{error}; or a fixed-point int<W> / fx<W>.<F> with optional _sat/_wrap") from None
+
+
+def standard_name(spec: "str | FloatFormat | FixedFormat") -> str:
+    """The name people know a format by, for reports: ``fp32``, ``fp16`` or ``bf16`` for those exponent and
+    mantissa widths with the standard bias (and, as everywhere in the toolkit, no subnormals unless asked),
+    otherwise the canonical :attr:`name` (``e4m7``, ``e4m7_b11``, ``int32``)."""
+    fmt = parse_format(spec)
+    if isinstance(fmt, FloatFormat) and fmt.bias == fmt.default_bias and not fmt.subnormals:
+        for alias, widths in ALIASES.items():
+            if widths == (fmt.exp_bits, fmt.man_bits):
+                return alias
+    return fmt.name

@@ -39,20 +39,30 @@ def _batches(loader, device):
         yield inputs.to(device), labels.to(device)
 
 
-def evaluate(model: nn.Module, loader, device: str = "cpu", progress: bool = False, desc: str = "eval") -> float:
-    """Top-1 accuracy of ``model`` on ``loader`` as a fraction in [0, 1] (the model is left in its mode)."""
+def predict(model: nn.Module, loader, device: str = "cpu", progress: bool = False,
+            desc: str = "eval") -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted class and label of every example of ``loader``, in its order (the model is left in its mode)."""
     was_training = model.training
     model.eval()
-    correct = total = 0
+    predicted, labels = [], []
     with torch.no_grad():
-        for inputs, labels in tqdm(_batches(loader, device), total=len(loader), desc=desc, disable=not progress,
-                                   leave=False):
-            correct += int((model(inputs).argmax(dim=1) == labels).sum())
-            total += len(labels)
+        for inputs, targets in tqdm(_batches(loader, device), total=len(loader), desc=desc, disable=not progress,
+                                    leave=False):
+            predicted.append(model(inputs).argmax(dim=1).cpu())
+            labels.append(targets.cpu())
     model.train(was_training)
-    if total == 0:
+    if not labels:
         raise ValueError("evaluate: the loader yielded no samples")
-    return correct / total
+    return torch.cat(predicted), torch.cat(labels)
+
+
+def evaluate(model: nn.Module, loader, device: str = "cpu", progress: bool = False, desc: str = "eval") -> float:
+    """Top-1 accuracy of ``model`` on ``loader`` as a fraction in [0, 1] (the model is left in its mode)."""
+    return _accuracy(*predict(model, loader, device, progress, desc))
+
+
+def _accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    return int((predicted == labels).sum()) / len(labels)
 
 
 def _train_epoch(model: nn.Module, loader, optimizer, device: str, seed: int, desc: str, progress: bool) -> float:
@@ -262,6 +272,9 @@ class FinetuneResult(_DeprecatedItems):
     history: list[dict]
     seconds: float
     model: nn.Module
+    #: per phase (the keys of the accuracies), the class predicted for each validation example, in order
+    predictions: dict[str, list[int]] = field(default_factory=dict)
+    labels: list[int] = field(default_factory=list)  # of the validation examples, in the same order
 
     def accuracies(self) -> dict[str, float]:
         return {key: getattr(self, key) for key in ACCURACY_KEYS}
@@ -279,6 +292,8 @@ class _Progress:
     epoch: int = 0  # epochs of that stage already trained
     chosen_cfg: dict | None = None  # the configuration with the chosen bias, once zero-shot is measured
     seconds: float = 0.0  # spent by earlier, interrupted runs
+    predictions: dict[str, list[int]] = field(default_factory=dict)  # per evaluated phase, per example
+    labels: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -333,8 +348,10 @@ class _FinetuneRun:
         return self.progress.seconds + time.perf_counter() - self.started
 
     def evaluate(self, key: str) -> None:
-        accuracy = evaluate(self.model, self.val_loader, self.options.device, self.options.progress, key)
+        predicted, labels = predict(self.model, self.val_loader, self.options.device, self.options.progress, key)
+        accuracy = _accuracy(predicted, labels)
         self.progress.accuracies[key] = accuracy
+        self.progress.predictions[key], self.progress.labels = predicted.tolist(), labels.tolist()
         if self.results_path is not None:
             atomic_write_text(self.results_path, json.dumps({**self.progress.accuracies,
                                                              "cfg": self.progress.chosen_cfg}, indent=2))
@@ -407,7 +424,8 @@ class _FinetuneRun:
         accuracies.setdefault("stage1_nouf", accuracies["stage1"])
         return FinetuneResult(**{key: accuracies[key] for key in ACCURACY_KEYS}, cfg=chosen, events=self.progress.events,
                               zero_shot_events=self.progress.zero_shot_events, history=self.progress.history,
-                              seconds=self.elapsed(), model=self.model)
+                              seconds=self.elapsed(), model=self.model, predictions=self.progress.predictions,
+                              labels=self.progress.labels)
 
 
 _LEGACY_FINETUNE_POSITIONAL = ("epochs", "lr", "device")
@@ -478,7 +496,9 @@ def run_accuracy_point(
     a DataBundle, split and the model initialised with ``options.seed``. ``baseline_state`` (a state dict)
     skips training the baseline, else it is trained with ``baseline`` (TrainOptions; its seed is
     ``options.seed``). Returns a JSON-ready dict: configuration, accuracies, event totals of the final
-    evaluation, seconds, and the per-layer event tables ("zero_shot_events", "layer_events").
+    evaluation, seconds, the per-layer event tables ("zero_shot_events", "layer_events"), and the per-example
+    "predictions" of the zero-shot and the fine-tuned ("stage2") model with the validation "labels", for
+    paired comparisons of formats on the same examples.
 
     Earlier releases' loose arguments (``epochs, seed, baseline_state`` positionally, ``baseline_epochs=``,
     ``baseline_lr=``, fine-tuning keywords) still work with a DeprecationWarning.
@@ -517,4 +537,6 @@ def run_accuracy_point(
         "seconds": result.seconds,
         "zero_shot_events": result.zero_shot_events,
         "layer_events": result.events,
+        "labels": result.labels,
+        "predictions": {key: result.predictions[key] for key in ("zero_shot", "stage2")},
     }

@@ -301,6 +301,11 @@ def test_run_accuracy_point_reuses_a_baseline(tiny_digits, tiny_baseline):
                                baseline_state=tiny_baseline.state)
     assert point["baseline"] == tiny_baseline.accuracy
     assert point["acc_format"].startswith("e5m6") and point["events_steps"] > 0
+    labels = point["labels"]
+    for phase in ("zero_shot", "stage2"):  # per-example predictions, for paired comparisons between formats
+        predicted = point["predictions"][phase]
+        assert len(predicted) == len(labels) == len(tiny_digits.val.dataset)
+        assert sum(p == y for p, y in zip(predicted, labels)) / len(labels) == point[phase]
     json.dumps(point)
     with pytest.warns(DeprecationWarning):
         legacy = run_accuracy_point(MacConfig("e4m3", "e5m6"), "mlp", tiny_digits, (0, 1), 0, tiny_baseline.state,
