@@ -29,8 +29,7 @@ from lba_core.fileio import atomic_write_text, markdown_table
 from .cache import ResultCache, content_key
 from .costmodel import TERMS, WIDTH_COLUMNS, CostModel, fit_cost_model, mac_widths
 from .jobs import run_cached
-from .synth import BLOCK_NAMES, GLUE_BLOCK, Design, check_targets, synthesize_designs
-from .yosys import yosys_version
+from .synth import BLOCK_NAMES, GLUE_BLOCK, Design, check_targets, synthesize_designs, yosys_version
 
 TOPS = ("fmaq", "mac")
 BASELINE_ACC = FloatFormat.parse("fp32")

@@ -12,7 +12,7 @@ from lba_core import ConfigError
 
 from .cmd_synth import synthesis_kwargs, synthesis_options, yosys_failure
 from .cmd_verilog import config_from_args, rtl_options
-from .yosys import YosysError
+from .synth import YosysError
 
 DEFAULT_BASIS = "e4m7,e5m6,e3m8,e4m3,e5m10,bf16,fp32"
 

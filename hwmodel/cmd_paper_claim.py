@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from .cmd_synth import synthesis_kwargs, synthesis_options, yosys_failure
-from .yosys import YosysError
+from .synth import YosysError
 
 
 def register(subparsers) -> None:

@@ -15,7 +15,7 @@ from lba_core import ROUNDING_MODES
 
 from .cmd_synth import synthesis_kwargs, synthesis_options, yosys_failure
 from .sweepspec import DEFAULT_ACCUMULATORS, MODELS, SweepSpec, load_sweep_spec
-from .yosys import YosysError
+from .synth import YosysError
 
 
 def _list(text: str) -> tuple[str, ...]:

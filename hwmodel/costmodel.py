@@ -8,9 +8,10 @@
 - E: the exponent datapath (product exponent, difference, normalization adjust);
 - B: the accumulator register (total accumulator bits).
 
-W is the adder width of the RTL: the alignment window max(A + 2, P + 1) plus a carry and a sticky bit, with
-A = Macc + 1 the accumulator significand and P the significand of the product entering the aligner
-(Ma + Mb + 2 for the exact product, Mp + 1 with a product format). E = E_acc + max(E_a, E_b).
+W is the adder width of the RTL (``DatapathPlan.sum_bits`` of lba_core.datapath): the alignment window
+max(A + 2, P + 1) plus a carry and a sticky bit, with A = Macc + 1 the accumulator significand and P the
+significand of the product entering the aligner. E = E_acc + max(E_a, E_b) is a feature of the model (the
+exponent fields' widths), not the RTL's internal exponent width.
 There is no constant term: with a fixed input format the multiplier term plays that role.
 """
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from lba_core import MacConfig
+from lba_core import MacConfig, derive_datapath
 
 TERMS = ("multiplier", "shifter", "adder", "exponent", "register")
 #: The bit widths the model reads (columns of the area sweep table).
@@ -31,14 +32,12 @@ WIDTH_COLUMNS = ("mult_bits", "datapath_bits", "exp_bits", "acc_bits")
 
 
 def mac_widths(cfg: MacConfig) -> dict[str, int]:
-    """The widths the model uses, for one configuration."""
-    a, b = cfg.a_format, cfg.b_format
-    product_sig = a.man_bits + b.man_bits + 2 if cfg.product is None else cfg.product.man_bits + 1
-    window = max(cfg.acc.man_bits + 1 + 2, product_sig + 1)
+    """The widths the model uses, for one configuration (from lba_core.derive_datapath, as the RTL's)."""
+    datapath = derive_datapath(cfg)
     return {
-        "mult_bits": (a.man_bits + 1) * (b.man_bits + 1),
-        "datapath_bits": window + 2,
-        "exp_bits": cfg.acc.exp_bits + max(a.exp_bits, b.exp_bits),
+        "mult_bits": datapath.multiplier_array_bits,
+        "datapath_bits": datapath.sum_bits,
+        "exp_bits": cfg.acc.exp_bits + max(cfg.a_format.exp_bits, cfg.b_format.exp_bits),
         "acc_bits": cfg.acc.width,
     }
 

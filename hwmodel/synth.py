@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from rtl import BLOCK_NAMES
+from rtl.yosys import YosysError, run_yosys, yosys_version
 
 from .cache import ResultCache, content_key
 from .jobs import run_cached
-from .yosys import YosysError, run_yosys, yosys_version
 
 #: Targets a user can ask for; ``generic`` always runs, it provides the gate-level figures.
 TARGETS = ("generic", "ice40", "xilinx", "ecp5")

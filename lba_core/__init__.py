@@ -5,6 +5,7 @@ The bottom layer of the toolkit: pure Python, no torch, no amaranth. ``rtl`` and
 """
 
 from .config import ROUNDING_MODES, MacConfig, paper_acc_bias
+from .datapath import DatapathPlan, derive_datapath
 from .errors import ConfigError, FormatError
 from .formats import OVERFLOW_MODES, FixedFormat, FloatFormat, floor_log2, parse_format, standard_name
 from .reference import (
@@ -23,6 +24,7 @@ from .reference import (
 __all__ = [
     "ROUNDING_MODES",
     "ConfigError",
+    "DatapathPlan",
     "DotResult",
     "FixedFormat",
     "FloatFormat",
@@ -32,6 +34,7 @@ __all__ = [
     "Rounded",
     "Step",
     "accumulate",
+    "derive_datapath",
     "dot",
     "floor_log2",
     "fmaq",

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lba_core import ConfigError, FloatFormat, MacConfig, floor_log2, paper_acc_bias
+from lba_core import ConfigError, FloatFormat, MacConfig, derive_datapath, paper_acc_bias
 
 from .convert import lba_layers
 from .layers import LBAMatMul
@@ -26,18 +26,14 @@ CALIBRATION_ROWS = 256
 MATMUL_CALIBRATION_BATCH = 8
 
 
-def largest_product_exponent(cfg: MacConfig) -> int:
-    """floor(log2 |a·b|) of the largest product the MAC can form (after R_prod, when a product format is set)."""
-    largest = cfg.a_format.max_value * cfg.b_format.max_value
-    if cfg.product is not None:
-        largest = min(largest, cfg.product.max_value)
-    return floor_log2(largest)
-
-
 def product_bias(cfg: MacConfig) -> int:
     """b_prod: the bias an exponent field as wide as the accumulator's needs for its top binade to hold the
-    largest product, i.e. the bias of the exact product "in the accumulator's exponent width"."""
-    return (1 << cfg.acc.exp_bits) - 1 - largest_product_exponent(cfg)
+    largest product (after R_prod, when a product format is set), i.e. the bias of the product "in the
+    accumulator's exponent width"."""
+    largest = derive_datapath(cfg).largest_product_exponent
+    if largest is None:
+        raise ConfigError(f"{cfg.name}: the product format {cfg.product.name} flushes every product to zero")
+    return (1 << cfg.acc.exp_bits) - 1 - largest
 
 
 def with_acc_bias(cfg: MacConfig, bias: int) -> MacConfig:

@@ -7,29 +7,19 @@ simulation. Depends on lba_core and amaranth only. See docs/rtl.md.
 
 from .export import export_verilog
 from .fmaq import ChunkAdder, FMAq
+from .hierarchy import BLOCK_NAMES, BLOCKS, module_blocks
 from .mac import MAC, Register
-from .plan import DatapathPlan, check_config, plan_datapath
-
-BLOCK_NAMES = (
-    "multiplier",
-    "product_rounder",
-    "aligner",
-    "adder",
-    "normalizer",
-    "rounder",
-    "range_flags",
-    "register",
-    "chunk_adder",
-)
+from .plan import check_config, plan_datapath
 
 __all__ = [
+    "BLOCKS",
     "BLOCK_NAMES",
     "ChunkAdder",
-    "DatapathPlan",
     "FMAq",
     "MAC",
     "Register",
     "check_config",
     "export_verilog",
+    "module_blocks",
     "plan_datapath",
 ]

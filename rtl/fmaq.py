@@ -6,11 +6,11 @@ from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from lba_core import MacConfig
+from lba_core import DatapathPlan, MacConfig
 
 from .arith import decode_normalized
-from .blocks import Adder, Aligner, Multiplier, Normalizer, ProductRounder, RangeFlags, Rounder
-from .plan import DatapathPlan, check_config, plan_datapath
+from .blocks import Adder, Aligner, Multiplier, Normalizer, ProductRounder, RangeFlags, Rounder, add_block
+from .plan import check_config, plan_datapath
 
 
 def step_ports(cfg: MacConfig, addend_ports: dict) -> dict:
@@ -32,11 +32,11 @@ def build_accumulate(m: Module, plan: DatapathPlan, acc_code, addend, addend_bit
     result's outputs and events.
     """
     cfg = plan.cfg
-    m.submodules.aligner = aligner = Aligner(cfg.acc, addend_bits, window, plan.exp_bits)
-    m.submodules.adder = adder = Adder(window)
-    m.submodules.normalizer = normalizer = Normalizer(window, plan.exp_bits)
-    m.submodules.rounder = rounder = Rounder(window, cfg.acc, cfg.rounding, plan.exp_bits)
-    m.submodules.range_flags = range_flags = RangeFlags(cfg.acc, plan.exp_bits)
+    aligner = add_block(m, Aligner(cfg.acc, addend_bits, window, plan.exp_bits))
+    adder = add_block(m, Adder(window))
+    normalizer = add_block(m, Normalizer(window, plan.exp_bits))
+    rounder = add_block(m, Rounder(window, cfg.acc, cfg.rounding, plan.exp_bits))
+    range_flags = add_block(m, RangeFlags(cfg.acc, plan.exp_bits))
     m.d.comb += [
         aligner.acc.eq(acc_code),
         aligner.addend.sign.eq(addend.sign),
@@ -88,13 +88,11 @@ class FMAq(ConfiguredComponent):
     def elaborate(self, platform):
         m = Module()
         cfg, plan = self.cfg, self.plan
-        m.submodules.multiplier = product = Multiplier(cfg.a_format, cfg.b_format, plan.exp_bits)
+        product = add_block(m, Multiplier(plan))
         m.d.comb += [product.a.eq(self.a), product.b.eq(self.b)]
         product_overflow = product_underflow = 0
         if cfg.product is not None:
-            m.submodules.product_rounder = rounder = ProductRounder(
-                product.sig_bits, cfg.product, cfg.rounding, plan.exp_bits
-            )
+            rounder = add_block(m, ProductRounder(plan))
             m.d.comb += [
                 rounder.exact.sign.eq(product.sign),
                 rounder.exact.zero.eq(product.zero),
@@ -115,7 +113,7 @@ class FMAq(ConfiguredComponent):
 class ChunkAdder(ConfiguredComponent):
     """acc_out = R_acc(acc_in + addend) with the same events: the chunk adder of docs/arithmetic.md §5.
 
-    Both operands are cfg.acc codes, so the window only needs the accumulator significand plus two bits.
+    Both operands are cfg.acc codes, so the window is ``plan.chunk_window_bits`` (accumulator significand + 2).
     """
 
     def __init__(self, cfg: MacConfig):
@@ -125,9 +123,9 @@ class ChunkAdder(ConfiguredComponent):
 
     def elaborate(self, platform):
         m = Module()
-        acc_bits = self.plan.acc_sig_bits
-        addend = decode_normalized(m, self.addend, self.cfg.acc, self.plan.exp_bits, "addend")
-        result = build_accumulate(m, self.plan, self.acc_in, addend, acc_bits, acc_bits + 2)
+        plan = self.plan
+        addend = decode_normalized(m, self.addend, self.cfg.acc, plan.exp_bits, "addend")
+        result = build_accumulate(m, plan, self.acc_in, addend, plan.acc_sig_bits, plan.chunk_window_bits)
         m.d.comb += [
             self.acc_out.eq(result.acc_out),
             self.overflow.eq(result.overflow),

@@ -21,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from lba_core import MacConfig
 
+from .blocks import add_block
 from .fmaq import ChunkAdder, ConfiguredComponent, FMAq
 
 
@@ -58,7 +59,7 @@ class MAC(ConfiguredComponent):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fmaq = fmaq = self.fmaq
+        m.submodules.fmaq = fmaq = self.fmaq  # a composite: its blocks are reported one by one
         m.d.comb += [fmaq.a.eq(self.a), fmaq.b.eq(self.b)]
         if self.cfg.chunk_size is None:
             self.elaborate_plain(m, fmaq)
@@ -67,7 +68,7 @@ class MAC(ConfiguredComponent):
         return m
 
     def elaborate_plain(self, m: Module, fmaq: FMAq) -> None:
-        m.submodules.register = acc = Register(self.cfg.acc.width)
+        acc = add_block(m, Register(self.cfg.acc.width))
         m.d.comb += [
             fmaq.acc_in.eq(Mux(self.clear, 0, acc.q)),
             acc.d.eq(Mux(self.valid, fmaq.acc_out, 0)),
@@ -77,12 +78,11 @@ class MAC(ConfiguredComponent):
 
     def elaborate_chunked(self, m: Module, fmaq: FMAq, chunk_size: int) -> None:
         width = self.cfg.acc.width
-        m.submodules.chunk_adder = chunk_adder = ChunkAdder(self.cfg)
-        # Every register's name ends in "register": the per-block area report files it under that block.
-        m.submodules.partial_register = partial = Register(width)
-        m.submodules.total_register = total = Register(width)
-        m.submodules.count_register = count = Register(chunk_size.bit_length())
-        m.submodules.register = out = Register(width)
+        chunk_adder = add_block(m, ChunkAdder(self.cfg))
+        partial = add_block(m, Register(width), "partial")
+        total = add_block(m, Register(width), "total")
+        count = add_block(m, Register(chunk_size.bit_length()), "count")
+        out = add_block(m, Register(width))
         chunk_full = count.q == chunk_size
         new_chunk = self.clear | chunk_full
         m.d.comb += [

@@ -21,7 +21,7 @@ from hwmodel.synth import (
     flow_script,
     synthesize_designs,
 )
-from hwmodel.yosys import run_yosys
+from rtl.yosys import run_yosys
 
 # Transistors per CMOS cell as Yosys's kernel/cost.h counts them for `stat -tech cmos`.
 CMOS_TRANSISTORS = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from lba_core import ConfigError, FloatFormat, MacConfig
+from lba_core import ConfigError, DatapathPlan, FloatFormat, MacConfig, derive_datapath
 
 BINARY64_SIGNIFICAND_BITS = 53
 BINARY64_MIN_NORMAL_EXPONENT = -1022
@@ -95,52 +95,40 @@ class GemmPlan:
         return length + -(-length // self.chunk_size)
 
 
-def check_exact_products(cfg: MacConfig) -> None:
+def check_exact_products(cfg: MacConfig, datapath: DatapathPlan) -> None:
     """Refuse operand formats whose exact product binary64 cannot hold (the kernels form a*b in binary64)."""
     a, b = cfg.a_format, cfg.b_format
-    bits = (a.man_bits + 1) + (b.man_bits + 1)
-    if bits > BINARY64_SIGNIFICAND_BITS:
+    if datapath.multiplier_sig_bits > BINARY64_SIGNIFICAND_BITS:
         raise ConfigError(
-            f"lba_matmul: exact products of {a.name} x {b.name} operands need {bits} significand bits, more than "
-            f"binary64's {BINARY64_SIGNIFICAND_BITS}; use operand formats with man_bits summing to at most 51"
+            f"lba_matmul: exact products of {a.name} x {b.name} operands need {datapath.multiplier_sig_bits} "
+            f"significand bits, more than binary64's {BINARY64_SIGNIFICAND_BITS}; use operand formats with "
+            "man_bits summing to at most 51"
         )
-    too_small = smallest_quantum_exponent(cfg) < BINARY64_MIN_QUANTUM_EXPONENT
-    if too_small or a.emax + b.emax + 2 > BINARY64_MAX_EXPONENT + 1:
+    too_small = datapath.product_quantum_exponent < BINARY64_MIN_QUANTUM_EXPONENT
+    if too_small or datapath.exact_product_exponent_range[1] + 1 > BINARY64_MAX_EXPONENT + 1:
         raise ConfigError(f"lba_matmul: exact products of {a.name} x {b.name} operands leave the binary64 range")
-
-
-def smallest_quantum_exponent(cfg: MacConfig) -> int:
-    """Every product, accumulator and chunk value is an integer multiple of 2^this (the products' grid).
-
-    Roundings only ever coarsen the grid of a value, so the exact products' finest step bounds them all.
-    """
-    a, b = cfg.a_format, cfg.b_format
-    return (a.emin - a.man_bits) + (b.emin - b.man_bits)
-
-
-def largest_sum_exponent(cfg: MacConfig) -> int:
-    """|acc + p| and |total + c| stay below 2^this."""
-    a, b = cfg.a_format, cfg.b_format
-    product_top = cfg.product.emax + 1 if cfg.product is not None else a.emax + b.emax + 2
-    return max(cfg.acc.emax + 1, product_top) + 1
 
 
 def plan_gemm(cfg: MacConfig) -> GemmPlan:
     """Check that cfg can be simulated exactly and choose the step algorithm."""
     if not isinstance(cfg, MacConfig):
         raise ConfigError(f"lba_matmul: cfg must be a lba_core.MacConfig, got {type(cfg).__name__}")
-    check_exact_products(cfg)
+    # Every product, accumulator and chunk value is a multiple of 2^grid (roundings only coarsen a value's grid)
+    # and below 2^top in magnitude.
+    datapath = derive_datapath(cfg)
+    check_exact_products(cfg, datapath)
+    grid, top = datapath.product_quantum_exponent, datapath.sum_bound_exponent
     rounded_formats = [cfg.acc] + ([cfg.product] if cfg.product is not None else [])
     specs = [round_spec(fmt, cfg) for fmt in rounded_formats]
     bit_pattern_rounding = (
         all(fmt.man_bits <= FAST_MAX_MAN_BITS for fmt in rounded_formats)
-        and smallest_quantum_exponent(cfg) >= BINARY64_MIN_NORMAL_EXPONENT
-        and largest_sum_exponent(cfg) <= BINARY64_MAX_EXPONENT
+        and grid >= BINARY64_MIN_NORMAL_EXPONENT
+        and top <= BINARY64_MAX_EXPONENT
         and all(spec.subnormal_quantum > 0.0 or not spec.clamp for spec in specs)
     )
     if not bit_pattern_rounding:
         step = STEP_GENERAL
-    elif largest_sum_exponent(cfg) - smallest_quantum_exponent(cfg) <= BINARY64_SIGNIFICAND_BITS:
+    elif top - grid <= BINARY64_SIGNIFICAND_BITS:
         step = STEP_EXACT_SUM
     else:
         step = STEP_ROUND_TO_ODD

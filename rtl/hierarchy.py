@@ -1,0 +1,38 @@
+"""The blocks of a circuit: which block each module of the hierarchical Verilog implements.
+
+The per-block area report (hwmodel.synth) files every synthesized module under the block this map names, and
+refuses a module the map does not know, so a block can neither be lost nor double-counted.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Fragment
+from amaranth.lib import wiring
+
+from .blocks import Adder, Aligner, Multiplier, Normalizer, ProductRounder, RangeFlags, Rounder, block_name
+from .fmaq import ChunkAdder
+from .mac import Register
+
+#: Every block class, in datapath order (the order of the per-block report).
+BLOCKS = (Multiplier, ProductRounder, Aligner, Adder, Normalizer, Rounder, RangeFlags, Register, ChunkAdder)
+BLOCK_NAMES = tuple(block_name(block) for block in BLOCKS)
+
+
+def module_blocks(component: wiring.Component, top: str) -> dict[str, str | None]:
+    """``{module name: block name}`` for every module of ``component`` exported as ``top`` with
+    ``hierarchical=True`` (module names ``<top>_<path>``, as :func:`rtl.export.plain_module_names` writes them).
+
+    A module belongs to the outermost block on its path (the chunk adder's own aligner is part of
+    ``chunk_adder``); the top and composite circuits that are no block (the MAC's ``fmaq``) map to None.
+    """
+    blocks: dict[str, str | None] = {top: None}
+
+    def visit(fragment: Fragment, path: list[str], block: str | None) -> None:
+        for child, name, _ in fragment.subfragments:
+            origin = type(child.origins[0])
+            child_block = block or (block_name(origin) if origin in BLOCKS else None)
+            blocks["_".join([top, *path, name])] = child_block
+            visit(child, [*path, name], child_block)
+
+    visit(Fragment.get(component, None), [], None)
+    return blocks
