@@ -13,8 +13,7 @@ from typing import Any
 
 from .cache import CACHE_ENV_VAR, ResultCache, default_cache_dir
 from .cmd_verilog import config_from_args, rtl_options
-from .synth import TARGETS
-from .synth import YosysError
+from .synth import TARGETS, YosysError
 
 
 def parse_targets(text: str) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import MacConfig
+from .errors import ConfigError
 from .formats import FloatFormat, floor_log2
 from .reference import round_to_format
 
@@ -79,7 +80,10 @@ class DatapathPlan:
 
 def derive_datapath(cfg: MacConfig) -> DatapathPlan:
     """The datapath of cfg. Pure arithmetic on the formats: whether a circuit or a kernel can be built for cfg
-    is checked by ``rtl.check_config`` and ``lba_train.kernels.plan_gemm``."""
+    is checked by ``rtl.check_config`` and ``lba_train.kernels.plan_gemm``. Raises ConfigError for an
+    integer/fixed-point accumulator or operand: that datapath has no alignment (docs/arithmetic.md §8)."""
+    if cfg.fixed_acc or not all(isinstance(fmt, FloatFormat) for fmt in (cfg.a_format, cfg.b_format)):
+        raise ConfigError(f"{cfg.name}: the floating-point datapath needs floating-point operands and accumulator")
     a, b, acc, product = cfg.a_format, cfg.b_format, cfg.acc, cfg.product
     a_sig, b_sig, acc_sig = a.man_bits + 1, b.man_bits + 1, acc.man_bits + 1
     exact_sig = a_sig + b_sig
