@@ -21,7 +21,7 @@ from lba_core import MacConfig
 
 from .estimators import check_estimator
 from .events import EventStats
-from .kernels import gemm_values, plan_gemm
+from .kernels import check_config, gemm_values
 from .quantize import fits_dtype, quantize
 
 STE = "ste"
@@ -30,8 +30,10 @@ STE = "ste"
 def _check_call(cfg: MacConfig, estimator: str, stats: EventStats | None, caller: str) -> None:
     if not isinstance(cfg, MacConfig):
         raise TypeError(f"{caller}: cfg must be a lba_core.MacConfig, got {type(cfg).__name__}")
-    plan_gemm(cfg)  # rejects configurations the kernels cannot simulate exactly, before any work
+    check_config(cfg)  # rejects configurations the kernels cannot simulate exactly, before any work
     check_estimator(estimator, caller)
+    if cfg.fixed_acc and estimator != STE:
+        raise ValueError(f"{caller}: estimator {estimator!r} needs a floating-point accumulator; {cfg.acc.name} takes 'ste'")
     if stats is not None and not isinstance(stats, EventStats):
         raise TypeError(f"{caller}: stats must be a lba_train.events.EventStats or None, got {type(stats).__name__}")
 

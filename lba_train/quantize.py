@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lba_core import ConfigError, FloatFormat, ROUNDING_MODES
+from lba_core import ConfigError, FixedFormat, FloatFormat, ROUNDING_MODES, parse_format
 
 # IEEE formats a result may be handed back in, as (man_bits, emax, smallest quantum exponent).
 _TORCH_DTYPE_LIMITS = {
@@ -31,6 +31,8 @@ def round_tensor(
     """
     if rounding not in ROUNDING_MODES:
         raise ConfigError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
+    if isinstance(fmt, FixedFormat):
+        return round_to_grid(x, fmt, rounding)
     magnitude = x.abs()
     _, frexp_exponent = torch.frexp(magnitude)
     exponent = frexp_exponent.to(torch.int64) - 1  # floor(log2 |x|) for x != 0
@@ -50,11 +52,27 @@ def round_tensor(
     return values, overflow, underflowed
 
 
-def fits_dtype(fmt: FloatFormat, dtype: torch.dtype, underflow: bool = True) -> bool:
+def round_to_grid(x: torch.Tensor, fmt: FixedFormat, rounding: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Operand conversion into a fixed-point format (docs §8): round x * 2^F to an integer, saturate.
+
+    Exact on float64: scaling by 2^F is exact and every grid value below 2^53 is a binary64 integer.
+    """
+    scaled = _scale_by_power_of_two(x, torch.full_like(x, fmt.frac_bits, dtype=torch.int64))
+    steps = torch.round(scaled) if rounding == "rne" else torch.trunc(scaled)
+    overflow = (steps > fmt.max_int) | (steps < fmt.min_int)
+    steps = steps.clamp(fmt.min_int, fmt.max_int)
+    underflowed = (steps == 0) & (x != 0)
+    values = _scale_by_power_of_two(steps, torch.full_like(x, -fmt.frac_bits, dtype=torch.int64)) + 0.0
+    return values, overflow, underflowed
+
+
+def fits_dtype(fmt: "FloatFormat | FixedFormat", dtype: torch.dtype, underflow: bool = True) -> bool:
     """Whether every value R_F can produce for fmt is exact in ``dtype``."""
     if dtype not in _TORCH_DTYPE_LIMITS:
         return False
     man_bits, emax, min_quantum = _TORCH_DTYPE_LIMITS[dtype]
+    if isinstance(fmt, FixedFormat):
+        return fmt.width - 1 <= man_bits + 1 and -fmt.frac_bits >= min_quantum and fmt.width - 1 - fmt.frac_bits <= emax
     lowest_quantum = fmt.emin - fmt.man_bits if (fmt.subnormals or not underflow) else fmt.emin
     return fmt.man_bits <= man_bits and fmt.emax <= emax and (not underflow or lowest_quantum >= min_quantum)
 
@@ -66,7 +84,7 @@ def quantize(x, fmt, rounding: str = "rne", underflow: bool = True):
     array in, NumPy array out; Python number in, float out. +-Inf saturates to +-max; NaN raises ValueError.
     Autograd is not tracked through this function: use the layers' quantizers for an STE.
     """
-    fmt = FloatFormat.parse(fmt)
+    fmt = parse_format(fmt)
     if isinstance(x, torch.Tensor):
         return _quantize_tensor(x, fmt, rounding, underflow)
     if isinstance(x, np.ndarray):
@@ -81,7 +99,8 @@ def _quantize_tensor(x: torch.Tensor, fmt: FloatFormat, rounding: str, underflow
         wide = x.detach().to(torch.float64)
         if torch.isnan(wide).any():
             raise ValueError(f"cannot quantize NaN into {fmt.name}: the formats have no NaN code")
-        wide = torch.where(torch.isinf(wide), torch.copysign(torch.full_like(wide, float(fmt.max_value)), wide), wide)
+        if isinstance(fmt, FloatFormat):  # a fixed-point conversion saturates +-Inf by itself
+            wide = torch.where(torch.isinf(wide), torch.copysign(torch.full_like(wide, float(fmt.max_value)), wide), wide)
         values, _, _ = round_tensor(wide, fmt, rounding, underflow)
     out_dtype = x.dtype if x.is_floating_point() and fits_dtype(fmt, x.dtype, underflow) else torch.float64
     return values.to(out_dtype)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lba_core import FloatFormat
+from lba_core import FixedFormat, FloatFormat, parse_format
 
 from .quantize import fits_dtype, round_tensor
 
@@ -68,7 +68,7 @@ class TensorQuantizer(nn.Module):
         self, fmt: FloatFormat | str, per_channel: bool = False, channel_dim: int = 0, power_of_two: bool = False
     ) -> None:
         super().__init__()
-        self.fmt = FloatFormat.parse(fmt)
+        self.fmt = parse_format(fmt)
         self.per_channel = bool(per_channel)
         self.channel_dim = int(channel_dim)
         self.power_of_two = bool(power_of_two)

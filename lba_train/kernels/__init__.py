@@ -3,7 +3,7 @@
 ``estimators_numba`` holds the backward kernels of ``lba_train.estimators``.
 """
 
-from .dispatch import AUTO_ORDER, KERNELS, Kernel, available_kernels, gemm_values, select_kernel
+from .dispatch import AUTO_ORDER, KERNELS, Kernel, available_kernels, check_config, gemm_values, select_kernel
 from .plan import GemmPlan, RoundSpec, plan_gemm
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "Kernel",
     "RoundSpec",
     "available_kernels",
+    "check_config",
     "gemm_values",
     "plan_gemm",
     "select_kernel",

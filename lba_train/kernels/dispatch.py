@@ -17,7 +17,7 @@ import torch
 from lba_core import MacConfig
 
 from ..events import EventStats
-from . import torch_gemm
+from . import int_gemm, torch_gemm
 from .plan import GemmPlan, plan_gemm
 
 NUMBA_AVAILABLE = importlib.util.find_spec("numba") is not None
@@ -65,6 +65,11 @@ def select_kernel(device: torch.device, kernel: str = "auto") -> Kernel:
     return chosen
 
 
+def check_config(cfg: MacConfig) -> None:
+    """Reject, before any work, a configuration no kernel can simulate exactly."""
+    int_gemm.plan_fixed_gemm(cfg) if cfg.fixed_acc else plan_gemm(cfg)
+
+
 def gemm_values(
     x_q: torch.Tensor,
     w_q: torch.Tensor,
@@ -78,15 +83,22 @@ def gemm_values(
     ``x_q`` is (M, K), ``w_q`` (K, N), both float64 on one device. Returns float64 (M, N) on that device;
     when ``stats`` is given, the steps and events of this product are added to it.
     """
-    plan = plan_gemm(cfg)
     if x_q.dim() != 2 or w_q.dim() != 2 or x_q.shape[1] != w_q.shape[0]:
         raise ValueError(f"gemm_values: expected X (M, K) and W (K, N), got {tuple(x_q.shape)} and {tuple(w_q.shape)}")
     if x_q.dtype != torch.float64 or w_q.dtype != torch.float64:
         raise ValueError(f"gemm_values: operands must be float64, got {x_q.dtype} and {w_q.dtype}")
     if x_q.device != w_q.device:
         raise ValueError(f"gemm_values: operands are on different devices ({x_q.device} and {w_q.device})")
-    chosen = select_kernel(x_q.device, kernel)
-    values, (overflow, underflow, swamp) = chosen.run(x_q, w_q, plan, stats is not None)
+    if cfg.fixed_acc:
+        # Integer/fixed-point accumulators (docs/arithmetic.md §8) have their own portable kernel.
+        if kernel not in ("auto", "torch"):
+            raise ValueError(f"gemm_values: {cfg.acc.name} accumulators run on the PyTorch int_gemm kernel, not {kernel!r}")
+        plan = int_gemm.plan_fixed_gemm(cfg)
+        values, (overflow, underflow, swamp) = int_gemm.gemm_values(x_q, w_q, cfg, stats is not None)
+    else:
+        plan = plan_gemm(cfg)
+        chosen = select_kernel(x_q.device, kernel)
+        values, (overflow, underflow, swamp) = chosen.run(x_q, w_q, plan, stats is not None)
     if stats is not None:
         rows, length = x_q.shape
         steps = rows * w_q.shape[1] * plan.steps_per_output(length)

@@ -113,6 +113,11 @@ def plan_gemm(cfg: MacConfig) -> GemmPlan:
     """Check that cfg can be simulated exactly and choose the step algorithm."""
     if not isinstance(cfg, MacConfig):
         raise ConfigError(f"lba_matmul: cfg must be a lba_core.MacConfig, got {type(cfg).__name__}")
+    if cfg.fixed_acc:
+        raise ConfigError(
+            f"{cfg.name}: the floating-point GEMM plan does not apply to the {cfg.acc.name} accumulator "
+            "(lba_train.kernels.int_gemm simulates it; the fine-grained estimators need a floating-point one)"
+        )
     # Every product, accumulator and chunk value is a multiple of 2^grid (roundings only coarsen a value's grid)
     # and below 2^top in magnitude.
     datapath = derive_datapath(cfg)
