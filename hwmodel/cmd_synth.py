@@ -13,7 +13,12 @@ from typing import Any
 
 from .cache import CACHE_ENV_VAR, ResultCache, default_cache_dir
 from .cmd_verilog import config_from_args, rtl_options
-from .synth import TARGETS, YosysError
+from rtl.yosys import ToolError
+from .flows.targets import known_targets
+from .synth import TARGETS as YOSYS_TARGETS
+from .synth import YosysError
+
+TARGETS = known_targets()
 
 
 def parse_targets(text: str) -> tuple[str, ...]:
@@ -24,7 +29,7 @@ def parse_targets(text: str) -> tuple[str, ...]:
     unknown = [target for target in targets if target not in TARGETS]
     if unknown or not targets:
         raise argparse.ArgumentTypeError(
-            f"unknown target(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(TARGETS)} or all"
+            f"unknown target(s) {', '.join(unknown) or repr(text)}; known targets: {', '.join(TARGETS)} or all"
         )
     return targets
 
@@ -84,7 +89,8 @@ def register(subparsers) -> None:
         "synth",
         description="Export the configuration's fmaq and mac Verilog and synthesize both with Yosys: generic "
         "gates and NAND2 gate equivalents (GE), CMOS transistors, logic depth, a per-block breakdown and, "
-        "on request, iCE40 / Xilinx 7-series / ECP5 resources. Results are cached by content.",
+        "on request, standard-cell libraries (sky130, nangate45: µm², leakage, OpenSTA timing) and FPGA "
+        "place and route (ice40, ecp5: nextpnr LUTs, FFs, Fmax). Results are cached by content.",
     )
     rtl_options(parser)
     synthesis_options(parser)
@@ -106,16 +112,42 @@ def format_report(result: dict[str, Any]) -> str:
         for flow, resources in report["fpga"].items():
             counts = ", ".join(f"{name} {count}" for name, count in resources.items() if name != "cells")
             lines.append(f"  {flow:<13} {counts}")
+        for target, figures in report.items():
+            if isinstance(figures, dict) and "area_um2" in figures:
+                lines.append(f"  {target}: {asic_line(figures)} [{figures['corner']}]")
+                for recipe, by_recipe in figures["recipes"].items():
+                    lines.append(f"    recipe {by_recipe['recipe_description']}: {asic_line(by_recipe)}")
+            elif isinstance(figures, dict) and "luts" in figures:
+                lines.append(f"  {target} ({figures['device']}, nextpnr): {figures['luts']} LUTs, "
+                             f"{figures['ffs']} FFs, {figures['lcs']} LCs, {figures['dsps']} DSPs, "
+                             f"{figures['ios']} IOs, Fmax {figures['fmax_mhz']} MHz (median of seeds "
+                             f"{figures['fmax_mhz_seeds']})")
     return "\n".join(lines)
+
+
+def asic_line(figures: dict[str, Any]) -> str:
+    timing = (f"delay {figures['delay_ns']} ns" if "delay_ns" in figures else
+              f"period {figures['period_ns']} ns ({figures['fmax_mhz']} MHz; reg-to-reg "
+              f"{figures['reg_to_reg_ns']} ns, input-to-reg {figures['input_to_reg_ns']} ns)")
+    energy = (f", {figures['energy_pj_per_mac']:.3f} pJ/MAC (random operands "
+              f"{figures['energy_pj_per_mac_random']:.3f})" if "energy_pj_per_mac" in figures else "")
+    return (f"{figures['area_um2']:.1f} µm² ({figures['sequential_area_um2']:.1f} sequential), "
+            f"{figures['cells']} cells, leakage {figures['leakage_nw']:.1f} nW, {timing}{energy}")
 
 
 def run(args: argparse.Namespace) -> int:
     from .area import synthesize_configs  # imported here so that `hwmodel --help` does not load Amaranth
 
+    from .flows.targets import silicon_reports
+
     cfg = config_from_args(args)
+    yosys_targets = [target for target in args.target if target in YOSYS_TARGETS]
     try:
-        result = synthesize_configs([cfg], args.target, workers=args.jobs, **synthesis_kwargs(args))[0]
-    except YosysError as error:
+        result = synthesize_configs([cfg], yosys_targets, workers=args.jobs, **synthesis_kwargs(args))[0]
+        silicon = silicon_reports([cfg], args.target, workers=args.jobs, **synthesis_kwargs(args))[0]
+    except ToolError as error:
         return yosys_failure("synth", error)
+    for top, per_target in silicon.items():
+        result[top].update(per_target)
     print(json.dumps(result, indent=1) if args.json else format_report(result))
     return 0

@@ -1,0 +1,139 @@
+"""The silicon targets of ``hwmodel synth --target``: ASIC libraries (mapping, static timing, energy) and FPGA
+place and route, run as cached parallel jobs over the designs that hwmodel.area exports.
+
+:func:`silicon_reports` returns, per configuration, ``{top: {target: report}}``: for an ASIC library the
+headline figures of the area recipe (``area_um2``, ``cells``, ``leakage_nw``, ``delay_ns`` or ``period_ns``
+and ``fmax_mhz``, ...) with every recipe under ``recipes``; for an FPGA the nextpnr figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..cache import ResultCache
+from ..jobs import run_cached
+from ..synth import TARGETS as YOSYS_TARGETS, Design
+from .libraries import LIBRARIES, library_data
+from .liberty import RECIPES, MappingJob, area_report
+from .opensta import TimingJob, timing_report
+
+ASIC_TARGETS = tuple(LIBRARIES)
+#: The recipe whose figures head each ASIC report (the others are under ``recipes``).
+HEADLINE_RECIPE = "area"
+#: Clock period of OpenSTA's uniform-activity report_power run (the energy estimator's reference).
+REFERENCE_POWER_PERIOD_NS = 10.0
+SEQUENTIAL_TOPS = ("mac",)
+
+
+def known_targets() -> tuple[str, ...]:
+    from .nextpnr import PNR_TARGETS
+
+    return tuple(dict.fromkeys((*YOSYS_TARGETS, *ASIC_TARGETS, *PNR_TARGETS)))
+
+
+def asic_reports(
+    designs: Sequence[dict[str, Design]],
+    libraries: Sequence[str],
+    *,
+    recipes: Sequence[str] = RECIPES,
+    blocks: bool = True,
+    cache: ResultCache,
+    workers: int,
+    progress: bool,
+    timeout_s: float | None = None,
+) -> list[dict[str, dict[str, Any]]]:
+    """Mapping, per-block area (headline recipe, tops with hierarchical Verilog) and timing of every design."""
+    if not libraries:
+        return [{top: {} for top in per_config} for per_config in designs]
+    mapping = []
+    for per_config in designs:
+        for top, design in per_config.items():
+            for library in libraries:
+                for recipe in recipes:
+                    mapping.append(MappingJob(library, recipe, top, design.verilog, False, timeout_s))
+                if blocks and design.hierarchical_verilog is not None:
+                    mapping.append(MappingJob(library, HEADLINE_RECIPE, top, design.hierarchical_verilog, True,
+                                              timeout_s))
+    mapped = dict(zip([job.key for job in mapping],
+                      run_cached(mapping, cache, workers, progress, desc="liberty")))
+    timing_jobs = []
+    for job in mapping:
+        if not job.hierarchical:
+            sequential = job.top in SEQUENTIAL_TOPS
+            timing_jobs.append(TimingJob(job.library, job.top, mapped[job.key]["netlist"], sequential,
+                                         REFERENCE_POWER_PERIOD_NS if sequential else None))
+    timed = iter(run_cached(timing_jobs, cache, workers, progress, desc="opensta"))
+    timing_by_mapping = {job.key: next(timed) for job in mapping if not job.hierarchical}
+    data = {library: library_data(library, cache) for library in libraries}
+    reports = []
+    for per_config in designs:
+        per_top: dict[str, dict[str, Any]] = {}
+        for top, design in per_config.items():
+            sequential = top in SEQUENTIAL_TOPS
+            for library in libraries:
+                block_job = MappingJob(library, HEADLINE_RECIPE, top, design.hierarchical_verilog or "", True)
+                block_raw = mapped.get(block_job.key, {}).get("blocks") if design.hierarchical_verilog else None
+                by_recipe = {}
+                for recipe in recipes:
+                    job = MappingJob(library, recipe, top, design.verilog)
+                    report = area_report(mapped[job.key], library, recipe,
+                                         block_raw if recipe == HEADLINE_RECIPE else None, data[library])
+                    sta = timing_by_mapping[job.key]
+                    report.update(timing_report(sta, library, sequential))
+                    if "power" in sta:
+                        report["sta_uniform_power"] = {**sta["power"], "period_ns": REFERENCE_POWER_PERIOD_NS}
+                    by_recipe[recipe] = report
+                headline = recipes[0] if HEADLINE_RECIPE not in by_recipe else HEADLINE_RECIPE
+                per_top.setdefault(top, {})[library] = {**by_recipe[headline], "recipes": by_recipe}
+        reports.append(per_top)
+    return reports
+
+
+def pnr_reports(
+    designs: Sequence[dict[str, Design]],
+    devices: Sequence[str],
+    *,
+    cache: ResultCache,
+    workers: int,
+    progress: bool,
+    timeout_s: float | None = None,
+) -> list[dict[str, dict[str, Any]]]:
+    """nextpnr figures (median Fmax over the seeds) of every design on every device."""
+    from .nextpnr import PlaceRouteJob
+
+    jobs = [PlaceRouteJob(device, top, design.verilog, timeout_s=timeout_s)
+            for per_config in designs for top, design in per_config.items() for device in devices]
+    results = iter(run_cached(jobs, cache, workers, progress, desc="nextpnr"))
+    return [{top: {device: next(results) for device in devices} for top in per_config} for per_config in designs]
+
+
+def silicon_reports(
+    configs: Sequence[Any],
+    targets: Sequence[str],
+    *,
+    blocks: bool = True,
+    cache: ResultCache | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    timeout_s: float | None = None,
+) -> list[dict[str, dict[str, Any]]]:
+    """``{top: {target: report}}`` per configuration for the ASIC and place-and-route targets among
+    ``targets`` (the others are hwmodel.area's Yosys flows)."""
+    from ..area import TOPS, default_workers, export_designs
+    from .nextpnr import PNR_TARGETS
+
+    cache = cache if cache is not None else ResultCache(None)
+    workers = workers or default_workers()
+    libraries = [target for target in targets if target in ASIC_TARGETS]
+    devices = [target for target in targets if target in PNR_TARGETS]
+    if not libraries and not devices:
+        return [{top: {} for top in TOPS} for _ in configs]
+    designs = export_designs(configs, block_tops=TOPS if blocks else (), cache=cache, workers=workers,
+                             progress=progress)
+    asic = asic_reports(designs, libraries, blocks=blocks, cache=cache, workers=workers, progress=progress,
+                        timeout_s=timeout_s)
+    fpga = pnr_reports(designs, devices, cache=cache, workers=workers, progress=progress, timeout_s=timeout_s) \
+        if devices else [{} for _ in configs]
+    return [{top: {**asic_one.get(top, {}), **fpga_one.get(top, {})} for top in TOPS}
+            for asic_one, fpga_one in zip(asic, fpga)]
