@@ -139,7 +139,7 @@ class OutputColumn(ConfiguredComponent):
     def __init__(self, cfg: MacConfig, depth: int):
         self.cfg, self.depth = cfg, depth
         self.chunk_adder = ChunkAdder(cfg)
-        address = max(1, (depth - 1).bit_length())
+        address = address_bits(depth)
         super().__init__(
             {
                 "partial": In(cfg.acc.width),
@@ -181,7 +181,7 @@ class OutputBuffer(wiring.Component):
 
     def __init__(self, width: int, depth: int):
         self.width, self.depth = width, depth
-        address = max(1, (depth - 1).bit_length())
+        address = address_bits(depth)
         super().__init__(
             {
                 "read_row": In(address),
@@ -218,6 +218,56 @@ def select(values: list, index):
     return result
 
 
+class Feeder(wiring.Component):
+    """The array's left edge: the skew registers that delay row i's activations (and valid bit) by i cycles,
+    the weight-row decoder, and the control registers that carry each activation's output-buffer row beside
+    the wavefront, so it reaches the bottom of column j rows + j cycles after entering."""
+
+    def __init__(self, rows: int, cols: int, a_width: int, address_bits: int):
+        self.rows, self.cols, self.a_width, self.address_bits = rows, cols, a_width, address_bits
+        super().__init__(
+            {
+                "x": In(data.ArrayLayout(a_width, rows)),
+                "x_valid": In(1),
+                "x_row": In(address_bits),
+                "weight_valid": In(1),
+                "weight_row": In(max(1, (rows - 1).bit_length())),
+                "row_x": Out(data.ArrayLayout(a_width, rows)),
+                "row_valid": Out(rows),
+                "weight_load": Out(rows),
+                "bottom_row": Out(data.ArrayLayout(address_bits, cols)),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        for i in range(self.rows):
+            value = Cat(self.x[i], self.x_valid)
+            for stage in range(i):
+                register = Register(self.a_width + 1)
+                m.submodules[f"skew_register_{i}_{stage}"] = register
+                m.d.comb += [register.d.eq(value), register.en.eq(1)]
+                value = register.q
+            m.d.comb += [
+                self.row_x[i].eq(value[: self.a_width]),
+                self.row_valid[i].eq(value[-1]),
+                self.weight_load[i].eq(self.weight_valid & (self.weight_row == i)),
+            ]
+        row_address = self.x_row
+        for stage in range(self.rows + self.cols - 1):
+            register = Register(self.address_bits)
+            m.submodules[f"control_register_{stage}"] = register
+            m.d.comb += [register.d.eq(row_address), register.en.eq(1)]
+            row_address = register.q
+            if stage >= self.rows - 1:
+                m.d.comb += self.bottom_row[stage - self.rows + 1].eq(row_address)
+        return m
+
+
+def address_bits(depth: int) -> int:
+    return max(1, (depth - 1).bit_length())
+
+
 class PEArray(ConfiguredComponent):
     """A rows x cols weight-stationary PE array with chunk adders and output buffers (docs/pe_array.md).
 
@@ -228,6 +278,9 @@ class PEArray(ConfiguredComponent):
     - ``clear``: set every running total to +0; ``read_row``, ``y`` (cols totals of that buffer row);
     - ``overflow``, ``underflow``, ``swamp``: one bit per step in this cycle, PE (i, j) at bit i·cols + j and
       the chunk adder of column j at bit rows·cols + j.
+
+    The array is built from three tiles, all its logic inside them: ``feeder`` (skew and control
+    registers), ``pe_<i>_<j>`` (ProcessingElement) and ``column_<j>`` (OutputColumn).
     """
 
     def __new__(cls, rows: int, cols: int, cfg: MacConfig, dataflow: str = "weight-stationary", *, depth=None):
@@ -237,9 +290,9 @@ class PEArray(ConfiguredComponent):
     def __init__(self, rows: int, cols: int, cfg: MacConfig, dataflow: str = "weight-stationary", *, depth=None):
         self.rows, self.cols, self.cfg, self.dataflow = rows, cols, cfg, dataflow
         self.depth = rows if depth is None else depth
+        self.feeder = Feeder(rows, cols, cfg.a_format.width, address_bits(self.depth))
         self.pes = [[ProcessingElement(cfg) for _ in range(cols)] for _ in range(rows)]
         self.columns = [OutputColumn(cfg, self.depth) for _ in range(cols)]
-        address = max(1, (self.depth - 1).bit_length())
         steps = (rows + 1) * cols
         super().__init__(
             {
@@ -248,9 +301,9 @@ class PEArray(ConfiguredComponent):
                 "weight": In(data.ArrayLayout(cfg.b_format.width, cols)),
                 "x_valid": In(1),
                 "x": In(data.ArrayLayout(cfg.a_format.width, rows)),
-                "x_row": In(address),
+                "x_row": In(address_bits(self.depth)),
                 "clear": In(1),
-                "read_row": In(address),
+                "read_row": In(address_bits(self.depth)),
                 "y": Out(data.ArrayLayout(cfg.acc.width, cols)),
                 "overflow": Out(steps),
                 "underflow": Out(steps),
@@ -260,57 +313,50 @@ class PEArray(ConfiguredComponent):
 
     @property
     def latency(self) -> int:
-        """Cycles from an activation entering (x_valid) to its row's fold in the last column's buffer."""
-        return self.rows + self.cols - 1
+        """Clock edges from an activation entering (x_valid) to its fold into the last column's buffer."""
+        return self.rows + self.cols
+
+    def tiles(self) -> dict[str, tuple[wiring.Component, int]]:
+        """The array's distinct tiles with their counts: every gate of the array is inside one of them."""
+        return {
+            "feeder": (self.feeder, 1),
+            "pe": (self.pes[0][0], self.rows * self.cols),
+            "column": (self.columns[0], self.cols),
+        }
 
     def elaborate(self, platform):
         m = Module()
-        rows, cols, cfg = self.rows, self.cols, self.cfg
-        a_width = cfg.a_format.width
+        rows, cols = self.rows, self.cols
+        m.submodules.feeder = feeder = self.feeder
+        m.d.comb += [
+            feeder.x.eq(self.x),
+            feeder.x_valid.eq(self.x_valid),
+            feeder.x_row.eq(self.x_row),
+            feeder.weight_valid.eq(self.weight_valid),
+            feeder.weight_row.eq(self.weight_row),
+        ]
         events = {name: [] for name in ("overflow", "underflow", "swamp")}
-        # Skew: row i's activation (with its valid bit) enters i cycles late, so that it meets the partial
-        # sum coming down from row i - 1.
-        row_inputs = []
-        for i in range(rows):
-            value = Cat(self.x[i], self.x_valid)
-            for stage in range(i):
-                register = Register(a_width + 1)
-                m.submodules[f"skew_register_{i}_{stage}"] = register
-                m.d.comb += [register.d.eq(value), register.en.eq(1)]
-                value = register.q
-            row_inputs.append(value)
         for i, pe_row in enumerate(self.pes):
             for j, pe in enumerate(pe_row):
                 m.submodules[f"pe_{i}_{j}"] = pe
-                left = (row_inputs[i][:a_width], row_inputs[i][-1]) if j == 0 else (pe_row[j - 1].x_out, pe_row[j - 1].valid_out)
+                if j == 0:
+                    m.d.comb += [pe.x_in.eq(feeder.row_x[i]), pe.valid_in.eq(feeder.row_valid[i])]
+                else:
+                    m.d.comb += [pe.x_in.eq(pe_row[j - 1].x_out), pe.valid_in.eq(pe_row[j - 1].valid_out)]
                 m.d.comb += [
-                    pe.x_in.eq(left[0]),
-                    pe.valid_in.eq(left[1]),
-                    pe.psum_in.eq(0 if i == 0 else self.pes[i - 1][j].psum_out),
+                    pe.psum_in.eq(0 if i == 0 else self.pes[i - 1][j].psum_out),  # each chunk starts at +0
                     pe.weight_in.eq(self.weight[j]),
-                    pe.weight_load.eq(self.weight_valid & (self.weight_row == i)),
+                    pe.weight_load.eq(feeder.weight_load[i]),
                 ]
-        for i in range(rows):
-            for j in range(cols):
                 for name in events:
-                    events[name].append(getattr(self.pes[i][j], name))
-        # The output-buffer row travels beside the wavefront: it reaches column j's bottom rows + j cycles
-        # after it entered, together with that column's partial sum.
-        row_address = self.x_row
-        delayed_rows = []
-        for stage in range(rows + cols - 1):
-            register = Register(len(self.x_row))
-            m.submodules[f"control_register_{stage}"] = register
-            m.d.comb += [register.d.eq(row_address), register.en.eq(1)]
-            row_address = register.q
-            delayed_rows.append(row_address)
+                    events[name].append(getattr(pe, name))
         for j, column in enumerate(self.columns):
             m.submodules[f"column_{j}"] = column
             bottom = self.pes[rows - 1][j]
             m.d.comb += [
                 column.partial.eq(bottom.psum_out),
                 column.valid.eq(bottom.valid_out),
-                column.row.eq(delayed_rows[rows - 1 + j]),
+                column.row.eq(feeder.bottom_row[j]),
                 column.clear.eq(self.clear),
                 column.read_row.eq(self.read_row),
                 self.y[j].eq(column.total),
