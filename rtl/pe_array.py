@@ -57,14 +57,6 @@ ACCUMULATOR_BLOCKS = (
 )
 
 
-def parse_array_shape(text: str) -> tuple[int, int]:
-    """``"8x8"`` -> (8, 8); ValueError naming the expected spelling otherwise."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(part.isdigit() and int(part) >= 1 for part in parts):
-        raise ValueError(f"array shape must be ROWSxCOLS with positive integers (e.g. 8x8), got {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
 def check_array(rows: int, cols: int, cfg: MacConfig, dataflow: str, depth: int) -> None:
     for name, value in (("rows", rows), ("cols", cols), ("depth", depth)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -268,6 +260,35 @@ def address_bits(depth: int) -> int:
     return max(1, (depth - 1).bit_length())
 
 
+def buffer_depth(rows: int, depth: int | None) -> int:
+    """Output-buffer rows per column: one running total per output row of a pass (default: rows)."""
+    return rows if depth is None else depth
+
+
+def array_latency(rows: int, cols: int) -> int:
+    """Clock edges from an activation entering (x_valid) to its fold into the last column's buffer."""
+    return rows + cols
+
+
+#: The array's tiles: every gate of a PEArray lies in one of them (docs/pe_array.md, "Array area").
+TILE_NAMES = ("feeder", "pe", "column")
+
+
+def tile_counts(rows: int, cols: int) -> dict[str, int]:
+    return {"feeder": 1, "pe": rows * cols, "column": cols}
+
+
+def array_tile(tile: str, rows: int, cols: int, cfg: MacConfig, depth: int) -> wiring.Component:
+    """A fresh tile of a rows x cols array (for synthesis one tile at a time)."""
+    if tile == "feeder":
+        return Feeder(rows, cols, cfg.a_format.width, address_bits(depth))
+    if tile == "pe":
+        return ProcessingElement(cfg)
+    if tile == "column":
+        return OutputColumn(cfg, depth)
+    raise ValueError(f"unknown array tile {tile!r}; choose from {', '.join(TILE_NAMES)}")
+
+
 class PEArray(ConfiguredComponent):
     """A rows x cols weight-stationary PE array with chunk adders and output buffers (docs/pe_array.md).
 
@@ -284,15 +305,15 @@ class PEArray(ConfiguredComponent):
     """
 
     def __new__(cls, rows: int, cols: int, cfg: MacConfig, dataflow: str = "weight-stationary", *, depth=None):
-        check_array(rows, cols, cfg, dataflow, rows if depth is None else depth)
+        check_array(rows, cols, cfg, dataflow, buffer_depth(rows, depth))
         return wiring.Component.__new__(cls)
 
     def __init__(self, rows: int, cols: int, cfg: MacConfig, dataflow: str = "weight-stationary", *, depth=None):
         self.rows, self.cols, self.cfg, self.dataflow = rows, cols, cfg, dataflow
-        self.depth = rows if depth is None else depth
-        self.feeder = Feeder(rows, cols, cfg.a_format.width, address_bits(self.depth))
-        self.pes = [[ProcessingElement(cfg) for _ in range(cols)] for _ in range(rows)]
-        self.columns = [OutputColumn(cfg, self.depth) for _ in range(cols)]
+        self.depth = buffer_depth(rows, depth)
+        self.feeder = array_tile("feeder", rows, cols, cfg, self.depth)
+        self.pes = [[array_tile("pe", rows, cols, cfg, self.depth) for _ in range(cols)] for _ in range(rows)]
+        self.columns = [array_tile("column", rows, cols, cfg, self.depth) for _ in range(cols)]
         steps = (rows + 1) * cols
         super().__init__(
             {
@@ -313,16 +334,7 @@ class PEArray(ConfiguredComponent):
 
     @property
     def latency(self) -> int:
-        """Clock edges from an activation entering (x_valid) to its fold into the last column's buffer."""
-        return self.rows + self.cols
-
-    def tiles(self) -> dict[str, tuple[wiring.Component, int]]:
-        """The array's distinct tiles with their counts: every gate of the array is inside one of them."""
-        return {
-            "feeder": (self.feeder, 1),
-            "pe": (self.pes[0][0], self.rows * self.cols),
-            "column": (self.columns[0], self.cols),
-        }
+        return array_latency(self.rows, self.cols)
 
     def elaborate(self, platform):
         m = Module()
@@ -376,7 +388,7 @@ def export_pe_array_verilog(
     The sidecar holds the configuration (``cfg.to_dict()``), the array (rows, cols, depth, dataflow,
     latency), every top port with its width and the bit layout of the packed ports.
     """
-    array = PEArray(rows, cols, cfg, depth=depth)
+    array = PEArray(rows, cols, cfg, depth=depth)  # validates before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"pe_array": write_top(array, "pe_array", out, hierarchical)}

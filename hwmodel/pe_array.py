@@ -1,0 +1,230 @@
+"""Area and timing of a PE array (rtl.PEArray), with the accumulator's share of it (docs/pe_array.md).
+
+Every gate of the array lies in one of its three tiles (the feeder, a processing element, an output
+column), and the tiles meet only through registers or port-to-port wires. So each distinct tile is
+synthesized once, flattened for its totals and depth and hierarchically for its per-block breakdown, and the
+array is the tiles times their counts: a replicated PE layout, as an accelerator places it, without
+constant propagation across tile boundaries. That keeps a 16 x 16 array as cheap to cost as a 2 x 2.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lba_core import MacConfig
+from rtl.export import write_top
+from rtl.pe_array import (
+    ACCUMULATOR_BLOCKS,
+    ARRAY_BLOCKS,
+    TILE_NAMES,
+    array_latency,
+    array_tile,
+    buffer_depth,
+    check_array,
+    tile_counts,
+)
+
+from .area import generator_fingerprint
+from .cache import ResultCache, content_key
+from .jobs import run_cached
+from .synth import (
+    GLUE_BLOCK,
+    VERILOG_NAME,
+    Design,
+    SynthesisError,
+    _module_cells,
+    blocks_report,
+    cell_areas_ge,
+    flow_script,
+    synthesize_designs,
+)
+from .yosys import run_yosys, yosys_version
+
+def array_block_of(module: str) -> str | None:
+    """The array block a Yosys module implements, from its hierarchical name (``pe_psum_register``,
+    ``column_output_buffer_total_3``, ``feeder_skew_register_2_0``): trailing indices are dropped, the
+    longest block name the rest ends with wins."""
+    name = module.removeprefix("\\")
+    parts = name.split("_")
+    while parts and parts[-1].isdigit():
+        parts.pop()
+    stem = "_".join(parts)
+    for block in sorted(ARRAY_BLOCKS, key=len, reverse=True):
+        if stem == block or stem.endswith("_" + block):
+            return block
+    return None
+
+
+@dataclass(frozen=True)
+class TileExportJob:
+    """The Verilog of one tile of an array (flattened or hierarchical)."""
+
+    config_json: str
+    rows: int
+    cols: int
+    depth: int
+    tile: str
+    hierarchical: bool
+    fingerprint: str
+
+    @property
+    def key(self) -> str:
+        return content_key(
+            "rtl.pe_array tile", self.config_json, str((self.rows, self.cols, self.depth)), self.tile,
+            str(self.hierarchical), self.fingerprint,
+        )
+
+    def run(self) -> str:
+        cfg = MacConfig.from_dict(json.loads(self.config_json))
+        component = array_tile(self.tile, self.rows, self.cols, cfg, self.depth)
+        with tempfile.TemporaryDirectory(prefix="lba-array-") as folder:
+            return write_top(component, self.tile, Path(folder), self.hierarchical).read_text()
+
+
+@dataclass(frozen=True)
+class TileBlocksJob:
+    """Hierarchical synthesis of one tile: generic cells per array block (ARRAY_BLOCKS, else glue)."""
+
+    top: str
+    verilog: str
+    timeout_s: float | None = None
+
+    @property
+    def script(self) -> str:
+        return flow_script("blocks", self.top)
+
+    @property
+    def key(self) -> str:
+        return content_key("array blocks", self.verilog, yosys_version(), self.script)
+
+    def run(self) -> dict[str, dict[str, int]]:
+        work_dir = Path(tempfile.mkdtemp(prefix=f"lba-synth-{self.top}-blocks-"))
+        run_yosys(self.script, {VERILOG_NAME: self.verilog}, work_dir, self.timeout_s)
+        modules = _module_cells(json.loads((work_dir / "stat.json").read_text()))
+        if self.top not in modules:
+            raise SynthesisError(f"Yosys statistics have no module {self.top!r} (kept in {work_dir})")
+        totals: dict[str, dict[str, int]] = {}
+
+        def visit(module: str, block: str, multiplicity: int) -> None:
+            own = totals.setdefault(block, {})
+            for cell_type, count in modules[module].items():
+                if cell_type in modules:
+                    child = block if block != GLUE_BLOCK else array_block_of(cell_type) or GLUE_BLOCK
+                    visit(cell_type, child, multiplicity * count)
+                else:
+                    own[cell_type] = own.get(cell_type, 0) + multiplicity * count
+
+        visit(self.top, GLUE_BLOCK, 1)
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return {block: cells for block, cells in totals.items() if cells}
+
+
+def synthesize_array(
+    rows: int,
+    cols: int,
+    cfg: MacConfig,
+    *,
+    depth: int | None = None,
+    cache: ResultCache | None = None,
+    workers: int = 1,
+    progress: bool = False,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """The ``hwmodel synth --array RxC --json`` object: area (GE), timing (logic depth), per-tile and
+    per-block figures across the array, and the accumulator's share of the array's area."""
+    depth = buffer_depth(rows, depth)
+    check_array(rows, cols, cfg, "weight-stationary", depth)
+    cache = cache if cache is not None else ResultCache(None)
+    config_json = json.dumps(cfg.to_dict(), sort_keys=True)
+    fingerprint = generator_fingerprint()
+    exports = [
+        TileExportJob(config_json, rows, cols, depth, tile, hierarchical, fingerprint)
+        for tile in TILE_NAMES
+        for hierarchical in (False, True)
+    ]
+    texts = iter(run_cached(exports, cache, workers, progress, desc="verilog"))
+    flat, hierarchical = {}, {}
+    for tile in TILE_NAMES:
+        flat[tile], hierarchical[tile] = next(texts), next(texts)
+    generic = synthesize_designs(
+        [Design(tile, flat[tile]) for tile in TILE_NAMES], blocks=False, cache=cache, workers=workers,
+        progress=progress, timeout_s=timeout_s,
+    )
+    block_cells = run_cached(
+        [TileBlocksJob(tile, hierarchical[tile], timeout_s) for tile in TILE_NAMES], cache, workers, progress,
+        desc="yosys blocks",
+    )
+    areas = cell_areas_ge()
+    counts = tile_counts(rows, cols)
+    tiles: dict[str, Any] = {}
+    blocks: dict[str, dict[str, float]] = {}
+    for tile, report, cells in zip(TILE_NAMES, generic, block_cells):
+        tile_blocks = blocks_report(cells, areas)
+        tiles[tile] = {
+            "count": counts[tile],
+            **{key: report[key] for key in ("gates", "flops", "ge", "transistors", "depth")},
+            "blocks": tile_blocks,
+        }
+        for block, figures in tile_blocks.items():
+            total = blocks.setdefault(block, {"gates": 0, "ge": 0.0})
+            total["gates"] += figures["gates"] * counts[tile]
+            total["ge"] = round(total["ge"] + figures["ge"] * counts[tile], 3)
+    order = (*ARRAY_BLOCKS, GLUE_BLOCK)
+    blocks = {block: blocks[block] for block in sorted(blocks, key=order.index)}
+    hierarchical_ge = round(sum(figures["ge"] for figures in blocks.values()), 3)
+    for figures in blocks.values():
+        figures["share"] = figures["ge"] / hierarchical_ge
+    accumulator_ge = round(sum(blocks[block]["ge"] for block in ACCUMULATOR_BLOCKS if block in blocks), 3)
+
+    def total(key: str):
+        return sum(tiles[tile][key] * counts[tile] for tile in TILE_NAMES)
+
+    ge = round(total("ge"), 3)
+    critical = max(TILE_NAMES, key=lambda tile: tiles[tile]["depth"])
+    return {
+        "config": {**cfg.to_dict(), "name": cfg.name},
+        "array": {
+            "rows": rows,
+            "cols": cols,
+            "depth": depth,
+            "dataflow": "weight-stationary",
+            "chunk_size": rows,
+            "pes": rows * cols,
+            "latency": array_latency(rows, cols),
+        },
+        "area": {"ge": ge, "ge_per_pe": round(ge / (rows * cols), 3), "hierarchical_ge": hierarchical_ge},
+        "ge": ge,
+        "gates": total("gates"),
+        "flops": total("flops"),
+        "transistors": total("transistors"),
+        "timing": {"depth": tiles[critical]["depth"], "critical_tile": critical, "unit": "gates"},
+        "accumulator_blocks": [block for block in ACCUMULATOR_BLOCKS if block in blocks],
+        "accumulator_ge": accumulator_ge,
+        "accumulator_share": accumulator_ge / hierarchical_ge,
+        "blocks": blocks,
+        "tiles": tiles,
+    }
+
+
+def format_array_report(result: dict[str, Any]) -> str:
+    array, area = result["array"], result["area"]
+    lines = [
+        f"{array['rows']}x{array['cols']} {array['dataflow']} PE array, configuration {result['config']['name']}, "
+        f"chunk {array['chunk_size']}, output buffer {array['depth']} rows per column",
+        f"area {area['ge']:.1f} GE ({area['ge_per_pe']:.1f} GE per PE), {result['gates']} generic cells "
+        f"({result['flops']} flip-flops), {result['transistors']} transistors",
+        f"timing: depth {result['timing']['depth']} gates (critical tile: {result['timing']['critical_tile']})",
+        f"accumulator share {100 * result['accumulator_share']:.1f}% ({result['accumulator_ge']:.1f} GE of "
+        f"{area['hierarchical_ge']:.1f} GE, hierarchical): {', '.join(result['accumulator_blocks'])}",
+    ]
+    for block, figures in result["blocks"].items():
+        lines.append(f"  block {block:<20} {figures['gates']:>8} cells {figures['ge']:>11.1f} GE "
+                     f"{100 * figures['share']:>6.1f}%")
+    for tile, figures in result["tiles"].items():
+        lines.append(f"  tile {tile:<7} x{figures['count']:<4} {figures['ge']:>10.1f} GE each, depth {figures['depth']}")
+    return "\n".join(lines)
