@@ -43,7 +43,7 @@ from .synth import (
     flow_script,
     synthesize_designs,
 )
-from .yosys import run_yosys, yosys_version
+from rtl.yosys import run_yosys, yosys_version
 
 def array_block_of(module: str) -> str | None:
     """The array block a Yosys module implements, from its hierarchical name (``pe_psum_register``,
