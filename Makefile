@@ -9,12 +9,13 @@ STAMP  := $(VENV)/.installed
 # torch's and Numba's OpenMP thread pools busy-wait by default and starve each other on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv sysdeps test test-full sweep cosim bench paper-claim experiments minilm clean
+.PHONY: help venv sysdeps test test-full sweep report-check cosim bench paper-claim experiments minilm clean
 
 help:
 	@echo "make sweep      the main job: area and accuracy of the embedded default sweep -> reports/"
 	@echo "make test       the test suite (what CI runs)"
 	@echo "make test-full  the test suite including slow checks"
+	@echo "make report-check  render reports/default/index.html in headless Chromium, check it, keep a screenshot"
 	@echo "make cosim      full RTL cosimulation (Amaranth + Verilog simulators) against the reference"
 	@echo "make bench      simulator, estimator and synthesis benchmarks"
 	@echo "make paper-claim  synthesized MAC area, FP8 inputs, fp32/fp16/bf16/12-bit accumulators -> reports/paper_claim"
@@ -38,8 +39,17 @@ test: venv
 test-full: venv
 	$(PY) -m pytest -m ''
 
+# The browser check runs after the sweep when Chromium is installed (make report-check installs it: ~300 MB).
 sweep: venv
 	$(VENV)/bin/hwmodel sweep
+	@if command -v chromium >/dev/null 2>&1; then $(PY) scripts/check_report.py reports/default; \
+	else echo "browser check skipped: no chromium (make report-check installs it)"; fi
+
+report-check: venv
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	$(PY) scripts/check_report.py reports/default
 
 cosim: venv
 	$(PY) -m pytest -m slow tests/test_cosim_full.py

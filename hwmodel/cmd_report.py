@@ -1,28 +1,30 @@
-"""``hwmodel report DIR``: rebuild a sweep's tables, plots and index.html from its results.csv."""
+"""``hwmodel report DIR``: rebuild a sweep's tables, statistics, plots and index.html from its data files."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .report import build_report
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "report",
-        description="Rebuild results.md, the PNG/SVG plots and index.html of a sweep folder from its results.csv.",
+        description="Rebuild results.md, stats.csv, the PNG/SVG plots and index.html of a sweep folder from its "
+        "results.csv (and predictions.json, for intervals and comparisons with the fp32 accumulator). A "
+        "truncated or foreign results.csv is reported in one line and nothing is rewritten.",
     )
     parser.add_argument("directory", type=Path, help="a sweep report folder, e.g. reports/default")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .report import ReportError, build_report  # imported here so that `hwmodel report --help` stays fast
+
     if not args.directory.is_dir():
         raise SystemExit(f"hwmodel report: error: {args.directory} is not a directory")
     try:
         index = build_report(args.directory)
-    except FileNotFoundError as error:
-        raise SystemExit(f"hwmodel report: error: {error}")
+    except (FileNotFoundError, ReportError) as error:
+        raise SystemExit(f"hwmodel report: error: {error}") from None
     print(f"report: {index}")
     return 0

@@ -91,6 +91,12 @@ class Comparison:
     reference_only: int  # ... and the other way round
     seeds: int
     examples: int
+    dof: float  # degrees of freedom of the t-interval of the difference
+
+    def interval(self, confidence: float = CONFIDENCE) -> tuple[float, float]:
+        """Interval of ``difference`` (t-based; not adjusted for multiple comparisons)."""
+        half = self.standard_error * float(stats.t.ppf(0.5 + confidence / 2, self.dof))
+        return self.difference - half, self.difference + half
 
 
 def paired_comparison(correct, reference_correct, same_prediction=None) -> Comparison:
@@ -109,6 +115,7 @@ def paired_comparison(correct, reference_correct, same_prediction=None) -> Compa
         discordant = model_only + reference_only
         p_value = 1.0 if discordant == 0 else float(stats.binomtest(model_only, discordant, 0.5).pvalue)
         standard_error = float(diff[0].std(ddof=1) / math.sqrt(examples)) if examples > 1 else 0.0
+        dof = float(max(examples - 1, 1))
         test = "exact McNemar"
     else:
         standard_error, dof = _two_way_standard_error(diff)
@@ -119,7 +126,7 @@ def paired_comparison(correct, reference_correct, same_prediction=None) -> Compa
         test = f"two-way t ({seeds} seeds)"
     agreement = None if same_prediction is None else float(_matrix(same_prediction).mean())
     return Comparison(difference, standard_error, p_value, test, agreement, model_only, reference_only, seeds,
-                      examples)
+                      examples, dof)
 
 
 def _two_way_standard_error(diff: np.ndarray) -> tuple[float, float]:

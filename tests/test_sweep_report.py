@@ -91,7 +91,7 @@ def test_pareto_front():
 def test_report_is_written_and_rebuilt_from_csv(tmp_path):
     index = write_results(fake_results(), tmp_path)
     assert index == tmp_path / "index.html"
-    for name in ("results.csv", "results.md", "accuracy_vs_ge.png", "accuracy_vs_ge.svg", "area_blocks.png", "accuracy_vs_bits.svg"):
+    for name in ("results.csv", "results.md", "accuracy_vs_ge.png", "accuracy_vs_ge.svg", "area_blocks.png", "area_blocks.svg"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert "| e4m7 | 12 |" in (tmp_path / "results.md").read_text()
     assert "<img" in index.read_text()

@@ -1,0 +1,169 @@
+"""The sweep report: statistics against the fp32 accumulator, headline, compact table, plots, bad input, browser."""
+
+from __future__ import annotations
+
+import html
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from hwmodel.cli import main
+from hwmodel.report import (
+    ReportError,
+    build_report,
+    place_labels,
+    predictions_from_points,
+    read_predictions,
+    statistics,
+    write_results,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = 200
+
+
+def _points(accuracies: dict[str, float], seeds=(0, 1)) -> dict[str, list[dict]]:
+    """Accuracy point records whose predictions are right on the easiest examples: rows share their errors,
+    as real models do, so that small differences stay small."""
+    labels = np.arange(EXAMPLES) % 10
+    points = {}
+    for config, accuracy in accuracies.items():
+        records = []
+        for seed in seeds:
+            right = np.arange(EXAMPLES) < round(accuracy * EXAMPLES) + seed  # seeds differ by one example
+            wrong = (labels + 1) % 10
+            predictions = {phase: np.where(right, labels, wrong).tolist() for phase in ("zero_shot", "stage2")}
+            records.append({"seed": seed, "labels": labels.tolist(), "predictions": predictions})
+        points[config] = records
+    return points
+
+
+def _results(points: dict[str, list[dict]]) -> pd.DataFrame:
+    accs = {"s-fp32": "e8m23", "s-e4m7": "e4m7", "s-e5m6": "e5m6", "s-e5m2": "e5m2"}
+    labels = np.asarray(next(iter(points.values()))[0]["labels"])
+    rows = []
+    for config, records in points.items():
+        mean = {phase: float(np.mean([np.mean(np.asarray(r["predictions"][phase]) == labels) for r in records]))
+                for phase in ("zero_shot", "stage2")}
+        acc = accs[config]
+        bits = {"e8m23": 32, "e4m7": 12, "e5m6": 12, "e5m2": 8}[acc]
+        ge = {"e8m23": 2250.0, "e4m7": 940.0, "e5m6": 915.0, "e5m2": 858.0}[acc]
+        rows.append({"config": config, "input": "e4m3", "acc": acc, "rounding": "rne", "chunk": 0, "acc_bits": bits,
+                     "ge": ge, "luts": np.nan, "ge_reduction": 1 - ge / 2250.0, "baseline_acc": "e8m23",
+                     "block_multiplier_ge": 178.0, "block_adder_ge": ge * 0.9, "top1_baseline": 0.95,
+                     "top1_zero_shot": mean["zero_shot"], "top1_stage2": mean["stage2"], "seeds": len(records),
+                     "swamp_rate": 0.01})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def report(tmp_path):
+    points = _points({"s-fp32": 0.95, "s-e4m7": 0.95, "s-e5m6": 0.945, "s-e5m2": 0.6})
+    write_results(_results(points), tmp_path, title="test sweep", notes="made up", predictions=predictions_from_points(points))
+    return tmp_path
+
+
+def test_statistics_against_fp32(report):
+    df = pd.read_csv(report / "results.csv")
+    table = statistics(df, read_predictions(report, df)).set_index("config")
+    assert table.loc["s-fp32", "stage2_p"] != table.loc["s-fp32", "stage2_p"]  # NaN: the reference itself
+    assert table.loc["s-e4m7", "stage2_diff"] == 0 and table.loc["s-e4m7", "stage2_agreement"] == 1
+    assert table.loc["s-e4m7", "stage2_beyond_noise"] == False  # noqa: E712 (numpy bool)
+    assert table.loc["s-e5m2", "stage2_beyond_noise"] == True  # noqa: E712
+    assert table.loc["s-e5m2", "stage2_diff"] == pytest.approx(-0.35)
+    low, high = table.loc["s-e5m2", ["stage2_low", "stage2_high"]]
+    assert low < 0.6 < high and high - low < 0.2
+    assert (table["stage2_seeds"] == 2).all() and (table["stage2_examples"] == EXAMPLES).all()
+
+
+def test_page_carries_the_message(report):
+    page = (report / "index.html").read_text()
+    markdown = (report / "results.md").read_text()
+    headline = ("12-bit accumulators (e4m7, e5m6): 58–59% less MAC area than fp32; fine-tuned accuracy within noise "
+                "of fp32. Fine-tuned accuracy that differs from fp32 beyond noise: e5m2 (-35.0 points, p < 0.001).")
+    assert f'id="headline">{headline}</p>' in html.unescape(page)
+    assert f"**{headline}**" in markdown
+    header = markdown.split("\n| ")[0]
+    assert "| Accumulator | Bits | MAC area [GE] |" in markdown and "luts" not in markdown.lower()  # no empty column
+    assert "| fp32 | 32 |" in markdown and "e8m23" not in markdown.split("|:---")[1]
+    assert "Inputs: e4m3" in markdown and "Holm" in markdown and header
+    for name in ("accuracy_vs_ge", "difference_vs_fp32", "area_blocks"):
+        assert f'src="{name}.svg"' in page and (report / f"{name}.png").stat().st_size > 0
+    assert "per-block bars come from a hierarchical synthesis" in page
+    for path in report.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    assert not list(report.glob(".*")), "temporary files left behind"
+
+
+def test_rebuild_from_the_folder_gives_the_same_files(report):
+    before = {name: (report / name).read_bytes() for name in ("index.html", "results.md", "stats.csv", "area_blocks.svg")}
+    for name in before:
+        (report / name).unlink()
+    assert main(["report", str(report)]) == 0
+    assert {name: (report / name).read_bytes() for name in before} == before
+
+
+def test_old_results_without_predictions(tmp_path):
+    shutil.copy(ROOT / "tests" / "data" / "results-v1.csv", tmp_path / "results.csv")
+    build_report(tmp_path)
+    page = (tmp_path / "index.html").read_text()
+    assert "no per-example predictions" in page and "| e4m7 | 12 |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda text: text[: len(text) * 2 // 3], "truncated"),
+        (lambda text: text.replace(",rne,", ",rne,1,", 1), "fields, the header"),
+        (lambda text: "name,value\na,1\n", "no column config, acc"),
+        (lambda text: "", "empty file"),
+        (lambda text: text.replace(",940.0,", ",lots,", 1), "column ge must be numeric"),
+    ],
+)
+def test_bad_results_csv_is_one_line_and_touches_nothing(report, damage, message):
+    csv = report / "results.csv"
+    csv.write_text(damage(csv.read_text()))
+    before = {path.name: path.read_bytes() for path in report.iterdir()}
+    with pytest.raises(ReportError, match=message):
+        build_report(report)
+    with pytest.raises(SystemExit) as stop:
+        main(["report", str(report)])
+    text = str(stop.value.code)  # what Python prints on stderr, exit status 1
+    assert text.startswith("hwmodel report: error: ") and "\n" not in text and message in text
+    assert {path.name: path.read_bytes() for path in report.iterdir()} == before
+
+
+def test_predictions_of_another_run_are_refused(report):
+    df = pd.read_csv(report / "results.csv")
+    df.loc[1, "top1_stage2"] -= 0.01
+    df.to_csv(report / "results.csv", index=False)
+    with pytest.raises(ReportError, match="does not belong to results.csv"):
+        build_report(report)
+
+
+def test_labels_do_not_overlap():
+    fig, ax = plt.subplots(figsize=(6, 4))
+    points = [(852, 96.3), (858, 95.9), (914, 97.0), (943, 98.0), (982, 97.6), (1044, 96.8), (1148, 97.4), (2252, 96.8)]
+    ax.plot(*zip(*points), "o")
+    ax.set_xscale("log")
+    labels = place_labels(ax, [(x, y, f"e{i}m{i}", "black") for i, (x, y) in enumerate(points)], points)
+    renderer = fig.canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in labels]
+    assert len(boxes) == len(points)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (make report-check installs it)")
+def test_page_in_a_real_browser(report):
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_report.py"), str(report)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "FAIL" not in done.stdout and (report / "screenshot.png").stat().st_size > 10_000
