@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from lba_core import ROUNDING_MODES, FloatFormat, MacConfig
+from lba_core import ROUNDING_MODES, ConfigError, FloatFormat, MacConfig, parse_format
 
 
 def rtl_options(parser: argparse.ArgumentParser) -> None:
     """Add the options that describe one MAC configuration."""
     group = parser.add_argument_group("MAC configuration")
-    group.add_argument("--in", dest="input", required=True, metavar="FMT", help="input (activation) format, e.g. e4m3")
-    group.add_argument("--acc", required=True, metavar="FMT", help="accumulator format, e.g. e4m7, fp16, bf16, fp32")
+    group.add_argument("--in", dest="input", required=True, metavar="FMT", help="input (activation) format, e.g. e4m3, or int8")
+    group.add_argument("--acc", required=True, metavar="FMT", help="accumulator format, e.g. e4m7, fp16, bf16, fp32, int32, int16_sat, fx40.24 (docs/arithmetic.md §8)")
     group.add_argument("--weight", metavar="FMT", help="weight format (default: the input format)")
     group.add_argument("--product", metavar="FMT", help="round each product into this format (default: exact product)")
     group.add_argument("--rounding", choices=ROUNDING_MODES, default="rne", help="rounding mode (default: rne)")
@@ -59,8 +59,10 @@ def check_array_args(parser_name: str, args: argparse.Namespace) -> None:
 
 def config_from_args(args: argparse.Namespace) -> MacConfig:
     """The MacConfig described by the options of :func:`rtl_options` (ConfigError/FormatError on bad input)."""
-    input_format = FloatFormat.parse(args.input)
+    input_format = parse_format(args.input)
     if args.in_subnormals is not None:
+        if not isinstance(input_format, FloatFormat):
+            raise ConfigError(f"--in-subnormals applies to floating-point inputs, not {input_format.name}")
         input_format = dataclasses.replace(input_format, subnormals=args.in_subnormals)
     return MacConfig(
         input=input_format,

@@ -9,6 +9,7 @@ simulation. Depends on lba_core and amaranth only. See docs/rtl.md.
 from .export import export_verilog
 from .fmaq import ChunkAdder, FMAq
 from .hierarchy import BLOCK_NAMES, BLOCKS, module_blocks
+from .intmac import FixedFMAq, FixedMAC, check_fixed_config
 from .mac import MAC, Register
 from .pe_array import PEArray, export_pe_array_verilog
 from .plan import check_config, plan_datapath
@@ -18,10 +19,13 @@ __all__ = [
     "BLOCK_NAMES",
     "ChunkAdder",
     "FMAq",
+    "FixedFMAq",
+    "FixedMAC",
     "MAC",
     "PEArray",
     "Register",
     "check_config",
+    "check_fixed_config",
     "export_pe_array_verilog",
     "export_verilog",
     "module_blocks",

@@ -362,8 +362,9 @@ def simulate_fmaq_amaranth(cfg: MacConfig, vectors: Vectors) -> np.ndarray:
     from amaranth.sim import Simulator
 
     from .fmaq import FMAq
+    from .intmac import FixedFMAq
 
-    dut = FMAq(cfg)
+    dut = FixedFMAq(cfg) if cfg.fixed_acc else FMAq(cfg)
     words = []
 
     async def testbench(ctx):
@@ -385,9 +386,10 @@ def simulate_mac_amaranth(cfg: MacConfig, cycles: list[tuple[int, int, int, int]
     """Drive the Amaranth MAC with one (valid, clear, a, b) per clock cycle; returns ``acc`` after each edge."""
     from amaranth.sim import Simulator
 
+    from .intmac import FixedMAC
     from .mac import MAC
 
-    dut = MAC(cfg)
+    dut = FixedMAC(cfg) if cfg.fixed_acc else MAC(cfg)
     observed = []
 
     async def testbench(ctx):

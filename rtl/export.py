@@ -19,6 +19,7 @@ from lba_core import MacConfig
 
 from .fmaq import FMAq
 from .hierarchy import module_blocks
+from .intmac import FixedFMAq, FixedMAC, check_fixed_config
 from .mac import MAC
 from .plan import plan_datapath
 from .yosys import run_yosys
@@ -33,25 +34,19 @@ def export_verilog(cfg: MacConfig, out_dir, *, hierarchical: bool = False) -> di
     Returns {"fmaq": path, "mac": path, "config": path}. Raises ConfigError before writing anything when
     the configuration cannot be built.
     """
-    plan = plan_datapath(cfg)
+    if cfg.fixed_acc:
+        tops, datapath = fixed_tops(cfg)
+    else:
+        tops, datapath = float_tops(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tops = {"fmaq": FMAq(cfg), "mac": MAC(cfg)}
     paths = {name: write_top(component, name, out, hierarchical) for name, component in tops.items()}
     description = {
         **cfg.to_dict(),
         "name": cfg.name,
         "hierarchical": hierarchical,
         "ports": {name: port_widths(component) for name, component in tops.items()},
-        "datapath": {
-            "window_bits": plan.window_bits,
-            "adder_bits": plan.sum_bits,
-            "multiplier_sig_bits": plan.multiplier_sig_bits,
-            "product_sig_bits": plan.product_sig_bits,
-            "acc_sig_bits": plan.acc_sig_bits,
-            "chunk_window_bits": plan.chunk_window_bits,
-            "exp_bits": plan.exp_bits,
-        },
+        "datapath": datapath,
     }
     if hierarchical:
         description["blocks"] = {name: module_blocks(component, name) for name, component in tops.items()}
@@ -60,9 +55,37 @@ def export_verilog(cfg: MacConfig, out_dir, *, hierarchical: bool = False) -> di
     return paths
 
 
+def float_tops(cfg: MacConfig) -> tuple[dict[str, wiring.Component], dict[str, int]]:
+    """The floating-point FMAq and MAC, and their datapath widths."""
+    plan = plan_datapath(cfg)
+    datapath = {
+        "window_bits": plan.window_bits,
+        "adder_bits": plan.sum_bits,
+        "multiplier_sig_bits": plan.multiplier_sig_bits,
+        "product_sig_bits": plan.product_sig_bits,
+        "acc_sig_bits": plan.acc_sig_bits,
+        "chunk_window_bits": plan.chunk_window_bits,
+        "exp_bits": plan.exp_bits,
+    }
+    return {"fmaq": FMAq(cfg), "mac": MAC(cfg)}, datapath
+
+
+def fixed_tops(cfg: MacConfig) -> tuple[dict[str, wiring.Component], dict[str, int]]:
+    """The integer/fixed-point FMAq and MAC (rtl.intmac), exported under the same top names."""
+    path = check_fixed_config(cfg)
+    datapath = {
+        "multiplier_sig_bits": path.sig_bits,
+        "exact_product_bits": path.exact_bits,
+        "grid_shift": path.grid_shift,
+        "product_bits": path.product_bits,
+        "adder_bits": path.sum_bits,
+    }
+    return {"fmaq": FixedFMAq(cfg), "mac": FixedMAC(cfg)}, datapath
+
+
 def port_widths(component: wiring.Component) -> dict[str, int]:
     """Every port of a top with its width; sequential tops also get the sync domain's clk and rst."""
-    widths = {"clk": 1, "rst": 1} if isinstance(component, MAC) else {}
+    widths = {"clk": 1, "rst": 1} if isinstance(component, (MAC, FixedMAC)) else {}
     for name in component.signature.members:
         widths[name] = len(getattr(component, name))
     return widths

@@ -11,10 +11,11 @@ from amaranth.lib import wiring
 
 from .blocks import Adder, Aligner, Multiplier, Normalizer, ProductRounder, RangeFlags, Rounder, block_name
 from .fmaq import ChunkAdder
+from .intmac import FIXED_BLOCKS
 from .mac import Register
 
-#: Every block class, in datapath order (the order of the per-block report).
-BLOCKS = (Multiplier, ProductRounder, Aligner, Adder, Normalizer, Rounder, RangeFlags, Register, ChunkAdder)
+#: Every block class, in datapath order (the order of the per-block report); then the fixed-point MAC's.
+BLOCKS = (Multiplier, ProductRounder, Aligner, Adder, Normalizer, Rounder, RangeFlags, Register, ChunkAdder, *FIXED_BLOCKS)
 BLOCK_NAMES = tuple(block_name(block) for block in BLOCKS)
 
 

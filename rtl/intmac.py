@@ -1,0 +1,327 @@
+"""Integer and fixed-point MAC circuits (docs/arithmetic.md §8): acc <- keep(acc + G(a * b)).
+
+Blocks, in datapath order:
+
+- ``fixed_multiplier``: the exact product as sign, magnitude and (for floating-point operands) the sum of the
+  operands' exponent codes above the smallest binade. Two's-complement operands are multiplied signed.
+- ``grid_aligner``: the product onto the accumulator's grid 2^-F. Floating-point products are shifted by
+  their exponent (the product is then exact in units of 2^-G, G = -(qa + qb)) and by the constant F - G;
+  when F < G the shift is to the right and rounds the magnitude (RNE or RTZ) as the contract's G does.
+  Integer operands with F = G (INT8 x INT8 -> intW) need no aligner.
+- ``fixed_adder``: acc_in + the signed product, wide enough to be exact.
+- ``saturation``: the range check, clamp (saturate) or low W bits (wrap), and the three events.
+
+``FixedFMAq`` is one combinational step with the FMAq's ports; ``FixedMAC`` the sequential unit with the MAC's
+ports (plain accumulation: chunked fixed-point MACs are not built). Both are exported as the tops ``fmaq``
+and ``mac`` (rtl.export_verilog), so synthesis and cosimulation treat them like the floating-point ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from lba_core import ConfigError, FixedFormat, FloatFormat, MacConfig
+
+from .blocks import add_block
+from .mac import Register
+
+
+@dataclass(frozen=True)
+class FixedDatapath:
+    """Widths of a fixed-point MAC, derived once from its configuration."""
+
+    cfg: MacConfig
+    float_operands: bool
+    sig_bits: int  # multiplier output magnitude (significand or integer product)
+    exp_bits: int  # exponent-sum width (0 for integer operands)
+    exact_bits: int  # magnitude in units of 2^-G after the exponent shift
+    grid_shift: int  # F - G: left (> 0) or rounding right (< 0) shift onto the grid
+    product_bits: int  # magnitude of the product on the grid
+    sum_bits: int  # signed adder width
+
+    @property
+    def aligned(self) -> bool:
+        return self.float_operands or self.grid_shift != 0
+
+
+def operand_exponent_span(fmt: FloatFormat) -> int:
+    """Largest exponent code above the smallest binade: codes 1 .. 2^E - 1 (0 counts as 1)."""
+    return (1 << fmt.exp_bits) - 2
+
+
+def check_fixed_config(cfg: MacConfig) -> FixedDatapath:
+    """The datapath of a fixed-point MAC, or a ConfigError naming what no circuit implements."""
+    if not cfg.fixed_acc:
+        raise ConfigError(f"{cfg.name}: the fixed-point MAC needs an integer or fixed-point accumulator")
+    a, b, acc = cfg.a_format, cfg.b_format, cfg.acc
+    if isinstance(a, FixedFormat) != isinstance(b, FixedFormat):
+        raise ConfigError(f"{cfg.name}: the RTL needs both operands floating point or both integer/fixed point")
+    if cfg.chunk_size is not None:
+        raise ConfigError(f"{cfg.name}: the fixed-point MAC circuit accumulates in one chain (chunk_size=None)")
+    if isinstance(a, FixedFormat):
+        sig_bits, exp_bits, grid = a.width + b.width - 1, 0, a.frac_bits + b.frac_bits
+        exact_bits = sig_bits
+    else:
+        sig_bits = a.man_bits + b.man_bits + 2
+        span = operand_exponent_span(a) + operand_exponent_span(b)
+        exp_bits = max(1, span.bit_length())
+        grid = -((a.emin - a.man_bits) + (b.emin - b.man_bits))
+        exact_bits = sig_bits + span
+    shift = acc.frac_bits - grid
+    product_bits = exact_bits + shift if shift >= 0 else exact_bits + shift + 1
+    product_bits = max(product_bits, 1)
+    return FixedDatapath(
+        cfg=cfg,
+        float_operands=not isinstance(a, FixedFormat),
+        sig_bits=sig_bits,
+        exp_bits=exp_bits,
+        exact_bits=exact_bits,
+        grid_shift=shift,
+        product_bits=product_bits,
+        sum_bits=max(acc.width, product_bits + 1) + 1,
+    )
+
+
+class FixedMultiplier(wiring.Component):
+    """The exact product: sign, magnitude of the significand (or integer) product, exponent-code sum."""
+
+    def __init__(self, path: FixedDatapath):
+        self.path = path
+        cfg = path.cfg
+        super().__init__(
+            {
+                "a": In(cfg.a_format.width),
+                "b": In(cfg.b_format.width),
+                "sign": Out(1),
+                "nonzero": Out(1),
+                "sig": Out(path.sig_bits),
+                "exp": Out(max(path.exp_bits, 1)),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.path.cfg
+        if not self.path.float_operands:
+            product = Signal(signed(cfg.a_format.width + cfg.b_format.width))
+            m.d.comb += [
+                product.eq(self.a.as_signed() * self.b.as_signed()),
+                self.sign.eq(product < 0),
+                self.nonzero.eq(product != 0),
+                self.sig.eq(Mux(product < 0, -product, product)),
+            ]
+            return m
+        parts = [self.decode(m, code, fmt, name) for code, fmt, name in ((self.a, cfg.a_format, "a"), (self.b, cfg.b_format, "b"))]
+        (sign_a, sig_a, exp_a), (sign_b, sig_b, exp_b) = parts
+        m.d.comb += [
+            self.sign.eq(sign_a ^ sign_b),
+            self.sig.eq(sig_a * sig_b),
+            self.nonzero.eq((sig_a != 0) & (sig_b != 0)),
+            self.exp.eq(exp_a + exp_b),
+        ]
+        return m
+
+    @staticmethod
+    def decode(m: Module, code, fmt: FloatFormat, name: str):
+        """(sign, significand, exponent code - 1 with code 0 read as 1): value = sig * 2^(exp + emin - M)."""
+        field = code[fmt.man_bits : fmt.man_bits + fmt.exp_bits]
+        mantissa = code[: fmt.man_bits]
+        normal = field != 0
+        sig = Signal(fmt.man_bits + 1, name=f"{name}_sig")
+        exp = Signal(fmt.exp_bits, name=f"{name}_exp")
+        if fmt.subnormals:
+            m.d.comb += sig.eq(Cat(mantissa, normal))
+        else:
+            m.d.comb += sig.eq(Mux(normal, Cat(mantissa, Const(1, 1)), 0))
+        m.d.comb += exp.eq(Mux(normal, field - 1, 0))
+        return code[-1], sig, exp
+
+
+class GridAligner(wiring.Component):
+    """The product magnitude onto the accumulator's grid: shift by the exponent, then by F - G (rounding)."""
+
+    def __init__(self, path: FixedDatapath):
+        self.path = path
+        super().__init__(
+            {
+                "sig": In(path.sig_bits),
+                "exp": In(max(path.exp_bits, 1)),
+                "magnitude": Out(path.product_bits),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        path = self.path
+        exact = Signal(path.exact_bits)
+        m.d.comb += exact.eq(self.sig << self.exp if path.float_operands else self.sig)
+        shift = path.grid_shift
+        if shift >= 0:
+            m.d.comb += self.magnitude.eq(exact << shift)
+            return m
+        drop = -shift
+        kept = exact[drop:] if drop < path.exact_bits else Const(0, 1)
+        lost = exact[:drop]
+        if path.cfg.rounding == "rtz":
+            m.d.comb += self.magnitude.eq(kept)
+            return m
+        half = lost[-1]
+        below_half = lost[:-1] != 0 if drop > 1 else Const(0, 1)
+        up = half & (below_half | kept[0])
+        m.d.comb += self.magnitude.eq(kept + up)
+        return m
+
+
+class FixedAdder(wiring.Component):
+    """acc_in + (-1)^sign * magnitude, exact in sum_bits signed bits."""
+
+    def __init__(self, path: FixedDatapath):
+        self.path = path
+        super().__init__(
+            {
+                "acc": In(path.cfg.acc.width),
+                "sign": In(1),
+                "magnitude": In(path.product_bits),
+                "sum": Out(signed(path.sum_bits)),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        addend = Signal(signed(self.path.product_bits + 1))
+        m.d.comb += [
+            addend.eq(Mux(self.sign, -self.magnitude, self.magnitude)),
+            self.sum.eq(self.acc.as_signed() + addend),
+        ]
+        return m
+
+
+class Saturation(wiring.Component):
+    """keep(sum): the range check and clamp or wrap into the accumulator, with overflow, underflow, swamp."""
+
+    def __init__(self, path: FixedDatapath):
+        self.path = path
+        width = path.cfg.acc.width
+        super().__init__(
+            {
+                "sum": In(signed(path.sum_bits)),
+                "acc": In(width),
+                "product_nonzero": In(1),
+                "addend_zero": In(1),
+                "acc_out": Out(width),
+                "overflow": Out(1),
+                "underflow": Out(1),
+                "swamp": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        acc = self.path.cfg.acc
+        too_high = self.sum > acc.max_int
+        too_low = self.sum < acc.min_int
+        low_bits = self.sum[: acc.width]
+        if acc.saturate:
+            kept = Mux(too_high, Const(acc.max_int, signed(acc.width)), Mux(too_low, Const(acc.min_int, signed(acc.width)), low_bits))
+        else:
+            kept = low_bits
+        m.d.comb += [
+            self.acc_out.eq(kept),
+            self.overflow.eq(too_high | too_low),
+            self.underflow.eq(self.product_nonzero & self.addend_zero),
+            self.swamp.eq(~self.addend_zero & (self.acc_out == self.acc)),
+        ]
+        return m
+
+
+class FixedComponent(wiring.Component):
+    """A component built from a fixed-point MacConfig, checked before the object exists (see fmaq.py)."""
+
+    def __new__(cls, cfg: MacConfig, *args, **kwargs):
+        check_fixed_config(cfg)
+        return super().__new__(cls)
+
+
+class FixedFMAq(FixedComponent):
+    """acc_out = keep(acc_in + G(a * b)) with overflow/underflow/swamp: the FMAq of docs/arithmetic.md §8."""
+
+    def __init__(self, cfg: MacConfig):
+        self.path = check_fixed_config(cfg)
+        self.cfg = cfg
+        super().__init__(
+            {
+                "a": In(cfg.a_format.width),
+                "b": In(cfg.b_format.width),
+                "acc_in": In(cfg.acc.width),
+                "acc_out": Out(cfg.acc.width),
+                "overflow": Out(1),
+                "underflow": Out(1),
+                "swamp": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        path = self.path
+        multiplier = add_block(m, FixedMultiplier(path))
+        adder = add_block(m, FixedAdder(path))
+        saturation = add_block(m, Saturation(path))
+        m.d.comb += [multiplier.a.eq(self.a), multiplier.b.eq(self.b)]
+        if path.aligned:
+            aligner = add_block(m, GridAligner(path))
+            m.d.comb += [aligner.sig.eq(multiplier.sig), aligner.exp.eq(multiplier.exp)]
+            magnitude = aligner.magnitude
+        else:
+            magnitude = multiplier.sig
+        m.d.comb += [
+            adder.acc.eq(self.acc_in),
+            adder.sign.eq(multiplier.sign),
+            adder.magnitude.eq(magnitude),
+            saturation.sum.eq(adder.sum),
+            saturation.acc.eq(self.acc_in),
+            saturation.product_nonzero.eq(multiplier.nonzero),
+            saturation.addend_zero.eq(magnitude == 0),
+            self.acc_out.eq(saturation.acc_out),
+            self.overflow.eq(saturation.overflow),
+            self.underflow.eq(saturation.underflow),
+            self.swamp.eq(saturation.swamp),
+        ]
+        return m
+
+
+class FixedMAC(FixedComponent):
+    """Sequential fixed-point MAC with the MAC's ports and timing (valid, clear, a, b in; registered acc out)."""
+
+    def __init__(self, cfg: MacConfig):
+        self.fmaq = FixedFMAq(cfg)
+        self.cfg = cfg
+        super().__init__(
+            {
+                "valid": In(1),
+                "clear": In(1),
+                "a": In(cfg.a_format.width),
+                "b": In(cfg.b_format.width),
+                "acc": Out(cfg.acc.width),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fmaq = fmaq = self.fmaq
+        m.submodules.register = acc = Register(self.cfg.acc.width)
+        m.d.comb += [
+            fmaq.a.eq(self.a),
+            fmaq.b.eq(self.b),
+            fmaq.acc_in.eq(Mux(self.clear, 0, acc.q)),
+            acc.d.eq(Mux(self.valid, fmaq.acc_out, 0)),
+            acc.en.eq(self.valid | self.clear),
+            self.acc.eq(acc.q),
+        ]
+        return m
+
+
+FIXED_BLOCKS = (FixedMultiplier, GridAligner, FixedAdder, Saturation)
