@@ -14,8 +14,11 @@ from .fmaq import ChunkAdder
 from .intmac import FIXED_BLOCKS
 from .mac import Register
 
-#: Every block class, in datapath order (the order of the per-block report); then the fixed-point MAC's.
-BLOCKS = (Multiplier, ProductRounder, Aligner, Adder, Normalizer, Rounder, RangeFlags, Register, ChunkAdder, *FIXED_BLOCKS)
+#: Every block class of the floating-point MAC, in datapath order (the order of the per-block report).
+FLOAT_BLOCKS = (Multiplier, ProductRounder, Aligner, Adder, Normalizer, Rounder, RangeFlags, Register, ChunkAdder)
+FLOAT_BLOCK_NAMES = tuple(block_name(block) for block in FLOAT_BLOCKS)
+#: ... and then those of the integer/fixed-point MAC (rtl.intmac).
+BLOCKS = (*FLOAT_BLOCKS, *FIXED_BLOCKS)
 BLOCK_NAMES = tuple(block_name(block) for block in BLOCKS)
 
 
