@@ -12,9 +12,10 @@ from .gemm import lba_bmm, lba_conv2d, lba_linear, lba_matmul
 
 __all__ += ["EventStats", "lba_bmm", "lba_conv2d", "lba_linear", "lba_matmul"]
 
-from .convert import event_stats_table, lba_layers, lbaify, set_collect_stats, set_lba_config
+from .convert import accumulator_coverage, event_stats_table, lba_layers, lbaify, set_collect_stats, set_lba_config
 from .data import DataBundle, load_data, load_digits_data, load_image_folder, load_mnist
-from .layers import LayerOptions, LBAConv2d, LBALinear, LBAMatMul, MatMul
+from .layers import LayerOptions, LBAConv1d, LBAConv2d, LBALinear, LBAMatMul, MatMul
+from .products import AccumulatorCoverage, LBAProducts
 from .models import MLP, SmallResNet, TinyTransformer, build_model
 from .quantizers import TensorQuantizer
 from .train import (
@@ -23,8 +24,9 @@ from .train import (
 )
 
 __all__ += [
-    "DataBundle", "FinetuneOptions", "FinetuneResult", "LayerOptions", "LBAConv2d", "LBALinear", "LBAMatMul", "MLP", "MatMul", "SmallResNet", "TensorQuantizer",
-    "TinyTransformer", "build_model", "evaluate", "event_stats_table", "finetune", "lba_layers", "lbaify",
-    "load_data", "load_digits_data", "load_image_folder", "load_mnist", "run_accuracy_point", "set_collect_stats",
-    "set_lba_config", "TrainOptions", "TrainResult", "train_baseline", "train_float",
+    "AccumulatorCoverage", "DataBundle", "FinetuneOptions", "FinetuneResult", "LBAConv1d", "LBAConv2d", "LBALinear",
+    "LBAMatMul", "LBAProducts", "LayerOptions", "MLP", "MatMul", "SmallResNet", "TensorQuantizer", "TinyTransformer",
+    "TrainOptions", "TrainResult", "accumulator_coverage", "build_model", "evaluate", "event_stats_table", "finetune",
+    "lba_layers", "lbaify", "load_data", "load_digits_data", "load_image_folder", "load_mnist", "run_accuracy_point",
+    "set_collect_stats", "set_lba_config", "train_baseline", "train_float",
 ]

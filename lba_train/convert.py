@@ -1,5 +1,6 @@
-"""lbaify: put every Linear, Conv2d and MatMul of any model on the low-bit-width accumulator; helpers to
-reconfigure the converted layers and to read their event counters."""
+"""lbaify: put every matrix product of any model on the low-bit-width accumulator (module swapping for
+Linear, Conv1d, Conv2d, transformers' Conv1D and MatMul; lba_train.products for the torch-function products);
+helpers to reconfigure the converted layers, read their event counters and measure what runs where."""
 
 from __future__ import annotations
 
@@ -12,16 +13,28 @@ from torch import nn
 from lba_core import ConfigError, MacConfig
 
 from .estimators import check_estimator
-from .layers import LBA_LAYER_TYPES, LBAConv2d, LBALinear, LBAMatMul, LBAModule, LayerOptions, MatMul, resolve_layer_options
+from .layers import (
+    LBA_LAYER_TYPES, LBAConv1d, LBAConv2d, LBALinear, LBAMatMul, LBAModule, LayerOptions, MatMul,
+    is_transformers_conv1d, resolve_layer_options,
+)
+from .products import (
+    PRODUCTS_NAME, AccumulatorCoverage, LBAProducts, add_suspension, attach_products, measure_macs, products_of,
+)
 
 SkipRule = str | type | Callable[[str, nn.Module], bool]
 
-_FLOAT_TO_LBA = ((nn.Linear, LBALinear), (nn.Conv2d, LBAConv2d), (MatMul, LBAMatMul))
+_FLOAT_TO_LBA = ((nn.Linear, LBALinear), (nn.Conv1d, LBAConv1d), (nn.Conv2d, LBAConv2d), (MatMul, LBAMatMul))
+
+#: Modules with matrix products that lbaify cannot convert; they stay in float and are reported as such.
+UNCONVERTED_TYPES = (nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Bilinear,
+                     nn.MultiheadAttention)
 
 
 def _lba_class(module: nn.Module) -> type | None:
     if isinstance(module, LBA_LAYER_TYPES):
         return None
+    if is_transformers_conv1d(module):
+        return LBALinear
     for float_type, lba_type in _FLOAT_TO_LBA:
         if isinstance(module, float_type):
             return lba_type
@@ -57,6 +70,14 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent_name), child, new)
 
 
+def _example_call(example_inputs) -> tuple[tuple, dict]:
+    if isinstance(example_inputs, dict):
+        return (), example_inputs
+    if isinstance(example_inputs, tuple):
+        return example_inputs, {}
+    return (example_inputs,), {}
+
+
 def lbaify(
     model: nn.Module,
     cfg: MacConfig,
@@ -65,16 +86,29 @@ def lbaify(
     skip=None,
     keep_first_last: bool = False,
     inplace: bool = False,
+    intercept: bool = True,
+    example_inputs=None,
     **legacy_options,
 ) -> nn.Module:
-    """Replace every nn.Linear, nn.Conv2d and :class:`MatMul` in ``model`` (at any depth) by its LBA layer.
+    """Put every matrix product of ``model``'s forward on the accumulator of ``cfg``; returns the model.
+
+    Modules are swapped at any depth: nn.Linear and transformers' Conv1D -> LBALinear, nn.Conv1d/Conv2d ->
+    LBAConv1d/LBAConv2d, :class:`MatMul` -> LBAMatMul. With ``intercept`` (default), the products the forward
+    computes with torch functions (torch.matmul, bmm, baddbmm, addmm, F.linear,
+    F.scaled_dot_product_attention: attention in most transformers) go to the accumulator too
+    (lba_train.products), with the same ``options``.
 
     ``options`` (a :class:`LayerOptions`) says how the converted layers compute: estimator, event counting,
     per-channel and power-of-two scales. ``skip``: a module name, a module type, a predicate
-    ``f(name, module) -> bool``, or a list of these; a skipped container keeps everything inside it in high
-    precision. ``keep_first_last`` keeps the first and the last Linear/Conv2d (in registration order) in high
-    precision, as is common for quantized networks. ``inplace=False`` converts a deep copy and leaves
-    ``model`` untouched. Returns the converted model.
+    ``f(name, module) -> bool``, or a list of these; a skipped module keeps everything it computes (also its
+    torch-function products) in high precision. ``keep_first_last`` keeps the first and the last weighted
+    layer (in registration order) in high precision. ``inplace=False`` converts a deep copy and leaves
+    ``model`` untouched.
+
+    The returned model's ``lba_coverage`` (an :class:`AccumulatorCoverage`) lists what was converted and what
+    stays in float; with ``example_inputs`` (a tensor, a tuple of positional inputs or a dict of keyword
+    inputs) it also has the share of one forward's MACs that run on the accumulator (see
+    :func:`accumulator_coverage`). A warning says when nothing was converted.
 
     The loose keywords of earlier releases (``estimator=``, ``collect_stats=``, ...) still work with a
     DeprecationWarning, as does ``skip`` given as the third positional argument.
@@ -93,23 +127,73 @@ def lbaify(
     modules = dict(target.named_modules())
     for name, module in modules.items():
         if isinstance(module, nn.MultiheadAttention):
-            # Its projections are used through F.multi_head_attention_forward, never through forward().
+            # Its products run inside F.multi_head_attention_forward, which dispatches as a whole.
             warnings.warn(f"lbaify: {name or 'model'} is nn.MultiheadAttention, whose products cannot be "
                           "replaced; it stays in high precision (use lba_train.models.Attention instead)")
             rules.append(name)
+    skipped = [name for name, module in modules.items() if any(_matches(rule, name, module) for rule in rules)]
     candidates = [(name, module) for name, module in modules.items() if _lba_class(module) is not None]
     weighted = [name for name, module in candidates if not isinstance(module, MatMul)]
-    kept = {weighted[0], weighted[-1]} if keep_first_last and weighted else set()
+    kept = [weighted[0], weighted[-1]] if keep_first_last and weighted else []
+    coverage = AccumulatorCoverage(intercepts_products=intercept)
+    for name in skipped + kept:
+        coverage.kept_float[name] = type(modules[name]).__name__
     for name, module in candidates:
-        if name in kept or any(_matches(rule, prefix, modules[prefix]) for prefix in _ancestry(name) for rule in rules):
+        if name in kept or any(prefix in skipped for prefix in _ancestry(name)):
             continue
-        _replace(target, name, _lba_class(module).from_float(module, cfg, options))
+        layer = _lba_class(module).from_float(module, cfg, options)
+        _replace(target, name, layer)
+        coverage.converted[name] = type(layer).__name__
+    for name, module in modules.items():
+        inside_kept = any(prefix in coverage.kept_float for prefix in _ancestry(name))
+        if isinstance(module, UNCONVERTED_TYPES) and not inside_kept:
+            coverage.kept_float[name] = type(module).__name__
+    if intercept:
+        own_products = [layer for _, layer in lba_layers(target) if not isinstance(layer, LBAProducts)]
+        own_products += [target.get_submodule(name) for name in coverage.kept_float]
+        existing = products_of(target)
+        if existing is None:
+            attach_products(target, LBAProducts(cfg=cfg, **options.as_kwargs()), own_products)
+        else:  # a second lbaify of a converted model: only the new modules need to suspend the interception
+            for name in [*coverage.converted, *coverage.kept_float]:
+                add_suspension(target.get_submodule(name), existing)
+    target.lba_coverage = coverage
+    if example_inputs is not None:
+        accumulator_coverage(target, example_inputs)
+    if not coverage.converted:
+        if not intercept:
+            warnings.warn("lbaify: nothing was converted: the model has no Linear, Conv1d, Conv2d, Conv1D or "
+                          "MatMul outside what is skipped, and intercept=False")
+        elif coverage.macs_accumulator is None:
+            warnings.warn("lbaify: no layer was converted; only products computed with torch functions during "
+                          "forward will run on the accumulator (pass example_inputs= to measure the share)")
+    if coverage.macs_accumulator == 0:
+        warnings.warn(f"lbaify: none of the {coverage.macs_float:,} MACs of the example forward runs on the "
+                      "accumulator")
     return target
 
 
+def accumulator_coverage(model: nn.Module, example_inputs) -> AccumulatorCoverage:
+    """Run one forward of ``model`` (converted by :func:`lbaify`) on ``example_inputs`` (a tensor, a tuple
+    of positional inputs or a dict of keyword inputs) and record how many of its multiply-accumulates ran on
+    the accumulator and how many in float, per operator, in ``model.lba_coverage`` (returned). Gradients are
+    off, event counters and training mode are left as they were."""
+    coverage = getattr(model, "lba_coverage", None)
+    if not isinstance(coverage, AccumulatorCoverage):
+        raise ConfigError("accumulator_coverage needs a model converted by lbaify")
+    args, kwargs = _example_call(example_inputs)
+    layers = [layer for _, layer in lba_layers(model)]
+    coverage.macs_accumulator, coverage.float_ops = measure_macs(model, layers, args, kwargs)
+    coverage.macs_float = sum(coverage.float_ops.values())
+    return coverage
+
+
 def lba_layers(model: nn.Module) -> list[tuple[str, LBAModule]]:
-    """(name, layer) of every LBA layer in ``model``, in registration order."""
-    return [(name, module) for name, module in model.named_modules() if isinstance(module, LBA_LAYER_TYPES)]
+    """(name, layer) of every LBA layer in ``model``, in registration order, then the interceptor of its
+    torch-function products (named ``lba_products``) if it has one."""
+    layers = [(name, module) for name, module in model.named_modules() if isinstance(module, LBA_LAYER_TYPES)]
+    products = products_of(model)
+    return layers + ([(PRODUCTS_NAME, products)] if products is not None else [])
 
 
 def set_lba_config(

@@ -71,10 +71,16 @@ def resolve_layer_options(options: LayerOptions | None, legacy: dict, caller: st
     return options
 
 
+def is_transformers_conv1d(module: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2's projections): a linear layer whose weight is stored (in, out)."""
+    kind = type(module)
+    return kind.__name__ == "Conv1D" and kind.__module__.startswith("transformers") and hasattr(module, "nf")
+
+
 def _copy_parameters(layer: nn.Module, module: nn.Module) -> nn.Module:
     """Give an LBA layer built from ``module`` a copy of its weight, bias and training mode."""
     with torch.no_grad():
-        layer.weight.copy_(module.weight)
+        layer.weight.copy_(module.weight.t() if is_transformers_conv1d(module) else module.weight)
         if module.bias is not None:
             layer.bias.copy_(module.bias)
     layer.train(module.training)
@@ -158,13 +164,18 @@ class LBALinear(nn.Linear, LBAModule):
     @classmethod
     def from_float(cls, module: nn.Linear, cfg: MacConfig, options: LayerOptions | None = None,
                    **legacy_options) -> LBALinear:
-        """An LBALinear with a copy of ``module``'s weight and bias."""
-        if not isinstance(module, nn.Linear):
+        """An LBALinear with a copy of ``module``'s weight and bias; ``module`` is an nn.Linear or transformers'
+        Conv1D (whose (in, out) weight is stored transposed, in nn.Linear's layout)."""
+        if is_transformers_conv1d(module):
+            in_features, out_features = module.weight.shape
+        elif isinstance(module, nn.Linear):
+            in_features, out_features = module.in_features, module.out_features
+        else:
             raise TypeError(f"LBALinear.from_float expects an nn.Linear, got {type(module).__name__}")
         options = resolve_layer_options(options, legacy_options, "LBALinear.from_float")
         layer = cls(
-            module.in_features,
-            module.out_features,
+            in_features,
+            out_features,
             module.bias is not None,
             cfg=cfg,
             device=module.weight.device,
@@ -193,23 +204,23 @@ class LBALinear(nn.Linear, LBAModule):
         return f"{super().extra_repr()}, {self._lba_repr()}"
 
 
-def _explicit_padding(padding, kernel_size, dilation) -> tuple[int, int]:
-    """nn.Conv2d's padding as two integers; 'same' only where it is symmetric."""
+def _explicit_padding(padding, kernel_size, dilation) -> tuple[int, ...]:
+    """A convolution's padding as integers, one per spatial dimension; 'same' only where it is symmetric."""
     if padding == "valid":
-        return (0, 0)
+        return (0,) * len(kernel_size)
     if padding == "same":
         totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
         if any(total % 2 for total in totals):
-            raise ConfigError("LBAConv2d supports padding='same' only with symmetric padding (odd effective kernel)")
+            raise ConfigError("LBA convolutions support padding='same' only when symmetric (odd effective kernel)")
         return tuple(total // 2 for total in totals)
     return tuple(padding)
 
 
-class LBAConv2d(nn.Conv2d, LBAModule):
-    __doc__ = (
-        "nn.Conv2d whose products accumulate in ``cfg.acc`` (im2col order: C_in, kh, kw with kw fastest).\n"
-        + _LBA_OPTIONS_DOC
-    )
+class _LBAConvolution(LBAModule):
+    """What LBAConv1d and LBAConv2d share: nn.Conv*d's constructor (zero padding only) plus the LBA options,
+    and the conversion from the float module. ``FLOAT_TYPE`` is the float class a subclass converts."""
+
+    FLOAT_TYPE: type
 
     def __init__(
         self,
@@ -232,7 +243,7 @@ class LBAConv2d(nn.Conv2d, LBAModule):
         dtype=None,
     ) -> None:
         if padding_mode != "zeros":
-            raise ConfigError(f"LBAConv2d supports padding_mode='zeros' only, got {padding_mode!r}")
+            raise ConfigError(f"{type(self).__name__} supports padding_mode='zeros' only, got {padding_mode!r}")
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
             device=device, dtype=dtype,
@@ -241,28 +252,29 @@ class LBAConv2d(nn.Conv2d, LBAModule):
         self._init_lba(cfg, estimator, collect_stats, per_channel_weights, power_of_two_scales)
 
     @classmethod
-    def from_float(cls, module: nn.Conv2d, cfg: MacConfig, options: LayerOptions | None = None,
-                   **legacy_options) -> LBAConv2d:
-        """An LBAConv2d with a copy of ``module``'s weight, bias and geometry."""
-        if not isinstance(module, nn.Conv2d):
-            raise TypeError(f"LBAConv2d.from_float expects an nn.Conv2d, got {type(module).__name__}")
-        options = resolve_layer_options(options, legacy_options, "LBAConv2d.from_float")
+    def from_float(cls, module: nn.Module, cfg: MacConfig, options: LayerOptions | None = None, **legacy_options):
+        """The LBA convolution with a copy of ``module``'s weight, bias and geometry."""
+        if not isinstance(module, cls.FLOAT_TYPE):
+            raise TypeError(f"{cls.__name__}.from_float expects an nn.{cls.FLOAT_TYPE.__name__}, "
+                            f"got {type(module).__name__}")
+        options = resolve_layer_options(options, legacy_options, f"{cls.__name__}.from_float")
         layer = cls(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
-            module.groups,
-            module.bias is not None,
-            module.padding_mode,
-            cfg=cfg,
-            device=module.weight.device,
-            dtype=module.weight.dtype,
-            **options.as_kwargs(),
+            module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+            module.dilation, module.groups, module.bias is not None, module.padding_mode, cfg=cfg,
+            device=module.weight.device, dtype=module.weight.dtype, **options.as_kwargs(),
         )
         return _copy_parameters(layer, module)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._lba_repr()}"
+
+
+class LBAConv2d(_LBAConvolution, nn.Conv2d):
+    __doc__ = (
+        "nn.Conv2d whose products accumulate in ``cfg.acc`` (im2col order: C_in, kh, kw with kw fastest).\n"
+        + _LBA_OPTIONS_DOC
+    )
+    FLOAT_TYPE = nn.Conv2d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, a_scale = self.input_quantizer(x)
@@ -286,8 +298,38 @@ class LBAConv2d(nn.Conv2d, LBAModule):
         pairs = conv2d_gemm_operands(a, b, self.stride, self.explicit_padding, self.dilation, self.groups)
         return [(patches.reshape(-1, patches.shape[-1]), filters) for patches, filters in pairs]
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._lba_repr()}"
+
+class LBAConv1d(_LBAConvolution, nn.Conv1d):
+    __doc__ = (
+        "nn.Conv1d whose products accumulate in ``cfg.acc`` (im2col order: C_in, k with k fastest), computed as"
+        " the 2-D convolution of height 1.\n" + _LBA_OPTIONS_DOC
+    )
+    FLOAT_TYPE = nn.Conv1d
+
+    def _geometry_2d(self) -> tuple:
+        """stride, padding and dilation of the equivalent 2-D convolution of height 1."""
+        return (1, self.stride[0]), (0, self.explicit_padding[0]), (1, self.dilation[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, a_scale = self.input_quantizer(x)
+        b, b_scale = self.weight_quantizer(self.weight)
+        if self.exact_accumulation:
+            y = F.conv1d(a.to(torch.float64), b.to(torch.float64), None, self.stride, self.explicit_padding,
+                         self.dilation, self.groups)
+        else:
+            stride, padding, dilation = self._geometry_2d()
+            y = lba_conv2d(a.unsqueeze(-2), b.unsqueeze(-2), None, self._cfg, stride, padding, dilation, self.groups,
+                           estimator=self.estimator, stats=self.stats).squeeze(-2)
+        y = (y.to(torch.float64) * (a_scale * b_scale.reshape(1, -1, 1))).to(x.dtype)
+        return y if self.bias is None else y + self.bias.reshape(1, -1, 1)
+
+    def gemm_operands(self, a: torch.Tensor, b: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The layer's dot products as (M, K) @ (K, N) pairs (one per group), given its quantized input and
+        weight."""
+        stride, padding, dilation = self._geometry_2d()
+        batched = a.unsqueeze(-2) if a.dim() == 3 else a.unsqueeze(0).unsqueeze(-2)
+        pairs = conv2d_gemm_operands(batched, b.unsqueeze(-2), stride, padding, dilation, self.groups)
+        return [(patches.reshape(-1, patches.shape[-1]), filters) for patches, filters in pairs]
 
 
 class LBAMatMul(LBAModule):
@@ -352,4 +394,4 @@ class MatMul(nn.Module):
         return torch.matmul(a, b)
 
 
-LBA_LAYER_TYPES = (LBALinear, LBAConv2d, LBAMatMul)
+LBA_LAYER_TYPES = (LBALinear, LBAConv1d, LBAConv2d, LBAMatMul)

@@ -324,14 +324,15 @@ def test_lbaify_leaves_multihead_attention_alone_with_a_warning():
 
 def test_helpers_reconfigure_and_report_events():
     model = lbaify(_Net(), CFG)
-    assert set_lba_config(model, underflow=False) == 5
+    assert set_lba_config(model, underflow=False) == 6  # five layers and the torch-function products
     assert all(not layer.cfg.underflow for _, layer in lba_layers(model))
     set_lba_config(model, CFG_FULL, estimator="ste")
     assert all(layer.cfg == CFG_FULL for _, layer in lba_layers(model))
     set_collect_stats(model, True)
     model(torch.randn(2, 1, 2, 2))
     rows = event_stats_table(model)
-    assert [row["layer"] for row in rows] == ["first", "body.0.conv", "body.0.scores", "head.0", "head.1"]
+    assert [row["layer"] for row in rows] == ["first", "body.0.conv", "body.0.scores", "head.0", "head.1",
+                                              "lba_products"]
     assert rows[3]["steps"] == 2 * 8 * 4 and set(rows[3]) >= {"overflow_rate", "underflow_rate", "swamp_rate"}
     set_collect_stats(model, False)
     assert "steps" not in event_stats_table(model)[0]
