@@ -263,32 +263,50 @@ _ATTENTION_OPS = tuple(
 
 
 class _MacCounter(TorchDispatchMode):
-    """Counts the MACs of the products that run in torch (in float), per aten operator."""
+    """Counts the MACs of the products that run in torch, per aten operator; with ``outside_only``, only those
+    outside the LBA layers (whose kernels may use torch's matmul for exact partial sums)."""
 
-    def __init__(self) -> None:
+    def __init__(self, layers: list[nn.Module], outside_only: bool) -> None:
         super().__init__()
         self.macs: dict[str, int] = {}
+        self.depth = 0  # LBA layers currently running
+        self.outside_only = outside_only
+        self.handles = []
+        for layer in layers:
+            self.handles.append(layer.register_forward_pre_hook(self._enter_layer))
+            self.handles.append(layer.register_forward_hook(self._leave_layer, always_call=True))
+
+    def _enter_layer(self, _module, _args) -> None:
+        self.depth += 1
+
+    def _leave_layer(self, _module, _args, _output) -> None:
+        self.depth -= 1
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        return super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         macs = _macs_of_call(func.overloadpacket, args, out)
-        if macs:
+        if macs and not (self.outside_only and self.depth):
             name = func.overloadpacket.__name__
             self.macs[name] = self.macs.get(name, 0) + macs
         return out
 
 
-def _float_macs(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, int]:
-    """MACs per aten operator of the products that ran in torch (i.e. in float) during one forward."""
-    with _MacCounter() as counter:
+def _torch_macs(model: nn.Module, layers: list[nn.Module], args: tuple, kwargs: dict, outside_only: bool):
+    """MACs per aten operator of the products that ran in torch during one forward (outside ``layers``)."""
+    with _MacCounter(layers, outside_only) as counter:
         model(*args, **kwargs)
     return counter.macs
 
 
 def measure_macs(model: nn.Module, layers: list[nn.Module], args: tuple, kwargs: dict) -> tuple[int, dict]:
     """(MACs of the forward on the accumulator, float MACs per operator), from two forwards: as converted
-    (what still runs in torch is float) and with ``exact_accumulation`` on every LBA layer (then every product
-    runs in torch, so the count is the total). Counters and modes are restored."""
+    (what runs in torch outside the LBA layers is float) and with ``exact_accumulation`` on every LBA layer
+    (then every product runs in torch, so the count is the total). Counters and modes are restored."""
     saved = [(layer, layer.stats, layer.exact_accumulation) for layer in layers]
     was_training = model.training
     try:
@@ -296,10 +314,10 @@ def measure_macs(model: nn.Module, layers: list[nn.Module], args: tuple, kwargs:
         for layer in layers:
             layer.stats = None
         with torch.no_grad():
-            float_ops = _float_macs(model, args, kwargs)
+            float_ops = _torch_macs(model, layers, args, kwargs, outside_only=True)
             for layer in layers:
                 layer.exact_accumulation = True
-            total = sum(_float_macs(model, args, kwargs).values())
+            total = sum(_torch_macs(model, layers, args, kwargs, outside_only=False).values())
     finally:
         for layer, stats, exact in saved:
             layer.stats, layer.exact_accumulation = stats, exact
