@@ -52,7 +52,7 @@ report-check: venv
 	$(PY) scripts/check_report.py reports/default
 
 cosim: venv
-	$(PY) -m pytest -m slow tests/test_cosim_full.py
+	$(PY) -m pytest -m slow tests/test_cosim_full.py tests/test_pe_array.py
 
 bench: venv
 	$(PY) benchmarks/gemm.py

@@ -160,9 +160,13 @@ def run(args: argparse.Namespace) -> int:
 
 def run_array(args: argparse.Namespace) -> int:
     """``--array RxC``: area, timing and accumulator share of a PE array (hwmodel.pe_array)."""
-    if tuple(args.target) != ("generic",) or args.no_blocks:
-        raise SystemExit("hwmodel synth: error: --array synthesizes generic gates with the per-block breakdown "
-                         "(the accumulator share needs it): drop --target and --no-blocks")
+    from .flows.targets import ASIC_TARGETS
+
+    others = [target for target in args.target if target != "generic" and target not in ASIC_TARGETS]
+    if others or args.no_blocks:
+        raise SystemExit(f"hwmodel synth: error: --array takes --target generic and {', '.join(ASIC_TARGETS)} "
+                         "only, with the per-block breakdown (the accumulator share needs it); got "
+                         f"{', '.join(others) or '--no-blocks'}")
     from .pe_array import format_array_report, synthesize_array
 
     rows, cols = args.array
@@ -170,6 +174,7 @@ def run_array(args: argparse.Namespace) -> int:
     kwargs = synthesis_kwargs(args)
     try:
         result = synthesize_array(rows, cols, cfg, depth=args.depth, cache=kwargs["cache"],
+                                  libraries=tuple(target for target in args.target if target in ASIC_TARGETS),
                                   workers=args.jobs or 1, progress=True, timeout_s=args.timeout)
     except ToolError as error:
         return yosys_failure("synth", error)

@@ -124,19 +124,57 @@ class TileBlocksJob:
         return {block: cells for block, cells in totals.items() if cells}
 
 
+def asic_array(
+    flat: dict[str, str],
+    counts: dict[str, int],
+    libraries: list[str],
+    *,
+    cache: ResultCache,
+    workers: int,
+    progress: bool,
+    timeout_s: float | None,
+) -> dict[str, dict[str, Any]]:
+    """Per standard-cell library (hwmodel.flows, area recipe): the array's µm² and leakage, the tiles'
+    mapped figures times their counts. No OpenSTA timing here: its Verilog reader rejects the mapped tiles'
+    netlists (a concatenation on the left of an assign), so timing stays the generic logic depth."""
+    from .flows.liberty import MappingJob, area_report
+    from .flows.libraries import library_data
+    from .flows.targets import HEADLINE_RECIPE
+
+    jobs = [MappingJob(library, HEADLINE_RECIPE, tile, flat[tile], False, timeout_s)
+            for library in libraries for tile in TILE_NAMES]
+    mapped = run_cached(jobs, cache, workers, progress, desc="liberty")
+    reports: dict[str, dict[str, Any]] = {}
+    for job, result in zip(jobs, mapped):
+        area = area_report(result, job.library, HEADLINE_RECIPE, None, library_data(job.library, cache))
+        report = reports.setdefault(job.library, {"library": job.library, "recipe": HEADLINE_RECIPE,
+                                                  "corner": area["corner"], "tiles": {}})
+        report["tiles"][job.top] = {
+            "count": counts[job.top],
+            **{key: area[key] for key in ("area_um2", "sequential_area_um2", "cells", "flops", "leakage_nw")},
+        }
+    for report in reports.values():
+        tiles = report["tiles"].values()
+        report["area_um2"] = round(sum(tile["area_um2"] * tile["count"] for tile in tiles), 4)
+        report["leakage_nw"] = round(sum(tile["leakage_nw"] * tile["count"] for tile in tiles), 4)
+    return reports
+
+
 def synthesize_array(
     rows: int,
     cols: int,
     cfg: MacConfig,
     *,
     depth: int | None = None,
+    libraries: tuple[str, ...] = (),
     cache: ResultCache | None = None,
     workers: int = 1,
     progress: bool = False,
     timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """The ``hwmodel synth --array RxC --json`` object: area (GE), timing (logic depth), per-tile and
-    per-block figures across the array, and the accumulator's share of the array's area."""
+    per-block figures across the array, and the accumulator's share of the array's area; with ``libraries``
+    (hwmodel.flows ASIC targets) also µm² and leakage in each library under ``silicon``."""
     depth = buffer_depth(rows, depth)
     check_array(rows, cols, cfg, "weight-stationary", depth)
     cache = cache if cache is not None else ResultCache(None)
@@ -186,6 +224,9 @@ def synthesize_array(
 
     ge = round(total("ge"), 3)
     critical = max(TILE_NAMES, key=lambda tile: tiles[tile]["depth"])
+    silicon = asic_array(flat, counts, list(libraries), cache=cache, workers=workers, progress=progress,
+                         timeout_s=timeout_s) if libraries else {}
+    timing = {"depth": tiles[critical]["depth"], "critical_tile": critical, "unit": "gates"}
     return {
         "config": {**cfg.to_dict(), "name": cfg.name},
         "array": {
@@ -197,17 +238,19 @@ def synthesize_array(
             "pes": rows * cols,
             "latency": array_latency(rows, cols),
         },
-        "area": {"ge": ge, "ge_per_pe": round(ge / (rows * cols), 3), "hierarchical_ge": hierarchical_ge},
+        "area": {"ge": ge, "ge_per_pe": round(ge / (rows * cols), 3), "hierarchical_ge": hierarchical_ge,
+                 **{f"{library}_um2": report["area_um2"] for library, report in silicon.items()}},
         "ge": ge,
         "gates": total("gates"),
         "flops": total("flops"),
         "transistors": total("transistors"),
-        "timing": {"depth": tiles[critical]["depth"], "critical_tile": critical, "unit": "gates"},
+        "timing": timing,
         "accumulator_blocks": [block for block in ACCUMULATOR_BLOCKS if block in blocks],
         "accumulator_ge": accumulator_ge,
         "accumulator_share": accumulator_ge / hierarchical_ge,
         "blocks": blocks,
         "tiles": tiles,
+        "silicon": silicon,
     }
 
 
@@ -222,6 +265,9 @@ def format_array_report(result: dict[str, Any]) -> str:
         f"accumulator share {100 * result['accumulator_share']:.1f}% ({result['accumulator_ge']:.1f} GE of "
         f"{area['hierarchical_ge']:.1f} GE, hierarchical): {', '.join(result['accumulator_blocks'])}",
     ]
+    for library, report in result["silicon"].items():
+        lines.append(f"{library} ({report['corner']}): {report['area_um2']:,.1f} µm², leakage "
+                     f"{report['leakage_nw']:,.1f} nW")
     for block, figures in result["blocks"].items():
         lines.append(f"  block {block:<20} {figures['gates']:>8} cells {figures['ge']:>11.1f} GE "
                      f"{100 * figures['share']:>6.1f}%")
