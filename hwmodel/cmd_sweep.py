@@ -57,6 +57,8 @@ def register(subparsers) -> None:
     grid.add_argument("--product", metavar="FMT", help="product format (default: exact product)")
     grid.add_argument("--rounding", type=_list, default=("rne",), metavar="LIST", help=f"rounding mode(s) from {','.join(ROUNDING_MODES)}")
     grid.add_argument("--chunk", type=int, default=0, metavar="N", help="chunk size (default: 0 = one chunk)")
+    grid.add_argument("--array", metavar="RxC",
+                      help="also cost each configuration as an R x C PE array, chunk size R (docs/pe_array.md)")
     grid.add_argument("--baseline", default="fp32", metavar="FMT", help="accumulator the reduction is measured against (default: fp32)")
     accuracy = parser.add_argument_group("accuracy")
     accuracy.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=None, help="run the accuracy pipeline")
@@ -102,6 +104,9 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         spec = replace(spec, targets=tuple(args.target))
     if args.jobs:
         spec = replace(spec, jobs=args.jobs)
+    if args.array is not None:
+        spec = replace(spec, array=args.array)
+        spec.configs()  # a malformed --array, or a chunk size that does not fit it, fails here
     return spec
 
 

@@ -254,6 +254,25 @@ def synthesize_array(
     }
 
 
+def add_array_columns(df, configs, rows: int, cols: int, *, workers: int, cache: ResultCache | None):
+    """The sweep table with each configuration's ``rows x cols`` array beside it: ``array``, ``array_ge``,
+    ``array_ge_per_pe``, ``array_accumulator_share``, ``array_depth`` (configurations have chunk_size = rows)."""
+    figures = []
+    for cfg in configs:
+        result = synthesize_array(rows, cols, cfg, cache=cache, workers=workers, progress=True)
+        figures.append({
+            "array": f"{rows}x{cols}",
+            "array_ge": result["area"]["ge"],
+            "array_ge_per_pe": result["area"]["ge_per_pe"],
+            "array_accumulator_share": result["accumulator_share"],
+            "array_depth": result["timing"]["depth"],
+        })
+    df = df.copy()
+    for column in figures[0]:
+        df[column] = [row[column] for row in figures]
+    return df
+
+
 def format_array_report(result: dict[str, Any]) -> str:
     array, area = result["array"], result["area"]
     lines = [

@@ -55,6 +55,7 @@ REFERENCE_ACC = "fp32"
 #: Columns that tell configurations apart besides the accumulator; a comparison pairs rows equal in these.
 GROUP_COLUMNS = ("input", "weight", "product", "rounding", "chunk")
 NUMERIC_COLUMNS = ("acc_bits", "gates", "ge", "transistors", "depth", "luts", "ge_reduction", "seeds",
+                   "array_ge", "array_ge_per_pe", "array_accumulator_share", "array_depth",
                    "top1_baseline", "top1_zero_shot", "top1_stage1", "top1_stage2",
                    "overflow_rate", "underflow_rate", "swamp_rate")
 REQUIRED_COLUMNS = ("config", "acc")
@@ -369,6 +370,11 @@ def compact_table(df: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], lis
     if "ge_reduction" in df:
         columns.append((f"Area vs {reference_name}", [cell(v, lambda v: f"{-100 * v:+.0f}%" if v else "0%")
                                                      for v in df["ge_reduction"]]))
+    if "array_ge" in df:  # hwmodel sweep --array RxC (docs/pe_array.md)
+        array = df["array"].dropna().iloc[0] if df["array"].notna().any() else "array"
+        columns.append((f"{array} array area [GE]", [cell(v, lambda v: f"{v:,.0f}") for v in df["array_ge"]]))
+        columns.append(("Accumulator share of array", [cell(v, lambda v: f"{100 * v:.1f}%")
+                                                       for v in df["array_accumulator_share"]]))
     for phase, words in PHASES:
         column = f"top1_{phase}"
         if column not in df:

@@ -159,6 +159,12 @@ def run_sweep(
     if spec.accuracy.enabled:
         accuracy_records = run_accuracy(spec, configs, points, spec.jobs, log)
     df = _join(configs, area_table, accuracy_records)
+    if spec.array is not None:
+        from .pe_array import add_array_columns
+
+        log(f"costing each configuration as a {spec.array} PE array")
+        df = add_array_columns(df, configs, *spec.array_shape(), workers=spec.jobs,
+                               cache=(synthesis or {}).get("cache"))
     minutes = (time.perf_counter() - started) / 60
     notes = (
         f"{len(configs)} configurations; model {spec.accuracy.model} on {spec.accuracy.data}; "

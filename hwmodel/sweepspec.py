@@ -44,12 +44,28 @@ class SweepSpec:
     jobs: int = 2
     baseline_acc: str = "fp32"
     accuracy: AccuracySpec = field(default_factory=AccuracySpec)
+    #: ``"RxC"``: also cost each configuration as an R x C PE array (docs/pe_array.md); chunk size = R.
+    array: str | None = None
+
+    def array_shape(self) -> tuple[int, int] | None:
+        if self.array is None:
+            return None
+        parts = self.array.lower().split("x")
+        if len(parts) != 2 or not all(part.isdigit() and int(part) >= 1 for part in parts):
+            raise ConfigError(f"array must be ROWSxCOLS with positive integers (e.g. 8x8), got {self.array!r}")
+        return int(parts[0]), int(parts[1])
 
     def configs(self) -> list[MacConfig]:
-        """Every point of the grid, in a stable order (inputs, then accumulators as listed)."""
+        """Every point of the grid, in a stable order (inputs, then accumulators as listed); with an array,
+        the chunk size is its rows (the array's chunked accumulation)."""
+        shape = self.array_shape()
+        if shape and set(self.chunk_sizes) - {0, shape[0]}:
+            raise ConfigError(f"a {self.array} array accumulates chunks of {shape[0]} products; chunk sizes "
+                              f"{', '.join(map(str, self.chunk_sizes))} do not fit it (leave them out)")
+        chunks = (shape[0],) if shape else self.chunk_sizes
         return [
             MacConfig(inp, acc, product=self.product, rounding=rounding, chunk_size=chunk or None)
-            for inp, acc, rounding, chunk in itertools.product(self.inputs, self.accumulators, self.rounding, self.chunk_sizes)
+            for inp, acc, rounding, chunk in itertools.product(self.inputs, self.accumulators, self.rounding, chunks)
         ]
 
 
@@ -117,6 +133,14 @@ def load_sweep_spec(path: "str | Path", name: str | None = None) -> SweepSpec:
         if not isinstance(raw["jobs"], int) or raw["jobs"] < 1:
             raise _fail(path, "jobs", "a positive integer", raw["jobs"])
         changes["jobs"] = raw["jobs"]
+    if "array" in raw:
+        if not isinstance(raw["array"], str):
+            raise _fail(path, "array", "a string ROWSxCOLS such as '8x8'", raw["array"])
+        try:
+            replace(spec, array=raw["array"]).array_shape()
+        except ConfigError as error:
+            raise ConfigError(f"{path}: key 'array': {error}") from None
+        changes["array"] = raw["array"]
     if "name" in raw and not isinstance(raw["name"], str):
         raise _fail(path, "name", "a string", raw["name"])
     if "accuracy" in raw:

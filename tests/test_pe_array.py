@@ -176,3 +176,18 @@ def test_synthesis_reports_area_share_and_timing():
     assert {"multiplier", "weight_register", "psum_register", "chunk_adder", "output_buffer"} <= set(blocks)
     assert "multiplier" not in result["accumulator_blocks"] and "weight_register" not in result["accumulator_blocks"]
     assert result["timing"]["depth"] == max(t["depth"] for t in tiles.values()) > 0
+
+
+def test_sweep_array_option(tmp_path):
+    from hwmodel.sweepspec import SweepSpec, load_sweep_spec
+
+    path = tmp_path / "array.toml"
+    path.write_text('accumulators = ["e4m7", "fp32"]\narray = "8x8"\n')
+    spec = load_sweep_spec(path)
+    assert spec.array_shape() == (8, 8)
+    assert [cfg.chunk_size for cfg in spec.configs()] == [8, 8]
+    path.write_text('array = "8by8"\n')
+    with pytest.raises(ConfigError, match="key 'array'"):
+        load_sweep_spec(path)
+    with pytest.raises(ConfigError, match="chunks of 4"):
+        SweepSpec(array="4x4", chunk_sizes=(16,)).configs()
