@@ -13,7 +13,8 @@ import os
 import tempfile
 import time
 
-from hwmodel.area import area_sweep, default_configs, generator_fingerprint
+from hwmodel.area import area_sweep, default_configs
+from hwmodel.mac_synth import generator_fingerprint
 from hwmodel.cache import ResultCache
 
 

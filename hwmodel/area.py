@@ -1,154 +1,31 @@
-"""Area of MAC configurations: Verilog export, synthesis of ``fmaq`` and ``mac``, sweep tables and reports.
+"""The area sweep table of MAC configurations and its report (area.csv, area.md).
 
-:func:`synthesize_configs` gives the full per-configuration report (the ``hwmodel synth --json`` object);
 :func:`area_sweep` turns a list of configurations into one table row each, with the reduction against the
 FP32-accumulator baseline and the analytical cost model beside the synthesized GE; :func:`write_area_report`
-writes that table as area.csv and area.md.
+writes that table as area.csv and area.md. Synthesis itself is hwmodel.mac_synth's.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-import lba_core
-import rtl
 from lba_core import FloatFormat, MacConfig
 from lba_core.fileio import atomic_write_text, markdown_table
 
-from .cache import ResultCache, content_key
-from .costmodel import TERMS, WIDTH_COLUMNS, CostModel, fit_cost_model, mac_widths
-from .jobs import run_cached
-from .synth import BLOCK_NAMES, GLUE_BLOCK, Design, check_targets, synthesize_designs, yosys_version
+from .cache import ResultCache
+from .costmodel import WIDTH_COLUMNS, cost_model_text, mac_widths, sweep_cost_model
+from .mac_synth import check_configs, synthesize_configs
 
-TOPS = ("fmaq", "mac")
 BASELINE_ACC = FloatFormat.parse("fp32")
 #: The accumulators of the default sweep (project issue #4): 12-bit candidates, narrower and wider ones.
 DEFAULT_ACCS = ("e4m7", "e5m6", "e3m8", "e4m3", "e5m10", "bf16", "fp32")
-#: The paper's comparison: FP8 inputs with standard and 12-bit accumulators.
-PAPER_INPUTS = ("e4m3", "e5m2")
-PAPER_ACCS = ("fp32", "fp16", "bf16", "e4m7", "e5m6", "e3m8")
 
 
-def default_workers() -> int:
-    return os.cpu_count() or 1
-
-
-# --------------------------------------------------------------------------------------------- export
-def generator_fingerprint() -> str:
-    """Hash of everything that shapes the exported Verilog: the generator's and lba_core's sources and the
-    Amaranth and Yosys versions. Part of each export's cache key, so editing the RTL invalidates it."""
-    digest = hashlib.sha256()
-    for package in (rtl, lba_core):
-        root = Path(package.__file__).parent
-        for path in sorted(root.rglob("*.py")):
-            digest.update(str(path.relative_to(root.parent)).encode())
-            digest.update(path.read_bytes())
-    digest.update(f"amaranth {metadata.version('amaranth')} {yosys_version()}".encode())
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class ExportJob:
-    """Export one configuration's Verilog (both tops), flattened or hierarchical."""
-
-    config_json: str
-    hierarchical: bool
-    fingerprint: str
-
-    @property
-    def key(self) -> str:
-        return content_key("rtl.export_verilog", self.config_json, str(self.hierarchical), self.fingerprint)
-
-    def run(self) -> dict[str, str]:
-        cfg = MacConfig.from_dict(json.loads(self.config_json))
-        with tempfile.TemporaryDirectory(prefix="lba-export-") as folder:
-            paths = rtl.export_verilog(cfg, folder, hierarchical=self.hierarchical)
-            return {top: paths[top].read_text() for top in TOPS}
-
-
-def export_designs(
-    configs: Sequence[MacConfig],
-    *,
-    block_tops: Sequence[str],
-    cache: ResultCache,
-    workers: int,
-    progress: bool,
-) -> list[dict[str, Design]]:
-    """The ``fmaq`` and ``mac`` designs of each configuration, with hierarchical Verilog for ``block_tops``."""
-    blocks = bool(block_tops)
-    fingerprint = generator_fingerprint()
-    jobs = []
-    for cfg in configs:
-        config_json = json.dumps(cfg.to_dict(), sort_keys=True)
-        jobs.append(ExportJob(config_json, False, fingerprint))
-        if blocks:
-            jobs.append(ExportJob(config_json, True, fingerprint))
-    texts = iter(run_cached(jobs, cache, workers, progress, desc="verilog"))
-    designs = []
-    for _ in configs:
-        flat = next(texts)
-        hierarchical = next(texts) if blocks else {}
-        designs.append({top: Design(top, flat[top], hierarchical.get(top) if top in block_tops else None)
-                        for top in TOPS})
-    return designs
-
-
-# --------------------------------------------------------------------------------------------- synthesis
-def check_configs(configs: Iterable[MacConfig]) -> list[MacConfig]:
-    """Every configuration must be buildable: raises ConfigError naming the first that is not."""
-    configs = list(configs)
-    if not configs:
-        raise ValueError("no configurations to synthesize")
-    for cfg in configs:
-        rtl.check_config(cfg)
-    return configs
-
-
-def synthesize_configs(
-    configs: Iterable[MacConfig],
-    targets: Iterable[str] = ("generic",),
-    *,
-    blocks: bool = True,
-    cache: ResultCache | None = None,
-    workers: int | None = None,
-    progress: bool = True,
-    timeout_s: float | None = None,
-    block_tops: Sequence[str] = TOPS,
-) -> list[dict[str, Any]]:
-    """``{"fmaq": report, "mac": report, "config": {...}}`` per configuration (see hwmodel.synth for a report).
-
-    ``blocks`` adds the per-block breakdown of the tops in ``block_tops`` (one more Yosys run each)."""
-    configs = check_configs(configs)
-    targets = check_targets(targets)
-    cache = cache if cache is not None else ResultCache(None)
-    workers = workers or default_workers()
-    block_tops = tuple(block_tops) if blocks else ()
-    designs = export_designs(configs, block_tops=block_tops, cache=cache, workers=workers, progress=progress)
-    flat = [per_config[top] for per_config in designs for top in TOPS]
-    reports = iter(
-        synthesize_designs(flat, targets, blocks=blocks, cache=cache, workers=workers, progress=progress,
-                           timeout_s=timeout_s)
-    )
-    results = []
-    for cfg in configs:
-        result: dict[str, Any] = {top: next(reports) for top in TOPS}
-        result["config"] = {**cfg.to_dict(), "name": cfg.name}
-        results.append(result)
-    return results
-
-
-# --------------------------------------------------------------------------------------------- sweep table
 def with_baselines(configs: Sequence[MacConfig], baseline_acc: FloatFormat = BASELINE_ACC) -> list[MacConfig]:
     """The configurations followed by the ``baseline_acc`` twin (same inputs) of each that is not listed."""
     result = list(dict.fromkeys(configs))
@@ -190,9 +67,11 @@ def sweep_row(cfg: MacConfig, result: dict[str, Any]) -> dict[str, Any]:
     }
     for flow, resources in sorted(mac["fpga"].items()):
         row.update({f"{flow}_{name}": count for name, count in resources.items() if name != "cells"})
-    for block in (*BLOCK_NAMES, GLUE_BLOCK):
-        if block in mac["blocks"]:
-            row[f"block_{block}_ge"] = mac["blocks"][block]["ge"]
+    for block, figures in mac["blocks"].items():  # every block of the breakdown, in datapath order
+        row[f"block_{block}_ge"] = figures["ge"]
+    if mac["blocks"]:
+        row["blocks_ge"] = mac["blocks_ge"]
+        row["blocks_overhead"] = mac["blocks_overhead"]
     return row
 
 
@@ -207,15 +86,6 @@ def add_reduction(df: pd.DataFrame, baseline_acc: FloatFormat = BASELINE_ACC) ->
     df["baseline_acc"] = baseline_acc.name
     df["ge_reduction"] = [1 - row["ge"] / baselines[baseline_key(row)] for _, row in df.iterrows()]
     return df
-
-
-def sweep_cost_model(df: pd.DataFrame) -> CostModel | None:
-    """The cost model fitted on the table's MAC GE, or None when there are too few distinct points."""
-    points = df.drop_duplicates(subset=list(WIDTH_COLUMNS))
-    try:
-        return fit_cost_model(points[list(WIDTH_COLUMNS)].to_dict("records"), points["ge"].tolist())
-    except ValueError:
-        return None
 
 
 def add_cost_model(df: pd.DataFrame) -> pd.DataFrame:
@@ -251,7 +121,6 @@ def area_sweep(
     return add_cost_model(add_reduction(df, baseline))
 
 
-# --------------------------------------------------------------------------------------------- reports
 SUMMARY_COLUMNS = ("config", "acc", "acc_bits", "gates", "ge", "transistors", "depth", "luts", "ge_reduction",
                    "ge_model", "ge_model_error")
 
@@ -259,7 +128,7 @@ SUMMARY_COLUMNS = ("config", "acc", "acc_bits", "gates", "ge", "transistors", "d
 def _cell(column: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if column.endswith("_error"):
+    if column.endswith(("_error", "_overhead")):
         return f"{100 * value:+.1f}%"
     if column.endswith("_reduction"):
         return f"{100 * value:.1f}%"
@@ -276,18 +145,6 @@ def area_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
     return markdown_table(columns, ([_cell(c, record[c]) for c in columns] for record in df[columns].to_dict("records")))
 
 
-def cost_model_text(model: CostModel | None) -> str:
-    if model is None:
-        return f"Too few distinct points to fit the cost model (it needs more than {len(TERMS)})."
-    terms = " + ".join(f"{value:.3g}·{term}" for term, value in model.coefficients.items())
-    return (
-        f"GE ≈ {terms} (fitted on {model.points} points; relative error: RMS {100 * model.rms_error:.1f}%, "
-        f"max {100 * model.max_error:.1f}%, leave-one-out RMS {100 * model.loo_rms_error:.1f}%). "
-        "Terms: multiplier = (Ma+1)(Mb+1), shifter = W·log2 W, adder = W, exponent = E, register = "
-        "accumulator bits; see docs/hwmodel.md."
-    )
-
-
 def baseline_name(df: pd.DataFrame) -> str:
     return ", ".join(sorted(set(df["baseline_acc"])))
 
@@ -297,7 +154,8 @@ def write_area_report(df: pd.DataFrame, out_dir: Path | str, title: str = "MAC a
     out = Path(out_dir)
     paths = {"csv": out / "area.csv", "md": out / "area.md"}
     atomic_write_text(paths["csv"], df.to_csv(index=False))
-    block_columns = ["config", *[column for column in df.columns if column.startswith("block_")]]
+    block_columns = ["config", "ge", *[column for column in df.columns if column.startswith("block_")],
+                     "blocks_ge", "blocks_overhead"]
     fpga_columns = ["config", *[column for column in df.columns
                                 if column.split("_")[0] in ("ice40", "xilinx", "ecp5")]]
     sections = [
@@ -310,7 +168,16 @@ def write_area_report(df: pd.DataFrame, out_dir: Path | str, title: str = "MAC a
         ),
         area_table(df, SUMMARY_COLUMNS),
         "## Per block (GE, hierarchical synthesis of `mac`)",
-        area_table(df, block_columns) if len(block_columns) > 1 else "No block breakdown in this run.",
+        (
+            "`ge` is the canonical area: the flat synthesis, which optimizes across block boundaries. The "
+            "per-block split comes from a second, hierarchical synthesis that keeps every block a module; its "
+            "total is `blocks_ge`, and `blocks_overhead` = blocks_ge / ge − 1 is what keeping the hierarchy "
+            "costs. `block_glue_ge` is the logic outside every block (the MAC's input muxes and chunk control)."
+        ) if "blocks_ge" in df.columns else "No block breakdown in this run.",
+    ]
+    if "blocks_ge" in df.columns:
+        sections.append(area_table(df, block_columns))
+    sections += [
     ]
     if len(fpga_columns) > 1:
         sections += ["## FPGA resources (`mac`)", area_table(df, fpga_columns)]
@@ -321,48 +188,3 @@ def write_area_report(df: pd.DataFrame, out_dir: Path | str, title: str = "MAC a
 
 def default_configs(input_format: str = "e4m3", accs: Sequence[str] = DEFAULT_ACCS) -> list[MacConfig]:
     return [MacConfig(input=input_format, acc=acc) for acc in accs]
-
-
-def paper_claim_configs() -> list[MacConfig]:
-    return [MacConfig(input=fmt, acc=acc) for fmt in PAPER_INPUTS for acc in PAPER_ACCS]
-
-
-def paper_claim_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Accumulator rows × input-format columns of GE and reduction, in the order of PAPER_ACCS."""
-    accs = [FloatFormat.parse(acc).name for acc in PAPER_ACCS]
-    table = pd.DataFrame({"accumulator": PAPER_ACCS, "acc": accs})
-    table["acc_bits"] = [FloatFormat.parse(acc).width for acc in accs]
-    for fmt in PAPER_INPUTS:
-        rows = df[df["input"] == FloatFormat.parse(fmt).name].set_index("acc")
-        table[f"{fmt}_ge"] = [rows.at[acc, "ge"] for acc in accs]
-        table[f"{fmt}_ge_reduction"] = [rows.at[acc, "ge_reduction"] for acc in accs]
-    return table
-
-
-def write_paper_claim(df: pd.DataFrame, out_dir: Path | str) -> dict[str, Path]:
-    """The full area report plus ``paper_claim.csv``/``paper_claim.md`` (accumulators × input formats)."""
-    out = Path(out_dir)
-    paths = write_area_report(df, out, title="Paper claim: MAC area with FP8 inputs")
-    table = paper_claim_table(df)
-    paths["claim_csv"] = out / "paper_claim.csv"
-    paths["claim_md"] = out / "paper_claim.md"
-    atomic_write_text(paths["claim_csv"], table.to_csv(index=False))
-    text = (
-        "# MAC area with FP8 inputs: standard vs 12-bit accumulators\n\n"
-        "GE of the synthesized MAC (FMAq + accumulator register; NAND2 equivalents, NanGate 45 nm cell areas) "
-        f"and its reduction against the {baseline_name(df)} accumulator with the same inputs.\n\n"
-        + area_table(table, list(table.columns))
-        + "\n"
-    )
-    atomic_write_text(paths["claim_md"], text)
-    return paths
-
-
-def area_records(
-    configs: Iterable[MacConfig], targets: Iterable[str] = ("generic",), **options: Any
-) -> dict[str, dict[str, Any]]:
-    """Area figures per configuration name (the synthesis columns of :func:`sweep_row`), for callers that
-    join area with other results; ``options`` are those of :func:`synthesize_configs`."""
-    configs = check_configs(configs)
-    results = synthesize_configs(configs, targets, **options)
-    return {cfg.name: sweep_row(cfg, result) for cfg, result in zip(configs, results)}

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .area import area_sweep, sweep_cost_model
+    from .area import area_sweep
+    from .costmodel import sweep_cost_model
     from .costmodel import TERMS, mac_widths
 
     cfg = config_from_args(args)

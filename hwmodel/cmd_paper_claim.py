@@ -26,7 +26,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .area import area_sweep, paper_claim_configs, write_paper_claim
+    from .area import area_sweep
+    from .paper_claim import paper_claim_configs, write_paper_claim
 
     try:
         df = area_sweep(paper_claim_configs(), args.target, jobs=args.jobs, **synthesis_kwargs(args))

@@ -69,7 +69,7 @@ def cache_from_args(args: argparse.Namespace) -> ResultCache:
 
 
 def synthesis_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of hwmodel.area's synthesis functions, from :func:`synthesis_options`."""
+    """Keyword arguments of hwmodel.mac_synth's and hwmodel.area's synthesis functions, from :func:`synthesis_options`."""
     return {
         "blocks": not args.no_blocks,
         "cache": cache_from_args(args),
@@ -137,7 +137,7 @@ def asic_line(figures: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .area import synthesize_configs  # imported here so that `hwmodel --help` does not load Amaranth
+    from .mac_synth import synthesize_configs  # imported here so that `hwmodel --help` does not load Amaranth
 
     check_array_args("synth", args)
     if args.array is not None:

@@ -20,11 +20,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import nnls
 
 from lba_core import MacConfig, derive_datapath
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TERMS = ("multiplier", "shifter", "adder", "exponent", "register")
 #: The bit widths the model reads (columns of the area sweep table).
@@ -103,4 +107,25 @@ def fit_cost_model(widths: Sequence[Mapping[str, float]], ge: Sequence[float]) -
         rms_error=float(np.sqrt(np.mean(relative**2))),
         max_error=float(np.max(np.abs(relative))),
         loo_rms_error=float(np.sqrt(np.mean(np.square(loo)))),
+    )
+
+
+def sweep_cost_model(df: pd.DataFrame) -> CostModel | None:
+    """The cost model fitted on the table's MAC GE, or None when there are too few distinct points."""
+    points = df.drop_duplicates(subset=list(WIDTH_COLUMNS))
+    try:
+        return fit_cost_model(points[list(WIDTH_COLUMNS)].to_dict("records"), points["ge"].tolist())
+    except ValueError:
+        return None
+
+
+def cost_model_text(model: CostModel | None) -> str:
+    if model is None:
+        return f"Too few distinct points to fit the cost model (it needs more than {len(TERMS)})."
+    terms = " + ".join(f"{value:.3g}·{term}" for term, value in model.coefficients.items())
+    return (
+        f"GE ≈ {terms} (fitted on {model.points} points; relative error: RMS {100 * model.rms_error:.1f}%, "
+        f"max {100 * model.max_error:.1f}%, leave-one-out RMS {100 * model.loo_rms_error:.1f}%). "
+        "Terms: multiplier = (Ma+1)(Mb+1), shifter = W·log2 W, adder = W, exponent = E, register = "
+        "accumulator bits; see docs/hwmodel.md."
     )

@@ -5,7 +5,8 @@ Flows (one Yosys run each, cached by content, run in parallel over processes):
 - ``generic``: ``synth -flatten``, flip-flops legalized to plain D flip-flops (their enable and reset become
   gates), ``abc -g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX``; cell counts, GE from the cell-area table
   (hwmodel/data/cell_area.csv), transistors from ``stat -tech cmos`` and logic depth from ``ltp -noff``.
-- ``blocks``: the same mapping without flattening, on the hierarchical Verilog; cells per named sub-block.
+- ``blocks``: the same mapping without flattening, on the hierarchical Verilog; cells per block, each module
+  filed under the block the design's map names (rtl.module_blocks), the flat ``generic`` run stays canonical.
 - ``ice40``, ``xilinx``, ``xilinx_nodsp``, ``ecp5``: the vendor ``synth_*`` scripts; LUT, carry, FF, DSP counts.
 """
 
@@ -16,7 +17,7 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -59,11 +60,18 @@ class SynthesisError(RuntimeError):
 @dataclass(frozen=True)
 class Design:
     """A top module to synthesize: its flattened-or-not Verilog, and optionally a hierarchical version
-    (sub-blocks kept as separate modules) for the per-block breakdown."""
+    (sub-blocks kept as separate modules) with ``module_blocks``, the block of every module in it
+    (None for the top and for composites that are no block, see rtl.module_blocks), for the per-block
+    breakdown."""
 
     top: str
     verilog: str
     hierarchical_verilog: str | None = None
+    module_blocks: Mapping[str, str | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.hierarchical_verilog is not None and self.module_blocks is None:
+            raise ValueError(f"design {self.top}: a hierarchical version needs its module_blocks map")
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,10 @@ class SynthJob:
 
     @property
     def key(self) -> str:
-        return content_key(self.verilog, yosys_version(), self.script)
+        # The blocks flow's result changed shape (per-module cells, grouped by the caller): its tag keeps
+        # results of the old shape out, without touching the other flows' cached results.
+        tag = ("per-module cells",) if self.flow == "blocks" else ()
+        return content_key(self.verilog, yosys_version(), self.script, *tag)
 
     def run(self) -> dict[str, Any]:
         """Run Yosys in a fresh folder and parse its reports; the folder is kept (with its log) on failure."""
@@ -180,38 +191,43 @@ def generic_report(raw: dict[str, Any], areas: dict[str, float]) -> dict[str, An
     }
 
 
-def block_of(module: str) -> str | None:
-    """The named block a module implements: the block name its hierarchical name (``mac_fmaq_aligner``,
-    ``fmaq.aligner``) ends with."""
-    for name in sorted(BLOCK_NAMES, key=len, reverse=True):
-        if module.endswith(name):
-            return name
-    return None
-
-
-def parse_blocks(work_dir: Path, top: str) -> dict[str, dict[str, int]]:
-    """Generic cells (by Yosys type) per named block of a hierarchical run, each instance counted.
-
-    The outermost named block takes its whole subtree (the chunk adder's own aligner counts as
-    ``chunk_adder``); cells outside every named block go to ``glue``.
-    """
+def parse_blocks(work_dir: Path, top: str) -> dict[str, dict[str, dict[str, int]]]:
+    """``{"modules": {module: {cell type: count}}}`` of a hierarchical run: each module's own generic cells
+    and its instances of other modules (by module name); :func:`block_breakdown` groups them by block."""
     modules = _module_cells(json.loads((work_dir / "stat.json").read_text()))
     if top not in modules:
         raise SynthesisError(f"Yosys statistics have no module {top!r} (modules: {sorted(modules)})")
-    totals: dict[str, dict[str, int]] = {}
+    return {"modules": modules}
 
-    def visit(module: str, block: str, multiplicity: int) -> None:
-        own = totals.setdefault(block, {})
+
+def block_breakdown(
+    modules: Mapping[str, Mapping[str, int]], top: str, module_blocks: Mapping[str, str | None]
+) -> dict[str, dict[str, int]]:
+    """Generic cells (by Yosys type) per block, each instance counted, in datapath order.
+
+    Every module of the hierarchy must be in ``module_blocks``: a module the design's map does not name
+    raises SynthesisError instead of disappearing into another block. A block of the map appears even when
+    it synthesized to no cells; cells of the top and of composites (no block) go to ``glue``.
+    """
+    unknown = sorted(set(modules) - set(module_blocks))
+    if unknown:
+        raise SynthesisError(f"modules {unknown} of {top} are not in the design's block map")
+    totals: dict[str, dict[str, int]] = {block: {} for block in module_blocks.values() if block is not None}
+    totals[GLUE_BLOCK] = {}
+
+    def visit(module: str, multiplicity: int) -> None:
+        own = totals[module_blocks[module] or GLUE_BLOCK]
         for cell_type, count in modules[module].items():
             if cell_type in modules:
-                child_block = block if block != GLUE_BLOCK else block_of(cell_type) or GLUE_BLOCK
-                visit(cell_type, child_block, multiplicity * count)
+                visit(cell_type, multiplicity * count)
             else:
                 own[cell_type] = own.get(cell_type, 0) + multiplicity * count
 
-    visit(top, GLUE_BLOCK, 1)
-    datapath_order = (*BLOCK_NAMES, GLUE_BLOCK)
-    return {block: totals[block] for block in sorted(totals, key=datapath_order.index) if totals[block]}
+    visit(top, 1)
+    if not totals[GLUE_BLOCK]:
+        del totals[GLUE_BLOCK]
+    order = {name: index for index, name in enumerate((*BLOCK_NAMES, GLUE_BLOCK))}
+    return {block: totals[block] for block in sorted(totals, key=lambda block: order.get(block, len(order)))}
 
 
 def blocks_report(raw: dict[str, dict[str, int]], areas: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -259,8 +275,10 @@ def synthesize_designs(
     progress: bool = True,
     timeout_s: float | None = None,
 ) -> list[dict[str, Any]]:
-    """One report per design: generic figures (``gates``, ``flops``, ``ge``, ``transistors``, ``depth``,
-    ``cells``), ``blocks`` (per sub-block gates and GE) and ``fpga`` (per flow LUT/carry/FF/DSP counts)."""
+    """One report per design: generic figures of the flat synthesis (``gates``, ``flops``, ``ge`` — the
+    canonical area —, ``transistors``, ``depth``, ``cells``), ``blocks`` (per block gates and GE, from the
+    hierarchical synthesis), ``blocks_ge`` (their sum) and ``blocks_overhead`` (blocks_ge / ge - 1: what
+    keeping the hierarchy costs), and ``fpga`` (per flow LUT/carry/FF/DSP counts)."""
     targets = check_targets(targets)
     cache = cache if cache is not None else ResultCache(None)
     per_design = [design_jobs(design, targets, blocks, timeout_s) for design in designs]
@@ -268,14 +286,19 @@ def synthesize_designs(
     results = iter(run_cached(flat, cache, workers, progress, desc="yosys"))
     areas = cell_areas_ge()
     reports = []
-    for jobs in per_design:
+    for design, jobs in zip(designs, per_design):
         report: dict[str, Any] = {}
         for job in jobs:  # generic comes first: its figures lead the report
             result = next(results)
             if job.flow == "generic":
                 report.update(generic_report(result, areas))
             elif job.flow == "blocks":
-                report["blocks"] = blocks_report(result, areas)
+                cells = block_breakdown(result["modules"], design.top, design.module_blocks)
+                report["blocks"] = blocks_report(cells, areas)
+                # The flat run is canonical (it optimizes across blocks); the hierarchical run that splits
+                # the area by block costs this much more.
+                report["blocks_ge"] = round(sum(block["ge"] for block in report["blocks"].values()), 3)
+                report["blocks_overhead"] = report["blocks_ge"] / report["ge"] - 1
             else:
                 report.setdefault("fpga", {})[job.flow] = result
         report.setdefault("blocks", {})
@@ -291,7 +314,7 @@ __all__ = [
     "SynthJob",
     "SynthesisError",
     "YosysError",
-    "block_of",
+    "block_breakdown",
     "cell_areas_ge",
     "flow_script",
     "synthesize_designs",

@@ -15,22 +15,20 @@ import shutil
 
 import numpy as np
 import pytest
-from test_rtl_mac import schedule_dot_products
 
 from lba_core import FloatFormat, MacConfig
 from rtl import export_verilog
-from rtl.cosim import (
+from support.reference import expected_results
+from support.simulators import simulate_fmaq, simulate_fmaq_amaranth, simulate_mac
+from support.vectors import (
     Vectors,
     all_pairs_vectors,
     boundary_codes,
     boundary_vectors,
     cancellation_vectors,
-    expected_results,
     mismatch_report,
     random_vectors,
-    simulate_fmaq,
-    simulate_fmaq_amaranth,
-    simulate_mac,
+    schedule_dot_products,
 )
 
 pytestmark = pytest.mark.slow

@@ -13,17 +13,13 @@ import math
 import pandas as pd
 import pytest
 
-from hwmodel.area import (
-    ExportJob,
-    area_sweep,
-    generator_fingerprint,
-    paper_claim_table,
-    synthesize_configs,
-    write_area_report,
-)
+from hwmodel.area import area_sweep, write_area_report
+from hwmodel.mac_synth import ExportJob, generator_fingerprint, generator_sources, synthesize_configs
+from hwmodel.paper_claim import paper_claim_table
 from hwmodel.cache import ResultCache
 from hwmodel.cli import main
 from lba_core import ConfigError, MacConfig
+from rtl import BLOCK_NAMES, FMAq, MAC, module_blocks
 
 SWEEP_ACCS = ("e4m3", "e4m5", "e4m7")
 BASELINE = "e4m7"
@@ -86,6 +82,29 @@ def test_verilog_export_is_reproducible_and_keyed_by_generator():
     assert fingerprint == generator_fingerprint()
     keys = {job.key, ExportJob(cfg, True, fingerprint).key, ExportJob(cfg, False, "other").key}
     assert len(keys) == 3
+
+
+def test_every_block_of_the_design_appears_in_the_breakdown(cache_dir):
+    """A chunked MAC with a product format instantiates every block class; the per-block report lists each
+    block the circuit has (zero-cell ones included), states the flat total as canonical and the overhead."""
+    cfg = MacConfig(input="e4m3", acc="e4m3", product="e4m2", chunk_size=4)
+    result = synthesize_configs([cfg], cache=ResultCache(cache_dir), workers=2, progress=False)[0]
+    for top, component in (("fmaq", FMAq(cfg)), ("mac", MAC(cfg))):
+        design_blocks = {block for block in module_blocks(component, top).values() if block is not None}
+        report = result[top]
+        assert set(report["blocks"]) - {"glue"} == design_blocks, top
+        assert report["blocks_ge"] == pytest.approx(sum(block["ge"] for block in report["blocks"].values()))
+        assert report["blocks_overhead"] == pytest.approx(report["blocks_ge"] / report["ge"] - 1)
+    assert set(result["mac"]["blocks"]) - {"glue"} == set(BLOCK_NAMES)
+
+
+def test_synthesis_cache_key_covers_only_the_circuit_sources():
+    """Editing tests (the cosimulation harness included), the simulator or hwmodel leaves every cached export
+    and synthesis warm: the export key hashes rtl/ and lba_core/ sources only."""
+    names = list(generator_sources())
+    assert names and all(name.split("/")[0] in ("rtl", "lba_core") for name in names)
+    assert "rtl/fmaq.py" in names and "lba_core/datapath.py" in names
+    assert not any("cosim" in name or name.startswith("tests") for name in names)
 
 
 def test_synthesis_is_reproducible_without_cache(sweep):

@@ -9,20 +9,19 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from lba_core import MacConfig, accumulate
 from rtl import ChunkAdder
-from rtl.cosim import (
+from support.reference import expected_results
+from support.simulators import STEP_OUTPUTS, simulate_combinational, simulate_fmaq_amaranth
+from support.vectors import (
     Vectors,
     boundary_codes,
     boundary_vectors,
     cancellation_vectors,
-    expected_results,
     mismatch_report,
     pack_result,
     random_vectors,
-    simulate_fmaq_amaranth,
 )
 
 QUICK_CONFIGS = [
@@ -88,20 +87,8 @@ def test_chunk_adder_against_accumulate(comparisons):
     fmt = cfg.acc
     pairs = [(rng.randrange(fmt.code_count), rng.randrange(fmt.code_count)) for _ in range(400)]
     pairs += [(code, code ^ (1 << (fmt.width - 1))) for code in range(0, fmt.code_count, 7)]  # x + (-x)
-    dut = ChunkAdder(cfg)
-    got = []
-
-    async def testbench(ctx):
-        for acc, addend in pairs:
-            ctx.set(dut.acc_in, acc)
-            ctx.set(dut.addend, addend)
-            got.append(
-                pack_result(ctx.get(dut.acc_out), ctx.get(dut.overflow), ctx.get(dut.underflow), ctx.get(dut.swamp))
-            )
-
-    simulator = Simulator(dut)
-    simulator.add_testbench(testbench)
-    simulator.run()
+    rows = [{"acc_in": acc, "addend": addend} for acc, addend in pairs]
+    got = [pack_result(*out) for out in simulate_combinational(ChunkAdder(cfg), rows, STEP_OUTPUTS)]
     expected = []
     for acc, addend in pairs:
         step = accumulate(fmt.decode(acc), fmt.decode(addend), cfg)

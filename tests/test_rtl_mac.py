@@ -3,45 +3,11 @@ with ``clear`` alone or together with the first product, and gaps in ``valid``."
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
-from lba_core import MacConfig, dot
-from rtl.cosim import simulate_mac_amaranth
-
-
-def random_code(fmt, rng: random.Random) -> int:
-    """Half uniform codes, half codes of binades around 1 (long sums that swamp and cancel); fixed-point
-    formats get uniform codes (a long run of them overflows a narrow accumulator)."""
-    if rng.random() < 0.5 or not hasattr(fmt, "bias"):
-        return rng.randrange(fmt.code_count)
-    exponent = fmt.bias + rng.randint(-2, 2)
-    return (rng.getrandbits(1) << (fmt.width - 1)) | (exponent << fmt.man_bits) | rng.getrandbits(fmt.man_bits)
-
-
-def schedule_dot_products(cfg: MacConfig, lengths: list[int], seed: int):
-    """Cycles (valid, clear, a, b) for back-to-back dot products, and for each one the cycles at which the
-    registered acc must show its result (from the result latency until the next dot product starts)."""
-    rng = random.Random(seed)
-    latency = 1 if cfg.chunk_size is None else 2
-    cycles, checks = [], []
-    for length in lengths:
-        a_codes = [random_code(cfg.a_format, rng) for _ in range(length)]
-        b_codes = [random_code(cfg.b_format, rng) for _ in range(length)]
-        clear_with_first = length > 0 and rng.random() < 0.5
-        if not clear_with_first:
-            cycles.append((0, 1, rng.randrange(cfg.a_format.code_count), 0))
-        for index, (a, b) in enumerate(zip(a_codes, b_codes)):
-            while rng.random() < 0.3:  # a gap: inputs change but valid is low
-                cycles.append((0, 0, rng.randrange(cfg.a_format.code_count), rng.randrange(cfg.b_format.code_count)))
-            cycles.append((1, int(clear_with_first and index == 0), a, b))
-        last = len(cycles) - 1
-        cycles += [(0, 0, 0, 0)] * (latency + 1)
-        result = dot([cfg.a_format.decode(a) for a in a_codes], [cfg.b_format.decode(b) for b in b_codes], cfg)
-        expected = cfg.acc.encode(result.value)
-        checks += [(cycle, expected, length) for cycle in range(last + latency - 1, len(cycles))]
-    return cycles, checks
+from lba_core import MacConfig
+from support.simulators import simulate_mac_amaranth
+from support.vectors import schedule_dot_products
 
 
 @pytest.mark.parametrize(

@@ -9,21 +9,23 @@ import subprocess
 
 import numpy as np
 import pytest
-from test_rtl_mac import schedule_dot_products
+from amaranth.lib import wiring
 
 from lba_core import MacConfig
-from rtl import BLOCK_NAMES, export_verilog
-from rtl.hierarchy import FLOAT_BLOCK_NAMES
-from rtl.cosim import (
+from rtl import MAC, FMAq, export_verilog
+from rtl.blocks import ProductRounder, RangeFlags, block_name
+from rtl.fmaq import ConfiguredComponent
+from rtl.hierarchy import FLOAT_BLOCK_NAMES, FLOAT_BLOCKS
+from support.reference import expected_results
+from support.simulators import simulate_fmaq, simulate_mac
+from support.vectors import (
     Vectors,
     all_pairs_vectors,
     boundary_codes,
     cancellation_vectors,
-    expected_results,
     mismatch_report,
     random_vectors,
-    simulate_fmaq,
-    simulate_mac,
+    schedule_dot_products,
 )
 
 FMAQ_PORTS = {"a", "b", "acc_in", "acc_out", "overflow", "underflow", "swamp"}
@@ -70,12 +72,33 @@ def test_export_writes_tops_with_exact_ports(exported):
 
 def test_hierarchical_export_keeps_one_module_per_block(exported):
     _, flat, hier = exported
-    modules = re.findall(r"^module (\w+)\(", hier["mac"].read_text(), re.MULTILINE)
-    for block in FLOAT_BLOCK_NAMES:
-        assert any(module.endswith(block) for module in modules), f"no module for block {block} in {modules}"
-    # The area report files a module under the block its name ends with; only the tops are left over.
-    assert [module for module in modules if not module.endswith(BLOCK_NAMES)] == ["mac", "mac_fmaq"]
+    blocks = json.loads(hier["config"].read_text())["blocks"]
+    for top in ("fmaq", "mac"):
+        modules = re.findall(r"^module (\w+)\(", hier[top].read_text(), re.MULTILINE)
+        # config.json's block map names exactly the modules of the Verilog (the area report relies on it).
+        assert set(modules) == set(blocks[top]), top
+    assert set(blocks["mac"].values()) - {None} == set(FLOAT_BLOCK_NAMES)
+    assert [module for module, block in blocks["mac"].items() if block is None] == ["mac", "mac_fmaq"]
+    assert blocks["mac"]["mac_chunk_adder_aligner"] == "chunk_adder"  # the outermost block owns its subtree
     assert re.findall(r"^module (\w+)\(", flat["mac"].read_text(), re.MULTILINE) == ["mac"]
+
+
+def test_block_names_follow_the_block_classes():
+    """Every component class of the FMAq/MAC datapath modules is a block in BLOCKS (named by its class) or
+    one of the composites that only wire blocks together."""
+    assert FLOAT_BLOCK_NAMES == tuple(block_name(block) for block in FLOAT_BLOCKS)
+    assert block_name(ProductRounder) == "product_rounder" and block_name(RangeFlags) == "range_flags"
+    assert len(set(FLOAT_BLOCK_NAMES)) == len(FLOAT_BLOCK_NAMES)
+    composites = {FMAq, MAC, ConfiguredComponent}
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    datapath_modules = ("rtl.blocks", "rtl.fmaq", "rtl.mac")
+    rtl_components = {cls for cls in subclasses(wiring.Component) if cls.__module__ in datapath_modules}
+    assert rtl_components - composites == set(FLOAT_BLOCKS)
 
 
 def test_verilog_has_no_simulation_only_constructs(exported):

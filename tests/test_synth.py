@@ -16,7 +16,7 @@ from hwmodel.synth import (
     Design,
     SynthesisError,
     YosysError,
-    block_of,
+    block_breakdown,
     cell_areas_ge,
     flow_script,
     synthesize_designs,
@@ -54,9 +54,12 @@ endmodule
 """
 
 
+TOY_BLOCKS = {"mac": None, "fmaq": None, "multiplier": "multiplier", "adder": "adder"}
+
+
 def toy_designs(width: int) -> list[Design]:
     text = toy_verilog(width)
-    return [Design("fmaq", text, text), Design("mac", text, text)]
+    return [Design("fmaq", text, text, TOY_BLOCKS), Design("mac", text, text, TOY_BLOCKS)]
 
 
 def netlist_depth(netlist: dict, top: str) -> int:
@@ -115,16 +118,21 @@ def test_blocks_cover_the_hierarchy(cache):
     assert set(report["blocks"]) == {"multiplier", "adder", "glue"}
     assert report["blocks"]["glue"]["gates"] >= 8  # the register and its enable/clear logic live in `mac`
     assert all(block["gates"] > 0 and block["ge"] > 0 for block in report["blocks"].values())
+    assert report["blocks_ge"] == pytest.approx(sum(block["ge"] for block in report["blocks"].values()))
+    assert report["blocks_overhead"] == pytest.approx(report["blocks_ge"] / report["ge"] - 1)
 
 
-def test_block_names_prefer_the_longest_match():
-    assert block_of("mac.chunk_adder") == "chunk_adder"
-    assert block_of("fmaq.product_rounder") == "product_rounder"
-    assert block_of("\\fmaq.rounder") == "rounder"
-    assert block_of("fmaq.adder") == "adder"
-    assert block_of("mac_fmaq_aligner") == "aligner"
-    assert block_of("fmaq_product_rounder") == "product_rounder"
-    assert block_of("fmaq") is None and block_of("mac_fmaq") is None
+def test_a_module_outside_the_block_map_is_an_error():
+    modules = {"mac": {"$_AND_": 1, "fmaq": 1}, "fmaq": {"multiplier": 1, "$_OR_": 2}, "multiplier": {"$_XOR_": 3}}
+    with pytest.raises(SynthesisError, match=r"\['multiplier'\] of mac are not in the design's block map"):
+        block_breakdown(modules, "mac", {"mac": None, "fmaq": None})
+    cells = block_breakdown(modules, "mac", {"mac": None, "fmaq": None, "multiplier": "multiplier", "x": "adder"})
+    assert cells == {"multiplier": {"$_XOR_": 3}, "adder": {}, "glue": {"$_AND_": 1, "$_OR_": 2}}
+
+
+def test_hierarchical_design_needs_its_block_map():
+    with pytest.raises(ValueError, match="module_blocks"):
+        Design("mac", "module mac; endmodule", "module mac; endmodule")
 
 
 def test_more_bits_never_cost_fewer_gates(cache):
