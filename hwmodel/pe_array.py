@@ -29,7 +29,7 @@ from rtl.pe_array import (
     tile_counts,
 )
 
-from .area import generator_fingerprint
+from .mac_synth import generator_fingerprint
 from .cache import ResultCache, content_key
 from .jobs import run_cached
 from .synth import (

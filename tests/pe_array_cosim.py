@@ -20,7 +20,7 @@ import torch
 
 from lba_core import FloatFormat, MacConfig
 from lba_train import EventStats, lba_matmul
-from rtl.cosim import require_tool
+from support.simulators import require_tool
 
 #: Input ports in packing order, most significant first (the Verilog testbench's concatenation).
 INPUT_PORTS = ("clear", "weight_valid", "weight_row", "weight", "x_valid", "x_row", "x", "read_row")
