@@ -9,17 +9,9 @@ import pytest
 
 from lba_core import ConfigError, FixedFormat, MacConfig
 from rtl import FixedFMAq, export_verilog
-from rtl.cosim import (
-    Vectors,
-    all_pairs_vectors,
-    boundary_vectors,
-    expected_results,
-    mismatch_report,
-    simulate_fmaq,
-    simulate_fmaq_amaranth,
-    simulate_mac_amaranth,
-)
-from test_rtl_mac import schedule_dot_products
+from support.reference import expected_results
+from support.simulators import simulate_fmaq, simulate_fmaq_amaranth, simulate_mac_amaranth
+from support.vectors import Vectors, all_pairs_vectors, boundary_vectors, mismatch_report, schedule_dot_products
 
 CONFIGS = [
     MacConfig("int8", "int32"),
