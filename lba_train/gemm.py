@@ -21,8 +21,9 @@ from lba_core import MacConfig
 
 from .estimators import check_estimator
 from .events import EventStats
-from .kernels import check_config, gemm_values
-from .quantize import fits_dtype, quantize
+from .kernels import check_config
+from .kernels.dispatch import batched_gemm_values
+from .quantize import fits_dtype, quantize_operand
 
 STE = "ste"
 
@@ -53,13 +54,16 @@ def output_dtype(cfg: MacConfig) -> torch.dtype:
 
 
 class _LBAMatMulFunction(torch.autograd.Function):
-    """Y = X @ W on the accumulator for 2-D X (M, K) and W (K, N); saves only the quantized operands."""
+    """Y[b] = X[b] @ W[b] on the accumulator for (B, M, K) and (B, K, N), in one kernel call.
+
+    Saves only the quantized operands (float32 where they are exact in it, else float64).
+    """
 
     @staticmethod
     def forward(ctx, x, w, cfg, estimator, stats):
-        x_q = quantize(x.detach().to(torch.float64), cfg.a_format)
-        w_q = quantize(w.detach().to(torch.float64), cfg.b_format)
-        values = gemm_values(x_q, w_q, cfg, stats=stats)
+        x_q = quantize_operand(x, cfg.a_format, "lba_matmul")
+        w_q = quantize_operand(w, cfg.b_format, "lba_matmul")
+        values = batched_gemm_values(x_q, w_q, cfg, stats=stats)
         ctx.save_for_backward(x_q, w_q)
         ctx.cfg, ctx.estimator = cfg, estimator
         ctx.x_dtype = x.dtype if x.is_floating_point() else torch.float32
@@ -68,15 +72,17 @@ class _LBAMatMulFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x_q, w_q = ctx.saved_tensors
+        x_q, w_q = (tensor.to(torch.float64) for tensor in ctx.saved_tensors)
         grad = grad_out.to(torch.float64)
         if ctx.estimator == STE:
-            grad_x = grad @ w_q.T if ctx.needs_input_grad[0] else None
-            grad_w = x_q.T @ grad if ctx.needs_input_grad[1] else None
+            grad_x = grad @ w_q.transpose(1, 2) if ctx.needs_input_grad[0] else None
+            grad_w = x_q.transpose(1, 2) @ grad if ctx.needs_input_grad[1] else None
         else:
             from .estimators import gemm_backward  # lazily: only fine-grained estimators need it
 
-            grad_x, grad_w = gemm_backward(x_q, w_q, grad, ctx.cfg, ctx.estimator)
+            pairs = [gemm_backward(x_q[b], w_q[b], grad[b], ctx.cfg, ctx.estimator) for b in range(x_q.shape[0])]
+            grad_x = torch.stack([pair[0] for pair in pairs])
+            grad_w = torch.stack([pair[1] for pair in pairs])
         grad_x = grad_x.to(ctx.x_dtype) if grad_x is not None and ctx.needs_input_grad[0] else None
         grad_w = grad_w.to(ctx.w_dtype) if grad_w is not None and ctx.needs_input_grad[1] else None
         return grad_x, grad_w, None, None, None
@@ -103,7 +109,7 @@ def lba_matmul(
     if x.device != w.device:
         raise ValueError(f"{caller}: x and w are on different devices ({x.device} and {w.device})")
     leading = x.shape[:-1]
-    y = _LBAMatMulFunction.apply(x.reshape(math.prod(leading), x.shape[-1]), w, cfg, estimator, stats)
+    y = _LBAMatMulFunction.apply(x.reshape(1, math.prod(leading), x.shape[-1]), w.unsqueeze(0), cfg, estimator, stats)
     return y.reshape(*leading, w.shape[1])
 
 
@@ -112,7 +118,8 @@ def lba_bmm(
 ) -> torch.Tensor:
     """Batched (B, M, K) @ (B, K, N) on the accumulator, for products of two activations (attention).
 
-    ``a`` takes the input format, ``b`` the weight format (the same unless cfg.weight is set).
+    ``a`` takes the input format, ``b`` the weight format (the same unless cfg.weight is set). The whole
+    batch is one kernel call.
     """
     caller = "lba_bmm"
     _check_call(cfg, estimator, stats, caller)
@@ -120,9 +127,9 @@ def lba_bmm(
     _check_tensor(b, "b", caller)
     if a.dim() != 3 or b.dim() != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
         raise ValueError(f"{caller}: expected (B, M, K) and (B, K, N), got {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.shape[0] == 0:
-        return torch.zeros(0, a.shape[1], b.shape[2], dtype=output_dtype(cfg), device=a.device)
-    return torch.stack([lba_matmul(a[i], b[i], cfg, estimator=estimator, stats=stats) for i in range(a.shape[0])])
+    if a.device != b.device:
+        raise ValueError(f"{caller}: a and b are on different devices ({a.device} and {b.device})")
+    return _LBAMatMulFunction.apply(a, b, cfg, estimator, stats)
 
 
 def lba_linear(

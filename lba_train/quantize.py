@@ -1,6 +1,12 @@
-"""R_F on tensors: the contract's rounding (docs/arithmetic.md §2), vectorized and exact on float64."""
+"""R_F on tensors: the contract's rounding (docs/arithmetic.md §2), vectorized and exact on float64.
+
+:func:`quantize_operand` is the GEMM's operand rounding: a compiled binary32 kernel where that is exact,
+the float64 tensor path otherwise.
+"""
 
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 import torch
@@ -104,3 +110,47 @@ def _quantize_tensor(x: torch.Tensor, fmt: FloatFormat, rounding: str, underflow
         values, _, _ = round_tensor(wide, fmt, rounding, underflow)
     out_dtype = x.dtype if x.is_floating_point() and fits_dtype(fmt, x.dtype, underflow) else torch.float64
     return values.to(out_dtype)
+
+
+_NUMBA_AVAILABLE = importlib.util.find_spec("numba") is not None
+_BINARY32_MIN_NORMAL_EXPONENT = -126
+
+
+def binary32_quantizer_holds(fmt: "FloatFormat | FixedFormat") -> bool:
+    """Whether the binary32 bit-pattern rounding of ``lba_train.kernels.numba_binary32`` is R_F for fmt.
+
+    fmt's values must be binary32 numbers with at most 21 fraction bits (the rounding adds half a unit
+    below bit 23 - man_bits), and its min_normal a normal binary32 number above 2^-126: binary32 subnormal
+    inputs, whose bit pattern has a fixed quantum, then lie below min_normal and go through the fixed
+    subnormal quantum (subnormals) or round to at most 2^-126 < min_normal and flush (no subnormals).
+    """
+    return (
+        isinstance(fmt, FloatFormat)
+        and fits_dtype(fmt, torch.float32)
+        and fmt.man_bits <= 21
+        and fmt.emin > _BINARY32_MIN_NORMAL_EXPONENT
+        and fmt.emax < _TORCH_DTYPE_LIMITS[torch.float32][1]
+    )
+
+
+def quantize_operand(x: torch.Tensor, fmt: "FloatFormat | FixedFormat", caller: str) -> torch.Tensor:
+    """R_F (RNE, underflow on, +-Inf to +-max) of a GEMM operand: float32 where exact, float64 otherwise.
+
+    CPU tensors of float32 (or narrower floats) in a format :func:`binary32_quantizer_holds` accepts take
+    one pass of a compiled kernel; everything else takes :func:`quantize`'s float64 path. NaN raises
+    ValueError naming ``caller``.
+    """
+    with torch.no_grad():
+        x = x.detach()
+        narrow = x.dtype in (torch.float32, torch.float16, torch.bfloat16)  # exact in binary32
+        if _NUMBA_AVAILABLE and x.device.type == "cpu" and narrow and binary32_quantizer_holds(fmt):
+            from .kernels import numba_binary32
+            from .kernels.plan import round_spec_of
+
+            values = x.to(torch.float32).contiguous()
+            out = torch.empty_like(values)
+            spec = numba_binary32.binary32_spec(round_spec_of(fmt, "rne", True))
+            if numba_binary32.quantize_into(values.numpy(), out.numpy(), spec):
+                raise ValueError(f"{caller}: cannot quantize NaN into {fmt.name}: the formats have no NaN code")
+            return out
+        return quantize(x.to(torch.float64), fmt)

@@ -17,8 +17,11 @@ import torch
 
 from lba_core import ConfigError, FloatFormat, MacConfig, dot, round_to_format
 from lba_train.events import EventStats
-from lba_train.kernels import available_kernels, gemm_values, numba_gemm, plan_gemm, select_kernel, torch_gemm
-from lba_train.kernels.plan import STEP_EXACT_SUM, STEP_GENERAL, STEP_ROUND_TO_ODD, round_spec
+from lba_train.kernels import available_kernels, gemm_values, numba_binary32, numba_gemm, plan_gemm, select_kernel
+from lba_train.kernels import torch_gemm
+from lba_train.kernels.dispatch import batched_gemm_values
+from lba_train.kernels.plan import STEP_EXACT_SUM, STEP_GENERAL, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE, round_spec
+from lba_train.kernels.plan import round_twice_holds
 from lba_train.quantize import quantize
 
 KERNEL_NAMES = ["numba", "torch"]
@@ -100,13 +103,26 @@ CONFIGS = [
     (MacConfig("e5m2", "e10m52"), STEP_GENERAL),
     (MacConfig("e5m2_sub", "e8m51_sub", rounding="rtz", chunk_size=4), STEP_GENERAL),
     (MacConfig("e4m3", "e5m10", product="e10m52", underflow=False), STEP_GENERAL),
+    (MacConfig("e3m2", "e4m25", chunk_size=6), STEP_EXACT_SUM),  # binary64 lanes: 26 bits exceed binary32's
+    (MacConfig("e4m3", "e5m10", chunk_size=5), STEP_EXACT_SUM),  # binary32 round-twice with the chunk adder
+    (MacConfig("e5m2", "e5m10", underflow=False, chunk_size=9), STEP_ROUND_TO_ODD),
+    (MacConfig("e4m3_sub", "e6m4", product="e5m5_sub", chunk_size=4), STEP_EXACT_SUM),
+    (MacConfig("e4m3", "e3m21_sub"), STEP_EXACT_SUM),  # binary32 round-to-odd at its largest man_bits
 ]
 CONFIG_IDS = [cfg.name for cfg, _ in CONFIGS]
 
+# The binary32-lane step (None: binary64 lanes) of each entry of CONFIGS, in order.
+BINARY32_STEPS = [
+    STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE,
+    STEP_EXACT_SUM, STEP_EXACT_SUM, STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, None, None, STEP_ROUND_TO_ODD,
+    None, None, None, None, None, STEP_ROUND_TWICE, STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_ROUND_TO_ODD,
+]
+
 
 def test_plan_picks_the_expected_step():
-    for cfg, step in CONFIGS:
+    for (cfg, step), lane_step in zip(CONFIGS, BINARY32_STEPS, strict=True):
         assert plan_gemm(cfg).step == step, cfg.name
+        assert plan_gemm(cfg).binary32_step == lane_step, cfg.name
 
 
 def test_plan_rejects_products_binary64_cannot_hold():
@@ -180,6 +196,64 @@ def test_exact_sum_rounding_matches_the_reference(comparisons):
     assert mismatches == 0
 
 
+def binary32_rounding_cases():
+    for name, rounding, underflow, addend in [
+        ("e4m7", "rne", True, "e4m7"),  # round-twice: addends with at most the accumulator's bits
+        ("e5m10", "rne", True, "e5m10"),
+        ("e5m10", "rne", False, "e5m10"),
+        ("e3m11", "rne", True, "e3m11"),  # 2 * 12 + 1 > 24: round to odd
+        ("e4m7_sub", "rne", True, "e4m10_sub"),
+        ("e5m10_sub", "rtz", True, "e5m10_sub"),
+        ("e4m7", "rtz", False, "e4m10"),
+        ("e6m21_sub", "rne", True, "e6m21_sub"),
+        ("e6m21", "rtz", True, "e6m21"),
+    ]:
+        yield FloatFormat.parse(name), rounding, underflow, FloatFormat.parse(addend)
+
+
+def binary32_step_mismatches(fmt, rounding, underflow, addend, to_odd) -> tuple[int, int]:
+    """(compared, mismatches) of accumulate32 on adversarial sums a + b, b rounded into ``addend``."""
+    rng = np.random.default_rng(stable_seed("binary32", fmt.name, rounding, underflow))
+    cfg = MacConfig("e2m1", fmt, rounding=rounding, underflow=underflow, product=addend)
+    a, b = adversarial_sums(fmt, 3000, rng)
+    b = quantize(b, addend, "rtz", False)  # a product or chunk sum can only have the addend format's bits
+    keep = (np.abs(a + b) < 2.0**100) & (np.abs(b) <= float(addend.max_value))
+    a, b = a[keep], b[keep]
+    spec = numba_binary32.binary32_spec(plan_gemm(cfg).acc)
+    mismatches = 0
+    for x, y in zip(a, b):
+        want = round_to_format(Fraction(x) + Fraction(y), fmt, rounding, underflow)
+        value, overflowed, underflowed = numba_binary32.accumulate32(np.float32(x), np.float32(y), spec, to_odd)
+        mismatches += (Fraction(float(value)), bool(overflowed), bool(underflowed)) != (
+            want.value, want.overflow, want.underflow)
+    return len(a), mismatches
+
+
+@pytest.mark.parametrize("fmt,rounding,underflow,addend", list(binary32_rounding_cases()), ids=lambda v: str(v))
+def test_binary32_steps_round_sums_like_the_reference(fmt, rounding, underflow, addend, comparisons):
+    """The binary32 lanes' round-twice or round-to-odd step (as the plan would pick it), on adversarial sums.
+
+    b pushes a + b onto or next to a boundary of acc plus a far-away bit; the exact-sum step is not
+    exercised here (this data needs more than 24 bits), it is covered by the whole-product tests.
+    """
+    cfg = MacConfig("e2m1", fmt, rounding=rounding, underflow=underflow, product=addend)
+    assert plan_gemm(cfg).binary32_step is not None
+    step = STEP_ROUND_TWICE if round_twice_holds(cfg) else STEP_ROUND_TO_ODD
+    compared, mismatches = binary32_step_mismatches(
+        fmt, rounding, underflow, addend, True if step == STEP_ROUND_TO_ODD else None
+    )
+    comparisons(f"binary32 {step} {fmt.name} {rounding} uf={underflow}", compared, mismatches)
+    assert mismatches == 0
+
+
+def test_round_twice_fails_just_outside_its_theorem():
+    """With 2P + 1 = 25 > 24 (e3m11) rounding the binary32 sum twice does go wrong: the bound is needed."""
+    fmt = FloatFormat.parse("e3m11")
+    assert not round_twice_holds(MacConfig("e2m1", fmt, product=fmt))
+    _, mismatches = binary32_step_mismatches(fmt, "rne", True, fmt, None)
+    assert mismatches > 0
+
+
 # ------------------------------------------------------------------------------------------------ products
 @pytest.mark.parametrize("cfg,step", CONFIGS, ids=CONFIG_IDS)
 def test_kernels_match_the_reference_element_by_element(cfg, step, comparisons):
@@ -233,6 +307,20 @@ def test_results_do_not_depend_on_the_tiling():
 
 
 # ------------------------------------------------------------------------------------------------ dispatch
+def test_one_call_runs_a_whole_batch_like_separate_products():
+    cfg = MacConfig("e4m3", "e5m10", chunk_size=8)
+    rng = np.random.default_rng(17)
+    pairs = [operands(cfg, 3, 21, 70, "codes", rng) for _ in range(4)]
+    x = torch.stack([pair[0] for pair in pairs])
+    w = torch.stack([pair[1] for pair in pairs])
+    for kernel in KERNEL_NAMES:
+        batch_stats, loop_stats = EventStats(), EventStats()
+        together = batched_gemm_values(x, w, cfg, stats=batch_stats, kernel=kernel).double()
+        for b, (xb, wb) in enumerate(pairs):
+            assert torch.equal(together[b], gemm_values(xb, wb, cfg, stats=loop_stats, kernel=kernel)), kernel
+        assert batch_stats == loop_stats
+
+
 def test_dispatch_picks_numba_on_cpu_and_the_torch_path_elsewhere():
     assert available_kernels("cpu") == ["numba", "torch"]
     assert select_kernel(torch.device("cpu")).name == "numba"
@@ -245,8 +333,8 @@ def test_dispatch_picks_numba_on_cpu_and_the_torch_path_elsewhere():
 
 def test_gemm_values_checks_its_operands():
     cfg = MacConfig("e4m3", "e4m7")
-    with pytest.raises(ValueError, match="float64"):
-        gemm_values(torch.zeros(2, 3), torch.zeros(3, 4), cfg)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        gemm_values(torch.zeros(2, 3, dtype=torch.int32), torch.zeros(3, 4), cfg)
     with pytest.raises(ValueError, match=r"X \(M, K\)"):
         gemm_values(torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64), cfg)
 

@@ -1,9 +1,10 @@
-"""Which GEMM kernel runs a given call, and the one entry point the GEMM functions use.
+"""Which GEMM kernel runs a given call, and the entry points the GEMM functions use.
 
 ``KERNELS`` maps a name to a :class:`Kernel`: a predicate on the device and the function itself. "auto" picks
-the first registered kernel that supports the operands' device, in :data:`AUTO_ORDER`. A GPU kernel (Triton
-or CUDA) drops in by adding an entry that supports ``cuda`` devices and putting its name first in
-AUTO_ORDER; until then CUDA tensors run on the portable PyTorch kernel.
+the first registered kernel that supports the operands' device, in :data:`AUTO_ORDER`. Every kernel takes a
+whole batch (B, M, K) @ (B, K, N) in one call, so that batched products (attention) cost one dispatch. A new
+backend registers a ``Kernel`` here and, to be chosen by "auto", puts its name in AUTO_ORDER before the
+kernels it should win over.
 """
 
 from __future__ import annotations
@@ -24,17 +25,31 @@ NUMBA_AVAILABLE = importlib.util.find_spec("numba") is not None
 
 
 def _numba_gemm(x: torch.Tensor, w: torch.Tensor, plan: GemmPlan, count: bool) -> tuple[torch.Tensor, list[int]]:
-    from . import numba_gemm  # compiled (or loaded from the on-disk cache) on first use
+    # compiled (or loaded from the on-disk cache) on first use
+    if plan.binary32_step is not None:
+        from . import numba_binary32
 
-    values, events = numba_gemm.gemm(
-        x.contiguous().numpy(), w.contiguous().numpy(), plan.product, plan.acc, plan.chunk_size or 0, plan.step, count
-    )
+        values, events = numba_binary32.gemm(
+            x.to(torch.float32).contiguous().numpy(), w.to(torch.float32).contiguous().numpy(), plan.product,
+            plan.acc, plan.chunk_size or 0, plan.binary32_step, count,
+        )
+    else:
+        from . import numba_gemm
+
+        values, events = numba_gemm.gemm(
+            x.to(torch.float64).contiguous().numpy(), w.to(torch.float64).contiguous().numpy(), plan.product,
+            plan.acc, plan.chunk_size or 0, plan.step, count,
+        )
     return torch.from_numpy(values), events.tolist()
 
 
 @dataclass(frozen=True)
 class Kernel:
-    """A GEMM backend: ``run(x, w, plan, count) -> (Y float64, [overflow, underflow, swamp])``."""
+    """A GEMM backend: ``run(x, w, plan, count) -> (Y, [overflow, underflow, swamp])``.
+
+    ``x`` is (B, M, K), ``w`` (B, K, N), float32 or float64 operand values on one device; ``Y`` is (B, M, N)
+    in float32 or float64 (exact either way: the caller converts it to the result dtype it needs).
+    """
 
     name: str
     supports: Callable[[torch.device], bool]
@@ -70,6 +85,51 @@ def check_config(cfg: MacConfig) -> None:
     int_gemm.plan_fixed_gemm(cfg) if cfg.fixed_acc else plan_gemm(cfg)
 
 
+def _check_operands(x_q: torch.Tensor, w_q: torch.Tensor, dims: int, shapes: str, caller: str) -> None:
+    if x_q.dim() != dims or w_q.dim() != dims or x_q.shape[-1] != w_q.shape[-2] or x_q.shape[:-2] != w_q.shape[:-2]:
+        raise ValueError(f"{caller}: expected {shapes}, got {tuple(x_q.shape)} and {tuple(w_q.shape)}")
+    if x_q.dtype not in (torch.float32, torch.float64) or w_q.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{caller}: operands must be float32 or float64, got {x_q.dtype} and {w_q.dtype}")
+    if x_q.device != w_q.device:
+        raise ValueError(f"{caller}: operands are on different devices ({x_q.device} and {w_q.device})")
+
+
+def batched_gemm_values(
+    x_q: torch.Tensor,
+    w_q: torch.Tensor,
+    cfg: MacConfig,
+    *,
+    stats: EventStats | None = None,
+    kernel: str = "auto",
+) -> torch.Tensor:
+    """The accumulator values of X[b] @ W[b] for every b, in one kernel call.
+
+    ``x_q`` is (B, M, K), ``w_q`` (B, K, N), float32 or float64 values already in the operand formats, on
+    one device. Returns (B, M, N) on that device, float32 or float64 as the kernel produced it (exact);
+    when ``stats`` is given, the steps and events of all B products are added to it.
+    """
+    check_config(cfg)
+    _check_operands(x_q, w_q, 3, "X (B, M, K) and W (B, K, N)", "batched_gemm_values")
+    if cfg.fixed_acc:
+        # Integer/fixed-point accumulators (docs/arithmetic.md §8) have their own portable kernel.
+        if kernel not in ("auto", "torch"):
+            raise ValueError(f"gemm_values: {cfg.acc.name} accumulators run on the PyTorch int_gemm kernel, not {kernel!r}")
+        plan = int_gemm.plan_fixed_gemm(cfg)
+        parts = [int_gemm.gemm_values(x.to(torch.float64), w.to(torch.float64), cfg, stats is not None)
+                 for x, w in zip(x_q, w_q)]
+        values = torch.stack([part[0] for part in parts]) if parts else x_q.new_zeros(0, x_q.shape[1], w_q.shape[2])
+        overflow, underflow, swamp = (sum(part[1][i] for part in parts) for i in range(3))
+    else:
+        plan = plan_gemm(cfg)
+        chosen = select_kernel(x_q.device, kernel)
+        values, (overflow, underflow, swamp) = chosen.run(x_q, w_q, plan, stats is not None)
+    if stats is not None:
+        batch, rows, length = x_q.shape
+        steps = batch * rows * w_q.shape[2] * plan.steps_per_output(length)
+        stats.record(steps, overflow, underflow, swamp)
+    return values.to(x_q.device)
+
+
 def gemm_values(
     x_q: torch.Tensor,
     w_q: torch.Tensor,
@@ -78,29 +138,12 @@ def gemm_values(
     stats: EventStats | None = None,
     kernel: str = "auto",
 ) -> torch.Tensor:
-    """The accumulator values of X @ W for float64 operands already in the operand formats.
+    """The accumulator values of X @ W for operands already in the operand formats.
 
-    ``x_q`` is (M, K), ``w_q`` (K, N), both float64 on one device. Returns float64 (M, N) on that device;
-    when ``stats`` is given, the steps and events of this product are added to it.
+    ``x_q`` is (M, K), ``w_q`` (K, N), both float32 or float64 on one device. Returns float64 (M, N) on that
+    device; when ``stats`` is given, the steps and events of this product are added to it.
     """
-    if x_q.dim() != 2 or w_q.dim() != 2 or x_q.shape[1] != w_q.shape[0]:
-        raise ValueError(f"gemm_values: expected X (M, K) and W (K, N), got {tuple(x_q.shape)} and {tuple(w_q.shape)}")
-    if x_q.dtype != torch.float64 or w_q.dtype != torch.float64:
-        raise ValueError(f"gemm_values: operands must be float64, got {x_q.dtype} and {w_q.dtype}")
-    if x_q.device != w_q.device:
-        raise ValueError(f"gemm_values: operands are on different devices ({x_q.device} and {w_q.device})")
-    if cfg.fixed_acc:
-        # Integer/fixed-point accumulators (docs/arithmetic.md §8) have their own portable kernel.
-        if kernel not in ("auto", "torch"):
-            raise ValueError(f"gemm_values: {cfg.acc.name} accumulators run on the PyTorch int_gemm kernel, not {kernel!r}")
-        plan = int_gemm.plan_fixed_gemm(cfg)
-        values, (overflow, underflow, swamp) = int_gemm.gemm_values(x_q, w_q, cfg, stats is not None)
-    else:
-        plan = plan_gemm(cfg)
-        chosen = select_kernel(x_q.device, kernel)
-        values, (overflow, underflow, swamp) = chosen.run(x_q, w_q, plan, stats is not None)
-    if stats is not None:
-        rows, length = x_q.shape
-        steps = rows * w_q.shape[1] * plan.steps_per_output(length)
-        stats.record(steps, overflow, underflow, swamp)
-    return values.to(x_q.device)
+    check_config(cfg)
+    _check_operands(x_q, w_q, 2, "X (M, K) and W (K, N)", "gemm_values")
+    values = batched_gemm_values(x_q.unsqueeze(0), w_q.unsqueeze(0), cfg, stats=stats, kernel=kernel)
+    return values[0].to(torch.float64)

@@ -250,32 +250,36 @@ def run_tile(x, w, row0, column0, height, width, prod_spec, acc_spec, chunk, ste
 
 @njit(parallel=True, cache=True)
 def gemm_tiles(x, w, prod_spec, acc_spec, chunk, step, out, tile_events):
-    """Fill ``out`` with X @ W on the accumulator and, unless it is None, ``tile_events`` per tile."""
-    rows = x.shape[0]
-    columns = w.shape[1]
+    """Fill ``out[b]`` with X[b] @ W[b] on the accumulator and, unless it is None, ``tile_events`` per tile."""
+    rows = x.shape[1]
+    columns = w.shape[2]
     column_tiles = (columns + TILE_COLS - 1) // TILE_COLS
-    tiles = (rows + TILE_ROWS - 1) // TILE_ROWS * column_tiles
-    for tile in prange(tiles):
-        row0 = (tile // column_tiles) * TILE_ROWS
-        column0 = (tile % column_tiles) * TILE_COLS
+    per_entry = (rows + TILE_ROWS - 1) // TILE_ROWS * column_tiles
+    for tile in prange(x.shape[0] * per_entry):
+        entry = tile // per_entry
+        within = tile % per_entry
+        row0 = (within // column_tiles) * TILE_ROWS
+        column0 = (within % column_tiles) * TILE_COLS
         height = min(rows, row0 + TILE_ROWS) - row0
         width = min(columns, column0 + TILE_COLS) - column0
         if tile_events is None:
-            run_tile(x, w, row0, column0, height, width, prod_spec, acc_spec, chunk, step, out, None)
+            run_tile(x[entry], w[entry], row0, column0, height, width, prod_spec, acc_spec, chunk, step, out[entry],
+                     None)
         else:
-            run_tile(x, w, row0, column0, height, width, prod_spec, acc_spec, chunk, step, out, tile_events[tile])
+            run_tile(x[entry], w[entry], row0, column0, height, width, prod_spec, acc_spec, chunk, step, out[entry],
+                     tile_events[tile])
 
 
 def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
-    """Y = X @ W on the accumulator for C-contiguous float64 arrays; ``chunk`` <= 0: one chain, no chunk adder.
+    """Y[b] = X[b] @ W[b] on the accumulator for C-contiguous float64 arrays (B, M, K), (B, K, N).
 
-    ``prod_spec`` is None for a configuration without a product format. Returns (Y, events),
-    events = [overflow, underflow, swamp] step counts (zeros unless ``count``).
+    ``chunk`` <= 0: one chain, no chunk adder; ``prod_spec`` is None for a configuration without a product
+    format. Returns (Y, events), events = [overflow, underflow, swamp] step counts (zeros unless ``count``).
     """
-    rows = x.shape[0]
-    columns = w.shape[1]
-    out = np.zeros((rows, columns))
-    tiles = -(-rows // TILE_ROWS) * -(-columns // TILE_COLS)
+    batch, rows, _ = x.shape
+    columns = w.shape[2]
+    out = np.zeros((batch, rows, columns))
+    tiles = batch * -(-rows // TILE_ROWS) * -(-columns // TILE_COLS)
     tile_events = np.zeros((tiles, 3), dtype=np.int64)
     gemm_tiles(x, w, prod_spec, acc_spec, chunk, STEP_CODES[step], out, tile_events if count else None)
     return out, tile_events.sum(axis=0)

@@ -17,11 +17,16 @@ BINARY64_SIGNIFICAND_BITS = 53
 BINARY64_MIN_NORMAL_EXPONENT = -1022
 BINARY64_MIN_QUANTUM_EXPONENT = -1074
 BINARY64_MAX_EXPONENT = 1023
+BINARY32_SIGNIFICAND_BITS = 24
+BINARY32_MIN_NORMAL_EXPONENT = -126
+BINARY32_MIN_QUANTUM_EXPONENT = -149
+BINARY32_MAX_EXPONENT = 127
 
 # Round-to-odd at binary64's 53 bits followed by a rounding to man_bits + 1 bits equals one rounding of the
 # exact value only when 53 >= man_bits + 1 + 2 (Boldo & Melquiond, "Emulation of FMA and correctly rounded
 # sums: proved algorithms using rounding to odd", IEEE TC 2008).
 FAST_MAX_MAN_BITS = BINARY64_SIGNIFICAND_BITS - 3
+BINARY32_MAX_MAN_BITS = BINARY32_SIGNIFICAND_BITS - 3  # the same theorem at binary32's 24 bits
 
 
 class RoundSpec(NamedTuple):
@@ -48,6 +53,11 @@ IDENTITY_PRODUCT = RoundSpec(52, 0, float("inf"), 0.0, False, False, True, 0.0, 
 
 
 def round_spec(fmt: FloatFormat, cfg: MacConfig) -> RoundSpec:
+    return round_spec_of(fmt, cfg.rounding, cfg.underflow)
+
+
+def round_spec_of(fmt: FloatFormat, rounding: str, underflow: bool) -> RoundSpec:
+    """R_F of ``fmt`` under a rounding mode and underflow switch, as plain numbers."""
     quantum_exponent = fmt.emin - fmt.man_bits
     usable_quantum = quantum_exponent >= BINARY64_MIN_NORMAL_EXPONENT
     return RoundSpec(
@@ -55,9 +65,9 @@ def round_spec(fmt: FloatFormat, cfg: MacConfig) -> RoundSpec:
         emin=fmt.emin,
         max_value=float(fmt.max_value),
         min_normal=float(fmt.min_normal),
-        clamp=cfg.underflow and fmt.subnormals,
-        flush=cfg.underflow and not fmt.subnormals,
-        toward_zero=cfg.rounding == "rtz",
+        clamp=underflow and fmt.subnormals,
+        flush=underflow and not fmt.subnormals,
+        toward_zero=rounding == "rtz",
         subnormal_quantum=2.0**quantum_exponent if usable_quantum else 0.0,
         inverse_subnormal_quantum=2.0**-quantum_exponent if usable_quantum else 0.0,
     )
@@ -66,6 +76,8 @@ def round_spec(fmt: FloatFormat, cfg: MacConfig) -> RoundSpec:
 STEP_EXACT_SUM = "exact-sum"
 STEP_ROUND_TO_ODD = "round-to-odd"
 STEP_GENERAL = "general"
+# Binary32 lanes only: the binary32 sum, rounded once more to the accumulator, with no TwoSum (RNE only).
+STEP_ROUND_TWICE = "round-twice"
 
 
 @dataclass(frozen=True)
@@ -81,12 +93,18 @@ class GemmPlan:
 
     The first two round by integer operations on the bit pattern; they need every format's man_bits <= 50,
     every non-zero value of the chain to be a normal binary64 number and no sum to reach 2^1024.
+
+    ``binary32_step`` is the algorithm for kernels that carry values in binary32 lanes (twice the SIMD
+    width), None where :func:`binary32_lanes_hold` is false: STEP_EXACT_SUM when binary32 holds every sum,
+    STEP_ROUND_TWICE when rounding the binary32 sum once more equals one rounding (:func:`round_twice_holds`),
+    else STEP_ROUND_TO_ODD at binary32's 24 bits.
     """
 
     product: RoundSpec | None
     acc: RoundSpec
     chunk_size: int | None
     step: str
+    binary32_step: str | None = None
 
     def steps_per_output(self, length: int) -> int:
         """Roundings R_acc per dot product of ``length`` products: the MACs plus the chunk-adder steps."""
@@ -142,4 +160,54 @@ def plan_gemm(cfg: MacConfig) -> GemmPlan:
         acc=specs[0],
         chunk_size=cfg.chunk_size,
         step=step,
+        binary32_step=binary32_step(cfg, datapath) if binary32_lanes_hold(cfg, datapath) else None,
+    )
+
+
+def binary32_lanes_hold(cfg: MacConfig, datapath: DatapathPlan) -> bool:
+    """Whether the exact-sum or round-to-odd step is exact when carried out in binary32 (docs/simulator.md).
+
+    Operand values and exact products must be binary32 numbers, every non-zero value of the chain a normal
+    one (all are multiples of 2^product_quantum_exponent), no sum may reach 2^128, every rounded format has
+    at most 21 fraction bits (round to odd at 24 bits, then once more) and, with a subnormal clamp, the
+    magic constant 2^(emin - man_bits + 23) of the fixed-quantum rounding is a normal binary32 number.
+    """
+    a, b = cfg.a_format, cfg.b_format
+    rounded_formats = [cfg.acc] + ([cfg.product] if cfg.product is not None else [])
+    clamped = [fmt for fmt in rounded_formats if cfg.underflow and fmt.subnormals]
+    magic_exponent = BINARY32_SIGNIFICAND_BITS - 1
+    return (
+        all(isinstance(fmt, FloatFormat) for fmt in (a, b))
+        and datapath.multiplier_sig_bits <= BINARY32_SIGNIFICAND_BITS
+        and all(fmt.emax < BINARY32_MAX_EXPONENT and fmt.emin - fmt.man_bits >= BINARY32_MIN_QUANTUM_EXPONENT
+                for fmt in (a, b))
+        and all(fmt.man_bits <= BINARY32_MAX_MAN_BITS for fmt in rounded_formats)
+        and datapath.product_quantum_exponent >= BINARY32_MIN_NORMAL_EXPONENT
+        and datapath.sum_bound_exponent <= BINARY32_MAX_EXPONENT
+        and all(BINARY32_MIN_NORMAL_EXPONENT <= fmt.emin - fmt.man_bits + magic_exponent < BINARY32_MAX_EXPONENT
+                for fmt in clamped)
+    )
+
+
+def binary32_step(cfg: MacConfig, datapath: DatapathPlan) -> str:
+    """The binary32-lane step for a configuration where binary32_lanes_hold (docs/simulator.md)."""
+    if datapath.sum_bound_exponent - datapath.product_quantum_exponent <= BINARY32_SIGNIFICAND_BITS:
+        return STEP_EXACT_SUM
+    return STEP_ROUND_TWICE if round_twice_holds(cfg) else STEP_ROUND_TO_ODD
+
+
+def round_twice_holds(cfg: MacConfig) -> bool:
+    """Whether R_acc(fl32(acc + p)) = R_acc(acc + p) for every step (Figueroa's theorem, docs/simulator.md).
+
+    Both addends have at most P = man_bits + 1 significant bits (products, and chunk sums when chunked),
+    binary32 has 24 >= 2P + 1, the rounding is to nearest on an unbounded exponent range (RNE, no subnormal
+    clamp; saturation and flush act on the rounded value afterwards), and binary32 neither overflows nor
+    underflows (binary32_lanes_hold).
+    """
+    precision = cfg.acc.man_bits + 1
+    return (
+        cfg.rounding == "rne"
+        and not (cfg.underflow and cfg.acc.subnormals)
+        and BINARY32_SIGNIFICAND_BITS >= 2 * precision + 1
+        and derive_datapath(cfg).product_sig_bits <= precision
     )

@@ -58,11 +58,15 @@ def round_sum(a: torch.Tensor, b: torch.Tensor, spec: RoundSpec) -> tuple[torch.
 
 
 def gemm(x: torch.Tensor, w: torch.Tensor, plan: GemmPlan, count: bool) -> tuple[torch.Tensor, list[int]]:
-    """Y = X @ W on the accumulator for float64 X (M, K) and W (K, N); returns (Y, [overflow, underflow, swamp])."""
-    rows, length = x.shape
-    columns = w.shape[1]
-    partial = x.new_zeros((rows, columns))
-    total = x.new_zeros((rows, columns))
+    """Y[b] = X[b] @ W[b] on the accumulator for X (B, M, K) and W (B, K, N), all batch entries at once.
+
+    Returns (Y float64, [overflow, underflow, swamp]).
+    """
+    x, w = x.to(torch.float64), w.to(torch.float64)
+    batch, rows, length = x.shape
+    columns = w.shape[2]
+    partial = x.new_zeros((batch, rows, columns))
+    total = x.new_zeros((batch, rows, columns))
     events = torch.zeros(3, dtype=torch.int64, device=x.device)
 
     def step(acc: torch.Tensor, addend: torch.Tensor, extra_overflow=None, extra_underflow=None) -> torch.Tensor:
@@ -76,7 +80,7 @@ def gemm(x: torch.Tensor, w: torch.Tensor, plan: GemmPlan, count: bool) -> tuple
         return value
 
     for k in range(length):
-        product = x[:, k : k + 1] * w[k : k + 1, :]  # exact (plan_gemm checked the formats)
+        product = x[:, :, k : k + 1] * w[:, k : k + 1, :]  # exact (plan_gemm checked the formats)
         product_overflow = product_underflow = None
         if plan.product is not None:
             product, product_overflow, product_underflow = round_sum(product, torch.zeros_like(product), plan.product)

@@ -1,0 +1,208 @@
+"""The CPU GEMM kernel on binary32 lanes: twice the SIMD width of binary64, for accumulators up to 21 bits.
+
+Used where :func:`plan.binary32_lanes_hold` proves every value of the chain a normal binary32 number (or
+zero), every exact product a binary32 number and every format at most 21 fraction bits (docs/simulator.md,
+"Binary32 lanes"). One step is: the exact product a*b (binary32 holds it), R_prod if the configuration has a
+product format, then R_acc(acc + p) either from the exact binary32 sum (STEP_EXACT_SUM) or from the sum
+rounded to odd at 24 bits by TwoSum (STEP_ROUND_TO_ODD) or from the rounded binary32 sum where rounding
+twice is proven harmless (STEP_ROUND_TWICE), followed by one rounding on the bit pattern.
+
+Outputs are cut into tiles of TILE_ROWS x TILE_COLS (compile-time constants, so that LLVM unrolls and
+vectorizes the column loop over whole AVX-512 / AVX2 registers); operands are zero-padded to whole tiles by
+the caller (a zero product never changes an accumulator and raises no event). Tiles of all batch entries run
+in parallel (``prange``); each walks k = 0 .. K-1 in the contract's order, so results do not depend on the
+thread count or the tiling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .plan import STEP_ROUND_TO_ODD, RoundSpec
+
+TILE_ROWS = 4
+TILE_COLS = 64
+BINARY32_FRACTION_BITS = 23
+
+
+def binary32_spec(spec: RoundSpec) -> tuple:
+    """The constants of one rounding R_F in binary32, in the argument order of :func:`round32`.
+
+    None marks a part the format does not need (RTZ has no rounding increment; no flush; no subnormal
+    clamp; RNE needs no RTZ correction below min_normal): Numba compiles a specialization per None and
+    prunes the branch, so no lane pays for a feature its configuration lacks.
+    """
+    shift = BINARY32_FRACTION_BITS - spec.man_bits
+    half = None if spec.toward_zero else np.int32((1 << shift >> 1) - 1)
+    keep = np.int32(~((1 << shift) - 1))
+    unit = np.int32(1 << shift)  # the last kept bit
+    flush_below = np.float32(spec.min_normal) if spec.flush else None
+    clamp_below = np.float32(spec.min_normal) if spec.clamp else None
+    # (|v| + 2^(emin - man_bits + 23)) lies in that power's binade for |v| < min_normal: its ulp is the
+    # subnormal quantum, so the addition rounds |v| to the quantum (ties to even) and the subtraction is exact.
+    magic = np.float32(2.0 ** (spec.emin - spec.man_bits + BINARY32_FRACTION_BITS)) if spec.clamp else None
+    rtz_quantum = np.float32(2.0 ** (spec.emin - spec.man_bits)) if spec.clamp and spec.toward_zero else None
+    return (unit, half, keep, np.float32(spec.max_value), flush_below, clamp_below, magic, rtz_quantum)
+
+
+@njit(cache=True)
+def round32(value, unit, half, keep, max_value, flush_below, clamp_below, magic, rtz_quantum):
+    """R_F of a binary32 ``value`` standing for the exact real; (result, overflowed, underflowed).
+
+    ``value`` is the exact value or its rounding to odd at 24 bits; both round to F alike (docs). Adds half
+    a unit (less one, plus the kept bit: ties to even) to the bit pattern and clears the dropped bits; below
+    min_normal with subnormals the quantum is fixed and the magic-constant addition rounds instead.
+    """
+    bits = np.float32(value).view(np.int32)
+    if half is not None:
+        # Ties to even: one more when the kept bit is set. A test, not a shift by a variable amount, which
+        # Numba widens to int64 and LLVM then cannot narrow back to int32 lanes.
+        bits = bits + (half + np.int32(1) if (bits & unit) != np.int32(0) else half)
+    magnitude = abs(np.int32(bits & keep).view(np.float32))
+    if clamp_below is not None:
+        absolute = abs(value)
+        fixed = (absolute + magic) - magic
+        if rtz_quantum is not None:
+            fixed = fixed - (rtz_quantum if fixed > absolute else np.float32(0.0))
+        magnitude = fixed if absolute < clamp_below else magnitude
+    overflowed = magnitude > max_value
+    magnitude = max_value if overflowed else magnitude
+    if flush_below is not None:
+        magnitude = np.float32(0.0) if magnitude < flush_below else magnitude
+    signed = -magnitude if value < np.float32(0.0) else magnitude
+    return signed + np.float32(0.0), overflowed, (magnitude == np.float32(0.0)) & (value != np.float32(0.0))
+
+
+@njit(cache=True)
+def sum_to_odd32(a, b):
+    """a + b rounded to odd at 24 bits: TwoSum, then high moved to its odd neighbour on low's side if inexact."""
+    high = a + b
+    b_virtual = high - a
+    low = (a - (high - b_virtual)) + (b - b_virtual)
+    bits = np.float32(high).view(np.int32)
+    low_bits = np.float32(low).view(np.int32)
+    inexact_and_even = -(np.int32(low != np.float32(0.0)) & ~bits & np.int32(1))  # all ones or zero
+    toward = ((low_bits ^ bits) >> np.int32(31)) | np.int32(1)  # +1: low has high's sign (away from zero)
+    return np.int32(bits + (inexact_and_even & toward)).view(np.float32)
+
+
+@njit(cache=True)
+def accumulate32(previous, addend, acc, to_odd):
+    """R_acc(previous + addend) of the exact sum: (value, overflowed, underflowed).
+
+    ``to_odd`` None: the binary32 sum itself, which the plan proved exact (STEP_EXACT_SUM) or harmless to
+    round once more (STEP_ROUND_TWICE).
+    """
+    if to_odd is not None:
+        total = sum_to_odd32(previous, addend)
+    else:
+        total = previous + addend
+    return round32(total, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7])
+
+
+@njit(cache=True)
+def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events):
+    """Every chain of one TILE_ROWS x TILE_COLS tile, k in order; writes ``out`` and adds to ``events``."""
+    length = x.shape[1]
+    partial = np.zeros((TILE_ROWS, TILE_COLS), np.float32)
+    total = np.zeros((TILE_ROWS, TILE_COLS), np.float32)
+    overflows = underflows = swamps = 0
+    for k in range(length):
+        w_row = w[k, column0 : column0 + TILE_COLS]
+        for r in range(TILE_ROWS):
+            a = x[row0 + r, k]
+            lanes = partial[r]
+            for j in range(TILE_COLS):
+                p = a * w_row[j]  # exact: plan_gemm checked that products fit in binary32
+                product_overflowed = product_underflowed = False
+                if prod is not None:
+                    p, product_overflowed, product_underflowed = round32(
+                        p, prod[0], prod[1], prod[2], prod[3], prod[4], prod[5], prod[6], prod[7]
+                    )
+                previous = lanes[j]
+                value, overflowed, underflowed = accumulate32(previous, p, acc, to_odd)
+                lanes[j] = value
+                if events is not None:
+                    overflows += overflowed | product_overflowed
+                    underflows += underflowed | product_underflowed
+                    swamps += (p != np.float32(0.0)) & (value == previous)
+        if chunk > 0 and ((k + 1) % chunk == 0 or k == length - 1):
+            for r in range(TILE_ROWS):
+                sums = total[r]
+                lanes = partial[r]
+                for j in range(TILE_COLS):
+                    previous = sums[j]
+                    addend = lanes[j]
+                    value, overflowed, underflowed = accumulate32(previous, addend, acc, to_odd)
+                    sums[j] = value
+                    lanes[j] = np.float32(0.0)
+                    if events is not None:
+                        overflows += overflowed
+                        underflows += underflowed
+                        swamps += (addend != np.float32(0.0)) & (value == previous)
+    out[row0 : row0 + TILE_ROWS, column0 : column0 + TILE_COLS] = total if chunk > 0 else partial
+    if events is not None:
+        events[0] += overflows
+        events[1] += underflows
+        events[2] += swamps
+
+
+@njit(parallel=True, cache=True)
+def gemm_tiles(x, w, prod, acc, to_odd, chunk, out, tile_events):
+    """out[b] = x[b] @ w[b] on the accumulator for padded (B, M, K), (B, K, N); events per tile unless None."""
+    row_tiles = x.shape[1] // TILE_ROWS
+    column_tiles = w.shape[2] // TILE_COLS
+    per_entry = row_tiles * column_tiles
+    for tile in prange(x.shape[0] * per_entry):
+        entry = tile // per_entry
+        within = tile % per_entry
+        row0 = (within // column_tiles) * TILE_ROWS
+        column0 = (within % column_tiles) * TILE_COLS
+        if tile_events is None:
+            run_tile(x[entry], w[entry], row0, column0, prod, acc, to_odd, chunk, out[entry], None)
+        else:
+            run_tile(x[entry], w[entry], row0, column0, prod, acc, to_odd, chunk, out[entry], tile_events[tile])
+
+
+def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
+    """Y[b] = X[b] @ W[b] for C-contiguous float32 arrays (B, M, K), (B, K, N); returns (Y float32, events).
+
+    ``prod_spec`` is None without a product format; ``chunk`` <= 0: one chain; ``step`` is the plan's
+    ``binary32_step``. The operands are padded
+    here to whole tiles with zeros; events = [overflow, underflow, swamp] step counts (zeros unless ``count``).
+    """
+    batch, rows, length = x.shape
+    columns = w.shape[2]
+    padded_rows = -(-rows // TILE_ROWS) * TILE_ROWS
+    padded_columns = -(-columns // TILE_COLS) * TILE_COLS
+    if padded_rows != rows:
+        x = np.concatenate([x, np.zeros((batch, padded_rows - rows, length), np.float32)], axis=1)
+    if padded_columns != columns:
+        w = np.concatenate([w, np.zeros((batch, length, padded_columns - columns), np.float32)], axis=2)
+    out = np.empty((batch, padded_rows, padded_columns), np.float32)
+    tiles = batch * (padded_rows // TILE_ROWS) * (padded_columns // TILE_COLS)
+    tile_events = np.zeros((tiles, 3), dtype=np.int64)
+    prod = None if prod_spec is None else binary32_spec(prod_spec)
+    to_odd = True if step == STEP_ROUND_TO_ODD else None
+    gemm_tiles(x, w, prod, binary32_spec(acc_spec), to_odd, chunk, out, tile_events if count else None)
+    if padded_rows != rows or padded_columns != columns:
+        out = out[:, :rows, :columns]
+    return out, tile_events.sum(axis=0)
+
+
+@njit(parallel=True, cache=True)
+def quantize_into(x, out, spec):
+    """out <- R_F(x) elementwise (RNE, underflow on, +-Inf saturating) for binary32 ``x``; returns the NaN count.
+
+    The bit-pattern rounding of an exact binary32 value is one rounding of that value; plan.py's
+    ``binary32_quantizer_holds`` gives the conditions (binary32 subnormal inputs lie far below min_normal).
+    """
+    flat = x.reshape(-1)
+    result = out.reshape(-1)
+    nans = 0
+    for i in prange(flat.shape[0]):
+        value = flat[i]
+        nans += value != value
+        result[i] = round32(value, spec[0], spec[1], spec[2], spec[3], spec[4], spec[5], spec[6], spec[7])[0]
+    return nans
