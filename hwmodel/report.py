@@ -502,7 +502,7 @@ def plot_accuracy_vs_ge(df: pd.DataFrame, table: pd.DataFrame, out: Path) -> str
         labels.append((row["ge"], tuned, standard_name(row["acc"]), colour))
         markers += [(row["ge"], tuned)] + ([(row["ge"], zero_shot)] if pd.notna(zero_shot) else [])
     ax.plot([], [], "o", mfc="white", mec="grey", label="zero-shot")
-    ax.plot([], [], "o", color="grey", label="fine-tuned (bar: 95% interval)")
+    ax.plot([], [], "o", color="grey", label="fine-tuned" + (" (bar: 95% interval)" if "stage2_low" in stat else ""))
     for bits in sorted({int(b) for b in df["acc_bits"].dropna()}):
         ax.plot([], [], "s", color=_colour(bits), label=f"{bits}-bit accumulator")
     ax.set_xscale("log")
@@ -605,16 +605,24 @@ def _save(fig, stem: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------- pages
-PLOT_CAPTIONS = {
-    "accuracy_vs_ge": "Accuracy against MAC area. Hollow: zero-shot (converted, not trained); filled: fine-tuned, "
-    "with its 95% interval over the test examples; each arrow links a configuration's two points. The orange "
-    "staircase is the Pareto front of the fine-tuned points (ringed in orange); the grey band the fp32 "
-    "accumulator's interval.",
-    "difference_vs_fp32": "Each row's accuracy minus that of the fp32-accumulator row on the same examples and seeds, "
-    "with a 95% interval (test examples and, with several seeds, seed-to-seed variation). Red: beyond noise after "
-    "Holm's correction for the number of rows compared.",
-    "area_blocks": "",
-}
+PLOTS = ("accuracy_vs_ge", "difference_vs_fp32", "area_blocks")
+
+
+def plot_caption(name: str, df: pd.DataFrame, table: pd.DataFrame) -> str:
+    if name == "accuracy_vs_ge":
+        intervals = "stage2_low" in table
+        return ("Accuracy against MAC area. Hollow: zero-shot (converted, not trained); filled: fine-tuned"
+                + (", with its 95% interval over the test examples" if intervals else "")
+                + "; each arrow links a configuration's two points. The orange staircase is the Pareto front of the "
+                "fine-tuned points (ringed in orange)"
+                + ("; the grey band the fp32 accumulator's interval." if intervals else "."))
+    if name == "difference_vs_fp32":
+        return ("Each row's accuracy minus that of the fp32-accumulator row on the same examples and seeds, with a "
+                "95% interval (test examples and, with several seeds, seed-to-seed variation). Red: beyond noise "
+                "after Holm's correction for the number of rows compared.")
+    return block_note(df)
+
+
 #: Plots that earlier versions of the report drew; a rebuild removes them.
 RETIRED_PLOTS = ("accuracy_vs_bits",)
 
@@ -666,7 +674,7 @@ def write_index_html(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: st
         if any(shaded) else "")
     figures = "\n".join(
         f'<figure{" class=main" if name == "accuracy_vs_ge" else ""}><img src="{name}.svg" alt="{name.replace("_", " ")}"><figcaption>'
-        f'{html.escape(PLOT_CAPTIONS.get(name, "") if name != "area_blocks" else block_note(df))}</figcaption></figure>'
+        f'{html.escape(plot_caption(name, df, table))}</figcaption></figure>'
         for name in plots)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -736,7 +744,7 @@ def build_report(out_dir: "str | Path", title: str | None = None, notes: str | N
     write_markdown(df, table, out, title, notes)
     plots = [name for name in (plot_accuracy_vs_ge(df, table, out), plot_difference(df, table, out),
                                plot_area_blocks(df, out)) if name]
-    for name in set(PLOT_CAPTIONS) - set(plots) | set(RETIRED_PLOTS):  # a plot the data no longer supports
+    for name in set(PLOTS) - set(plots) | set(RETIRED_PLOTS):  # a plot the data no longer supports
         for suffix in (".png", ".svg"):
             (out / name).with_suffix(suffix).unlink(missing_ok=True)
     return write_index_html(df, table, out, title, notes, plots)
@@ -761,5 +769,19 @@ def write_results(df: pd.DataFrame, out_dir: "str | Path", title: str | None = N
     if title:
         atomic_write_text(out / TITLE_FILE, title + "\n")
     if predictions is not None:
-        atomic_write_text(out / PREDICTIONS_FILE, _dump_predictions(predictions))
+        atomic_write_text(out / PREDICTIONS_FILE, _dump_predictions(_keep_earlier_rows(out, df, predictions)))
     return build_report(out, title, notes)
+
+
+def _keep_earlier_rows(out: Path, df: pd.DataFrame, predictions: dict) -> dict:
+    """``predictions`` plus the earlier predictions.json's rows of configurations that ``df`` still holds
+    but this run did not measure (a partial run keeps the other rows, and their predictions)."""
+    try:
+        earlier = json.loads((out / PREDICTIONS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return predictions
+    if not isinstance(earlier, dict) or earlier.get("labels") != predictions["labels"]:
+        return predictions
+    kept = {config: row for config, row in earlier.get("rows", {}).items()
+            if config in set(df["config"]) and config not in predictions["rows"]}
+    return {"labels": predictions["labels"], "rows": {**kept, **predictions["rows"]}}

@@ -167,3 +167,11 @@ def test_page_in_a_real_browser(report):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "FAIL" not in done.stdout and (report / "screenshot.png").stat().st_size > 10_000
+
+
+def test_a_partial_run_keeps_the_other_rows_predictions(report):
+    df = pd.read_csv(report / "results.csv")
+    again = _points({"s-fp32": 0.95, "s-e4m7": 0.95})
+    write_results(df, report, predictions=predictions_from_points(again))
+    table = statistics(df, read_predictions(report, df)).set_index("config")
+    assert table.loc["s-e5m2", "stage2_beyond_noise"] == True  # noqa: E712 (numpy bool)
