@@ -130,7 +130,7 @@ def asic_line(figures: dict[str, Any]) -> str:
     timing = (f"delay {figures['delay_ns']} ns" if "delay_ns" in figures else
               f"period {figures['period_ns']} ns ({figures['fmax_mhz']} MHz; reg-to-reg "
               f"{figures['reg_to_reg_ns']} ns, input-to-reg {figures['input_to_reg_ns']} ns)")
-    energy = (f", {figures['energy_pj_per_mac']:.3f} pJ/MAC (random operands "
+    energy = (f", {figures['energy_pj_per_mac']:.3f} pJ/MAC at {figures['energy_clock_mhz']} MHz (random operands "
               f"{figures['energy_pj_per_mac_random']:.3f})" if "energy_pj_per_mac" in figures else "")
     return (f"{figures['area_um2']:.1f} µm² ({figures['sequential_area_um2']:.1f} sequential), "
             f"{figures['cells']} cells, leakage {figures['leakage_nw']:.1f} nW, {timing}{energy}")

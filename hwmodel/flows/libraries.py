@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -95,13 +95,15 @@ _COMMENT = re.compile(r"/\*.*?\*/", re.S)
 
 @dataclass
 class Group:
-    """A Liberty group ``kind (args) { ... }``: simple attributes, complex attributes and sub-groups."""
+    """A Liberty group ``kind (args) { ... }``: simple attributes, complex attributes (the last of each name,
+    and every occurrence in ``repeated``) and sub-groups."""
 
     kind: str
     args: list[str]
     attrs: dict[str, str]
     complex: dict[str, list[str]]
     groups: list["Group"]
+    repeated: dict[str, list[list[str]]] = field(default_factory=dict)
 
     def sub(self, kind: str) -> list["Group"]:
         return [group for group in self.groups if group.kind == kind]
@@ -144,6 +146,7 @@ def parse_liberty(text: str) -> Group:
                 position += 1
             else:
                 stack[-1].complex[token] = args
+                stack[-1].repeated.setdefault(token, []).append(args)
             continue
         position += 1  # a stray token (e.g. a bare keyword): skip it
     libraries = root.sub("library")
@@ -172,7 +175,7 @@ def _table(group: Group, templates: dict[str, Group]) -> dict[str, Any]:
 def _internal_power(pin: Group, templates: dict[str, Group]) -> list[dict[str, Any]]:
     arcs = []
     for power in pin.sub("internal_power"):
-        arc: dict[str, Any] = {"related_pin": power.attrs.get("related_pin", "")}
+        arc: dict[str, Any] = {"related_pin": power.attrs.get("related_pin", ""), "when": power.attrs.get("when", "")}
         for edge in ("rise_power", "fall_power"):
             tables = power.sub(edge)
             if tables:
@@ -215,8 +218,18 @@ def extract_library(text: str) -> dict[str, Any]:
             "ff": ff,
             "latch": bool(cell.sub("latch")),
         }
+    wire_loads = {
+        group.args[0]: {
+            "capacitance": float(group.attrs.get("capacitance", 0.0)),
+            "slope": float(group.attrs.get("slope", 0.0)),
+            "fanout_length": sorted((int(float(a)), float(b)) for a, b in group.repeated.get("fanout_length", [])),
+        }
+        for group in library.sub("wire_load")
+    }
     return {
         "name": library.args[0],
+        "wire_loads": wire_loads,
+        "default_wire_load": library.attrs.get("default_wire_load", ""),
         "voltage": voltage,
         "time_unit": library.attrs.get("time_unit", "1ns"),
         "leakage_power_unit": library.attrs.get("leakage_power_unit", "1nW"),
@@ -225,7 +238,7 @@ def extract_library(text: str) -> dict[str, Any]:
     }
 
 
-EXTRACT_VERSION = "1"
+EXTRACT_VERSION = "3"
 
 
 @lru_cache(maxsize=None)
@@ -257,3 +270,18 @@ def leakage_unit_nw(data: dict[str, Any]) -> float:
     if unit not in scales:
         raise ValueError(f"unsupported leakage power unit {unit!r}")
     return scales[unit]
+
+
+def wire_capacitance_pf(data: dict[str, Any], fanout: int) -> float:
+    """The library's default wire-load model: the estimated wire capacitance (pF) of a net with ``fanout``
+    loads (beyond the table, the last length plus ``slope`` per extra fanout), as OpenSTA applies it."""
+    model = data["wire_loads"].get(data["default_wire_load"])
+    if model is None or fanout <= 0:
+        return 0.0
+    table = dict(model["fanout_length"])
+    if fanout in table:
+        length = table[fanout]
+    else:
+        last_fanout, last_length = model["fanout_length"][-1]
+        length = last_length + model["slope"] * (fanout - last_fanout)
+    return model["capacitance"] * length * data["capacitance_scale_pf"]

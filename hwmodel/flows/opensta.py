@@ -36,7 +36,9 @@ STA_PACKAGE = "opensta"
 LOG_NAME = "sta.log"
 #: The nominal clock of a timing run; the figures (arrival, setup) do not depend on it.
 NOMINAL_PERIOD_NS = 100.0
+#: set_power_activity -global for the energy estimator's validation: transitions per cycle, duty, clock period.
 UNIFORM_ACTIVITY = 0.2
+UNIFORM_POWER_PERIOD_NS = 10.0
 UNIFORM_DUTY = 0.5
 
 

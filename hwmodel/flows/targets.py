@@ -16,13 +16,11 @@ from ..jobs import run_cached
 from ..synth import TARGETS as YOSYS_TARGETS, Design
 from .libraries import LIBRARIES, library_data
 from .liberty import RECIPES, MappingJob, area_report
-from .opensta import TimingJob, timing_report
+from .opensta import UNIFORM_POWER_PERIOD_NS, TimingJob, timing_report
 
 ASIC_TARGETS = tuple(LIBRARIES)
 #: The recipe whose figures head each ASIC report (the others are under ``recipes``).
 HEADLINE_RECIPE = "area"
-#: Clock period of OpenSTA's uniform-activity report_power run (the energy estimator's reference).
-REFERENCE_POWER_PERIOD_NS = 10.0
 SEQUENTIAL_TOPS = ("mac",)
 
 
@@ -42,8 +40,12 @@ def asic_reports(
     workers: int,
     progress: bool,
     timeout_s: float | None = None,
+    configs: Sequence[Any] | None = None,
+    stream_spec: Any = None,
 ) -> list[dict[str, dict[str, Any]]]:
-    """Mapping, per-block area (headline recipe, tops with hierarchical Verilog) and timing of every design."""
+    """Mapping, per-block area (headline recipe, tops with hierarchical Verilog) and timing of every design;
+    with ``configs`` and a ``stream_spec`` (hwmodel.flows.operands.StreamSpec) also the energy per MAC of
+    the headline recipe on real and random operands."""
     if not libraries:
         return [{top: {} for top in per_config} for per_config in designs]
     mapping = []
@@ -62,7 +64,7 @@ def asic_reports(
         if not job.hierarchical:
             sequential = job.top in SEQUENTIAL_TOPS
             timing_jobs.append(TimingJob(job.library, job.top, mapped[job.key]["netlist"], sequential,
-                                         REFERENCE_POWER_PERIOD_NS if sequential else None))
+                                         UNIFORM_POWER_PERIOD_NS if sequential else None))
     timed = iter(run_cached(timing_jobs, cache, workers, progress, desc="opensta"))
     timing_by_mapping = {job.key: next(timed) for job in mapping if not job.hierarchical}
     data = {library: library_data(library, cache) for library in libraries}
@@ -82,12 +84,51 @@ def asic_reports(
                     sta = timing_by_mapping[job.key]
                     report.update(timing_report(sta, library, sequential))
                     if "power" in sta:
-                        report["sta_uniform_power"] = {**sta["power"], "period_ns": REFERENCE_POWER_PERIOD_NS}
+                        report["sta_uniform_power"] = {**sta["power"], "period_ns": UNIFORM_POWER_PERIOD_NS}
                     by_recipe[recipe] = report
                 headline = recipes[0] if HEADLINE_RECIPE not in by_recipe else HEADLINE_RECIPE
                 per_top.setdefault(top, {})[library] = {**by_recipe[headline], "recipes": by_recipe}
         reports.append(per_top)
+    if configs is not None and stream_spec is not None:
+        add_energy(reports, designs, configs, mapped, libraries, stream_spec, cache, workers, progress)
     return reports
+
+
+def add_energy(reports, designs, configs, mapped, libraries, stream_spec, cache: ResultCache, workers: int,
+               progress: bool) -> None:
+    """Energy per MAC (hwmodel.flows.energy) of each headline mapping, at the clock of the same
+    configuration's MAC, on the real operand streams of ``stream_spec`` and on random ones."""
+    import json
+
+    from .energy import EnergyJob, energy_assumptions
+    from .operands import cached_streams, random_streams
+
+    jobs, slots = [], []
+    for report, per_config, cfg in zip(reports, designs, configs):
+        real = cached_streams(cfg, stream_spec, cache)
+        streams_json = json.dumps({"real": real, "random": random_streams(cfg, real)}, sort_keys=True)
+        config_json = json.dumps(cfg.to_dict(), sort_keys=True)
+        for library in libraries:
+            period = report["mac"][library]["period_ns"]
+            for top, design in per_config.items():
+                connectivity = mapped[MappingJob(library, HEADLINE_RECIPE, top, design.verilog).key]["connectivity"]
+                jobs.append(EnergyJob(library, top, config_json, json.dumps(connectivity, sort_keys=True),
+                                      streams_json, period, None if cache.root is None else str(cache.root)))
+                slots.append((report[top][library], library, stream_spec))
+    for (target, library, spec), result in zip(slots, run_cached(jobs, cache, workers, progress, desc="energy")):
+        detail = {"real": result.pop("energy_real"), "random": result.pop("energy_random")}
+        target.update(result)
+        target["energy_detail"] = detail
+        if "sta_uniform_power" in target:  # the validation: same uniform activity in OpenSTA and here
+            sta = target["sta_uniform_power"]
+            opensta_pj = sta["total_w"] * sta["period_ns"] * 1e3  # W·ns = 1e-9 J = 1e3 pJ
+            target["energy_validation"] = {
+                "estimator_pj_per_cycle": result["uniform_sta_accounting_pj_per_cycle"],
+                "opensta_pj_per_cycle": round(opensta_pj, 6),
+                "ratio": round(result["uniform_sta_accounting_pj_per_cycle"] / opensta_pj, 4),
+            }
+        target["energy_operands"] = spec.describe()
+        target["energy_assumptions"] = energy_assumptions(library)
 
 
 def pnr_reports(
@@ -117,9 +158,12 @@ def silicon_reports(
     workers: int | None = None,
     progress: bool = True,
     timeout_s: float | None = None,
+    energy: bool = True,
+    stream_spec: Any = None,
 ) -> list[dict[str, dict[str, Any]]]:
     """``{top: {target: report}}`` per configuration for the ASIC and place-and-route targets among
-    ``targets`` (the others are hwmodel.area's Yosys flows)."""
+    ``targets`` (the others are hwmodel.area's Yosys flows); ``energy`` adds the energy per MAC (operands
+    from ``stream_spec``, default: the digits ResNet)."""
     from ..area import TOPS, default_workers, export_designs
     from .nextpnr import PNR_TARGETS
 
@@ -131,8 +175,12 @@ def silicon_reports(
         return [{top: {} for top in TOPS} for _ in configs]
     designs = export_designs(configs, block_tops=TOPS if blocks else (), cache=cache, workers=workers,
                              progress=progress)
+    if energy and stream_spec is None:
+        from .operands import StreamSpec
+
+        stream_spec = StreamSpec()
     asic = asic_reports(designs, libraries, blocks=blocks, cache=cache, workers=workers, progress=progress,
-                        timeout_s=timeout_s)
+                        timeout_s=timeout_s, configs=configs if energy else None, stream_spec=stream_spec)
     fpga = pnr_reports(designs, devices, cache=cache, workers=workers, progress=progress, timeout_s=timeout_s) \
         if devices else [{} for _ in configs]
     return [{top: {**asic_one.get(top, {}), **fpga_one.get(top, {})} for top in TOPS}

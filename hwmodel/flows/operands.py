@@ -1,0 +1,140 @@
+"""Operand streams of real layers for the switching-activity simulation: what a MAC unit actually multiplies.
+
+A small float model is trained on a packaged data set (the digits ResNet by default: scikit-learn's digits,
+lba_train's SmallResNet, a few epochs, fixed seed), converted with ``lbaify`` to the configuration's input and
+weight formats, and run on validation images. A forward hook on every LBA layer quantizes the layer's input
+and weight exactly as the layer does and takes its dot products (``gemm_operands``: im2col for convolutions);
+a fixed-seed sample of them becomes the layer's stream of input/weight codes. The layers accumulate exactly
+(``exact_accumulation``) during the capture: the operands are the quantized ones the MAC sees, and the
+streams depend on the input formats only, so one capture serves every accumulator (a narrow accumulator
+would shift later layers' activations slightly; that second-order effect is left out). Uniformly random
+codes of the same formats, the usual stand-in, are produced beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lba_core import FloatFormat, MacConfig
+
+from ..cache import ResultCache, content_key
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Where the real operands come from, and how many dot products of each layer are kept."""
+
+    model: str = "resnet"
+    data: str = "digits"
+    epochs: int = 3
+    images: int = 16
+    dots_per_layer: int = 48
+    seed: int = 0
+
+    def describe(self) -> str:
+        return (f"{self.model} on {self.data} ({self.epochs} float epochs, seed {self.seed}), lbaify'd, "
+                f"{self.images} validation images, {self.dots_per_layer} sampled dot products per layer")
+
+
+def value_codes(fmt: FloatFormat) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted representable values of ``fmt`` and their codes (+0 for zero)."""
+    pairs: dict[float, int] = {}
+    for code in fmt.codes():
+        value = float(fmt.decode(code))
+        if value not in pairs or code < pairs[value]:
+            pairs[value] = code
+    values = np.array(sorted(pairs))
+    return values, np.array([pairs[value] for value in values])
+
+
+def encode(values: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+    """Codes of values already on ``fmt``'s grid (what the layers' quantizers produce)."""
+    grid, codes = value_codes(fmt)
+    position = np.clip(np.searchsorted(grid, values), 0, len(grid) - 1)
+    if not np.array_equal(grid[position], values):
+        raise ValueError(f"operands off the {fmt.name} grid: the quantizers and the format disagree")
+    return codes[position]
+
+
+def _source_fingerprint() -> str:
+    import lba_train
+
+    digest = hashlib.sha256()
+    root = Path(lba_train.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def capture_streams(cfg: MacConfig, spec: StreamSpec) -> list[dict[str, Any]]:
+    """Per LBA layer: ``{"layer", "length", "a": [[codes]], "b": [[codes]]}``, one row per sampled dot
+    product (input codes in cfg.a_format, weight codes in cfg.b_format)."""
+    import torch
+
+    from lba_train.convert import lba_layers, lbaify, set_lba_config
+    from lba_train.data import load_data
+    from lba_train.train import train_baseline
+
+    bundle = load_data(spec.data, seed=spec.seed)
+    model = train_baseline(spec.model, bundle, spec.epochs, seed=spec.seed).model.eval()
+    model = lbaify(model, cfg)
+    set_lba_config(model, exact_accumulation=True)
+    rng = np.random.default_rng(spec.seed)
+    streams: list[dict[str, Any]] = []
+
+    def hook(name):
+        def capture(layer, inputs, output):
+            with torch.no_grad():
+                a, _ = layer.input_quantizer(inputs[0])
+                b, _ = layer.weight_quantizer(layer.weight)
+                for rows, columns in layer.gemm_operands(a, b):
+                    rows, columns = rows.double().numpy(), columns.double().numpy()
+                    count = min(spec.dots_per_layer, rows.shape[0] * columns.shape[1])
+                    picks = rng.choice(rows.shape[0] * columns.shape[1], count, replace=False)
+                    row_index, column_index = np.divmod(picks, columns.shape[1])
+                    streams.append({
+                        "layer": name,
+                        "length": int(rows.shape[1]),
+                        "macs_per_image": rows.shape[0] * rows.shape[1] * columns.shape[1] // images.shape[0],
+                        "a": encode(rows[row_index], cfg.a_format).tolist(),
+                        "b": encode(columns[:, column_index].T, cfg.b_format).tolist(),
+                    })
+        return capture
+
+    images = torch.cat([batch[0] for batch in bundle.val])[: spec.images]
+    handles = [layer.register_forward_hook(hook(name)) for name, layer in lba_layers(model)]
+    with torch.no_grad():
+        model(images)
+    for handle in handles:
+        handle.remove()
+    return streams
+
+
+def cached_streams(cfg: MacConfig, spec: StreamSpec, cache: ResultCache) -> list[dict[str, Any]]:
+    """:func:`capture_streams`, kept in ``cache`` by input formats, spec and the lba_train sources."""
+    key = content_key("operand-streams", cfg.a_format.name, cfg.b_format.name,
+                      json.dumps(asdict(spec), sort_keys=True), _source_fingerprint())
+    streams = cache.get(key)
+    if streams is None:
+        streams = capture_streams(cfg, spec)
+        cache.put(key, streams)
+    return streams
+
+
+def random_streams(cfg: MacConfig, like: list[dict[str, Any]], seed: int = 1) -> list[dict[str, Any]]:
+    """Uniformly random codes (every code of the formats equally likely) with the shapes of ``like``."""
+    rng = np.random.default_rng(seed)
+    result = []
+    for stream in like:
+        shape = (len(stream["a"]), stream["length"])
+        result.append({"layer": stream["layer"], "length": stream["length"],
+                       "macs_per_image": stream["macs_per_image"],
+                       "a": rng.integers(0, 1 << cfg.a_format.width, shape).tolist(),
+                       "b": rng.integers(0, 1 << cfg.b_format.width, shape).tolist()})
+    return result
