@@ -19,7 +19,7 @@ from lba_core import ConfigError, FloatFormat, MacConfig, dot, round_to_format
 from lba_train.events import EventStats
 from lba_train.kernels import available_kernels, gemm_values, numba_binary32, numba_gemm, plan_gemm, select_kernel
 from lba_train.kernels import torch_gemm
-from lba_train.kernels.dispatch import batched_gemm_values
+from lba_train.kernels.dispatch import TRITON_AVAILABLE, batched_gemm_values
 from lba_train.kernels.plan import STEP_EXACT_SUM, STEP_GENERAL, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE, round_spec
 from lba_train.kernels.plan import round_twice_holds
 from lba_train.quantize import quantize
@@ -321,14 +321,15 @@ def test_one_call_runs_a_whole_batch_like_separate_products():
         assert batch_stats == loop_stats
 
 
-def test_dispatch_picks_numba_on_cpu_and_the_torch_path_elsewhere():
+def test_dispatch_picks_numba_on_cpu_triton_on_cuda_and_the_torch_path_elsewhere():
     assert available_kernels("cpu") == ["numba", "torch"]
     assert select_kernel(torch.device("cpu")).name == "numba"
-    assert select_kernel(torch.device("cuda")).name == "torch"  # until a GPU kernel is registered
+    assert select_kernel(torch.device("cuda")).name == ("triton" if TRITON_AVAILABLE else "torch")
+    assert select_kernel(torch.device("mps")).name == "torch"
     with pytest.raises(ValueError, match="cannot run on device"):
         select_kernel(torch.device("cuda"), "numba")
     with pytest.raises(ValueError, match="unknown GEMM kernel"):
-        select_kernel(torch.device("cpu"), "triton")
+        select_kernel(torch.device("cpu"), "cuda-cores")
 
 
 def test_gemm_values_checks_its_operands():

@@ -1,7 +1,8 @@
 """Which GEMM kernel runs a given call, and the entry points the GEMM functions use.
 
 ``KERNELS`` maps a name to a :class:`Kernel`: a predicate on the device and the function itself. "auto" picks
-the first registered kernel that supports the operands' device, in :data:`AUTO_ORDER`. Every kernel takes a
+the first registered kernel that supports the operands' device, in :data:`AUTO_ORDER`: Triton for CUDA
+tensors, Numba for CPU tensors, the portable PyTorch kernel wherever neither is installed. Every kernel takes a
 whole batch (B, M, K) @ (B, K, N) in one call, so that batched products (attention) cost one dispatch. A new
 backend registers a ``Kernel`` here and, to be chosen by "auto", puts its name in AUTO_ORDER before the
 kernels it should win over.
@@ -22,6 +23,7 @@ from . import int_gemm, torch_gemm
 from .plan import GemmPlan, plan_gemm
 
 NUMBA_AVAILABLE = importlib.util.find_spec("numba") is not None
+TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
 
 
 def _numba_gemm(x: torch.Tensor, w: torch.Tensor, plan: GemmPlan, count: bool) -> tuple[torch.Tensor, list[int]]:
@@ -43,30 +45,55 @@ def _numba_gemm(x: torch.Tensor, w: torch.Tensor, plan: GemmPlan, count: bool) -
     return torch.from_numpy(values), events.tolist()
 
 
+def _triton_supports(device: torch.device) -> bool:
+    """CUDA tensors; CPU tensors too when Triton's interpreter is on (TRITON_INTERPRET=1)."""
+    if not TRITON_AVAILABLE:
+        return False
+    if device.type == "cuda":
+        return True
+    from triton import knobs
+
+    return device.type == "cpu" and bool(knobs.runtime.interpret)
+
+
+def _triton_gemm(x: torch.Tensor, w: torch.Tensor, plan: GemmPlan, count: bool) -> tuple[torch.Tensor, list[int]]:
+    from . import triton_gemm  # decorating its kernels reads TRITON_INTERPRET
+
+    return triton_gemm.gemm(x, w, plan, count)
+
+
 @dataclass(frozen=True)
 class Kernel:
     """A GEMM backend: ``run(x, w, plan, count) -> (Y, [overflow, underflow, swamp])``.
 
     ``x`` is (B, M, K), ``w`` (B, K, N), float32 or float64 operand values on one device; ``Y`` is (B, M, N)
     in float32 or float64 (exact either way: the caller converts it to the result dtype it needs).
+    ``auto_devices`` are the device types for which "auto" may choose it (None: wherever it runs).
     """
 
     name: str
     supports: Callable[[torch.device], bool]
     run: Callable[[torch.Tensor, torch.Tensor, GemmPlan, bool], tuple[torch.Tensor, list[int]]]
+    auto_devices: tuple[str, ...] | None = None
 
 
 KERNELS: dict[str, Kernel] = {
+    # The interpreter is for proving the kernel on CPUs, far too slow to be picked automatically there.
+    "triton": Kernel("triton", _triton_supports, _triton_gemm, auto_devices=("cuda",)),
     "numba": Kernel("numba", lambda device: NUMBA_AVAILABLE and device.type == "cpu", _numba_gemm),
     "torch": Kernel("torch", lambda device: True, torch_gemm.gemm),
 }
-AUTO_ORDER = ("numba", "torch")
+AUTO_ORDER = ("triton", "numba", "torch")
 
 
 def available_kernels(device: torch.device | str = "cpu") -> list[str]:
-    """Names of the kernels that can run on ``device``, in the order "auto" tries them."""
+    """Names of the kernels "auto" may pick on ``device``, in the order it tries them."""
     device = torch.device(device)
-    return [name for name in AUTO_ORDER if KERNELS[name].supports(device)]
+    return [
+        name for name in AUTO_ORDER
+        if KERNELS[name].supports(device)
+        and (KERNELS[name].auto_devices is None or device.type in KERNELS[name].auto_devices)
+    ]
 
 
 def select_kernel(device: torch.device, kernel: str = "auto") -> Kernel:
@@ -76,7 +103,12 @@ def select_kernel(device: torch.device, kernel: str = "auto") -> Kernel:
         raise ValueError(f"unknown GEMM kernel {kernel!r}; choose auto or one of {', '.join(KERNELS)}")
     chosen = KERNELS[kernel]
     if not chosen.supports(device):
-        raise ValueError(f"GEMM kernel {kernel!r} cannot run on device {device} (numba installed: {NUMBA_AVAILABLE})")
+        hint = {
+            "numba": f"numba installed: {NUMBA_AVAILABLE}",
+            "triton": f"triton installed: {TRITON_AVAILABLE}; CPU tensors need TRITON_INTERPRET=1 set before "
+                      "lba_train is imported",
+        }.get(kernel, "")
+        raise ValueError(f"GEMM kernel {kernel!r} cannot run on device {device} ({hint})")
     return chosen
 
 
