@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from lba_core import FloatFormat, MacConfig
+from lba_core import ConfigError, FloatFormat, MacConfig
 from lba_core.fileio import atomic_write_text, markdown_table
 
 from .cache import ResultCache
@@ -27,10 +27,15 @@ DEFAULT_ACCS = ("e4m7", "e5m6", "e3m8", "e4m3", "e5m10", "bf16", "fp32")
 
 
 def with_baselines(configs: Sequence[MacConfig], baseline_acc: FloatFormat = BASELINE_ACC) -> list[MacConfig]:
-    """The configurations followed by the ``baseline_acc`` twin (same inputs) of each that is not listed."""
+    """The configurations followed by the ``baseline_acc`` twin (same inputs) of each that is not listed.
+
+    Integer operands have no floating-point twin (docs/arithmetic.md §8): their rows get no reduction."""
     result = list(dict.fromkeys(configs))
     for cfg in list(result):
-        twin = cfg.replace(acc=baseline_acc)
+        try:
+            twin = cfg.replace(acc=baseline_acc)
+        except ConfigError:
+            continue
         if twin not in result:
             result.append(twin)
     return result
@@ -84,7 +89,7 @@ def add_reduction(df: pd.DataFrame, baseline_acc: FloatFormat = BASELINE_ACC) ->
     baselines = {baseline_key(row): row["ge"] for _, row in df[df["acc"] == baseline_acc.name].iterrows()}
     df = df.copy()
     df["baseline_acc"] = baseline_acc.name
-    df["ge_reduction"] = [1 - row["ge"] / baselines[baseline_key(row)] for _, row in df.iterrows()]
+    df["ge_reduction"] = [1 - row["ge"] / baselines.get(baseline_key(row), math.nan) for _, row in df.iterrows()]
     return df
 
 
@@ -94,7 +99,8 @@ def add_cost_model(df: pd.DataFrame) -> pd.DataFrame:
     if model is None:
         df["ge_model"] = math.nan
     else:
-        df["ge_model"] = [round(model.predict(row), 1) for row in df[list(WIDTH_COLUMNS)].to_dict("records")]
+        df["ge_model"] = [math.nan if any(map(math.isnan, row.values())) else round(model.predict(row), 1)
+                          for row in df[list(WIDTH_COLUMNS)].to_dict("records")]
     df["ge_model_error"] = df["ge_model"] / df["ge"] - 1
     return df
 

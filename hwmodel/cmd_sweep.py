@@ -11,10 +11,10 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from lba_core import ROUNDING_MODES
+from lba_core import ROUNDING_MODES, ConfigError, FormatError
 
 from .cmd_synth import synthesis_kwargs, synthesis_options, yosys_failure
-from .sweepspec import DEFAULT_ACCUMULATORS, MODELS, SweepSpec, load_sweep_spec
+from .sweepspec import DEFAULT_ACCUMULATORS, MODELS, SweepSpec, fixed_point_config, load_sweep_spec
 from .synth import YosysError
 
 
@@ -59,6 +59,9 @@ def register(subparsers) -> None:
     grid.add_argument("--chunk", type=int, default=0, metavar="N", help="chunk size (default: 0 = one chunk)")
     grid.add_argument("--array", metavar="RxC",
                       help="also cost each configuration as an R x C PE array, chunk size R (docs/pe_array.md)")
+    grid.add_argument("--fixed", type=_fixed_list, metavar="LIST",
+                      help="integer/fixed-point INPUT:ACC rows (default: int8:int32,int8:int16_sat,e4m3:fx48.18,"
+                      "e4m3:fx32.10_sat with the default grid, none with --acc; 'none' for none)")
     grid.add_argument("--baseline", default="fp32", metavar="FMT", help="accumulator the reduction is measured against (default: fp32)")
     accuracy = parser.add_argument_group("accuracy")
     accuracy.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=None, help="run the accuracy pipeline")
@@ -69,6 +72,19 @@ def register(subparsers) -> None:
     accuracy.add_argument("--seed", type=int, help="seed (default: 0)")
     synthesis_options(parser)
     parser.set_defaults(func=run)
+
+
+def _fixed_list(text: str) -> tuple[str, ...]:
+    """``--fixed`` value: comma-separated INPUT:ACC pairs, or "none"."""
+    if text.strip().lower() == "none":
+        return ()
+    pairs = tuple(pair.strip() for pair in text.split(",") if pair.strip())
+    for pair in pairs:
+        try:
+            fixed_point_config(pair)
+        except (ConfigError, FormatError) as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return pairs
 
 
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
@@ -85,7 +101,9 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
             baseline_acc=args.baseline,
         )
         if args.acc is not None:
-            spec = replace(spec, accuracy=replace(spec.accuracy, enabled=False))
+            spec = replace(spec, accuracy=replace(spec.accuracy, enabled=False), fixed_point=())
+        if args.fixed is not None:
+            spec = replace(spec, fixed_point=args.fixed)
         spec.configs()  # malformed formats or rounding modes fail here, before any work
     accuracy_changes = {
         key: value

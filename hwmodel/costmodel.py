@@ -36,7 +36,11 @@ WIDTH_COLUMNS = ("mult_bits", "datapath_bits", "exp_bits", "acc_bits")
 
 
 def mac_widths(cfg: MacConfig) -> dict[str, int]:
-    """The widths the model uses, for one configuration (from lba_core.derive_datapath, as the RTL's)."""
+    """The widths the model uses, for one configuration (from lba_core.derive_datapath, as the RTL's).
+
+    The model describes floating-point MACs: an integer/fixed-point one gets NaN widths (left out of fits)."""
+    if cfg.fixed_acc:
+        return {name: math.nan for name in WIDTH_COLUMNS}
     datapath = derive_datapath(cfg)
     return {
         "mult_bits": datapath.multiplier_array_bits,
@@ -112,7 +116,7 @@ def fit_cost_model(widths: Sequence[Mapping[str, float]], ge: Sequence[float]) -
 
 def sweep_cost_model(df: pd.DataFrame) -> CostModel | None:
     """The cost model fitted on the table's MAC GE, or None when there are too few distinct points."""
-    points = df.drop_duplicates(subset=list(WIDTH_COLUMNS))
+    points = df.dropna(subset=list(WIDTH_COLUMNS)).drop_duplicates(subset=list(WIDTH_COLUMNS))
     try:
         return fit_cost_model(points[list(WIDTH_COLUMNS)].to_dict("records"), points["ge"].tolist())
     except ValueError:

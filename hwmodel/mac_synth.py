@@ -113,7 +113,7 @@ def check_configs(configs: Iterable[MacConfig]) -> list[MacConfig]:
     if not configs:
         raise ValueError("no configurations to synthesize")
     for cfg in configs:
-        rtl.check_config(cfg)
+        rtl.check_fixed_config(cfg) if cfg.fixed_acc else rtl.check_config(cfg)
     return configs
 
 

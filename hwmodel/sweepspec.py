@@ -13,6 +13,10 @@ from lba_core import ConfigError, FloatFormat, FormatError, MacConfig
 TARGETS = ("generic", "ice40", "xilinx", "ecp5")
 MODELS = ("mlp", "resnet", "transformer")
 DEFAULT_ACCUMULATORS = ("fp32", "fp16", "bf16", "e5m6", "e4m7", "e3m8", "e4m3", "e5m2")
+#: Integer and fixed-point rows beside the floating-point grid (docs/arithmetic.md §8), as "INPUT:ACC": INT8 x INT8
+#: into 32 bits (exact) and into 16 bits saturating, and e4m3 products into an exact Kulisch-style register
+#: (F = 18 holds every e4m3 product; 30 integer bits hold 2^11 of the largest) and a narrower rounding one.
+DEFAULT_FIXED_POINT = ("int8:int32", "int8:int16_sat", "e4m3:fx48.18", "e4m3:fx32.10_sat")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,9 @@ class SweepSpec:
     accuracy: AccuracySpec = field(default_factory=AccuracySpec)
     #: ``"RxC"``: also cost each configuration as an R x C PE array (docs/pe_array.md); chunk size = R.
     array: str | None = None
+    #: "INPUT:ACC" integer/fixed-point configurations added after the grid (rne, one chunk); an array sweep
+    #: leaves them out (the PE array is built from floating-point FMAq PEs).
+    fixed_point: tuple[str, ...] = DEFAULT_FIXED_POINT
 
     def array_shape(self) -> tuple[int, int] | None:
         if self.array is None:
@@ -63,10 +70,22 @@ class SweepSpec:
             raise ConfigError(f"a {self.array} array accumulates chunks of {shape[0]} products; chunk sizes "
                               f"{', '.join(map(str, self.chunk_sizes))} do not fit it (leave them out)")
         chunks = (shape[0],) if shape else self.chunk_sizes
-        return [
+        grid = [
             MacConfig(inp, acc, product=self.product, rounding=rounding, chunk_size=chunk or None)
             for inp, acc, rounding, chunk in itertools.product(self.inputs, self.accumulators, self.rounding, chunks)
         ]
+        return grid if shape else grid + [fixed_point_config(pair) for pair in self.fixed_point]
+
+
+def fixed_point_config(pair: str) -> MacConfig:
+    """The MacConfig of an "INPUT:ACC" pair such as "int8:int16_sat" (ConfigError naming the pair)."""
+    parts = pair.split(":") if isinstance(pair, str) else []
+    if len(parts) != 2:
+        raise ConfigError(f"fixed_point entries are INPUT:ACC pairs such as int8:int32, got {pair!r}")
+    cfg = MacConfig(*parts)
+    if not cfg.fixed_acc:
+        raise ConfigError(f"fixed_point entry {pair!r}: {cfg.acc.name} is not an integer/fixed-point accumulator")
+    return cfg
 
 
 _SWEEP_KEYS = {f.name: f for f in fields(SweepSpec)} | {"accuracy": None}
@@ -129,6 +148,16 @@ def load_sweep_spec(path: "str | Path", name: str | None = None) -> SweepSpec:
                 raise _fail(path, key, "a format string", raw[key])
             _check_formats(path, key, (raw[key],))
             changes[key] = raw[key]
+    if "fixed_point" in raw:
+        value = raw["fixed_point"]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _fail(path, "fixed_point", "a list of INPUT:ACC strings such as 'int8:int32' (may be empty)", value)
+        for pair in value:
+            try:
+                fixed_point_config(pair)
+            except ConfigError as error:
+                raise ConfigError(f"{path}: key 'fixed_point': {error}") from None
+        changes["fixed_point"] = tuple(value)
     if "jobs" in raw:
         if not isinstance(raw["jobs"], int) or raw["jobs"] < 1:
             raise _fail(path, "jobs", "a positive integer", raw["jobs"])

@@ -149,7 +149,10 @@ def calibrate_bias_config(
 
 def resolve_bias(cfg: MacConfig, mode: str, model: nn.Module | None = None, batches=None) -> MacConfig:
     """``cfg`` with its accumulator bias chosen by ``mode``: "format" (unchanged), "paper" or "calibrate"
-    (needs the lbaified ``model`` and a few input ``batches``)."""
+    (needs the lbaified ``model`` and a few input ``batches``). An integer/fixed-point accumulator has no
+    exponent bias: its binary point is part of its format, so every mode returns it unchanged."""
+    if mode in BIAS_MODES and cfg.fixed_acc:
+        return cfg
     if mode == "format":
         return cfg
     if mode == "paper":

@@ -19,9 +19,9 @@ class _RoundToFormatSTE(torch.autograd.Function):
     """R_F (RNE, underflow on, saturating) forward; identity backward except where the value saturated."""
 
     @staticmethod
-    def forward(ctx, scaled: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    def forward(ctx, scaled: torch.Tensor, fmt: FloatFormat, rounding: str = "rne") -> torch.Tensor:
         wide = scaled.detach().to(torch.float64)
-        values, _, _ = round_tensor(wide, fmt, "rne", True)
+        values, _, _ = round_tensor(wide, fmt, rounding, True)
         # Clipped STE: outside [-max, max] the forward is constant, so the gradient is zero there.
         ctx.save_for_backward(wide.abs() <= float(fmt.max_value))
         out_dtype = scaled.dtype if fits_dtype(fmt, scaled.dtype) else torch.float64
@@ -30,7 +30,7 @@ class _RoundToFormatSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         (inside,) = ctx.saved_tensors
-        return (grad_output * inside).to(grad_output.dtype), None
+        return (grad_output * inside).to(grad_output.dtype), None, None
 
 
 def round_ste(scaled: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
@@ -38,6 +38,19 @@ def round_ste(scaled: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     if torch.isnan(scaled).any():
         raise ValueError(f"cannot quantize NaN into {fmt.name}: the formats have no NaN code")
     return _RoundToFormatSTE.apply(scaled, fmt)
+
+
+def l1_bounded_round_ste(scaled: torch.Tensor, fmt, bound: float, channel_dim: int) -> torch.Tensor:
+    """A2Q's weight quantization: shrink each channel so that the L1 norm of its scaled values is at most
+    ``bound``, then round toward zero into ``fmt`` (which never grows a magnitude, so the rounded channel's
+    L1 norm stays within the bound). Gradients pass straight through the shrink factor's input."""
+    channels = scaled.transpose(0, channel_dim).reshape(scaled.shape[channel_dim], -1)
+    norms = channels.abs().sum(dim=1)
+    factor = torch.clamp(bound / torch.clamp(norms, min=torch.finfo(norms.dtype).tiny), max=1.0)
+    shape = [1] * scaled.dim()
+    shape[channel_dim] = -1
+    shrunk = scaled * factor.reshape(shape)
+    return _RoundToFormatSTE.apply(shrunk, fmt, "rtz")
 
 
 def max_abs_scale(amax: torch.Tensor, fmt: FloatFormat, power_of_two: bool = False) -> torch.Tensor:
@@ -72,6 +85,8 @@ class TensorQuantizer(nn.Module):
         self.per_channel = bool(per_channel)
         self.channel_dim = int(channel_dim)
         self.power_of_two = bool(power_of_two)
+        #: A2Q (lba_train.ptq.apply_a2q): cap on the L1 norm of each channel's quantized values, or None.
+        self.l1_bound: float | None = None
         self.register_buffer("amax", None)
 
     @property
@@ -104,6 +119,8 @@ class TensorQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scale = self.scale_for(x)
+        if self.l1_bound is not None:
+            return l1_bounded_round_ste(x / scale.to(x.dtype), self.fmt, self.l1_bound, self.channel_dim), scale
         return round_ste(x / scale.to(x.dtype), self.fmt), scale
 
     def extra_repr(self) -> str:

@@ -29,6 +29,7 @@ from .convert import event_stats_table, lba_layers, lbaify, set_collect_stats, s
 from .data import DataBundle, load_data
 from .layers import LayerOptions
 from .models import build_model
+from .ptq import apply_a2q, integer_ptq
 
 CHECKPOINT_FILE = "finetune.pt"
 RESULTS_FILE = "accuracy.json"
@@ -206,7 +207,9 @@ class FinetuneOptions:
     ``bias``: how the accumulator's exponent bias is chosen (``lba_train.bias.BIAS_MODES``), from
     ``calibration_batches`` training batches when "calibrate". ``layers``, ``skip``, ``keep_first_last``: how
     the model is converted (see :func:`lbaify`). ``stage1_underflow=True`` is the one-stage ablation.
-    ``checkpoint_dir`` keeps a checkpoint after every epoch and the accuracies after every phase; a run
+    Configurations with integer operands (``input="int8"``) get the standard INT8 PTQ first, from the same
+    calibration batches (``lba_train.ptq.integer_ptq``); ``a2q=True`` bounds the weights so that an integer
+    accumulator cannot overflow (``lba_train.ptq.apply_a2q``). ``checkpoint_dir`` keeps a checkpoint after every epoch and the accuracies after every phase; a run
     restarted with the same directory resumes. ``progress`` draws progress bars and ``log`` receives one line
     per phase (both off by default: the command line turns them on).
     """
@@ -218,6 +221,7 @@ class FinetuneOptions:
     skip: object = None
     keep_first_last: bool = False
     stage1_underflow: bool = False
+    a2q: bool = False
     calibration_batches: int = 4
     checkpoint_dir: str | Path | None = None
     seed: int = 0
@@ -239,7 +243,7 @@ class FinetuneOptions:
             raise ConfigError(f"FinetuneOptions.layers must be a LayerOptions, got {type(self.layers).__name__}")
         if not isinstance(self.calibration_batches, int) or self.calibration_batches < 1:
             raise ConfigError(f"FinetuneOptions.calibration_batches must be >= 1, got {self.calibration_batches!r}")
-        for name in ("keep_first_last", "stage1_underflow", "progress"):
+        for name in ("keep_first_last", "stage1_underflow", "a2q", "progress"):
             _check_flag(getattr(self, name), f"FinetuneOptions.{name}")
         if self.log is not None and not callable(self.log):
             raise ConfigError(f"FinetuneOptions.log must be a callable or None, got {self.log!r}")
@@ -327,6 +331,8 @@ class _FinetuneRun:
         self.model.to(options.device)
         if not lba_layers(self.model):
             raise ConfigError("finetune: the model has no Linear, Conv2d or MatMul layer to put on the accumulator")
+        if options.a2q:
+            apply_a2q(self.model, cfg)
         set_collect_stats(self.model, False)
         self.progress = _Progress()
         self.optimizer_state = None
@@ -376,8 +382,9 @@ class _FinetuneRun:
                                                         range(options.calibration_batches))]
         chosen = resolve_bias(self.cfg, options.bias, self.model, calibration)
         set_lba_config(self.model, chosen)
+        integer_ptq(self.model, chosen, calibration)  # integer operands only: per-channel weights, frozen ranges
         self.progress.chosen_cfg = chosen.to_dict()
-        self.log(f"accumulator {chosen.acc.name} (bias mode {options.bias!r}, bias {chosen.acc.bias})")
+        self.log(f"accumulator {chosen.acc.name} (bias mode {options.bias!r}, bias {getattr(chosen.acc, 'bias', None)})")
         set_lba_config(self.model, underflow=True, exact_accumulation=True)
         self.evaluate("exact_acc")
         set_lba_config(self.model, exact_accumulation=False)
@@ -531,7 +538,7 @@ def run_accuracy_point(
         "seed": options.seed,
         "cfg": result.cfg.name,
         "acc_format": result.cfg.acc.name,
-        "acc_bias": result.cfg.acc.bias,
+        "acc_bias": getattr(result.cfg.acc, "bias", None),  # None: integer/fixed-point accumulators have none
         **result.accuracies(),
         **{f"events_{event}": count for event, count in totals.items()},
         "seconds": result.seconds,

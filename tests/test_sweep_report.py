@@ -18,13 +18,21 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_example_file_loads():
     spec = load_sweep_spec(ROOT / "examples" / "sweep.toml")
     assert spec.inputs == ("e4m3", "e5m2") and spec.chunk_sizes == (0, 16)
-    assert len(spec.configs()) == 2 * 8 * 1 * 2
+    assert len(spec.configs()) == 2 * 8 * 1 * 2 + 4  # the grid, then the fixed_point rows
     assert spec.accuracy.epochs == (1, 1)
 
 
 def test_default_covers_the_embedded_grid():
     names = [cfg.acc.name for cfg in SweepSpec().configs()]
-    assert names == ["e8m23", "e5m10", "e8m7", "e5m6", "e4m7", "e3m8", "e4m3", "e5m2"]
+    assert names == ["e8m23", "e5m10", "e8m7", "e5m6", "e4m7", "e3m8", "e4m3", "e5m2",
+                     "int32", "int16_sat", "fx48.18", "fx32.10_sat"]
+
+
+def test_fixed_point_rows_are_validated(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('fixed_point = ["int8:fp32"]\n')
+    with pytest.raises(ConfigError, match="fixed_point"):
+        load_sweep_spec(path)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +118,7 @@ def test_build_report_without_csv(tmp_path):
 def test_finished_points_are_skipped_and_partial_ones_redone(tmp_path):
     from hwmodel.sweep import _read_point, _write_point, run_sweep
 
-    spec = SweepSpec(accumulators=("e4m7", "e4m3"))
+    spec = SweepSpec(accumulators=("e4m7", "e4m3"), fixed_point=())
     points = tmp_path / "points"
     for cfg in spec.configs():
         record = {"baseline": 0.9, "zero_shot": 0.5, "stage1": 0.8, "stage2": 0.85, "events_steps": 100, "events_swamp": 7}
