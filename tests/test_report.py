@@ -63,11 +63,18 @@ def _results(points: dict[str, list[dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture
-def report(tmp_path):
+@pytest.fixture(scope="module")
+def built_report(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
     points = _points({"s-fp32": 0.95, "s-e4m7": 0.95, "s-e5m6": 0.945, "s-e5m2": 0.6})
-    write_results(_results(points), tmp_path, title="test sweep", notes="made up", predictions=predictions_from_points(points))
-    return tmp_path
+    write_results(_results(points), folder, title="test sweep", notes="made up", predictions=predictions_from_points(points))
+    return folder
+
+
+@pytest.fixture
+def report(built_report, tmp_path):
+    """A fresh copy of a report folder built once (building takes seconds: the plots)."""
+    return Path(shutil.copytree(built_report, tmp_path / "report"))
 
 
 def test_statistics_against_fp32(report):
