@@ -18,7 +18,8 @@ from .layers import (
     is_transformers_conv1d, resolve_layer_options,
 )
 from .products import (
-    PRODUCTS_NAME, AccumulatorCoverage, LBAProducts, add_suspension, attach_products, measure_macs, products_of,
+    PRODUCTS_NAME, AccumulatorCoverage, LBAProducts, UnfusedMultiheadAttention, add_suspension, attach_products,
+    measure_macs, products_of,
 )
 
 SkipRule = str | type | Callable[[str, nn.Module], bool]
@@ -65,9 +66,13 @@ def _ancestry(name: str) -> list[str]:
     return [""] + [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+def _replace(root: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` where ``name`` is in ``root``; returns the root (``new`` itself when ``name`` is the root)."""
+    if not name:
+        return new
     parent_name, _, child = name.rpartition(".")
     setattr(root.get_submodule(parent_name), child, new)
+    return root
 
 
 def _example_call(example_inputs) -> tuple[tuple, dict]:
@@ -124,13 +129,16 @@ def lbaify(
     options = resolve_layer_options(options, legacy_options, "lbaify")
     rules = _skip_rules(skip)
     target = model if inplace else copy.deepcopy(model)
-    modules = dict(target.named_modules())
-    for name, module in modules.items():
-        if isinstance(module, nn.MultiheadAttention):
-            # Its products run inside F.multi_head_attention_forward, which dispatches as a whole.
-            warnings.warn(f"lbaify: {name or 'model'} is nn.MultiheadAttention, whose products cannot be "
-                          "replaced; it stays in high precision (use lba_train.models.Attention instead)")
+    for name, module in list(target.named_modules()):
+        if type(module) is not nn.MultiheadAttention or any(_matches(rule, name, module) for rule in rules):
+            continue
+        if intercept:  # F.multi_head_attention_forward dispatches as a whole: compute it op by op instead
+            target = _replace(target, name, UnfusedMultiheadAttention.from_float(module))
+        else:
+            warnings.warn(f"lbaify: {name or 'model'} is nn.MultiheadAttention, whose products need intercept=True; "
+                          "it stays in high precision")
             rules.append(name)
+    modules = dict(target.named_modules())
     skipped = [name for name, module in modules.items() if any(_matches(rule, name, module) for rule in rules)]
     candidates = [(name, module) for name, module in modules.items() if _lba_class(module) is not None]
     weighted = [name for name, module in candidates if not isinstance(module, MatMul)]
@@ -142,11 +150,12 @@ def lbaify(
         if name in kept or any(prefix in skipped for prefix in _ancestry(name)):
             continue
         layer = _lba_class(module).from_float(module, cfg, options)
-        _replace(target, name, layer)
+        target = _replace(target, name, layer)
         coverage.converted[name] = type(layer).__name__
     for name, module in modules.items():
         inside_kept = any(prefix in coverage.kept_float for prefix in _ancestry(name))
-        if isinstance(module, UNCONVERTED_TYPES) and not inside_kept:
+        if isinstance(module, UNCONVERTED_TYPES) and not isinstance(module, UnfusedMultiheadAttention) and not (
+                inside_kept):
             coverage.kept_float[name] = type(module).__name__
     if intercept:
         own_products = [layer for _, layer in lba_layers(target) if not isinstance(layer, LBAProducts)]

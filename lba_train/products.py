@@ -13,8 +13,9 @@ converted twice and nothing skipped is converted.
 Intercepted: torch.matmul / Tensor.matmul / ``@``, torch.mm, torch.bmm, torch.baddbmm, torch.addmm and
 F.linear, F.scaled_dot_product_attention (its math: QK^T, scale, mask, softmax, dropout, ·V). Calls with
 ``out=`` and everything else run unchanged in float. Composite Python functions that dispatch as a whole
-(F.multi_head_attention_forward, i.e. nn.MultiheadAttention) cannot be looked into: they stay in float, and
-:func:`accumulator_coverage` counts their products as such.
+cannot be looked into (their body runs with the mode popped): nn.MultiheadAttention's
+F.multi_head_attention_forward is one, so lbaify swaps nn.MultiheadAttention for
+:class:`UnfusedMultiheadAttention`, the same computation op by op, whose products the mode sees.
 """
 
 from __future__ import annotations
@@ -163,6 +164,82 @@ class _Interception(TorchFunctionMode):
         if handler is None or self.products.suspended or "out" in kwargs:
             return func(*args, **kwargs)
         return handler(self.products, *args, **kwargs)
+
+
+def _additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """nn.MultiheadAttention's mask convention as an additive mask: a boolean True means "not allowed"."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+class UnfusedMultiheadAttention(nn.MultiheadAttention):
+    """nn.MultiheadAttention computed op by op with F.linear and torch.matmul (the math of
+    F.multi_head_attention_forward), so that the products interception puts them on the accumulator.
+    Same parameters and state dict; ``is_causal`` is a hint, as in nn.MultiheadAttention (``attn_mask``
+    carries the mask)."""
+
+    @classmethod
+    def from_float(cls, module: nn.MultiheadAttention) -> UnfusedMultiheadAttention:
+        parameter = module.out_proj.weight
+        layer = cls(module.embed_dim, module.num_heads, module.dropout, module.in_proj_bias is not None,
+                    module.bias_k is not None, module.add_zero_attn, module.kdim, module.vdim, module.batch_first,
+                    device=parameter.device, dtype=parameter.dtype)
+        layer.load_state_dict(module.state_dict())
+        layer.train(module.training)
+        return layer
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        del is_causal
+        unbatched = query.dim() == 2
+        if unbatched:
+            query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+            key_padding_mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(0)
+        elif self.batch_first:
+            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+        length, batch, _ = query.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        if self._qkv_same_embed_dim:
+            weights = self.in_proj_weight.chunk(3)
+        else:
+            weights = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
+        biases = (None,) * 3 if self.in_proj_bias is None else self.in_proj_bias.chunk(3)
+        q, k, v = (F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
+        mask = _additive_mask(attn_mask, q.dtype)
+        padding = _additive_mask(key_padding_mask, q.dtype)
+        if self.bias_k is not None:
+            k = torch.cat([k, self.bias_k.repeat(1, batch, 1)])
+            v = torch.cat([v, self.bias_v.repeat(1, batch, 1)])
+            mask = None if mask is None else F.pad(mask, (0, 1))
+            padding = None if padding is None else F.pad(padding, (0, 1))
+        q, k, v = (t.reshape(t.shape[0], batch, heads, head_dim).permute(1, 2, 0, 3) for t in (q, k, v))
+        if self.add_zero_attn:
+            k = torch.cat([k, k.new_zeros(batch, heads, 1, head_dim)], dim=2)
+            v = torch.cat([v, v.new_zeros(batch, heads, 1, head_dim)], dim=2)
+            mask = None if mask is None else F.pad(mask, (0, 1))
+            padding = None if padding is None else F.pad(padding, (0, 1))
+        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(head_dim)
+        if mask is not None:
+            scores = scores + (mask.reshape(batch, heads, *mask.shape[-2:]) if mask.dim() == 3 else mask)
+        if padding is not None:
+            scores = scores + padding.reshape(batch, 1, 1, -1)
+        attention = torch.softmax(scores, dim=-1)
+        if self.dropout > 0 and self.training:
+            attention = F.dropout(attention, self.dropout)
+        output = self.out_proj(torch.matmul(attention, v).permute(2, 0, 1, 3).reshape(length, batch, -1))
+        if self.batch_first and not unbatched:
+            output = output.transpose(0, 1)
+        if not need_weights:
+            returned = None
+        else:
+            returned = attention.mean(dim=1) if average_attn_weights else attention
+        if unbatched:
+            output = output.squeeze(1)
+            returned = None if returned is None else returned.squeeze(0)
+        return output, returned
 
 
 def products_of(model: nn.Module) -> LBAProducts | None:

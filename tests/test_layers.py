@@ -313,13 +313,14 @@ def test_one_estimator_check_everywhere():
             call()
 
 
-def test_lbaify_leaves_multihead_attention_alone_with_a_warning():
+def test_lbaify_converts_multihead_attention_only_with_interception():
     model = nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 2))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        converted = lbaify(model, CFG)
-    assert any("MultiheadAttention" in str(w.message) for w in caught)
-    assert type(converted[0]) is LBALinear and type(converted[1].out_proj) is not LBALinear
+    converted = lbaify(model, CFG)
+    assert type(converted[1]).__name__ == "UnfusedMultiheadAttention" and type(converted[1].out_proj) is LBALinear
+    with pytest.warns(UserWarning, match="MultiheadAttention"):
+        kept = lbaify(model, CFG, intercept=False)
+    assert type(kept[0]) is LBALinear and type(kept[1]) is nn.MultiheadAttention
+    assert type(kept[1].out_proj) is not LBALinear and kept.lba_coverage.kept_float == {"1": "MultiheadAttention"}
 
 
 def test_helpers_reconfigure_and_report_events():

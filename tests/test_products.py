@@ -196,6 +196,49 @@ def test_sequential_roots_and_a_second_lbaify():
     assert set(again.state_dict()) == set(model.state_dict())
 
 
+@pytest.mark.parametrize("variant", [
+    {}, {"batch_first": True, "add_bias_kv": True}, {"kdim": 3, "vdim": 5, "add_zero_attn": True}, {"bias": False},
+], ids=["plain", "batch_first-bias_kv", "kdim-vdim-zero_attn", "no-bias"])
+def test_unfused_multihead_attention_is_nn_multihead_attention(variant):
+    from lba_train.products import UnfusedMultiheadAttention
+
+    torch.manual_seed(6)
+    reference = nn.MultiheadAttention(8, 2, **variant).double().eval()
+    unfused = UnfusedMultiheadAttention.from_float(reference)
+    batch_first = variant.get("batch_first", False)
+    shape = (2, 5) if batch_first else (5, 2)
+    query = torch.randn(*shape, 8, dtype=torch.float64)
+    key = torch.randn(*((2, 4) if batch_first else (4, 2)), variant.get("kdim", 8), dtype=torch.float64)
+    value = torch.randn(*key.shape[:2], variant.get("vdim", 8), dtype=torch.float64)
+    padding = torch.tensor([[False, False, True, False], [False, False, False, False]])
+    attn_mask = torch.randn(5, 4, dtype=torch.float64)
+    float_padding = torch.zeros(2, 4, dtype=torch.float64).masked_fill(padding, float("-inf"))
+    for kwargs in ({}, {"key_padding_mask": float_padding, "attn_mask": attn_mask},
+                   {"key_padding_mask": padding, "attn_mask": torch.randn(4, 5, 4, dtype=torch.float64) > 1.5,
+                    "average_attn_weights": False},
+                   {"need_weights": False}):
+        expected, expected_weights = reference(query, key, value, **kwargs)
+        got, weights = unfused(query, key, value, **kwargs)
+        torch.testing.assert_close(got, expected)
+        assert (weights is None) == (expected_weights is None)
+        if weights is not None:
+            torch.testing.assert_close(weights, expected_weights)
+    if not batch_first:  # unbatched inputs
+        torch.testing.assert_close(unfused(query[:, 0], key[:, 0], value[:, 0])[0],
+                                   reference(query[:, 0], key[:, 0], value[:, 0])[0])
+
+
+def test_torch_transformer_encoder_runs_on_the_accumulator():
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.0, batch_first=True).eval()
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(2, 6, 16)
+    converted = lbaify(encoder, CFG, example_inputs=x)
+    assert converted.lba_coverage.accumulator_share == 1.0, converted.lba_coverage.summary()
+    wide = lbaify(encoder, MacConfig("fp16", "fp32"))
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), encoder(x), rtol=1e-2, atol=1e-2)
+
+
 # ------------------------------------------------------------------------------------------------ transformers
 needs_transformers = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
                                         reason="transformers is not installed (pip install -e '.[test]')")
