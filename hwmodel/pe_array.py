@@ -10,18 +10,19 @@ constant propagation across tile boundaries. That keeps a 16 x 16 array as cheap
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lba_core import MacConfig
+from rtl import module_blocks
 from rtl.export import write_top
 from rtl.pe_array import (
     ACCUMULATOR_BLOCKS,
     ARRAY_BLOCKS,
     TILE_NAMES,
+    array_block_of,
     array_latency,
     array_tile,
     buffer_depth,
@@ -29,35 +30,10 @@ from rtl.pe_array import (
     tile_counts,
 )
 
-from .mac_synth import generator_fingerprint
 from .cache import ResultCache, content_key
 from .jobs import run_cached
-from .synth import (
-    GLUE_BLOCK,
-    VERILOG_NAME,
-    Design,
-    SynthesisError,
-    _module_cells,
-    blocks_report,
-    cell_areas_ge,
-    flow_script,
-    synthesize_designs,
-)
-from rtl.yosys import run_yosys, yosys_version
-
-def array_block_of(module: str) -> str | None:
-    """The array block a Yosys module implements, from its hierarchical name (``pe_psum_register``,
-    ``column_output_buffer_total_3``, ``feeder_skew_register_2_0``): trailing indices are dropped, the
-    longest block name the rest ends with wins."""
-    name = module.removeprefix("\\")
-    parts = name.split("_")
-    while parts and parts[-1].isdigit():
-        parts.pop()
-    stem = "_".join(parts)
-    for block in sorted(ARRAY_BLOCKS, key=len, reverse=True):
-        if stem == block or stem.endswith("_" + block):
-            return block
-    return None
+from .mac_synth import generator_fingerprint
+from .synth import GLUE_BLOCK, Design, synthesize_designs
 
 
 @dataclass(frozen=True)
@@ -84,44 +60,6 @@ class TileExportJob:
         component = array_tile(self.tile, self.rows, self.cols, cfg, self.depth)
         with tempfile.TemporaryDirectory(prefix="lba-array-") as folder:
             return write_top(component, self.tile, Path(folder), self.hierarchical).read_text()
-
-
-@dataclass(frozen=True)
-class TileBlocksJob:
-    """Hierarchical synthesis of one tile: generic cells per array block (ARRAY_BLOCKS, else glue)."""
-
-    top: str
-    verilog: str
-    timeout_s: float | None = None
-
-    @property
-    def script(self) -> str:
-        return flow_script("blocks", self.top)
-
-    @property
-    def key(self) -> str:
-        return content_key("array blocks", self.verilog, yosys_version(), self.script)
-
-    def run(self) -> dict[str, dict[str, int]]:
-        work_dir = Path(tempfile.mkdtemp(prefix=f"lba-synth-{self.top}-blocks-"))
-        run_yosys(self.script, {VERILOG_NAME: self.verilog}, work_dir, self.timeout_s)
-        modules = _module_cells(json.loads((work_dir / "stat.json").read_text()))
-        if self.top not in modules:
-            raise SynthesisError(f"Yosys statistics have no module {self.top!r} (kept in {work_dir})")
-        totals: dict[str, dict[str, int]] = {}
-
-        def visit(module: str, block: str, multiplicity: int) -> None:
-            own = totals.setdefault(block, {})
-            for cell_type, count in modules[module].items():
-                if cell_type in modules:
-                    child = block if block != GLUE_BLOCK else array_block_of(cell_type) or GLUE_BLOCK
-                    visit(cell_type, child, multiplicity * count)
-                else:
-                    own[cell_type] = own.get(cell_type, 0) + multiplicity * count
-
-        visit(self.top, GLUE_BLOCK, 1)
-        shutil.rmtree(work_dir, ignore_errors=True)
-        return {block: cells for block, cells in totals.items() if cells}
 
 
 def asic_array(
@@ -189,26 +127,22 @@ def synthesize_array(
     flat, hierarchical = {}, {}
     for tile in TILE_NAMES:
         flat[tile], hierarchical[tile] = next(texts), next(texts)
-    generic = synthesize_designs(
-        [Design(tile, flat[tile]) for tile in TILE_NAMES], blocks=False, cache=cache, workers=workers,
-        progress=progress, timeout_s=timeout_s,
-    )
-    block_cells = run_cached(
-        [TileBlocksJob(tile, hierarchical[tile], timeout_s) for tile in TILE_NAMES], cache, workers, progress,
-        desc="yosys blocks",
-    )
-    areas = cell_areas_ge()
+    designs = [
+        Design(tile, flat[tile], hierarchical[tile],
+               module_blocks(array_tile(tile, rows, cols, cfg, depth), tile, array_block_of))
+        for tile in TILE_NAMES
+    ]
+    reports = synthesize_designs(designs, blocks=True, cache=cache, workers=workers, progress=progress,
+                                 timeout_s=timeout_s)
     counts = tile_counts(rows, cols)
     tiles: dict[str, Any] = {}
     blocks: dict[str, dict[str, float]] = {}
-    for tile, report, cells in zip(TILE_NAMES, generic, block_cells):
-        tile_blocks = blocks_report(cells, areas)
+    for tile, report in zip(TILE_NAMES, reports):
         tiles[tile] = {
             "count": counts[tile],
-            **{key: report[key] for key in ("gates", "flops", "ge", "transistors", "depth")},
-            "blocks": tile_blocks,
+            **{key: report[key] for key in ("gates", "flops", "ge", "transistors", "depth", "blocks")},
         }
-        for block, figures in tile_blocks.items():
+        for block, figures in report["blocks"].items():
             total = blocks.setdefault(block, {"gates": 0, "ge": 0.0})
             total["gates"] += figures["gates"] * counts[tile]
             total["ge"] = round(total["ge"] + figures["ge"] * counts[tile], 3)

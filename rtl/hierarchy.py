@@ -22,19 +22,25 @@ BLOCKS = (*FLOAT_BLOCKS, *FIXED_BLOCKS)
 BLOCK_NAMES = tuple(block_name(block) for block in BLOCKS)
 
 
-def module_blocks(component: wiring.Component, top: str) -> dict[str, str | None]:
+def block_of_class(origin: type, name: str) -> str | None:
+    """The block a sub-module is by its class (BLOCKS); ``name`` is its sub-module name."""
+    return block_name(origin) if origin in BLOCKS else None
+
+
+def module_blocks(component: wiring.Component, top: str, block_of=block_of_class) -> dict[str, str | None]:
     """``{module name: block name}`` for every module of ``component`` exported as ``top`` with
     ``hierarchical=True`` (module names ``<top>_<path>``, as :func:`rtl.export.plain_module_names` writes them).
 
     A module belongs to the outermost block on its path (the chunk adder's own aligner is part of
     ``chunk_adder``); the top and composite circuits that are no block (the MAC's ``fmaq``) map to None.
+    ``block_of(class, sub-module name)`` names a sub-module's block (by class unless told otherwise: the PE
+    array tells its registers apart by role, rtl.pe_array.array_block_of).
     """
     blocks: dict[str, str | None] = {top: None}
 
     def visit(fragment: Fragment, path: list[str], block: str | None) -> None:
         for child, name, _ in fragment.subfragments:
-            origin = type(child.origins[0])
-            child_block = block or (block_name(origin) if origin in BLOCKS else None)
+            child_block = block or block_of(type(child.origins[0]), name)
             blocks["_".join([top, *path, name])] = child_block
             visit(child, [*path, name], child_block)
 

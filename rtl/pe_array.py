@@ -57,6 +57,17 @@ ACCUMULATOR_BLOCKS = (
 )
 
 
+def array_block_of(origin: type, name: str) -> str | None:
+    """The ARRAY_BLOCKS block a sub-module is, by its name with trailing indices dropped
+    (``skew_register_2_0`` -> skew_register; ``fmaq`` and ``total_3`` are no block): the array's registers are
+    all Register blocks, told apart by role. For rtl.module_blocks(tile, top, array_block_of)."""
+    parts = name.split("_")
+    while parts and parts[-1].isdigit():
+        parts.pop()
+    stem = "_".join(parts)
+    return stem if stem in ARRAY_BLOCKS else None
+
+
 def check_array(rows: int, cols: int, cfg: MacConfig, dataflow: str, depth: int) -> None:
     for name, value in (("rows", rows), ("cols", cols), ("depth", depth)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -11,7 +11,6 @@ weights and stream the rows, then drain and read). The same program drives Amara
 from __future__ import annotations
 
 import math
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 
 from lba_core import FloatFormat, MacConfig
 from lba_train import EventStats, lba_matmul
-from support.simulators import require_tool
+from support.simulators import run_testbench_words
 
 #: Input ports in packing order, most significant first (the Verilog testbench's concatenation).
 INPUT_PORTS = ("clear", "weight_valid", "weight_row", "weight", "x_valid", "x_row", "x", "read_row")
@@ -226,30 +225,8 @@ def simulate_verilog(program: Program, verilog: Path, workdir: Path, simulator: 
         yw=shape.cols * shape.acc_width - 1,
         ew=shape.steps - 1,
     )
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "tb.v").write_text(testbench)
-    (workdir / "inputs.hex").write_text("\n".join(map("{:x}".format, program.words)) + "\n")
-    count, source = len(program.words), str(Path(verilog).resolve())
-    if simulator == "verilator":
-        build = ["verilator", "--binary", "--top-module", "tb", f"-GN={count}", "-Wno-fatal", "-Wno-lint",
-                 "-Wno-style", "-CFLAGS", "-O1", "--Mdir", "obj", "-o", "Vtb", "tb.v", source]
-        run = ["obj/Vtb"]
-    elif simulator == "iverilog":
-        build = ["iverilog", "-g2005", "-o", "tb.vvp", f"-Ptb.N={count}", "tb.v", source]
-        run = ["vvp", "-n", "tb.vvp"]
-    else:
-        raise ValueError(f"simulator must be verilator or iverilog, got {simulator!r}")
-    for command in (build, run):
-        require_tool(command[0], workdir)
-        result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     # Python ints: a sampled word (y and the event bits) is wider than 64 bits for arrays beyond 2 x 2.
-    lines = (workdir / "results.hex").read_text().split()
-    if len(lines) != count:
-        raise RuntimeError(f"{simulator} wrote {len(lines)} results for {count} cycles")
-    return [int(line, 16) for line in lines]
+    return run_testbench_words(testbench, "inputs.hex", program.words, verilog, workdir, simulator)
 
 
 def simulate_amaranth(array, program: Program) -> list[int]:

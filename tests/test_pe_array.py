@@ -155,14 +155,19 @@ def test_rejected_before_elaboration():
 
 
 def test_synthesis_reports_area_share_and_timing():
-    from hwmodel.pe_array import array_block_of, synthesize_array
+    from hwmodel.pe_array import synthesize_array
+    from rtl.pe_array import array_block_of, array_tile
 
-    assert array_block_of("pe_fmaq_aligner") == "aligner"
-    assert array_block_of("column_chunk_adder") == "chunk_adder"  # its own adder counts as chunk_adder
-    assert array_block_of("column_output_buffer") == "output_buffer"
-    assert array_block_of("feeder_skew_register_2_0") == "skew_register"
-    assert array_block_of("pe_psum_register") == "psum_register"
-    assert array_block_of("pe_fmaq") is None and array_block_of("pe") is None
+    assert array_block_of(object, "skew_register_2_0") == "skew_register"
+    assert array_block_of(object, "psum_register") == "psum_register"
+    assert array_block_of(object, "fmaq") is None and array_block_of(object, "total_3") is None
+    pe_blocks = rtl.module_blocks(array_tile("pe", 2, 2, MacConfig(input="e4m3", acc="e4m3"), 2), "pe", array_block_of)
+    assert pe_blocks["pe_fmaq_aligner"] == "aligner" and pe_blocks["pe_fmaq"] is None
+    assert pe_blocks["pe_weight_register"] == "weight_register" and pe_blocks["pe_psum_register"] == "psum_register"
+    column_blocks = rtl.module_blocks(array_tile("column", 2, 2, MacConfig(input="e4m3", acc="e4m3"), 3), "column",
+                                      array_block_of)
+    assert column_blocks["column_chunk_adder_adder"] == "chunk_adder"  # the outermost block takes its subtree
+    assert column_blocks["column_output_buffer_total_2"] == "output_buffer"
 
     result = synthesize_array(2, 2, MacConfig(input="e4m3", acc="e4m3"))
     blocks = result["blocks"]

@@ -93,6 +93,13 @@ def run_testbench(
     testbench: str, input_name: str, words: list[int], design: Path, workdir: Path, simulator: str
 ) -> np.ndarray:
     """Build tb.v with the design in Verilator or Icarus, feed it the input words, read results.hex."""
+    return np.array(run_testbench_words(testbench, input_name, words, design, workdir, simulator), dtype=np.int64)
+
+
+def run_testbench_words(
+    testbench: str, input_name: str, words: list[int], design: Path, workdir: Path, simulator: str
+) -> list[int]:
+    """:func:`run_testbench` with the result words as Python ints, for results wider than 64 bits."""
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
     workdir = Path(workdir)
@@ -132,7 +139,7 @@ def run_testbench(
     lines = (workdir / "results.hex").read_text().split()
     if len(lines) != count:
         raise RuntimeError(f"{simulator} wrote {len(lines)} results for {count} inputs")
-    return np.array([int(line, 16) for line in lines], dtype=np.int64)
+    return [int(line, 16) for line in lines]
 
 
 MAC_TESTBENCH = """`timescale 1ns/1ps
