@@ -14,14 +14,7 @@ import lba_train
 from lba_core import ConfigError, MacConfig
 from lba_train import EventStats, lba_bmm, lba_conv2d, lba_linear, lba_matmul, reference_dot
 from lba_train.quantize import quantize
-
-
-def reference_rows_by_columns(rows: list, columns: list, cfg: MacConfig) -> np.ndarray:
-    return np.array([[reference_dot(row, column, cfg) for column in columns] for row in rows])
-
-
-def count_mismatches(got: torch.Tensor, expected: np.ndarray) -> int:
-    return int(np.sum(got.detach().to(torch.float64).numpy() != expected))
+from support.gemm import count_mismatches, reference_gemm
 
 
 CONFIGS = [
@@ -42,7 +35,7 @@ def test_lba_matmul_rounds_real_operands_and_matches_the_reference(cfg, comparis
     y = lba_matmul(x, w, cfg, stats=stats)
     assert y.shape == (2, 3, 11)
     rows = x.reshape(-1, 19).double()
-    expected = reference_rows_by_columns(list(rows), list(w.double().T), cfg).reshape(2, 3, 11)
+    expected = reference_gemm(rows, w, cfg)[0].reshape(2, 3, 11)
     mismatches = count_mismatches(y, expected)
     comparisons(f"lba_matmul {cfg.name}", expected.size, mismatches)
     assert mismatches == 0
@@ -76,7 +69,7 @@ def test_lba_bmm_matches_a_loop_over_the_batch(comparisons):
     a = torch.randn(3, 4, 10, generator=generator) * 3
     b = torch.randn(3, 10, 6, generator=generator) * 3
     y = lba_bmm(a, b, cfg)
-    expected = np.stack([reference_rows_by_columns(list(a[i].double()), list(b[i].double().T), cfg) for i in range(3)])
+    expected = np.stack([reference_gemm(a[i], b[i], cfg)[0] for i in range(3)])
     mismatches = count_mismatches(y, expected)
     comparisons("lba_bmm", expected.size, mismatches)
     assert y.shape == (3, 4, 6) and mismatches == 0
@@ -89,7 +82,7 @@ def test_lba_linear_uses_the_nn_linear_layout_and_adds_the_bias_afterwards(compa
     weight = torch.randn(7, 12, generator=generator) * 4  # (N, K)
     bias = torch.randn(7, generator=generator)
     y = lba_linear(x, weight, bias, cfg)
-    accumulated = reference_rows_by_columns(list(x.double()), list(weight.double()), cfg)
+    accumulated = reference_gemm(x, weight.T, cfg)[0]
     expected = (torch.from_numpy(accumulated).float() + bias).numpy()  # bias outside the MAC, in float32
     mismatches = count_mismatches(y, expected.astype(np.float64))
     comparisons("lba_linear", expected.size, mismatches)
@@ -146,19 +139,13 @@ def test_lba_conv2d_matches_a_direct_convolution(stride, padding, dilation, grou
 
 
 def test_event_statistics_match_the_reference_counts(comparisons):
-    from lba_core import dot
-
     cfg = MacConfig("e4m3", "e4m3", chunk_size=4)
     generator = torch.Generator().manual_seed(5)
     x = torch.randn(4, 13, generator=generator) * 20
     w = torch.randn(13, 5, generator=generator) * 20
     stats = EventStats()
     lba_matmul(x, w, cfg, stats=stats)
-    expected = EventStats()
-    for row in x.double().tolist():
-        for column in w.double().T.tolist():
-            result = dot(row, column, cfg)
-            expected.record(result.steps, result.overflow, result.underflow, result.swamp)
+    _, expected = reference_gemm(x, w, cfg)
     comparisons("event counts lba_matmul", 4 * 5, int(stats != expected))
     assert stats == expected and stats.overflow > 0 and stats.swamp > 0
     assert stats.as_dict()["overflow_rate"] == stats.overflow / stats.steps

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from lba_core import ConfigError, FloatFormat, MacConfig, dot, round_to_format
+from lba_core import ConfigError, FloatFormat, MacConfig, round_to_format
 from lba_train.events import EventStats
 from lba_train.kernels import available_kernels, gemm_values, numba_binary32, numba_gemm, plan_gemm, select_kernel
 from lba_train.kernels import torch_gemm
@@ -23,6 +23,7 @@ from lba_train.kernels.dispatch import TRITON_AVAILABLE, batched_gemm_values
 from lba_train.kernels.plan import STEP_EXACT_SUM, STEP_GENERAL, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE, round_spec
 from lba_train.kernels.plan import round_twice_holds
 from lba_train.quantize import quantize
+from support.gemm import reference_gemm
 
 KERNEL_NAMES = ["numba", "torch"]
 
@@ -67,20 +68,6 @@ def operands(cfg: MacConfig, rows: int, length: int, columns: int, kind: str, rn
         w = rng.normal(0, 2.0, (length, columns))
     # Into the operand formats, as lba_matmul does (representable values pass unchanged).
     return torch.tensor(quantize(x, a_fmt)), torch.tensor(quantize(w, b_fmt))
-
-
-def reference_matmul(x: torch.Tensor, w: torch.Tensor, cfg: MacConfig) -> tuple[np.ndarray, EventStats]:
-    """Element by element with lba_core.dot: the values and the summed event counts."""
-    rows, columns = x.shape[0], w.shape[1]
-    values = np.zeros((rows, columns))
-    stats = EventStats()
-    x_list, w_t = x.tolist(), w.T.tolist()
-    for i in range(rows):
-        for j in range(columns):
-            result = dot(x_list[i], w_t[j], cfg)
-            values[i, j] = float(result.value)
-            stats.record(result.steps, result.overflow, result.underflow, result.swamp)
-    return values, stats
 
 
 # Each entry: configuration, expected step algorithm. Between them they cover every step, chunking, RTZ,
@@ -266,7 +253,7 @@ def test_kernels_match_the_reference_element_by_element(cfg, step, comparisons):
         if case == 0:
             length = 0  # an empty dot product is +0 with no steps
         x, w = operands(cfg, rows, length, columns, kind, rng)
-        expected, expected_stats = reference_matmul(x, w, cfg)
+        expected, expected_stats = reference_gemm(x, w, cfg)
         for kernel in KERNEL_NAMES:
             stats = EventStats()
             got = gemm_values(x, w, cfg, stats=stats, kernel=kernel).numpy()
@@ -285,7 +272,7 @@ def test_event_counts_are_exercised(comparisons):
     totals = EventStats()
     for kind in ["codes", "saturation", "cancellation"]:
         x, w = operands(cfg, 3, 20, 9, kind, rng)
-        expected, expected_stats = reference_matmul(x, w, cfg)
+        expected, expected_stats = reference_gemm(x, w, cfg)
         stats = EventStats()
         got = gemm_values(x, w, cfg, stats=stats).numpy()
         assert np.array_equal(got, expected) and stats == expected_stats
@@ -369,7 +356,7 @@ def test_random_configurations_sweep(comparisons):
         steps_seen.add(plan_gemm(cfg).step)
         kind = str(rng.choice(["codes", "saturation", "cancellation", "gaussian"]))
         x, w = operands(cfg, int(rng.integers(1, 7)), int(rng.integers(1, 60)), int(rng.integers(1, 100)), kind, rng)
-        expected, expected_stats = reference_matmul(x, w, cfg)
+        expected, expected_stats = reference_gemm(x, w, cfg)
         for kernel in KERNEL_NAMES:
             stats = EventStats()
             got = gemm_values(x, w, cfg, stats=stats, kernel=kernel).numpy()

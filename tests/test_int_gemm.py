@@ -9,10 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lba_core import ConfigError, MacConfig, dot
+from lba_core import ConfigError, MacConfig
 from lba_train import EventStats, lba_conv2d, lba_matmul
 from lba_train.kernels import int_gemm
 from lba_train.quantize import quantize
+from support.gemm import count_mismatches, reference_gemm
 
 CONFIGS = [
     MacConfig("int8", "int32"),
@@ -26,19 +27,6 @@ CONFIGS = [
 ]
 
 
-def reference(x: torch.Tensor, w: torch.Tensor, cfg: MacConfig):
-    """Every output and the event totals from lba_core.dot, row by column."""
-    values, events = [], [0, 0, 0]
-    for row in x.tolist():
-        out = []
-        for column in w.T.tolist():
-            result = dot(row, column, cfg)
-            out.append(float(result.value))
-            events = [events[0] + result.overflow, events[1] + result.underflow, events[2] + result.swamp]
-        values.append(out)
-    return torch.tensor(values, dtype=torch.float64), events
-
-
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda cfg: cfg.name)
 @pytest.mark.parametrize("spread", [0.05, 1.0], ids=["in-range", "overflowing"])
 def test_matches_the_reference_with_events(cfg, spread, comparisons, one_torch_thread):
@@ -49,9 +37,9 @@ def test_matches_the_reference_with_events(cfg, spread, comparisons, one_torch_t
     x[0] = x[0].abs()
     stats = EventStats()
     got = lba_matmul(x, w, cfg, stats=stats)
-    expected, events = reference(quantize(x, cfg.a_format), quantize(w, cfg.b_format), cfg)
-    mismatches = int((got.to(torch.float64) != expected).sum())
-    mismatches += (stats.overflow, stats.underflow, stats.swamp) != tuple(events)
+    expected, events = reference_gemm(quantize(x, cfg.a_format), quantize(w, cfg.b_format), cfg)
+    mismatches = count_mismatches(got, expected)
+    mismatches += (stats.overflow, stats.underflow, stats.swamp) != (events.overflow, events.underflow, events.swamp)
     comparisons(f"int_gemm vs lba_core.dot, {cfg.name}, spread {spread}", got.numel() + 1, mismatches)
     assert mismatches == 0
 
@@ -97,8 +85,8 @@ def test_conv2d_runs_on_an_integer_accumulator(one_torch_thread):
     weight = torch.randint(-127, 128, (3, 2, 3, 3), generator=generator).float()
     got = lba_conv2d(x, weight, None, cfg)
     columns = torch.nn.functional.unfold(x, 3)[0].T.to(torch.float64)  # (L, K) in the contract's order
-    expected, _ = reference(columns, weight.reshape(3, -1).T.to(torch.float64), cfg)
-    assert torch.equal(got[0].reshape(3, -1).T.to(torch.float64), expected)
+    expected, _ = reference_gemm(columns, weight.reshape(3, -1).T, cfg)
+    assert count_mismatches(got[0].reshape(3, -1).T, expected) == 0
 
 
 def test_configurations_the_kernel_cannot_hold_are_refused_first():
