@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from hwmodel.area import export_designs
+from hwmodel.mac_synth import export_designs
 from hwmodel.cache import ResultCache
 from hwmodel.flows.energy import (
     compile_netlist,

@@ -109,7 +109,8 @@ def add_energy(reports, designs, configs, mapped, libraries, stream_spec, cache:
         streams_json = json.dumps({"real": real, "random": random_streams(cfg, real)}, sort_keys=True)
         config_json = json.dumps(cfg.to_dict(), sort_keys=True)
         for library in libraries:
-            period = report["mac"][library]["period_ns"]
+            period = (report["mac"][library]["period_ns"] if "mac" in report
+                      else report["fmaq"][library]["delay_ns"])
             for top, design in per_config.items():
                 connectivity = mapped[MappingJob(library, HEADLINE_RECIPE, top, design.verilog).key]["connectivity"]
                 jobs.append(EnergyJob(library, top, config_json, json.dumps(connectivity, sort_keys=True),
@@ -160,11 +161,13 @@ def silicon_reports(
     timeout_s: float | None = None,
     energy: bool = True,
     stream_spec: Any = None,
+    tops: Sequence[str] | None = None,
+    recipes: Sequence[str] = RECIPES,
 ) -> list[dict[str, dict[str, Any]]]:
     """``{top: {target: report}}`` per configuration for the ASIC and place-and-route targets among
     ``targets`` (the others are hwmodel.area's Yosys flows); ``energy`` adds the energy per MAC (operands
     from ``stream_spec``, default: the digits ResNet)."""
-    from ..area import TOPS, default_workers, export_designs
+    from ..mac_synth import TOPS, default_workers, export_designs
     from .nextpnr import PNR_TARGETS
 
     cache = cache if cache is not None else ResultCache(None)
@@ -172,16 +175,19 @@ def silicon_reports(
     libraries = [target for target in targets if target in ASIC_TARGETS]
     devices = [target for target in targets if target in PNR_TARGETS]
     if not libraries and not devices:
-        return [{top: {} for top in TOPS} for _ in configs]
-    designs = export_designs(configs, block_tops=TOPS if blocks else (), cache=cache, workers=workers,
+        return [{top: {} for top in (tops or TOPS)} for _ in configs]
+    tops = tuple(tops or TOPS)
+    designs = export_designs(configs, block_tops=tops if blocks else (), cache=cache, workers=workers,
                              progress=progress)
+    designs = [{top: per_config[top] for top in tops} for per_config in designs]
     if energy and stream_spec is None:
         from .operands import StreamSpec
 
         stream_spec = StreamSpec()
     asic = asic_reports(designs, libraries, blocks=blocks, cache=cache, workers=workers, progress=progress,
-                        timeout_s=timeout_s, configs=configs if energy else None, stream_spec=stream_spec)
+                        timeout_s=timeout_s, configs=configs if energy else None, stream_spec=stream_spec,
+                        recipes=recipes)
     fpga = pnr_reports(designs, devices, cache=cache, workers=workers, progress=progress, timeout_s=timeout_s) \
         if devices else [{} for _ in configs]
-    return [{top: {**asic_one.get(top, {}), **fpga_one.get(top, {})} for top in TOPS}
+    return [{top: {**asic_one.get(top, {}), **fpga_one.get(top, {})} for top in tops}
             for asic_one, fpga_one in zip(asic, fpga)]

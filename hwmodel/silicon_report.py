@@ -1,0 +1,112 @@
+"""Silicon figures as table rows: µm², timing, energy per MAC and FPGA results of hwmodel.flows.targets,
+flattened per configuration, with ratios against the FP32-accumulator twin of the same inputs.
+
+Used by ``hwmodel paper-claim`` (paper_claim_silicon.csv/.md) and by the sweep's silicon columns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lba_core import FloatFormat, MacConfig
+from lba_core.fileio import atomic_write_text, markdown_table
+
+#: Figures of the MAC per ASIC library, as (column suffix, report key).
+ASIC_COLUMNS = (
+    ("um2", "area_um2"),
+    ("cells", "cells"),
+    ("leakage_nw", "leakage_nw"),
+    ("period_ns", "period_ns"),
+    ("fmax_mhz", "fmax_mhz"),
+    ("loop_ns", "reg_to_reg_ns"),
+    ("pj_per_mac", "energy_pj_per_mac"),
+    ("pj_per_mac_random", "energy_pj_per_mac_random"),
+)
+FPGA_COLUMNS = (("luts", "luts"), ("ffs", "ffs"), ("dsps", "dsps"), ("fmax_mhz", "fmax_mhz"))
+#: Figures whose ratio against the FP32 accumulator the claim table reports.
+RATIO_COLUMNS = ("um2", "period_ns", "pj_per_mac", "pj_per_mac_random", "luts", "fmax_mhz")
+
+
+def silicon_row(silicon: dict[str, dict[str, Any]], top: str = "mac") -> dict[str, Any]:
+    """``<target>_<figure>`` columns of one configuration's ``top`` (ASIC and FPGA targets it has)."""
+    row: dict[str, Any] = {}
+    for target, figures in silicon.get(top, {}).items():
+        columns = ASIC_COLUMNS if "area_um2" in figures else FPGA_COLUMNS
+        for suffix, key in columns:
+            if figures.get(key) is not None:
+                row[f"{target}_{suffix}"] = figures[key]
+    return row
+
+
+def with_ratios(rows: list[dict[str, Any]], configs: Sequence[MacConfig],
+                baseline: FloatFormat = FloatFormat.parse("fp32")) -> list[dict[str, Any]]:
+    """Each row plus ``<column>_vs_fp32`` = value / value of the FP32-accumulator row with the same inputs."""
+    by_inputs = {}
+    for cfg, row in zip(configs, rows):
+        if cfg.acc == baseline:
+            by_inputs[(cfg.a_format.name, cfg.b_format.name)] = row
+    result = []
+    for cfg, row in zip(configs, rows):
+        reference = by_inputs.get((cfg.a_format.name, cfg.b_format.name), {})
+        extra = {}
+        for column, value in row.items():
+            if any(column.endswith(f"_{suffix}") for suffix in RATIO_COLUMNS):
+                base = reference.get(column)
+                if isinstance(value, (int, float)) and isinstance(base, (int, float)) and base:
+                    extra[f"{column}_vs_fp32"] = round(value / base, 4)
+        result.append({**row, **extra})
+    return result
+
+
+def _format(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
+    return str(value)
+
+
+def claim_rows(configs: Sequence[MacConfig], silicon: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = [{"input": cfg.a_format.name, "acc": cfg.acc.name, "acc_bits": cfg.acc.width, **silicon_row(result)}
+            for cfg, result in zip(configs, silicon)]
+    return with_ratios(rows, configs)
+
+
+def write_silicon_claim(configs: Sequence[MacConfig], silicon: Sequence[dict[str, Any]], out_dir: Path | str,
+                        libraries: Sequence[str], provenance: str) -> dict[str, Path]:
+    """``paper_claim_silicon.csv`` (every column) and ``.md`` (per library: µm², period, pJ/MAC and their
+    ratios vs the FP32 accumulator)."""
+    import pandas as pd
+
+    out = Path(out_dir)
+    rows = claim_rows(configs, silicon)
+    paths = {"silicon_csv": out / "paper_claim_silicon.csv", "silicon_md": out / "paper_claim_silicon.md"}
+    atomic_write_text(paths["silicon_csv"], pd.DataFrame(rows).to_csv(index=False))
+    sections = ["# MAC in standard cells with FP8 inputs: standard vs 12-bit accumulators", provenance]
+    for library in libraries:
+        figures = [("um2", "µm²"), ("period_ns", "period ns"), ("pj_per_mac", "pJ/MAC"),
+                   ("pj_per_mac_random", "pJ/MAC random")]
+        header = ["input", "acc", "bits"]
+        for suffix, label in figures:
+            header += [label, f"{label} / fp32"]
+        body = []
+        for row in rows:
+            cells = [row["input"], row["acc"], row["acc_bits"]]
+            for suffix, _ in figures:
+                column = f"{library}_{suffix}"
+                cells += [_format(row.get(column)), _format(row.get(f"{column}_vs_fp32"))]
+            body.append(cells)
+        sections += [f"## {library}", markdown_table(header, body, "llr" + "r" * 2 * len(figures))]
+    fpga = sorted({column.split("_")[0] for row in rows for column in row if column.endswith("_luts")})
+    for device in fpga:
+        header = ["input", "acc", "LUTs", "LUTs / fp32", "FFs", "DSPs", "Fmax MHz", "Fmax / fp32"]
+        body = [[row["input"], row["acc"], _format(row.get(f"{device}_luts")),
+                 _format(row.get(f"{device}_luts_vs_fp32")), _format(row.get(f"{device}_ffs")),
+                 _format(row.get(f"{device}_dsps")), _format(row.get(f"{device}_fmax_mhz")),
+                 _format(row.get(f"{device}_fmax_mhz_vs_fp32"))] for row in rows]
+        sections += [f"## {device} (nextpnr)", markdown_table(header, body, "llrrrrrr")]
+    atomic_write_text(paths["silicon_md"], "\n\n".join(sections) + "\n")
+    return paths
