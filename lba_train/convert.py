@@ -150,6 +150,10 @@ def lbaify(
         if name in kept or any(prefix in skipped for prefix in _ancestry(name)):
             continue
         layer = _lba_class(module).from_float(module, cfg, options)
+        if not is_transformers_conv1d(module) and not isinstance(module, MatMul):
+            # The converted model owns ``module`` (a copy, or inplace): keep its Parameter objects, so that
+            # weights tied to other modules (a language model's head and its embedding) stay tied.
+            layer.weight, layer.bias = module.weight, module.bias
         target = _replace(target, name, layer)
         coverage.converted[name] = type(layer).__name__
     for name, module in modules.items():

@@ -187,6 +187,24 @@ def test_lba_conv1d_matches_the_reference(comparisons):
     torch.testing.assert_close(layer(x), exact)
 
 
+def test_tied_weights_stay_tied():
+    class _Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(10, 4)
+            self.head = nn.Linear(4, 10, bias=False)
+            self.head.weight = self.embedding.weight
+
+        def forward(self, ids):
+            return self.head(self.embedding(ids))
+
+    model = _Tied()
+    converted = lbaify(model, CFG)
+    assert converted.head.weight is converted.embedding.weight and converted.head.weight is not model.head.weight
+    converted(torch.tensor([[1, 2, 3]])).sum().backward()
+    assert converted.embedding.weight.grad is not None
+
+
 def test_sequential_roots_and_a_second_lbaify():
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     converted = lbaify(model, CFG)
