@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from lba_core import ConfigError, FormatError  # noqa: E402
+from lba_core.fileio import os_error_text  # noqa: E402
+
+from .interrupt import Interrupted  # noqa: E402
 
 PACKAGE = "lba-toolkit"
 
@@ -152,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ConfigError, FormatError) as error:
         parser.exit(2, f"hwmodel {args.command}: error: {error}\n")
+    except Interrupted as stop:  # SIGINT/SIGTERM inside a command that handles them: one line, what was kept
+        print(stop, file=sys.stderr)
+        return stop.exit_status
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except OSError as error:
+        parser.exit(1, f"hwmodel {args.command}: error: {os_error_text(error)}\n")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """``hwmodel sweep``: the main job — area and accuracy of each accumulator configuration, side by side.
 
 With no arguments it runs the embedded default (FP8 e4m3 inputs, eight accumulators, digits with the small
-ResNet). ``--config FILE`` reads a larger grid from TOML; ``--acc LIST`` sweeps formats given on the command line
-(area only unless ``--accuracy`` is added, so that a quick area table stays quick).
+ResNet) into reports/default. ``--config FILE`` reads a larger grid from TOML; ``--acc LIST`` sweeps formats
+given on the command line, area only (into reports/area) unless ``--accuracy`` is added. Every option is
+checked before any work starts.
 """
 
 from __future__ import annotations
@@ -11,132 +12,123 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from lba_core import ROUNDING_MODES, ConfigError, FormatError
+from lba_core import ConfigError
 
 from .cmd_synth import synthesis_kwargs, synthesis_options, yosys_failure
-from .sweepspec import DEFAULT_ACCUMULATORS, MODELS, SweepSpec, fixed_point_config, load_sweep_spec
-from .synth import YosysError
+from .sweepspec import DEFAULT_ACCUMULATORS, SweepSpec, check_buildable, load_sweep_spec
+from rtl.yosys import ToolError
+
+#: Report folder of an area-only sweep without --name, so that it never replaces the main report.
+AREA_ONLY_NAME = "area"
 
 
-def _list(text: str) -> tuple[str, ...]:
-    items = tuple(item.strip() for item in text.split(",") if item.strip())
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
+def _list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",")]
 
 
-def _epochs(text: str) -> tuple[int, int]:
-    try:
-        first, second = (int(item) for item in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected E1,E2 (epochs of stage 1 and stage 2), got {text!r}") from None
-    if first < 0 or second < 0:
-        raise argparse.ArgumentTypeError("epochs must be >= 0")
-    return first, second
+def _numbers(kind):
+    def parse(text: str) -> list:
+        try:
+            return [kind(item) for item in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+
+    return parse
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "sweep",
-        description="For each MAC configuration: synthesize it (gates, GE, LUTs, per-block area, reduction vs "
-        "the baseline accumulator) and, unless disabled, run the accuracy pipeline (float baseline, zero-shot "
-        "LBA, two-stage fine-tuning). Writes reports/<name>/area.csv+md, results.csv+md, PNG/SVG plots and "
-        "index.html. Finished points are kept in reports/<name>/points/: an interrupted sweep resumes.",
+        description="For each MAC configuration: run the accuracy pipeline unless disabled (float baseline, "
+        "zero-shot LBA, two-stage fine-tuning; the accumulator bias is chosen here) and synthesize the very "
+        "configuration that was trained (gates, GE, LUTs, per-block area, reduction vs the baseline "
+        "accumulator). Writes reports/<name>/area.csv+md, results.csv+md, sweep.json, plots and index.html. "
+        "Finished points are kept in reports/<name>/points/ keyed by a hash of their settings: a rerun reuses "
+        "what matches, an interrupted sweep resumes.",
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="sweep grid from a TOML file (see examples/sweep.toml)")
-    parser.add_argument("--name", help="report folder under --reports (default: the file's name, or 'default')")
+    parser.add_argument("--name", help="report folder under --reports (default: the file's name; 'default'; "
+                        f"'{AREA_ONLY_NAME}' for an area-only sweep)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), metavar="DIR", help="reports root (default: reports)")
     grid = parser.add_argument_group("grid (without --config)")
-    grid.add_argument("--in", dest="inputs", type=_list, default=("e4m3",), metavar="LIST", help="input format(s) (default: e4m3)")
-    grid.add_argument(
-        "--acc",
-        type=_list,
-        metavar="LIST",
-        help=f"accumulator formats; area only unless --accuracy (default: {','.join(DEFAULT_ACCUMULATORS)}, with accuracy)",
-    )
+    grid.add_argument("--in", dest="inputs", type=_list, metavar="LIST", help="input format(s) (default: e4m3)")
+    grid.add_argument("--acc", type=_list, metavar="LIST",
+                      help=f"accumulator formats; area only unless --accuracy (default: {','.join(DEFAULT_ACCUMULATORS)}, "
+                      "with accuracy)")
     grid.add_argument("--product", metavar="FMT", help="product format (default: exact product)")
-    grid.add_argument("--rounding", type=_list, default=("rne",), metavar="LIST", help=f"rounding mode(s) from {','.join(ROUNDING_MODES)}")
-    grid.add_argument("--chunk", type=int, default=0, metavar="N", help="chunk size (default: 0 = one chunk)")
+    grid.add_argument("--rounding", type=_list, metavar="LIST", help="rounding mode(s): rne, rtz (default: rne)")
+    grid.add_argument("--chunk", type=_numbers(int), metavar="LIST", help="chunk size(s); 0 = one chunk (default: 0)")
+    grid.add_argument("--baseline", metavar="FMT", help="accumulator the reduction is measured against (default: fp32)")
     grid.add_argument("--array", metavar="RxC",
                       help="also cost each configuration as an R x C PE array, chunk size R (docs/pe_array.md)")
-    grid.add_argument("--fixed", type=_fixed_list, metavar="LIST",
+    grid.add_argument("--fixed", metavar="LIST",
                       help="integer/fixed-point INPUT:ACC rows (default: int8:int32,int8:int16_sat,e4m3:fx48.18,"
                       "e4m3:fx32.10_sat with the default grid, none with --acc; 'none' for none)")
-    grid.add_argument("--baseline", default="fp32", metavar="FMT", help="accumulator the reduction is measured against (default: fp32)")
     accuracy = parser.add_argument_group("accuracy")
-    accuracy.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=None, help="run the accuracy pipeline")
-    accuracy.add_argument("--model", choices=MODELS, help="model (default: resnet)")
+    accuracy.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=None,
+                          help="run the accuracy pipeline (default: on, off with --acc)")
+    accuracy.add_argument("--model", help="mlp, resnet or transformer (default: resnet)")
     accuracy.add_argument("--data", help="digits, imagefolder:PATH or mnist:PATH (default: digits)")
-    accuracy.add_argument("--epochs", type=_epochs, metavar="E1,E2", help="fine-tuning epochs of stage 1 and 2")
-    accuracy.add_argument("--epochs-baseline", type=int, metavar="N", help="epochs of the float baseline")
-    accuracy.add_argument("--seed", type=int, help="seed (default: 0)")
+    accuracy.add_argument("--epochs", type=_numbers(int), metavar="E1[,E2]", help="fine-tuning epochs of stage 1 and 2 (default: 1,1)")
+    accuracy.add_argument("--epochs-baseline", type=int, metavar="N", help="epochs of the float baseline (default: 10)")
+    accuracy.add_argument("--lr", type=_numbers(float), metavar="LR[,LR2]", help="Adam learning rate of the fine-tuning stages (default: 1e-3,5e-4)")
+    accuracy.add_argument("--lr-baseline", type=float, metavar="LR", help="Adam learning rate of the baseline (default: 3e-3)")
+    accuracy.add_argument("--seed", type=int, help="seed of the split, the initialisation and the shuffles (default: 0)")
+    accuracy.add_argument("--bias", help="accumulator bias of non-standard formats: calibrate (default), paper, format")
+    accuracy.add_argument("--standard-bias", help="bias of fp32/fp16/bf16 accumulators (default: format = standard)")
+    accuracy.add_argument("--estimator", help="gradient estimator through the accumulator (default: ste)")
     synthesis_options(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, target=None)
 
 
-def _fixed_list(text: str) -> tuple[str, ...]:
-    """``--fixed`` value: comma-separated INPUT:ACC pairs, or "none"."""
-    if text.strip().lower() == "none":
-        return ()
-    pairs = tuple(pair.strip() for pair in text.split(",") if pair.strip())
-    for pair in pairs:
-        try:
-            fixed_point_config(pair)
-        except (ConfigError, FormatError) as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-    return pairs
+def _option_values(args: argparse.Namespace) -> dict[str, object]:
+    epochs = None if args.epochs is None else list(args.epochs)
+    return {
+        "--name": args.name, "--in": args.inputs, "--acc": args.acc, "--product": args.product,
+        "--rounding": args.rounding, "--chunk": args.chunk, "--baseline": args.baseline, "--array": args.array,
+        "--fixed": args.fixed,
+        "--target": None if args.target is None else list(args.target), "--jobs": args.jobs,
+        "--accuracy": args.accuracy, "--model": args.model, "--data": args.data, "--epochs": epochs,
+        "--epochs-baseline": args.epochs_baseline, "--lr": args.lr, "--lr-baseline": args.lr_baseline,
+        "--seed": args.seed, "--bias": args.bias, "--standard-bias": args.standard_bias, "--estimator": args.estimator,
+    }
 
 
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    """The sweep the options describe, every value checked (ConfigError naming the option or key)."""
+    from .sweepspec import apply_options
+
+    values = _option_values(args)
     if args.config is not None:
-        spec = load_sweep_spec(args.config, name=args.name)
+        spec = load_sweep_spec(args.config)
     else:
-        spec = SweepSpec(
-            name=args.name or "default",
-            inputs=args.inputs,
-            accumulators=args.acc or DEFAULT_ACCUMULATORS,
-            rounding=args.rounding,
-            chunk_sizes=(args.chunk,),
-            product=args.product,
-            baseline_acc=args.baseline,
-        )
+        spec = SweepSpec()
+        if args.acc is not None and args.accuracy is None:
+            spec = replace(spec, name=AREA_ONLY_NAME, accuracy=replace(spec.accuracy, enabled=False))
         if args.acc is not None:
-            spec = replace(spec, accuracy=replace(spec.accuracy, enabled=False), fixed_point=())
-        if args.fixed is not None:
-            spec = replace(spec, fixed_point=args.fixed)
-        spec.configs()  # malformed formats or rounding modes fail here, before any work
-    accuracy_changes = {
-        key: value
-        for key, value in (
-            ("enabled", args.accuracy),
-            ("model", args.model),
-            ("data", args.data),
-            ("epochs", args.epochs),
-            ("epochs_baseline", args.epochs_baseline),
-            ("seed", args.seed),
-        )
-        if value is not None
-    }
-    spec = replace(spec, accuracy=replace(spec.accuracy, **accuracy_changes))
-    if args.config is None:
-        spec = replace(spec, targets=tuple(args.target))
-    if args.jobs:
-        spec = replace(spec, jobs=args.jobs)
-    if args.array is not None:
-        spec = replace(spec, array=args.array)
-        spec.configs()  # a malformed --array, or a chunk size that does not fit it, fails here
-    return spec
+            spec = replace(spec, fixed_point=())  # --acc names every row; --fixed adds some
+    return apply_options(spec, values, from_file=args.config is not None)
+
+
+def check_reports_root(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--reports {root}: is a file, not a folder")
 
 
 def run(args: argparse.Namespace) -> int:
+    from .interrupt import signals_interrupt
     from .sweep import run_sweep  # imported here so that `hwmodel --help` stays fast
 
-    spec = spec_from_args(args)
-    out = args.reports / spec.name
-    try:
-        index = run_sweep(spec, out, synthesis=synthesis_kwargs(args))
-    except YosysError as error:
-        return yosys_failure("sweep", error)
+    with signals_interrupt():
+        spec = spec_from_args(args)
+        check_buildable(spec)
+        check_reports_root(args.reports)
+        synthesis = synthesis_kwargs(args)
+        out = args.reports / spec.name
+        try:
+            index = run_sweep(spec, out, synthesis=synthesis)
+        except ToolError as error:
+            return yosys_failure("sweep", error)
     print(f"area table: {out / 'area.md'}")
     print(f"results:    {out / 'results.md'}")
     print(f"report: {index}")

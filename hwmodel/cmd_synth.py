@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
+
+from lba_core import ConfigError
+from lba_core.fileio import atomic_write_text
 
 from .cache import CACHE_ENV_VAR, ResultCache, default_cache_dir
 from .cmd_verilog import array_config, array_options, check_array_args, config_from_args, rtl_options
@@ -41,6 +45,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def synthesis_options(parser: argparse.ArgumentParser, default_targets: str = "generic") -> None:
     group = parser.add_argument_group("synthesis")
     group.add_argument(
@@ -59,13 +73,26 @@ def synthesis_options(parser: argparse.ArgumentParser, default_targets: str = "g
         help=f"result cache (default: ${CACHE_ENV_VAR} or ~/.cache/lba-hwmodel)",
     )
     group.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
-    group.add_argument("--timeout", type=float, metavar="S", help="limit per Yosys run in seconds (default: none)")
+    group.add_argument("--timeout", type=positive_seconds, metavar="S", help="limit per Yosys run in seconds (default: none)")
 
 
 def cache_from_args(args: argparse.Namespace) -> ResultCache:
+    """The result cache the options ask for, its folder checked (created, writable) before any work."""
     if args.no_cache:
+        if args.cache_dir is not None:
+            raise ConfigError("--cache-dir would have no effect with --no-cache; drop one of them")
         return ResultCache(None)
-    return ResultCache(args.cache_dir or default_cache_dir())
+    root = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    option = f"--cache-dir {root}" if args.cache_dir else f"cache folder {root} (${CACHE_ENV_VAR} or the default)"
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{option}: is a file, not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(root / ".write-test", "")
+        (root / ".write-test").unlink()
+    except OSError as error:
+        raise ConfigError(f"{option}: not writable ({error.strerror or error})") from None
+    return ResultCache(root)
 
 
 def synthesis_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """``hwmodel train``: baseline, zero-shot and two-stage fine-tuning accuracy for a list of accumulator formats.
 
-Trains (or reuses, from reports/<name>/baseline.pt) one float baseline, then runs lba_train's recipe once
-per accumulator format, and writes reports/<name>/accuracy.csv and accuracy.md (with per-layer event
-statistics). Every format checkpoints under reports/<name>/checkpoints/, so an interrupted run resumes.
+Trains (or reuses) one float baseline, then runs lba_train's recipe once per accumulator format, and writes
+reports/<name>/accuracy.csv and accuracy.md (with per-layer event statistics). The baseline and every
+format's checkpoints are keyed by a hash of everything that determines them (settings, source files, tool
+versions: hwmodel.provenance), so an interrupted run resumes and a run with other settings never does.
 """
 
 from __future__ import annotations
@@ -16,24 +17,15 @@ import torch
 
 from lba_core import ROUNDING_MODES, ConfigError, MacConfig
 from lba_core.fileio import atomic_write, atomic_write_text, markdown_table
-from lba_train.bias import BIAS_MODES
 from lba_train.data import load_data
-from lba_train.estimators import ESTIMATORS
-from lba_train.models import MODEL_NAMES
 from lba_train.layers import LayerOptions
-from lba_train.train import FinetuneOptions, run_accuracy_point, train_baseline
+from lba_train.train import RESULTS_FILE, FinetuneOptions, run_accuracy_point, train_baseline
+
+from . import provenance
+from .interrupt import Interrupted, signals_interrupt
+from .sweepspec import check_option
 
 ACCURACY_KEYS = ("baseline", "exact_acc", "zero_shot", "stage1", "stage1_nouf", "stage2")
-
-
-def _numbers(text: str, kind, name: str, count: int | None = None) -> tuple:
-    try:
-        values = tuple(kind(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--{name}: expected comma-separated {kind.__name__}s, got {text!r}") from None
-    if count is not None and len(values) not in (1, count):
-        raise ConfigError(f"--{name}: expected 1 or {count} values, got {text!r}")
-    return values if count is None or len(values) == count else values * count
 
 
 def register(subparsers) -> None:
@@ -46,23 +38,23 @@ def register(subparsers) -> None:
     parser.add_argument("--in", dest="input", default="e4m3", metavar="FMT", help="input format (default: e4m3)")
     parser.add_argument("--acc", default="e4m7,e5m2,e4m3", metavar="FMT[,FMT...]",
                         help="accumulator formats, comma-separated (default: e4m7,e5m2,e4m3)")
-    parser.add_argument("--chunk", type=int, metavar="N", help="chunk size of the accumulation (default: one chunk)")
+    parser.add_argument("--chunk", type=int, default=0, metavar="N", help="chunk size of the accumulation (default: 0 = one chunk)")
     parser.add_argument("--rounding", choices=ROUNDING_MODES, default="rne", help="rounding mode (default: rne)")
-    parser.add_argument("--model", choices=MODEL_NAMES, default="resnet", help="model (default: resnet)")
+    parser.add_argument("--model", default="resnet", help="mlp, resnet or transformer (default: resnet)")
     parser.add_argument("--data", default="digits", metavar="SPEC",
                         help="digits (default), imagefolder:PATH or mnist:PATH")
     parser.add_argument("--epochs-baseline", type=int, default=10, metavar="N",
                         help="float training epochs of the baseline (default: 10)")
-    parser.add_argument("--epochs", default="1,1", metavar="E1,E2", help="fine-tuning epochs of stage 1 and stage 2 "
+    parser.add_argument("--epochs", default="1,1", metavar="E1[,E2]", help="fine-tuning epochs of stage 1 and stage 2 "
                         "(default: 1,1)")
     parser.add_argument("--lr", default="1e-3,5e-4", metavar="LR[,LR2]",
                         help="Adam learning rate of the fine-tuning stages (default: 1e-3,5e-4)")
     parser.add_argument("--lr-baseline", type=float, default=3e-3, metavar="LR",
                         help="Adam learning rate of the baseline (default: 3e-3)")
-    parser.add_argument("--estimator", choices=ESTIMATORS, default="ste",
+    parser.add_argument("--estimator", default="ste",
                         help="gradient estimator through the accumulator (default: ste; docs/estimators.md)")
-    parser.add_argument("--bias", choices=BIAS_MODES, default="calibrate",
-                        help="accumulator exponent bias: calibrated on observed partial sums (default), the paper's "
+    parser.add_argument("--bias", default="calibrate",
+                        help="accumulator exponent bias (calibrate, paper, format): calibrated on observed partial sums (default), the paper's "
                         "rule, or the format's own; operands are max-abs scaled to the top of their format, so a "
                         "narrow accumulator usually needs 'calibrate' (docs/training.md)")
     parser.add_argument("--one-stage", action="store_true",
@@ -70,7 +62,7 @@ def register(subparsers) -> None:
     parser.add_argument("--keep-first-last", action="store_true", help="keep the first and last layer in float")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the shuffles")
     parser.add_argument("--name", default="train", help="report name: results go to <reports>/<name>/")
-    parser.add_argument("--reports", default="reports", metavar="DIR", help="reports folder (default: reports)")
+    parser.add_argument("--reports", type=Path, default=Path("reports"), metavar="DIR", help="reports root (default: reports)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: the bit-true kernels dominate, and more threads "
                         "oversubscribe a small shared machine)")
@@ -78,21 +70,82 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def _baseline_determinants(args) -> dict:
+    return {"kind": "baseline", "model": args.model, "data": provenance.data_fingerprint(args.data),
+            "epochs": args.epochs_baseline, "lr": args.lr_baseline, "seed": args.seed, "threads": args.threads,
+            "source": provenance.accuracy_source_hash(), "tools": provenance.accuracy_tools()}
+
+
+def _point_determinants(args, cfg: MacConfig, variant: str) -> dict:
+    return {"kind": "train", "cfg": cfg.to_dict(), "variant": variant, "bias_mode": args.bias,
+            "epochs": list(args.epochs), "lr": list(args.lr), "estimator": args.estimator,
+            "keep_first_last": args.keep_first_last, "baseline": _baseline_determinants(args)}
+
+
+def _short(determinants: dict) -> str:
+    return provenance.settings_hash(determinants)[: provenance.SHORT_HASH]
+
+
 def _baseline_state(args, bundle, folder: Path) -> dict:
-    """Train the float baseline, or reuse the one saved by an earlier run with the same settings."""
-    identity = {"model": args.model, "data": args.data, "seed": args.seed, "epochs": args.epochs_baseline,
-                "lr": args.lr_baseline}
-    path = folder / "baseline.pt"
+    """Train the float baseline, or reuse the one an earlier run saved with the same determinants."""
+    path = folder / f"baseline-{_short(_baseline_determinants(args))}.pt"
     if path.exists():
-        saved = torch.load(path, weights_only=False)
-        if saved["identity"] == identity:
-            print(f"reusing the float baseline in {path}")
-            return saved["state"]
+        print(f"reusing the float baseline {path}")
+        return torch.load(path, weights_only=False)["state"]
     trained = train_baseline(args.model, bundle, args.epochs_baseline, args.seed, args.lr_baseline,
                              progress=not args.quiet)
     print(f"float baseline: {100 * trained.accuracy:.2f}%")
-    atomic_write(path, lambda stream: torch.save({"identity": identity, "state": trained.state}, stream))
+    atomic_write(path, lambda stream: torch.save({"determinants": _baseline_determinants(args), "state": trained.state},
+                                                 stream))
     return trained.state
+
+
+def _finished(checkpoint_dir: Path) -> bool:
+    try:
+        return "stage2" in json.loads((checkpoint_dir / RESULTS_FILE).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def check_args(args: argparse.Namespace) -> list[MacConfig]:
+    """Every option checked, with the sweep's validators, before any training; the configurations."""
+    args.model = check_option("--model", args.model)
+    args.data = check_option("--data", args.data)
+    args.epochs = check_option("--epochs", _split(args.epochs, int, "--epochs"))
+    args.lr = check_option("--lr", _split(args.lr, float, "--lr"))
+    args.lr_baseline = check_option("--lr-baseline", args.lr_baseline)
+    args.epochs_baseline = check_option("--epochs-baseline", args.epochs_baseline)
+    args.seed = check_option("--seed", args.seed)
+    args.bias = check_option("--bias", args.bias)
+    args.estimator = check_option("--estimator", args.estimator)
+    args.name = check_option("--name", args.name)
+    check_option("--in", [args.input])
+    accumulators = check_option("--acc", args.acc.split(","))
+    args.chunk = check_option("--chunk", [args.chunk])[0]
+    if args.threads < 1:
+        raise ConfigError(f"--threads: expected an integer >= 1, got {args.threads}")
+    if args.reports.exists() and not args.reports.is_dir():
+        raise ConfigError(f"--reports {args.reports}: is a file, not a folder")
+    return [MacConfig(args.input, acc, rounding=args.rounding, chunk_size=args.chunk or None) for acc in accumulators]
+
+
+def _split(text: str, kind, option: str) -> list:
+    try:
+        return [kind(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option}: expected comma-separated {kind.__name__}s, got {text!r}") from None
+
+
+def _output_folder(folder: Path) -> Path:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"report folder {folder} is a file, not a folder (choose another --name or --reports)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / ".write-test", "")
+        (folder / ".write-test").unlink()
+    except OSError as error:
+        raise ConfigError(f"report folder {folder} is not writable: {error.strerror or error}") from None
+    return folder
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -127,33 +180,39 @@ def _write_markdown(path: Path, args, rows: list[dict]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    epochs = _numbers(args.epochs, int, "epochs", 2)
-    lr = _numbers(args.lr, float, "lr", 2)
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    configs = check_args(args)
+    folder = _output_folder(args.reports / args.name)
     torch.set_num_threads(args.threads)
-    configs = [MacConfig(args.input, acc, rounding=args.rounding, chunk_size=args.chunk)
-               for acc in args.acc.split(",")]
-    folder = Path(args.reports) / args.name
-    folder.mkdir(parents=True, exist_ok=True)
     bundle = load_data(args.data, seed=args.seed)
-    state = _baseline_state(args, bundle, folder)
     variants = [("two-stage", False)] + ([("one-stage", True)] if args.one_stage else [])
-    rows = []
-    for cfg in configs:
-        for variant, stage1_underflow in variants:
-            print(f"== {cfg.name} ({variant})")
-            options = FinetuneOptions(
-                epochs=epochs, lr=lr, bias=args.bias, layers=LayerOptions(estimator=args.estimator),
-                keep_first_last=args.keep_first_last, stage1_underflow=stage1_underflow, seed=args.seed,
-                checkpoint_dir=folder / "checkpoints" / f"{cfg.name}-{args.bias}-{variant}",
-                progress=not args.quiet, log=print,
-            )
-            point = run_accuracy_point(cfg, args.model, bundle, options=options, baseline_state=state)
-            rows.append({"variant": variant, **point})
+    points = [(cfg, variant, underflow, folder / "checkpoints" / f"{cfg.name}-{variant}-{_short(_point_determinants(args, cfg, variant))}")
+              for cfg in configs for variant, underflow in variants]
+    finished = sum(_finished(directory) for *_, directory in points)
+    print(f"reusing {finished} of {len(points)} points (checkpoints are keyed by a hash of every setting)")
+    with signals_interrupt():
+        try:
+            rows = _run_points(args, bundle, folder, points)
+        except Interrupted as stop:
+            saved = sum(_finished(directory) for *_, directory in points)
+            raise stop.with_message(f"interrupted: {saved} of {len(points)} points saved; rerun the same command to finish") from None
     flat = pd.DataFrame([{k: v for k, v in row.items() if not isinstance(v, (list, dict))} for row in rows])
     atomic_write_text(folder / "accuracy.csv", flat.to_csv(index=False))
     atomic_write_text(folder / "accuracy.json", json.dumps(rows, indent=2))
     _write_markdown(folder / "accuracy.md", args, rows)
     print(folder / "accuracy.md")
     return 0
+
+
+def _run_points(args, bundle, folder: Path, points: list) -> list[dict]:
+    state = _baseline_state(args, bundle, folder)
+    rows = []
+    for cfg, variant, stage1_underflow, directory in points:
+        print(f"== {cfg.name} ({variant})")
+        options = FinetuneOptions(
+            epochs=tuple(args.epochs), lr=tuple(args.lr), bias=args.bias, layers=LayerOptions(estimator=args.estimator),
+            keep_first_last=args.keep_first_last, stage1_underflow=stage1_underflow, seed=args.seed,
+            checkpoint_dir=directory, progress=not args.quiet, log=print,
+        )
+        point = run_accuracy_point(cfg, args.model, bundle, options=options, baseline_state=state)
+        rows.append({"variant": variant, "settings_hash": directory.name.rsplit("-", 1)[1], **point})
+    return rows

@@ -1,14 +1,22 @@
-"""What a sweep covers: the embedded default, or a TOML file validated before any work starts."""
+"""What a sweep covers: the embedded default, a TOML file or command-line options, validated before any work.
+
+Every setting has one validator, used for the TOML key and the CLI option alike; only the name in the message
+differs (``key 'accuracy.lr'`` in a file, ``--lr`` on the command line). A setting that would have no effect
+(an accuracy option of an area-only sweep) is an error, not silence.
+"""
 
 from __future__ import annotations
 
 import itertools
+import math
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from lba_core import ConfigError, FloatFormat, FormatError, MacConfig
+from lba_core import ROUNDING_MODES, ConfigError, FloatFormat, FormatError, MacConfig, parse_format
 
 TARGETS = ("generic", "ice40", "xilinx", "ecp5")
 MODELS = ("mlp", "resnet", "transformer")
@@ -17,6 +25,10 @@ DEFAULT_ACCUMULATORS = ("fp32", "fp16", "bf16", "e5m6", "e4m7", "e3m8", "e4m3", 
 #: into 32 bits (exact) and into 16 bits saturating, and e4m3 products into an exact Kulisch-style register
 #: (F = 18 holds every e4m3 product; 30 integer bits hold 2^11 of the largest) and a narrower rounding one.
 DEFAULT_FIXED_POINT = ("int8:int32", "int8:int16_sat", "e4m3:fx48.18", "e4m3:fx32.10_sat")
+#: The IEEE-style accumulators keep their standard bias in a sweep unless ``standard_bias`` says otherwise.
+STANDARD_ACCUMULATORS = tuple(FloatFormat.parse(name) for name in ("fp32", "fp16", "bf16"))
+#: Report folder names: one path component, so a name from a file cannot escape the reports root.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -29,8 +41,10 @@ class AccuracySpec:
     epochs_baseline: int = 10
     epochs: tuple[int, int] = (1, 1)
     lr: tuple[float, float] = (1e-3, 5e-4)
+    lr_baseline: float = 3e-3
     seed: int = 0
     bias: str = "calibrate"
+    standard_bias: str = "format"
     estimator: str = "ste"
 
 
@@ -76,6 +90,20 @@ class SweepSpec:
         ]
         return grid if shape else grid + [fixed_point_config(pair) for pair in self.fixed_point]
 
+    def bias_mode(self, cfg: MacConfig) -> str:
+        """How the accumulator bias of ``cfg`` is chosen: fp32/fp16/bf16 keep their standard bias (unless
+        ``standard_bias`` says otherwise), a format written with an explicit ``_b<N>`` keeps that bias, every
+        other format gets the sweep's ``bias`` mode."""
+        if cfg.acc in STANDARD_ACCUMULATORS:
+            return self.accuracy.standard_bias
+        if not isinstance(cfg.acc, FloatFormat) or cfg.acc.bias != cfg.acc.default_bias:
+            return "format"  # fixed-point accumulators have no bias
+        return self.accuracy.bias
+
+    @property
+    def area_only(self) -> bool:
+        return not self.accuracy.enabled
+
 
 def fixed_point_config(pair: str) -> MacConfig:
     """The MacConfig of an "INPUT:ACC" pair such as "int8:int16_sat" (ConfigError naming the pair)."""
@@ -88,132 +116,335 @@ def fixed_point_config(pair: str) -> MacConfig:
     return cfg
 
 
-_SWEEP_KEYS = {f.name: f for f in fields(SweepSpec)} | {"accuracy": None}
-_ACCURACY_KEYS = {f.name: f for f in fields(AccuracySpec)}
+# ------------------------------------------------------------------------------------------- validators
+# Each takes the raw value and returns it normalised, or raises ValueError with what was expected.
 
 
-def _fail(path: Path, key: str, expected: str, got: Any) -> ConfigError:
-    return ConfigError(f"{path}: key '{key}': expected {expected}, got {got!r}")
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _string_list(path: Path, key: str, value: Any) -> tuple[str, ...]:
+def _string_list(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise _fail(path, key, "a non-empty list of strings", value)
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"expected a non-empty list of strings, got {value!r}")
+    return tuple(v.strip() for v in value)
+
+
+def _formats(value: Any) -> tuple[str, ...]:
+    names = _string_list(value)
+    for name in names:
+        try:
+            parse_format(name)
+        except FormatError as error:
+            raise ValueError(str(error)) from None
+    return names
+
+
+def _format(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a format string such as 'e4m3', got {value!r}")
+    return _formats([value])[0]
+
+
+def _choices(allowed: tuple[str, ...]) -> Callable[[Any], tuple[str, ...]]:
+    def check(value: Any) -> tuple[str, ...]:
+        items = _string_list(value)
+        for item in items:
+            if item not in allowed:
+                raise ValueError(f"expected entries among {', '.join(allowed)}, got {item!r}")
+        return items
+
+    return check
+
+
+def _choice(allowed_of: Callable[[], tuple[str, ...]]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        allowed = allowed_of()
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _chunk_sizes(value: Any) -> tuple[int, ...]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not values or not all(_is_int(v) and v >= 0 for v in values):
+        raise ValueError(f"expected integers >= 0 (0 = one chunk), got {value!r}")
+    return tuple(values)
+
+
+def _count(minimum: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if not _is_int(value) or value < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    return check
+
+
+def _positive_number(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _pair(check: Callable[[Any], Any]) -> Callable[[Any], tuple]:
+    """One value (used for both stages) or [stage 1, stage 2]."""
+
+    def pair(value: Any) -> tuple:
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(values) not in (1, 2):
+            raise ValueError(f"expected one value or [stage 1, stage 2], got {value!r}")
+        checked = tuple(check(v) for v in values)
+        return checked * 2 if len(checked) == 1 else checked
+
+    return pair
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _array(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string ROWSxCOLS such as '8x8', got {value!r}")
+    try:
+        SweepSpec(array=value).array_shape()
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+def _fixed_pairs(value: Any) -> tuple[str, ...]:
+    """INPUT:ACC pairs (may be empty; "none" on the command line)."""
+    if isinstance(value, str):
+        value = [] if value.strip().lower() == "none" else [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of INPUT:ACC strings such as 'int8:int32' (may be empty), got {value!r}")
+    for pair in value:
+        try:
+            fixed_point_config(pair)
+        except (ConfigError, FormatError) as error:
+            raise ValueError(str(error)) from None
     return tuple(value)
 
 
-def _check_formats(path: Path, key: str, names: tuple[str, ...]) -> None:
-    for name in names:
-        try:
-            FloatFormat.parse(name)
-        except FormatError as error:
-            raise ConfigError(f"{path}: key '{key}': {error}") from None
+def report_name(value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or value in (".", ".."):
+        raise ValueError(
+            f"expected a folder name (letters, digits, '.', '_', '-'; no path separators, no leading '.'), got {value!r}"
+        )
+    return value
 
 
-def load_sweep_spec(path: "str | Path", name: str | None = None) -> SweepSpec:
-    """Read a sweep TOML file; unknown keys, malformed formats and missing data paths fail here, naming the key."""
-    path = Path(path)
+def _data(base: Path) -> Callable[[Any], str]:
+    """``digits``, ``imagefolder:PATH`` or ``mnist:PATH``; a relative PATH is relative to ``base``. Returns the
+    spec with an absolute path, so that the point's identity does not depend on the working directory."""
+
+    def check(value: Any) -> str:
+        expected = "'digits', 'imagefolder:PATH' or 'mnist:PATH'"
+        if not isinstance(value, str):
+            raise ValueError(f"expected {expected}, got {value!r}")
+        kind, _, location = value.partition(":")
+        if kind not in ("digits", "imagefolder", "mnist") or (kind == "digits") != (not location):
+            raise ValueError(f"expected {expected}, got {value!r}")
+        if not location:
+            return value
+        path = (base / Path(location).expanduser()).resolve()
+        if not path.exists():
+            raise ValueError(f"dataset path {location!r} does not exist ({path})")
+        if kind == "imagefolder" and not path.is_dir():
+            raise ValueError(f"imagefolder needs a folder, {path} is a file")
+        return f"{kind}:{path}"
+
+    return check
+
+
+def _models() -> tuple[str, ...]:
+    return MODELS
+
+
+def _estimators() -> tuple[str, ...]:
+    from lba_train.estimators import ESTIMATORS
+
+    return ESTIMATORS
+
+
+def _bias_modes() -> tuple[str, ...]:
+    from lba_train.bias import BIAS_MODES
+
+    return BIAS_MODES
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One sweep setting: its field, TOML key, CLI option (None: file only) and validator."""
+
+    field: str
+    key: str
+    option: str | None
+    check: Callable[[Any], Any]
+
+
+GRID_SETTINGS = (
+    Setting("name", "name", "--name", report_name),
+    Setting("inputs", "inputs", "--in", _formats),
+    Setting("accumulators", "accumulators", "--acc", _formats),
+    Setting("rounding", "rounding", "--rounding", _choices(ROUNDING_MODES)),
+    Setting("chunk_sizes", "chunk_sizes", "--chunk", _chunk_sizes),
+    Setting("product", "product", "--product", _format),
+    Setting("targets", "targets", "--target", _choices(TARGETS)),
+    Setting("jobs", "jobs", "--jobs", _count(1)),
+    Setting("baseline_acc", "baseline_acc", "--baseline", _format),
+    Setting("array", "array", "--array", _array),
+    Setting("fixed_point", "fixed_point", "--fixed", _fixed_pairs),
+)
+
+
+def accuracy_settings(base: Path) -> tuple[Setting, ...]:
+    """The accuracy settings; relative data paths are taken relative to ``base``."""
+    return (
+        Setting("enabled", "accuracy.enabled", "--accuracy", _flag),
+        Setting("model", "accuracy.model", "--model", _choice(_models)),
+        Setting("data", "accuracy.data", "--data", _data(base)),
+        Setting("epochs_baseline", "accuracy.epochs_baseline", "--epochs-baseline", _count(0)),
+        Setting("epochs", "accuracy.epochs", "--epochs", _pair(_count(0))),
+        Setting("lr", "accuracy.lr", "--lr", _pair(_positive_number)),
+        Setting("lr_baseline", "accuracy.lr_baseline", "--lr-baseline", _positive_number),
+        Setting("seed", "accuracy.seed", "--seed", _count(0)),
+        Setting("bias", "accuracy.bias", "--bias", _choice(_bias_modes)),
+        Setting("standard_bias", "accuracy.standard_bias", "--standard-bias", _choice(_bias_modes)),
+        Setting("estimator", "accuracy.estimator", "--estimator", _choice(_estimators)),
+    )
+
+
+def _checked(setting: Setting, value: Any, where: str) -> Any:
+    try:
+        return setting.check(value)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _fields_of(cls) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+# ------------------------------------------------------------------------------------------------ TOML
+def _read_toml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"sweep configuration {path} is a folder, not a TOML file")
     if not path.is_file():
         raise ConfigError(f"sweep configuration file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); TOML files must be UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    unknown = sorted(set(raw) - set(_SWEEP_KEYS))
+
+
+def load_sweep_spec(path: "str | Path", name: str | None = None) -> SweepSpec:
+    """Read a sweep TOML file; every key is checked here, naming the file and the key."""
+    path = Path(path)
+    raw = _read_toml(path)
+    grid = {setting.key: setting for setting in GRID_SETTINGS}
+    unknown = sorted(set(raw) - set(grid) - {"accuracy"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(_SWEEP_KEYS))}")
-    spec = SweepSpec(name=name or raw.get("name", path.stem))
-    changes: dict[str, Any] = {}
-    for key in ("inputs", "accumulators", "rounding", "targets"):
-        if key in raw:
-            changes[key] = _string_list(path, key, raw[key])
-    _check_formats(path, "inputs", changes.get("inputs", spec.inputs))
-    _check_formats(path, "accumulators", changes.get("accumulators", spec.accumulators))
-    for mode in changes.get("rounding", ()):
-        if mode not in ("rne", "rtz"):
-            raise _fail(path, "rounding", "entries 'rne' or 'rtz'", mode)
-    for target in changes.get("targets", ()):
-        if target not in TARGETS:
-            raise _fail(path, "targets", f"entries among {', '.join(TARGETS)}", target)
-    if "chunk_sizes" in raw:
-        chunks = raw["chunk_sizes"]
-        if not isinstance(chunks, list) or not chunks or not all(isinstance(c, int) and c >= 0 for c in chunks):
-            raise _fail(path, "chunk_sizes", "a non-empty list of integers >= 0 (0 = no chunking)", chunks)
-        changes["chunk_sizes"] = tuple(chunks)
-    for key in ("product", "baseline_acc"):
-        if key in raw:
-            if not isinstance(raw[key], str):
-                raise _fail(path, key, "a format string", raw[key])
-            _check_formats(path, key, (raw[key],))
-            changes[key] = raw[key]
-    if "fixed_point" in raw:
-        value = raw["fixed_point"]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise _fail(path, "fixed_point", "a list of INPUT:ACC strings such as 'int8:int32' (may be empty)", value)
-        for pair in value:
-            try:
-                fixed_point_config(pair)
-            except ConfigError as error:
-                raise ConfigError(f"{path}: key 'fixed_point': {error}") from None
-        changes["fixed_point"] = tuple(value)
-    if "jobs" in raw:
-        if not isinstance(raw["jobs"], int) or raw["jobs"] < 1:
-            raise _fail(path, "jobs", "a positive integer", raw["jobs"])
-        changes["jobs"] = raw["jobs"]
-    if "array" in raw:
-        if not isinstance(raw["array"], str):
-            raise _fail(path, "array", "a string ROWSxCOLS such as '8x8'", raw["array"])
-        try:
-            replace(spec, array=raw["array"]).array_shape()
-        except ConfigError as error:
-            raise ConfigError(f"{path}: key 'array': {error}") from None
-        changes["array"] = raw["array"]
-    if "name" in raw and not isinstance(raw["name"], str):
-        raise _fail(path, "name", "a string", raw["name"])
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted([*grid, 'accuracy']))}")
+    changes = {grid[key].field: _checked(grid[key], value, f"{path}: key '{key}'") for key, value in raw.items() if key != "accuracy"}
+    changes.setdefault("name", _checked(grid["name"], path.stem, f"{path}: the file name as report name (set key 'name')"))
+    spec = SweepSpec(**changes)
+    try:
+        spec.configs()  # the keys together: chunk sizes that do not fit the array
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     if "accuracy" in raw:
-        changes["accuracy"] = _load_accuracy(path, raw["accuracy"])
-    return replace(spec, **changes)
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        spec = replace(spec, accuracy=_load_accuracy(path, raw["accuracy"]))
+    if name is not None:
+        spec = replace(spec, name=_checked(grid["name"], name, "--name"))
+    return spec
 
 
 def _load_accuracy(path: Path, raw: Any) -> AccuracySpec:
     if not isinstance(raw, dict):
-        raise _fail(path, "accuracy", "a table", raw)
-    unknown = sorted(set(raw) - set(_ACCURACY_KEYS))
+        raise ConfigError(f"{path}: key 'accuracy': expected a table ([accuracy]), got {raw!r}")
+    settings = {setting.key.removeprefix("accuracy."): setting for setting in accuracy_settings(path.parent)}
+    unknown = sorted(set(raw) - set(settings))
     if unknown:
         raise ConfigError(
-            f"{path}: unknown key(s) accuracy.{', accuracy.'.join(unknown)}; expected some of {', '.join(sorted(_ACCURACY_KEYS))}"
+            f"{path}: unknown key(s) accuracy.{', accuracy.'.join(unknown)}; expected some of {', '.join(sorted(settings))}"
         )
-    spec = AccuracySpec()
-    changes: dict[str, Any] = {}
-    checks = {
-        "enabled": (lambda v: isinstance(v, bool), "true or false"),
-        "model": (lambda v: v in MODELS, f"one of {', '.join(MODELS)}"),
-        "data": (lambda v: isinstance(v, str), "'digits', 'imagefolder:PATH' or 'mnist:PATH'"),
-        "epochs_baseline": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-        "epochs": (lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(e, int) and e >= 0 for e in v), "[stage1, stage2] epochs"),
-        "lr": (lambda v: _positive(v) or (isinstance(v, list) and len(v) == 2 and all(map(_positive, v))),
-               "a positive number or [stage1, stage2] numbers"),
-        "seed": (lambda v: isinstance(v, int), "an integer"),
-        "bias": (lambda v: v in ("format", "paper", "calibrate"), "'format', 'paper' or 'calibrate'"),
-        "estimator": (lambda v: isinstance(v, str), "an estimator name"),
-    }
-    for key, value in raw.items():
-        valid, expected = checks[key]
-        if not valid(value):
-            raise _fail(path, f"accuracy.{key}", expected, value)
-        if key == "lr" and not isinstance(value, list):
-            value = [value, value]
-        changes[key] = tuple(value) if isinstance(value, list) else value
-    data = changes.get("data", spec.data)
-    kind, _, location = data.partition(":")
-    if kind not in ("digits", "imagefolder", "mnist") or (kind != "digits" and not location):
-        raise _fail(path, "accuracy.data", "'digits', 'imagefolder:PATH' or 'mnist:PATH'", data)
-    if location and not (path.parent / location).expanduser().exists() and not Path(location).expanduser().exists():
-        raise ConfigError(f"{path}: key 'accuracy.data': dataset path {location!r} does not exist")
-    return replace(spec, **changes)
+    changes = {settings[key].field: _checked(settings[key], value, f"{path}: key 'accuracy.{key}'") for key, value in raw.items()}
+    if changes.get("enabled") is False and len(changes) > 1:
+        ignored = ", ".join(f"accuracy.{key}" for key in raw if key != "enabled")
+        raise ConfigError(f"{path}: key(s) {ignored} have no effect with accuracy.enabled = false")
+    return AccuracySpec(**changes)
+
+
+# ------------------------------------------------------------------------------------------------ options
+def apply_options(spec: SweepSpec, values: dict[str, Any], from_file: bool) -> SweepSpec:
+    """``spec`` with command-line values (option name -> raw value, None = not given) applied and checked.
+
+    With a TOML file (``from_file``) the grid comes from the file: grid options other than --name and --jobs
+    are errors. Accuracy options need accuracy to be on."""
+    given = {option: value for option, value in values.items() if value is not None}
+    grid = {setting.option: setting for setting in GRID_SETTINGS}
+    accuracy = {setting.option: setting for setting in accuracy_settings(Path.cwd())}
+    unknown = set(given) - set(grid) - set(accuracy)
+    if unknown:
+        raise ValueError(f"not sweep options: {sorted(unknown)}")
+    if from_file:
+        clashing = [option for option in given if option in grid and option not in ("--name", "--jobs")]
+        if clashing:
+            raise ConfigError(
+                f"{', '.join(clashing)} cannot be combined with --config: the file sets the grid "
+                f"(edit its keys, or drop --config)"
+            )
+    grid_changes = {grid[o].field: _checked(grid[o], v, o) for o, v in given.items() if o in grid}
+    spec = replace(spec, **grid_changes)
+    accuracy_changes = {accuracy[o].field: _checked(accuracy[o], v, o) for o, v in given.items() if o in accuracy}
+    spec = replace(spec, accuracy=replace(spec.accuracy, **accuracy_changes))
+    spec.configs()  # the options together: chunk sizes that do not fit --array
+    if not spec.accuracy.enabled:
+        ignored = [o for o in given if o in accuracy and o != "--accuracy"]
+        if ignored:
+            reason = "--no-accuracy" if given.get("--accuracy") is False else (
+                "accuracy.enabled = false in the file" if from_file else "--acc without --accuracy (an area-only sweep)")
+            raise ConfigError(f"{', '.join(ignored)} would have no effect with {reason}; add --accuracy or drop them")
+    return spec
+
+
+def check_buildable(spec: SweepSpec) -> list[MacConfig]:
+    """The grid's configurations, each (and its baseline twin) checked against the RTL generator, so that a
+    format no circuit implements fails before hours of training."""
+    import rtl
+
+    configs = spec.configs()
+    if not configs:
+        raise ConfigError("the sweep has no configurations")
+    baseline = FloatFormat.parse(spec.baseline_acc)
+    for cfg in configs:
+        # integer/fixed-point rows have no floating-point twin (their reduction is left empty)
+        for candidate in (cfg,) if cfg.fixed_acc else (cfg, cfg.replace(acc=baseline)):
+            try:
+                rtl.check_config(candidate)
+            except ConfigError as error:
+                raise ConfigError(f"configuration {candidate.name} cannot be synthesized: {error}") from None
+    return configs
+
+
+def check_option(option: str, value: Any, base: Path | None = None) -> Any:
+    """Check one command-line value with the validator of the sweep setting of that option name, so that
+    every command spells and means an option the same way (``hwmodel train --lr`` is ``hwmodel sweep --lr``);
+    ConfigError ``"--lr: ..."``. Relative data paths are taken relative to ``base`` (default: the cwd)."""
+    settings = {setting.option: setting for setting in (*GRID_SETTINGS, *accuracy_settings(base or Path.cwd()))}
+    return _checked(settings[option], value, option)

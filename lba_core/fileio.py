@@ -49,6 +49,13 @@ def atomic_write_text(path: "str | Path", text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def os_error_text(error: OSError) -> str:
+    """One line for a file-system error: the path and the problem ("reports/x: Permission denied")."""
+    paths = [name for name in (error.filename, error.filename2) if name is not None]
+    problem = error.strerror or str(error)
+    return f"{' -> '.join(map(str, paths))}: {problem}" if paths else problem
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | Sequence[str] = "") -> str:
     """A GitHub-flavoured Markdown table; cells are written with ``str`` (format numbers before).
 

