@@ -173,7 +173,7 @@ def lbaify(
     target.lba_coverage = coverage
     if example_inputs is not None:
         accumulator_coverage(target, example_inputs)
-    if not coverage.converted:
+    if not any(not isinstance(layer, LBAProducts) for _, layer in lba_layers(target)):
         if not intercept:
             warnings.warn("lbaify: nothing was converted: the model has no Linear, Conv1d, Conv2d, Conv1D or "
                           "MatMul outside what is skipped, and intercept=False")
