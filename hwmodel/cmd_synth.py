@@ -170,13 +170,18 @@ def run(args: argparse.Namespace) -> int:
     if args.array is not None:
         return run_array(args)
 
+    from rtl import check_pipeline
+
     from .flows.targets import silicon_reports
 
     cfg = config_from_args(args)
+    check_pipeline(cfg, args.pipeline)  # a bad --pipeline fails here, before any work
     yosys_targets = [target for target in args.target if target in YOSYS_TARGETS]
     try:
-        result = synthesize_configs([cfg], yosys_targets, workers=args.jobs, **synthesis_kwargs(args))[0]
-        silicon = silicon_reports([cfg], args.target, workers=args.jobs, **synthesis_kwargs(args))[0]
+        result = synthesize_configs([cfg], yosys_targets, workers=args.jobs, pipeline=args.pipeline,
+                                    **synthesis_kwargs(args))[0]
+        silicon = silicon_reports([cfg], args.target, workers=args.jobs, pipeline=args.pipeline,
+                                  **synthesis_kwargs(args))[0]
     except ToolError as error:
         return yosys_failure("synth", error)
     for top, per_target in silicon.items():

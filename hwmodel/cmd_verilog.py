@@ -27,6 +27,9 @@ def rtl_options(parser: argparse.ArgumentParser) -> None:
         help="force subnormal input codes on or off (default: as the --in format says, e.g. e4m3_sub)",
     )
     group.add_argument("--chunk", type=int, metavar="N", help="chunk size of the accumulation (default: one chunk)")
+    group.add_argument("--pipeline", type=int, default=0, metavar="N",
+                       help="register stages before the MAC's accumulation loop: 0, 1 (rounded product) or 2 "
+                       "(also the exact product); the MAC's latency is 1 + N cycles (default: 0)")
 
 
 def array_shape(text: str) -> tuple[int, int]:
@@ -98,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
             rows, cols, array_config(args), args.out, depth=args.depth, hierarchical=args.hierarchical
         )
     else:
-        paths = rtl.export_verilog(config_from_args(args), args.out, hierarchical=args.hierarchical)
+        paths = rtl.export_verilog(config_from_args(args), args.out, hierarchical=args.hierarchical,
+                                   pipeline=args.pipeline)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

@@ -60,16 +60,18 @@ class ExportJob:
     config_json: str
     hierarchical: bool
     fingerprint: str
+    pipeline: int = 0
 
     @property
     def key(self) -> str:
-        return content_key("rtl.export_verilog", self.config_json, str(self.hierarchical), self.fingerprint)
+        parts = ("rtl.export_verilog", self.config_json, str(self.hierarchical), self.fingerprint)
+        return content_key(*parts, f"pipeline {self.pipeline}") if self.pipeline else content_key(*parts)
 
     def run(self) -> dict[str, Any]:
         """``{top: Verilog text}``, and with ``hierarchical`` ``"blocks"``: {top: {module: block}}."""
         cfg = MacConfig.from_dict(json.loads(self.config_json))
         with tempfile.TemporaryDirectory(prefix="lba-export-") as folder:
-            paths = rtl.export_verilog(cfg, folder, hierarchical=self.hierarchical)
+            paths = rtl.export_verilog(cfg, folder, hierarchical=self.hierarchical, pipeline=self.pipeline)
             result: dict[str, Any] = {top: paths[top].read_text() for top in TOPS}
             if self.hierarchical:
                 result["blocks"] = json.loads(paths["config"].read_text())["blocks"]
@@ -83,6 +85,7 @@ def export_designs(
     cache: ResultCache,
     workers: int,
     progress: bool,
+    pipeline: int = 0,
 ) -> list[dict[str, Design]]:
     """The ``fmaq`` and ``mac`` designs of each configuration, with hierarchical Verilog for ``block_tops``."""
     blocks = bool(block_tops)
@@ -90,9 +93,9 @@ def export_designs(
     jobs = []
     for cfg in configs:
         config_json = json.dumps(cfg.to_dict(), sort_keys=True)
-        jobs.append(ExportJob(config_json, False, fingerprint))
+        jobs.append(ExportJob(config_json, False, fingerprint, pipeline))
         if blocks:
-            jobs.append(ExportJob(config_json, True, fingerprint))
+            jobs.append(ExportJob(config_json, True, fingerprint, pipeline))
     texts = iter(run_cached(jobs, cache, workers, progress, desc="verilog"))
     designs = []
     for _ in configs:
@@ -127,16 +130,19 @@ def synthesize_configs(
     progress: bool = True,
     timeout_s: float | None = None,
     block_tops: Sequence[str] = TOPS,
+    pipeline: int = 0,
 ) -> list[dict[str, Any]]:
     """``{"fmaq": report, "mac": report, "config": {...}}`` per configuration (see hwmodel.synth for a report).
 
-    ``blocks`` adds the per-block breakdown of the tops in ``block_tops`` (one more Yosys run each)."""
+    ``blocks`` adds the per-block breakdown of the tops in ``block_tops`` (one more Yosys run each);
+    ``pipeline`` N > 0 synthesizes the MAC with N product registers (rtl.PipelinedMAC)."""
     configs = check_configs(configs)
     targets = check_targets(targets)
     cache = cache if cache is not None else ResultCache(None)
     workers = workers or default_workers()
     block_tops = tuple(block_tops) if blocks else ()
-    designs = export_designs(configs, block_tops=block_tops, cache=cache, workers=workers, progress=progress)
+    designs = export_designs(configs, block_tops=block_tops, cache=cache, workers=workers, progress=progress,
+                             pipeline=pipeline)
     flat = [per_config[top] for per_config in designs for top in TOPS]
     reports = iter(
         synthesize_designs(flat, targets, blocks=blocks, cache=cache, workers=workers, progress=progress,
@@ -145,6 +151,6 @@ def synthesize_configs(
     results = []
     for cfg in configs:
         result: dict[str, Any] = {top: next(reports) for top in TOPS}
-        result["config"] = {**cfg.to_dict(), "name": cfg.name}
+        result["config"] = {**cfg.to_dict(), "name": cfg.name, "pipeline": pipeline}
         results.append(result)
     return results

@@ -21,23 +21,26 @@ from .fmaq import FMAq
 from .hierarchy import module_blocks
 from .intmac import FixedFMAq, FixedMAC, check_fixed_config
 from .mac import MAC
+from .pipeline import PipelinedMAC, check_pipeline
 from .plan import plan_datapath
 from .yosys import run_yosys
 
 
-def export_verilog(cfg: MacConfig, out_dir, *, hierarchical: bool = False) -> dict[str, Path]:
+def export_verilog(cfg: MacConfig, out_dir, *, hierarchical: bool = False, pipeline: int = 0) -> dict[str, Path]:
     """Write ``fmaq.v`` (top ``fmaq``), ``mac.v`` (top ``mac``) and ``config.json`` into out_dir.
 
     Flattened by default; with ``hierarchical=True`` every block stays a module named
     ``<top>_<path>_<block>`` (``fmaq_multiplier``, ``mac_fmaq_aligner``, ``mac_register``...), and
     config.json's ``blocks`` maps each module of each top to its block (:func:`rtl.module_blocks`).
     Returns {"fmaq": path, "mac": path, "config": path}. Raises ConfigError before writing anything when
-    the configuration cannot be built.
+    the configuration cannot be built. ``pipeline`` N > 0 makes ``mac`` an :class:`rtl.PipelinedMAC` with N
+    product registers before the accumulation loop (latency 1 + N cycles; ``fmaq`` is unchanged).
     """
+    check_pipeline(cfg, pipeline)
     if cfg.fixed_acc:
         tops, datapath = fixed_tops(cfg)
     else:
-        tops, datapath = float_tops(cfg)
+        tops, datapath = float_tops(cfg, pipeline)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: write_top(component, name, out, hierarchical) for name, component in tops.items()}
@@ -47,6 +50,8 @@ def export_verilog(cfg: MacConfig, out_dir, *, hierarchical: bool = False) -> di
         "hierarchical": hierarchical,
         "ports": {name: port_widths(component) for name, component in tops.items()},
         "datapath": datapath,
+        "pipeline": pipeline,
+        "mac_latency_cycles": 1 + pipeline,
     }
     if hierarchical:
         description["blocks"] = {name: module_blocks(component, name) for name, component in tops.items()}
@@ -55,7 +60,7 @@ def export_verilog(cfg: MacConfig, out_dir, *, hierarchical: bool = False) -> di
     return paths
 
 
-def float_tops(cfg: MacConfig) -> tuple[dict[str, wiring.Component], dict[str, int]]:
+def float_tops(cfg: MacConfig, pipeline: int = 0) -> tuple[dict[str, wiring.Component], dict[str, int]]:
     """The floating-point FMAq and MAC, and their datapath widths."""
     plan = plan_datapath(cfg)
     datapath = {
@@ -67,7 +72,7 @@ def float_tops(cfg: MacConfig) -> tuple[dict[str, wiring.Component], dict[str, i
         "chunk_window_bits": plan.chunk_window_bits,
         "exp_bits": plan.exp_bits,
     }
-    return {"fmaq": FMAq(cfg), "mac": MAC(cfg)}, datapath
+    return {"fmaq": FMAq(cfg), "mac": PipelinedMAC(cfg, pipeline) if pipeline else MAC(cfg)}, datapath
 
 
 def fixed_tops(cfg: MacConfig) -> tuple[dict[str, wiring.Component], dict[str, int]]:
@@ -85,7 +90,7 @@ def fixed_tops(cfg: MacConfig) -> tuple[dict[str, wiring.Component], dict[str, i
 
 def port_widths(component: wiring.Component) -> dict[str, int]:
     """Every port of a top with its width; sequential tops also get the sync domain's clk and rst."""
-    widths = {"clk": 1, "rst": 1} if isinstance(component, (MAC, FixedMAC)) else {}
+    widths = {"clk": 1, "rst": 1} if isinstance(component, (MAC, FixedMAC, PipelinedMAC)) else {}
     for name in component.signature.members:
         widths[name] = len(getattr(component, name))
     return widths

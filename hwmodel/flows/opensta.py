@@ -62,7 +62,17 @@ def sta_version() -> str:
     return completed.stdout.strip() or completed.stderr.strip()
 
 
-def timing_script(library_name: str, top: str, sequential: bool, power_period_ns: float | None) -> str:
+_INSTANCE = re.compile(r"^\s*(\S+) (\S+) \((.*?)\);", re.M | re.S)
+
+
+def accumulator_cells(netlist: str, port: str = "acc") -> list[str]:
+    """Instances of a mapped netlist whose Q output drives a bit of ``port``: the accumulator register."""
+    return [match.group(2) for match in _INSTANCE.finditer(netlist)
+            if re.search(rf"\.Q\({re.escape(port)}(\[|\))", match.group(3))]
+
+
+def timing_script(library_name: str, top: str, sequential: bool, power_period_ns: float | None,
+                  loop_cells: list[str] | None = None) -> str:
     library = get_library(library_name)
     lines = [
         "read_liberty cells.lib",
@@ -87,6 +97,10 @@ def timing_script(library_name: str, top: str, sequential: bool, power_period_ns
             'puts "=== path input_to_reg"',
             "report_checks -path_delay max -from $data_inputs -to [all_registers -data_pins] -digits 4",
         ]
+        if loop_cells:
+            cells = "[get_cells {" + " ".join(loop_cells) + "}]"
+            lines += ['puts "=== path accumulation_loop"',
+                      f"report_checks -path_delay max -from {cells} -to {cells} -digits 4"]
     else:
         lines += ['puts "=== path input_to_output"',
                   "report_checks -path_delay max -from $data_inputs -to [all_outputs] -digits 4"]
@@ -171,7 +185,8 @@ class TimingJob:
 
     @property
     def script(self) -> str:
-        return timing_script(self.library, self.top, self.sequential, self.power_period_ns)
+        loop_cells = accumulator_cells(self.netlist) if self.sequential else None
+        return timing_script(self.library, self.top, self.sequential, self.power_period_ns, loop_cells)
 
     @property
     def key(self) -> str:
@@ -203,6 +218,7 @@ def timing_report(sta: dict[str, Any], library_name: str, sequential: bool) -> d
         path = paths["input_to_output"]
         return {"delay_ns": path["delay_ns"], "critical_path": path, "timing_environment": environment}
     reg_to_reg, input_to_reg = paths["reg_to_reg"], paths["input_to_reg"]
+    loop = paths.get("accumulation_loop")
     candidates = [path["delay_ns"] for path in (reg_to_reg, input_to_reg) if path is not None]
     period = max(candidates)
     return {
@@ -210,8 +226,12 @@ def timing_report(sta: dict[str, Any], library_name: str, sequential: bool) -> d
         "fmax_mhz": round(1000.0 / period, 2),
         "reg_to_reg_ns": reg_to_reg["delay_ns"] if reg_to_reg else None,
         "input_to_reg_ns": input_to_reg["delay_ns"] if input_to_reg else None,
+        # The one-cycle recurrence acc -> align, add, normalize, round -> acc: it bounds Fmax once the
+        # product is registered (--pipeline).
+        "loop_ns": loop["delay_ns"] if loop else None,
         "critical_path": reg_to_reg if reg_to_reg and reg_to_reg["delay_ns"] == period else input_to_reg,
         "reg_to_reg_path": reg_to_reg,
         "input_to_reg_path": input_to_reg,
+        "loop_path": loop,
         "timing_environment": environment,
     }

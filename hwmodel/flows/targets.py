@@ -163,6 +163,7 @@ def silicon_reports(
     stream_spec: Any = None,
     tops: Sequence[str] | None = None,
     recipes: Sequence[str] = RECIPES,
+    pipeline: int = 0,
 ) -> list[dict[str, dict[str, Any]]]:
     """``{top: {target: report}}`` per configuration for the ASIC and place-and-route targets among
     ``targets`` (the others are hwmodel.area's Yosys flows); ``energy`` adds the energy per MAC (operands
@@ -178,7 +179,7 @@ def silicon_reports(
         return [{top: {} for top in (tops or TOPS)} for _ in configs]
     tops = tuple(tops or TOPS)
     designs = export_designs(configs, block_tops=tops if blocks else (), cache=cache, workers=workers,
-                             progress=progress)
+                             progress=progress, pipeline=pipeline)
     designs = [{top: per_config[top] for top in tops} for per_config in designs]
     if energy and stream_spec is None:
         from .operands import StreamSpec

@@ -176,11 +176,12 @@ def random_code(fmt, rng: random.Random) -> int:
     return (rng.getrandbits(1) << (fmt.width - 1)) | (exponent << fmt.man_bits) | rng.getrandbits(fmt.man_bits)
 
 
-def schedule_dot_products(cfg: MacConfig, lengths: list[int], seed: int):
+def schedule_dot_products(cfg: MacConfig, lengths: list[int], seed: int, pipeline: int = 0):
     """Cycles (valid, clear, a, b) for back-to-back dot products, and for each one the cycles at which the
-    registered acc must show its result (from the result latency until the next dot product starts)."""
+    registered acc must show its result (from the result latency until the next dot product starts);
+    ``pipeline`` stages (rtl.PipelinedMAC) add to the latency."""
     rng = random.Random(seed)
-    latency = 1 if cfg.chunk_size is None else 2
+    latency = (1 if cfg.chunk_size is None else 2) + pipeline
     cycles, checks = [], []
     for length in lengths:
         a_codes = [random_code(cfg.a_format, rng) for _ in range(length)]
