@@ -16,6 +16,7 @@ from amaranth.back import rtlil
 from amaranth.lib import wiring
 
 from lba_core import MacConfig
+from lba_core.fileio import atomic_write_text
 
 from .fmaq import FMAq
 from .hierarchy import module_blocks
@@ -56,36 +57,41 @@ def export_verilog(cfg: MacConfig, out_dir, *, hierarchical: bool = False, pipel
     if hierarchical:
         description["blocks"] = {name: module_blocks(component, name) for name, component in tops.items()}
     paths["config"] = out / "config.json"
-    paths["config"].write_text(json.dumps(description, indent=2) + "\n")
+    atomic_write_text(paths["config"], json.dumps(description, indent=2) + "\n")
     return paths
 
 
+#: config.json's ``datapath`` keys and the plan attribute each reads, per kind of datapath.
+FLOAT_DATAPATH = {
+    "window_bits": "window_bits",
+    "adder_bits": "sum_bits",
+    "multiplier_sig_bits": "multiplier_sig_bits",
+    "product_sig_bits": "product_sig_bits",
+    "acc_sig_bits": "acc_sig_bits",
+    "chunk_window_bits": "chunk_window_bits",
+    "exp_bits": "exp_bits",
+}
+FIXED_DATAPATH = {
+    "multiplier_sig_bits": "sig_bits",
+    "exact_product_bits": "exact_bits",
+    "grid_shift": "grid_shift",
+    "product_bits": "product_bits",
+    "adder_bits": "sum_bits",
+}
+
+
 def float_tops(cfg: MacConfig, pipeline: int = 0) -> tuple[dict[str, wiring.Component], dict[str, int]]:
-    """The floating-point FMAq and MAC, and their datapath widths."""
+    """The floating-point FMAq and MAC (pipelined when ``pipeline`` > 0), and their datapath widths."""
     plan = plan_datapath(cfg)
-    datapath = {
-        "window_bits": plan.window_bits,
-        "adder_bits": plan.sum_bits,
-        "multiplier_sig_bits": plan.multiplier_sig_bits,
-        "product_sig_bits": plan.product_sig_bits,
-        "acc_sig_bits": plan.acc_sig_bits,
-        "chunk_window_bits": plan.chunk_window_bits,
-        "exp_bits": plan.exp_bits,
-    }
-    return {"fmaq": FMAq(cfg), "mac": PipelinedMAC(cfg, pipeline) if pipeline else MAC(cfg)}, datapath
+    tops = {"fmaq": FMAq(cfg), "mac": PipelinedMAC(cfg, pipeline) if pipeline else MAC(cfg)}
+    return tops, {key: getattr(plan, name) for key, name in FLOAT_DATAPATH.items()}
 
 
 def fixed_tops(cfg: MacConfig) -> tuple[dict[str, wiring.Component], dict[str, int]]:
     """The integer/fixed-point FMAq and MAC (rtl.intmac), exported under the same top names."""
     path = check_fixed_config(cfg)
-    datapath = {
-        "multiplier_sig_bits": path.sig_bits,
-        "exact_product_bits": path.exact_bits,
-        "grid_shift": path.grid_shift,
-        "product_bits": path.product_bits,
-        "adder_bits": path.sum_bits,
-    }
-    return {"fmaq": FixedFMAq(cfg), "mac": FixedMAC(cfg)}, datapath
+    tops = {"fmaq": FixedFMAq(cfg), "mac": FixedMAC(cfg)}
+    return tops, {key: getattr(path, name) for key, name in FIXED_DATAPATH.items()}
 
 
 def port_widths(component: wiring.Component) -> dict[str, int]:

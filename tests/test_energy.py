@@ -13,7 +13,6 @@ import shutil
 import numpy as np
 import pytest
 
-from hwmodel.mac_synth import export_designs
 from hwmodel.cache import ResultCache
 from hwmodel.flows.energy import (
     compile_netlist,
@@ -28,6 +27,7 @@ from hwmodel.flows.libraries import library_data
 from hwmodel.flows.liberty import MappingJob
 from hwmodel.flows.opensta import UNIFORM_ACTIVITY, UNIFORM_POWER_PERIOD_NS, TimingJob
 from hwmodel.flows.operands import StreamSpec, capture_streams, encode
+from hwmodel.mac_synth import export_designs
 from lba_core import FloatFormat, MacConfig, dot
 
 needs_sta = pytest.mark.skipif(shutil.which("sta") is None, reason="OpenSTA (Debian package opensta) missing")

@@ -21,7 +21,7 @@ from hwmodel.flows.opensta import StaError, TimingJob, ToolMissing, parse_sta_lo
 from hwmodel.flows.targets import asic_reports
 from hwmodel.synth import Design
 
-from test_synth import toy_verilog
+from test_synth import TOY_BLOCKS, toy_verilog
 
 needs_sta = pytest.mark.skipif(shutil.which("sta") is None, reason="OpenSTA (Debian package opensta) missing")
 
@@ -95,7 +95,7 @@ def test_missing_sta_names_the_debian_package(monkeypatch):
 def test_mapping_area_leakage_and_timing_of_a_small_mac(library, tmp_path):
     verilog = toy_verilog(4)
     cache = ResultCache(tmp_path)
-    designs = [{"fmaq": Design("fmaq", verilog, verilog), "mac": Design("mac", verilog, verilog)}]
+    designs = [{"fmaq": Design("fmaq", verilog, verilog, TOY_BLOCKS), "mac": Design("mac", verilog, verilog, TOY_BLOCKS)}]
     (report,) = asic_reports(designs, [library], cache=cache, workers=2, progress=False)
     data = library_data(library, cache)["cells"]
     for top in ("fmaq", "mac"):

@@ -96,8 +96,11 @@ class MappingJob:
 
     @property
     def key(self) -> str:
+        # A hierarchical mapping's result is per-module cells (hwmodel.synth.parse_blocks): tagged so that an
+        # entry of the older per-block shape is never read as one.
+        tag = ("per-module cells",) if self.hierarchical else ()
         return content_key("liberty.map", self.verilog, yosys_version(), self.script,
-                           get_library(self.library).fingerprint())
+                           get_library(self.library).fingerprint(), *tag)
 
     def run(self) -> dict[str, Any]:
         library = get_library(self.library)

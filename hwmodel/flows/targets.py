@@ -1,5 +1,5 @@
 """The silicon targets of ``hwmodel synth --target``: ASIC libraries (mapping, static timing, energy) and FPGA
-place and route, run as cached parallel jobs over the designs that hwmodel.area exports.
+place and route, run as cached parallel jobs over the designs that hwmodel.mac_synth exports.
 
 :func:`silicon_reports` returns, per configuration, ``{top: {target: report}}``: for an ASIC library the
 headline figures of the area recipe (``area_um2``, ``cells``, ``leakage_nw``, ``delay_ns`` or ``period_ns``
@@ -13,7 +13,7 @@ from typing import Any
 
 from ..cache import ResultCache
 from ..jobs import run_cached
-from ..synth import TARGETS as YOSYS_TARGETS, Design
+from ..synth import TARGETS as YOSYS_TARGETS, Design, block_breakdown
 from .libraries import LIBRARIES, library_data
 from .liberty import RECIPES, MappingJob, area_report
 from .opensta import UNIFORM_POWER_PERIOD_NS, TimingJob, timing_report
@@ -75,7 +75,10 @@ def asic_reports(
             sequential = top in SEQUENTIAL_TOPS
             for library in libraries:
                 block_job = MappingJob(library, HEADLINE_RECIPE, top, design.hierarchical_verilog or "", True)
-                block_raw = mapped.get(block_job.key, {}).get("blocks") if design.hierarchical_verilog else None
+                block_raw = None
+                if design.hierarchical_verilog:  # per-module cells, filed by the design's block map
+                    modules = mapped[block_job.key]["blocks"]["modules"]
+                    block_raw = block_breakdown(modules, top, design.module_blocks)
                 by_recipe = {}
                 for recipe in recipes:
                     job = MappingJob(library, recipe, top, design.verilog)
@@ -166,7 +169,7 @@ def silicon_reports(
     pipeline: int = 0,
 ) -> list[dict[str, dict[str, Any]]]:
     """``{top: {target: report}}`` per configuration for the ASIC and place-and-route targets among
-    ``targets`` (the others are hwmodel.area's Yosys flows); ``energy`` adds the energy per MAC (operands
+    ``targets`` (the others are hwmodel.synth's Yosys flows); ``energy`` adds the energy per MAC (operands
     from ``stream_spec``, default: the digits ResNet)."""
     from ..mac_synth import TOPS, default_workers, export_designs
     from .nextpnr import PNR_TARGETS
