@@ -75,10 +75,10 @@ def asic_reports(
             sequential = top in SEQUENTIAL_TOPS
             for library in libraries:
                 block_job = MappingJob(library, HEADLINE_RECIPE, top, design.hierarchical_verilog or "", True)
-                block_raw = None
-                if design.hierarchical_verilog:  # per-module cells, filed by the design's block map
-                    modules = mapped[block_job.key]["blocks"]["modules"]
-                    block_raw = block_breakdown(modules, top, design.module_blocks)
+                hierarchical = mapped.get(block_job.key) if design.hierarchical_verilog else None
+                block_raw = None  # per-module cells of the hierarchical mapping, filed by the design's block map
+                if hierarchical is not None:
+                    block_raw = block_breakdown(hierarchical["blocks"]["modules"], top, design.module_blocks)
                 by_recipe = {}
                 for recipe in recipes:
                     job = MappingJob(library, recipe, top, design.verilog)
