@@ -1,7 +1,9 @@
 """Benchmark of the fine-grained estimators' backward pass (lba_train.estimators.gemm_backward).
 
 Times grad_x and grad_w of Y = X @ W for every estimator on one shape, after a warm-up call that compiles
-the Numba kernel (or loads it from the cache), and prints one line per estimator plus the float baseline.
+the Numba kernel (or loads it from the cache), and prints one line per estimator plus the float baseline,
+with each estimator's time relative to float32 matmuls and to the STE backward (binary64 matmuls, what
+lba_matmul's autograd runs for estimator="ste") at the same shape.
 Run: .venv/bin/python benchmarks/estimators.py [--rows 256 --depth 512 --columns 256 --acc e4m3]
 """
 
@@ -52,10 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     x32, w32, g32 = x.float(), w.float(), g.float()
     float_time = median_seconds(lambda: (g32 @ w32.T, x32.T @ g32), args.repeats)
     print(f"{'float32 matmul backward':>26}: {1e3 * float_time:9.2f} ms")
+    ste_time = median_seconds(lambda: gemm_backward(x, w, g, cfg, "ste"), args.repeats)
     for estimator in ESTIMATORS:
-        seconds = median_seconds(lambda name=estimator: gemm_backward(x, w, g, cfg, name), args.repeats)
+        seconds = ste_time if estimator == "ste" else median_seconds(
+            lambda name=estimator: gemm_backward(x, w, g, cfg, name), args.repeats)
         print(f"{estimator:>26}: {1e3 * seconds:9.2f} ms  {1e9 * seconds / steps:6.2f} ns/chain step  "
-              f"{seconds / float_time:8.0f}x float")
+              f"{seconds / float_time:8.0f}x float32  {seconds / ste_time:8.1f}x STE")
     return 0
 
 

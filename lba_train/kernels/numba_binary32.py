@@ -59,19 +59,19 @@ def round32(value, unit, half, keep, max_value, flush_below, clamp_below, magic,
         # Ties to even: one more when the kept bit is set. A test, not a shift by a variable amount, which
         # Numba widens to int64 and LLVM then cannot narrow back to int32 lanes.
         bits = bits + (half + np.int32(1) if (bits & unit) != np.int32(0) else half)
-    magnitude = abs(np.int32(bits & keep).view(np.float32))
+    rounded = np.int32(bits & keep).view(np.float32)  # signed; never -0 (a relative rounding keeps non-zeros)
     if clamp_below is not None:
         absolute = abs(value)
         fixed = (absolute + magic) - magic
         if rtz_quantum is not None:
             fixed = fixed - (rtz_quantum if fixed > absolute else np.float32(0.0))
-        magnitude = fixed if absolute < clamp_below else magnitude
-    overflowed = magnitude > max_value
-    magnitude = max_value if overflowed else magnitude
+        fixed = (-fixed if value < np.float32(0.0) else fixed) + np.float32(0.0)  # +0, never -0
+        rounded = fixed if absolute < clamp_below else rounded
+    overflowed = abs(rounded) > max_value
+    rounded = min(max(rounded, -max_value), max_value)
     if flush_below is not None:
-        magnitude = np.float32(0.0) if magnitude < flush_below else magnitude
-    signed = -magnitude if value < np.float32(0.0) else magnitude
-    return signed + np.float32(0.0), overflowed, (magnitude == np.float32(0.0)) & (value != np.float32(0.0))
+        rounded = np.float32(0.0) if abs(rounded) < flush_below else rounded
+    return rounded, overflowed, (rounded == np.float32(0.0)) & (value != np.float32(0.0))
 
 
 @njit(cache=True)
@@ -204,5 +204,6 @@ def quantize_into(x, out, spec):
     for i in prange(flat.shape[0]):
         value = flat[i]
         nans += value != value
-        result[i] = round32(value, spec[0], spec[1], spec[2], spec[3], spec[4], spec[5], spec[6], spec[7])[0]
+        rounded = round32(value, spec[0], spec[1], spec[2], spec[3], spec[4], spec[5], spec[6], spec[7])[0]
+        result[i] = rounded + np.float32(0.0)  # -0 in, +0 out
     return nans
