@@ -27,7 +27,8 @@ from lba_train.events import EventStats  # noqa: E402
 from lba_train.kernels import available_kernels, gemm_values, select_kernel  # noqa: E402
 from lba_train.kernels.dispatch import batched_gemm_values  # noqa: E402
 
-from test_gemm_kernels import CONFIG_IDS, CONFIGS, operands, reference_matmul, stable_seed  # noqa: E402
+from support.gemm import reference_gemm  # noqa: E402
+from test_gemm_kernels import CONFIG_IDS, CONFIGS, operands, stable_seed  # noqa: E402
 
 
 @pytest.mark.parametrize("cfg,step", CONFIGS, ids=CONFIG_IDS)
@@ -38,7 +39,7 @@ def test_triton_kernel_matches_the_reference_element_by_element(cfg, step, compa
     for kind in ["codes", "saturation", "cancellation"]:
         rows, length, columns = int(rng.integers(1, 6)), int(rng.integers(1, 14)), int(rng.integers(1, 70))
         x, w = operands(cfg, rows, length, columns, kind, rng)
-        expected, expected_stats = reference_matmul(x, w, cfg)
+        expected, expected_stats = reference_gemm(x, w, cfg)
         stats = EventStats()
         got = gemm_values(x, w, cfg, stats=stats, kernel="triton").numpy()
         bad = int(np.sum(got != expected)) + int(np.sum(np.signbit(got) & (got == 0)))
