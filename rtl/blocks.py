@@ -43,6 +43,14 @@ def add_block(m: Module, block: wiring.Component, role: str = ""):
     return block
 
 
+OPERAND_FIELDS = ("sign", "zero", "sig", "exp")
+
+
+def connect_operand(m: Module, sink, source) -> None:
+    """Drive a decoded-operand input (sign, zero, sig, exp) from a decoded-operand output."""
+    m.d.comb += [getattr(sink, name).eq(getattr(source, name)) for name in OPERAND_FIELDS]
+
+
 def operand_ports(sig_bits: int, exp_bits: int, direction) -> dict:
     """Ports of a decoded operand: sign, zero flag, normalized significand, binade."""
     return {

@@ -9,7 +9,17 @@ from amaranth.lib.wiring import In, Out
 from lba_core import DatapathPlan, MacConfig
 
 from .arith import decode_normalized
-from .blocks import Adder, Aligner, Multiplier, Normalizer, ProductRounder, RangeFlags, Rounder, add_block
+from .blocks import (
+    Adder,
+    Aligner,
+    Multiplier,
+    Normalizer,
+    ProductRounder,
+    RangeFlags,
+    Rounder,
+    add_block,
+    connect_operand,
+)
 from .plan import check_config, plan_datapath
 
 
@@ -37,12 +47,9 @@ def build_accumulate(m: Module, plan: DatapathPlan, acc_code, addend, addend_bit
     normalizer = add_block(m, Normalizer(window, plan.exp_bits))
     rounder = add_block(m, Rounder(window, cfg.acc, cfg.rounding, plan.exp_bits))
     range_flags = add_block(m, RangeFlags(cfg.acc, plan.exp_bits))
+    connect_operand(m, aligner.addend, addend)
     m.d.comb += [
         aligner.acc.eq(acc_code),
-        aligner.addend.sign.eq(addend.sign),
-        aligner.addend.zero.eq(addend.zero),
-        aligner.addend.sig.eq(addend.sig),
-        aligner.addend.exp.eq(addend.exp),
         adder.x_sig.eq(aligner.x_sig),
         adder.y_sig.eq(aligner.y_sig),
         adder.sticky.eq(aligner.sticky),
@@ -61,6 +68,13 @@ def build_accumulate(m: Module, plan: DatapathPlan, acc_code, addend, addend_bit
         range_flags.acc_zero.eq(aligner.acc_zero),
     ]
     return range_flags
+
+
+def round_product(m: Module, plan: DatapathPlan, exact) -> ProductRounder:
+    """R_prod of the exact product ``exact`` (a decoded operand: the multiplier, or a register of it)."""
+    rounder = add_block(m, ProductRounder(plan))
+    connect_operand(m, rounder.exact, exact)
+    return rounder
 
 
 class ConfiguredComponent(wiring.Component):
@@ -92,13 +106,7 @@ class FMAq(ConfiguredComponent):
         m.d.comb += [product.a.eq(self.a), product.b.eq(self.b)]
         product_overflow = product_underflow = 0
         if cfg.product is not None:
-            rounder = add_block(m, ProductRounder(plan))
-            m.d.comb += [
-                rounder.exact.sign.eq(product.sign),
-                rounder.exact.zero.eq(product.zero),
-                rounder.exact.sig.eq(product.sig),
-                rounder.exact.exp.eq(product.exp),
-            ]
+            rounder = round_product(m, plan, product)
             product, product_overflow, product_underflow = rounder, rounder.overflow, rounder.underflow
         result = build_accumulate(m, plan, self.acc_in, product, plan.product_sig_bits, plan.window_bits)
         m.d.comb += [

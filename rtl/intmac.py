@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from lba_core import ConfigError, FixedFormat, FloatFormat, MacConfig
 
 from .blocks import add_block
-from .mac import Register
+from .mac import accumulate_into_register, mac_ports
 
 
 @dataclass(frozen=True)
@@ -299,28 +299,13 @@ class FixedMAC(FixedComponent):
     def __init__(self, cfg: MacConfig):
         self.fmaq = FixedFMAq(cfg)
         self.cfg = cfg
-        super().__init__(
-            {
-                "valid": In(1),
-                "clear": In(1),
-                "a": In(cfg.a_format.width),
-                "b": In(cfg.b_format.width),
-                "acc": Out(cfg.acc.width),
-            }
-        )
+        super().__init__(mac_ports(cfg))
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.fmaq = fmaq = self.fmaq
-        m.submodules.register = acc = Register(self.cfg.acc.width)
-        m.d.comb += [
-            fmaq.a.eq(self.a),
-            fmaq.b.eq(self.b),
-            fmaq.acc_in.eq(Mux(self.clear, 0, acc.q)),
-            acc.d.eq(Mux(self.valid, fmaq.acc_out, 0)),
-            acc.en.eq(self.valid | self.clear),
-            self.acc.eq(acc.q),
-        ]
+        m.d.comb += [fmaq.a.eq(self.a), fmaq.b.eq(self.b)]
+        accumulate_into_register(m, fmaq, self.valid, self.clear, self.acc)
         return m
 
 

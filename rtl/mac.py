@@ -38,6 +38,30 @@ class Register(wiring.Component):
         return m
 
 
+def mac_ports(cfg: MacConfig) -> dict:
+    """Ports of every sequential MAC (plain, chunked, pipelined, fixed point): valid, clear, a, b in, acc out."""
+    return {
+        "valid": In(1),
+        "clear": In(1),
+        "a": In(cfg.a_format.width),
+        "b": In(cfg.b_format.width),
+        "acc": Out(cfg.acc.width),
+    }
+
+
+def accumulate_into_register(m: Module, step, valid, clear, acc_out) -> Register:
+    """The plain MAC loop around a combinational step (acc_in -> acc_out): on valid the register takes the
+    step's result, from +0 when clear is high in the same cycle; clear alone sets it to +0."""
+    register = add_block(m, Register(len(acc_out)))
+    m.d.comb += [
+        step.acc_in.eq(Mux(clear, 0, register.q)),
+        register.d.eq(Mux(valid, step.acc_out, 0)),
+        register.en.eq(valid | clear),
+        acc_out.eq(register.q),
+    ]
+    return register
+
+
 class MAC(ConfiguredComponent):
     """Sequential multiply-accumulate over valid (a, b) pairs; ``clear`` starts a new dot product from +0.
 
@@ -47,34 +71,17 @@ class MAC(ConfiguredComponent):
     def __init__(self, cfg: MacConfig):
         self.fmaq = FMAq(cfg)  # validates cfg before anything else is built
         self.cfg = cfg
-        super().__init__(
-            {
-                "valid": In(1),
-                "clear": In(1),
-                "a": In(cfg.a_format.width),
-                "b": In(cfg.b_format.width),
-                "acc": Out(cfg.acc.width),
-            }
-        )
+        super().__init__(mac_ports(cfg))
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.fmaq = fmaq = self.fmaq  # a composite: its blocks are reported one by one
         m.d.comb += [fmaq.a.eq(self.a), fmaq.b.eq(self.b)]
         if self.cfg.chunk_size is None:
-            self.elaborate_plain(m, fmaq)
+            accumulate_into_register(m, fmaq, self.valid, self.clear, self.acc)
         else:
             self.elaborate_chunked(m, fmaq, self.cfg.chunk_size)
         return m
-
-    def elaborate_plain(self, m: Module, fmaq: FMAq) -> None:
-        acc = add_block(m, Register(self.cfg.acc.width))
-        m.d.comb += [
-            fmaq.acc_in.eq(Mux(self.clear, 0, acc.q)),
-            acc.d.eq(Mux(self.valid, fmaq.acc_out, 0)),
-            acc.en.eq(self.valid | self.clear),
-            self.acc.eq(acc.q),
-        ]
 
     def elaborate_chunked(self, m: Module, fmaq: FMAq, chunk_size: int) -> None:
         width = self.cfg.acc.width

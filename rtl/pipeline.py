@@ -18,13 +18,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from amaranth import Cat, Module, Mux
-from amaranth.lib.wiring import In, Out
 
 from lba_core import ConfigError, MacConfig
 
-from .blocks import Multiplier, ProductRounder, add_block
-from .fmaq import ConfiguredComponent, build_accumulate
-from .mac import Register
+from .blocks import Multiplier, add_block
+from .fmaq import ConfiguredComponent, build_accumulate, round_product
+from .mac import Register, mac_ports
 from .plan import plan_datapath
 
 PIPELINE_STAGES = (0, 1, 2)
@@ -65,15 +64,7 @@ class PipelinedMAC(ConfiguredComponent):
         self.plan = plan_datapath(cfg)
         self.cfg = cfg
         self.stages = stages
-        super().__init__(
-            {
-                "valid": In(1),
-                "clear": In(1),
-                "a": In(cfg.a_format.width),
-                "b": In(cfg.b_format.width),
-                "acc": Out(cfg.acc.width),
-            }
-        )
+        super().__init__(mac_ports(cfg))
 
     @property
     def latency(self) -> int:
@@ -95,14 +86,7 @@ class PipelinedMAC(ConfiguredComponent):
             staged = _registered(m, "product", {**operand(product), "valid": control.valid, "clear": control.clear})
             product, control = staged, staged
         if cfg.product is not None:
-            rounder = add_block(m, ProductRounder(plan))
-            m.d.comb += [
-                rounder.exact.sign.eq(product.sign),
-                rounder.exact.zero.eq(product.zero),
-                rounder.exact.sig.eq(product.sig),
-                rounder.exact.exp.eq(product.exp),
-            ]
-            product = rounder
+            product = round_product(m, plan, product)
         staged = _registered(m, "addend", {**operand(product), "valid": control.valid, "clear": control.clear})
         acc = add_block(m, Register(cfg.acc.width))
         acc_in = Mux(staged.clear, 0, acc.q)

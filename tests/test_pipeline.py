@@ -7,11 +7,10 @@ import json
 import shutil
 
 import pytest
-from amaranth.sim import Simulator
 
 from lba_core import ConfigError, MacConfig
 from rtl import PipelinedMAC, export_verilog
-from support.simulators import simulate_mac
+from support.simulators import simulate_mac, simulate_mac_amaranth
 from support.vectors import schedule_dot_products
 
 CONFIGS = [MacConfig(input="e4m3", acc="e4m7"), MacConfig(input="e5m2", acc="e5m6", product="e5m4")]
@@ -20,23 +19,8 @@ LENGTHS = [0, 1, 3, 5, 9, 1, 0, 7]
 
 def amaranth_mac(cfg: MacConfig, stages: int, cycles) -> list[int]:
     dut = PipelinedMAC(cfg, stages)
-    observed = []
-
-    async def testbench(ctx):
-        for valid, clear, a, b in cycles:
-            ctx.set(dut.valid, valid)
-            ctx.set(dut.clear, clear)
-            ctx.set(dut.a, a)
-            ctx.set(dut.b, b)
-            await ctx.tick()
-            observed.append(ctx.get(dut.acc))
-
-    simulator = Simulator(dut)
-    simulator.add_clock(1e-6)
-    simulator.add_testbench(testbench)
-    simulator.run()
     assert dut.latency == 1 + stages
-    return observed
+    return simulate_mac_amaranth(cfg, cycles, dut)
 
 
 @pytest.mark.parametrize("stages", [1, 2])

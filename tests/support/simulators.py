@@ -200,9 +200,13 @@ def simulate_fmaq_amaranth(cfg: MacConfig, vectors: Vectors) -> np.ndarray:
     return np.array([pack_result(*out) for out in simulate_combinational(fmaq_of(cfg), rows, STEP_OUTPUTS)], dtype=np.int64)
 
 
-def simulate_mac_amaranth(cfg: MacConfig, cycles: list[tuple[int, int, int, int]]) -> list[int]:
-    """Drive the Amaranth MAC with one (valid, clear, a, b) per clock cycle; returns ``acc`` after each edge."""
-    dut = FixedMAC(cfg) if cfg.fixed_acc else MAC(cfg)
+def simulate_mac_amaranth(cfg: MacConfig, cycles: list[tuple[int, int, int, int]], dut=None) -> list[int]:
+    """Drive a sequential MAC with one (valid, clear, a, b) per clock cycle; returns ``acc`` after each edge.
+
+    ``dut`` is cfg's MAC (floating or fixed point) unless another circuit with the MAC's ports is given (a
+    pipelined MAC)."""
+    if dut is None:
+        dut = FixedMAC(cfg) if cfg.fixed_acc else MAC(cfg)
     observed = []
 
     async def testbench(ctx):
