@@ -115,15 +115,33 @@ def area_sweep(
     progress: bool = True,
     timeout_s: float | None = None,
     baseline: str | FloatFormat = BASELINE_ACC,
+    energy: bool = False,
 ) -> pd.DataFrame:
     """One row per configuration (plus the ``baseline``-accumulator twin of each, if missing): widths, MAC
-    gates/GE/transistors/depth/LUTs, FMAq figures, per-block GE, ``ge_reduction`` and the cost model."""
+    gates/GE/transistors/depth/LUTs, FMAq figures, per-block GE, ``ge_reduction`` and the cost model; for
+    the silicon targets (sky130, nangate45; ice40/ecp5 place and route) the MAC's ``<target>_um2``,
+    ``_period_ns``, ``_fmax_mhz``, ``_loop_ns``, ``_luts``... (hwmodel.silicon_report), and with ``energy``
+    ``<library>_pj_per_mac`` (real operands) and ``_pj_per_mac_random``."""
+    from .flows.targets import ASIC_TARGETS, silicon_reports
+    from .flows.nextpnr import PNR_TARGETS
+    from .silicon_report import silicon_row
+    from .synth import TARGETS as YOSYS_TARGETS
+
     baseline = FloatFormat.parse(baseline)
     configs = with_baselines(check_configs(configs), baseline)
+    targets = tuple(targets)
     # The table reports blocks of the MAC only, so the FMAq's hierarchical run is skipped.
-    results = synthesize_configs(configs, targets, blocks=blocks, cache=cache, workers=jobs, progress=progress,
-                                 timeout_s=timeout_s, block_tops=("mac",))
-    df = pd.DataFrame([sweep_row(cfg, result) for cfg, result in zip(configs, results)])
+    results = synthesize_configs(configs, [target for target in targets if target in YOSYS_TARGETS],
+                                 blocks=blocks, cache=cache, workers=jobs, progress=progress, timeout_s=timeout_s,
+                                 block_tops=("mac",))
+    rows = [sweep_row(cfg, result) for cfg, result in zip(configs, results)]
+    silicon_targets = [target for target in targets if target in (*ASIC_TARGETS, *PNR_TARGETS)]
+    if silicon_targets:
+        silicon = silicon_reports(configs, silicon_targets, blocks=False, cache=cache, workers=jobs,
+                                  progress=progress, timeout_s=timeout_s, energy=energy, tops=("mac",),
+                                  recipes=("area",))
+        rows = [{**row, **silicon_row(result)} for row, result in zip(rows, silicon)]
+    df = pd.DataFrame(rows)
     return add_cost_model(add_reduction(df, baseline))
 
 
@@ -187,6 +205,10 @@ def write_area_report(df: pd.DataFrame, out_dir: Path | str, title: str = "MAC a
     ]
     if len(fpga_columns) > 1:
         sections += ["## FPGA resources (`mac`)", area_table(df, fpga_columns)]
+    asic_columns = ["config", *[column for column in df.columns if column.split("_")[0] in ("sky130", "nangate45")]]
+    if len(asic_columns) > 1:
+        sections += ["## Standard cells (`mac`: µm², cells, leakage nW, OpenSTA period/Fmax/loop ns, pJ/MAC)",
+                     area_table(df, asic_columns)]
     sections += ["## Cost model", cost_model_text(sweep_cost_model(df))]
     atomic_write_text(paths["md"], "\n\n".join(sections) + "\n")
     return paths

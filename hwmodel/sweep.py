@@ -71,6 +71,7 @@ def accuracy_determinants(spec: SweepSpec, cfg: MacConfig) -> dict[str, Any]:
 def area_determinants(spec: SweepSpec, cfg: MacConfig, blocks: bool) -> dict[str, Any]:
     return {
         "kind": "area", "cfg": cfg.to_dict(), "targets": list(spec.targets), "blocks": blocks,
+        **({"energy": True} if spec.energy else {}),
         "baseline_acc": FloatFormat.parse(spec.baseline_acc).name,
         "source": provenance.area_source_hash(), "tools": provenance.area_tools(),
     }
@@ -216,7 +217,8 @@ def area_is_cached(cfg: MacConfig, spec: SweepSpec, synthesis: dict[str, Any]) -
         return False
     options = {key: value for key, value in synthesis.items() if key not in ("cache", "progress")}
     try:
-        area_sweep([cfg], spec.targets, cache=_ProbeCache(cache), progress=False, baseline=spec.baseline_acc, **options)
+        area_sweep([cfg], spec.targets, cache=_ProbeCache(cache), progress=False, baseline=spec.baseline_acc,
+                   energy=spec.energy, **options)
     except _CacheMiss:
         return False
     return True
@@ -376,7 +378,7 @@ def run_sweep(
         trained = [MacConfig.from_dict(records[cfg.name]["mac_config"]) if cfg.name in records else cfg for cfg in configs]
         cached = sum(area_is_cached(cfg, spec, synthesis) for cfg in trained)
         log(f"synthesis: reusing {cached} of {len(trained)} points from the cache (targets: {', '.join(spec.targets)})")
-        area_table = area_sweep(trained, spec.targets, jobs=spec.jobs, baseline=spec.baseline_acc,
+        area_table = area_sweep(trained, spec.targets, jobs=spec.jobs, baseline=spec.baseline_acc, energy=spec.energy,
                                 **{"progress": progress, **synthesis})
     except Interrupted as stop:
         saved = _saved_points(spec, configs, points, synthesis)

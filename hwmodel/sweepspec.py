@@ -18,7 +18,9 @@ from typing import Any
 
 from lba_core import ROUNDING_MODES, ConfigError, FloatFormat, FormatError, MacConfig, parse_format
 
-TARGETS = ("generic", "ice40", "xilinx", "ecp5")
+#: Yosys flows (generic, FPGA resource counts) and silicon targets (standard cells; ice40/ecp5 also place
+#: and route).
+TARGETS = ("generic", "ice40", "xilinx", "ecp5", "sky130", "nangate45")
 MODELS = ("mlp", "resnet", "transformer")
 DEFAULT_ACCUMULATORS = ("fp32", "fp16", "bf16", "e5m6", "e4m7", "e3m8", "e4m3", "e5m2")
 #: Integer and fixed-point rows beside the floating-point grid (docs/arithmetic.md §8), as "INPUT:ACC": INT8 x INT8
@@ -58,7 +60,9 @@ class SweepSpec:
     rounding: tuple[str, ...] = ("rne",)
     chunk_sizes: tuple[int, ...] = (0,)
     product: str | None = None
-    targets: tuple[str, ...] = ("generic",)
+    targets: tuple[str, ...] = ("generic", "sky130")
+    #: Energy per MAC (gate-level activity on the digits ResNet's operands) for the ASIC targets.
+    energy: bool = False
     jobs: int = 2
     baseline_acc: str = "fp32"
     accuracy: AccuracySpec = field(default_factory=AccuracySpec)
@@ -299,6 +303,7 @@ GRID_SETTINGS = (
     Setting("chunk_sizes", "chunk_sizes", "--chunk", _chunk_sizes),
     Setting("product", "product", "--product", _format),
     Setting("targets", "targets", "--target", _choices(TARGETS)),
+    Setting("energy", "energy", "--energy", _flag),
     Setting("jobs", "jobs", "--jobs", _count(1)),
     Setting("baseline_acc", "baseline_acc", "--baseline", _format),
     Setting("array", "array", "--array", _array),

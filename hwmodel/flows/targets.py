@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from lba_core import FloatFormat
+
 from ..cache import ResultCache
 from ..jobs import run_cached
 from ..synth import TARGETS as YOSYS_TARGETS, Design, block_breakdown
@@ -108,6 +110,8 @@ def add_energy(reports, designs, configs, mapped, libraries, stream_spec, cache:
 
     jobs, slots = [], []
     for report, per_config, cfg in zip(reports, designs, configs):
+        if cfg.fixed_acc or not isinstance(cfg.a_format, FloatFormat) or not isinstance(cfg.b_format, FloatFormat):
+            continue  # the operand capture encodes floating-point codes only
         real = cached_streams(cfg, stream_spec, cache)
         streams_json = json.dumps({"real": real, "random": random_streams(cfg, real)}, sort_keys=True)
         config_json = json.dumps(cfg.to_dict(), sort_keys=True)
