@@ -47,9 +47,9 @@ def build_accumulate(m: Module, plan: DatapathPlan, acc_code, addend, addend_bit
     normalizer = add_block(m, Normalizer(window, plan.exp_bits))
     rounder = add_block(m, Rounder(window, cfg.acc, cfg.rounding, plan.exp_bits))
     range_flags = add_block(m, RangeFlags(cfg.acc, plan.exp_bits))
+    m.d.comb += aligner.acc.eq(acc_code)
     connect_operand(m, aligner.addend, addend)
     m.d.comb += [
-        aligner.acc.eq(acc_code),
         adder.x_sig.eq(aligner.x_sig),
         adder.y_sig.eq(aligner.y_sig),
         adder.sticky.eq(aligner.sticky),
