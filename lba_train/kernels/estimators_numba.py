@@ -10,7 +10,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .numba_gemm import GENERAL_CODE, round_binary64, round_step, round_sum_general
+from .numba_gemm import (
+    EXACT_SUM_CODE,
+    GENERAL_CODE,
+    ROUND_TO_ODD_CODE,
+    round_binary64,
+    round_step,
+    round_sum_exact,
+    round_sum_general,
+    round_sum_odd,
+)
 
 OF_RULE = 0
 DIFF_RULE = 1
@@ -49,6 +58,56 @@ def step_derivatives(total, previous, addend, overflowed, rule):
     return addend_share(total, previous, addend, overflowed), addend_share(total, addend, previous, overflowed)
 
 
+# The chain steps of one k for a tile of outputs, one copy per bit-pattern step algorithm: with the algorithm
+# fixed and no product rounding (None: a compiled specialization), LLVM vectorizes the loop over the tile,
+# which a per-element choice of the algorithm prevented (measured below in docs/simulator.md).
+@njit(cache=True)
+def exact_sum_steps(a, w, k, first_column, width, prod_spec, acc_spec, rule, entering, through, partial):
+    for j in range(width):
+        p = a * w[k, first_column + j]
+        if prod_spec is not None:
+            p = round_binary64(p, prod_spec)[0]
+        previous = partial[j]
+        value, overflowed, _ = round_sum_exact(previous, p, acc_spec)
+        entering[k, j], through[k, j] = step_derivatives(value, previous, p, overflowed, rule)
+        partial[j] = value
+
+
+@njit(cache=True)
+def round_to_odd_steps(a, w, k, first_column, width, prod_spec, acc_spec, rule, entering, through, partial):
+    for j in range(width):
+        p = a * w[k, first_column + j]
+        if prod_spec is not None:
+            p = round_binary64(p, prod_spec)[0]
+        previous = partial[j]
+        value, overflowed, _ = round_sum_odd(previous, p, acc_spec)
+        entering[k, j], through[k, j] = step_derivatives(value, previous, p, overflowed, rule)
+        partial[j] = value
+
+
+@njit(cache=True)
+def chain_steps(a, w, k, first_column, width, prod_spec, has_product, acc_spec, step, rule, entering, through,
+                partial):
+    """partial[j] <- R_acc(partial[j] + R_prod(a * w[k, first_column + j])) for the tile, with D's factors."""
+    if step == EXACT_SUM_CODE:
+        if has_product:
+            exact_sum_steps(a, w, k, first_column, width, prod_spec, acc_spec, rule, entering, through, partial)
+        else:
+            exact_sum_steps(a, w, k, first_column, width, None, acc_spec, rule, entering, through, partial)
+    elif step == ROUND_TO_ODD_CODE:
+        if has_product:
+            round_to_odd_steps(a, w, k, first_column, width, prod_spec, acc_spec, rule, entering, through, partial)
+        else:
+            round_to_odd_steps(a, w, k, first_column, width, None, acc_spec, rule, entering, through, partial)
+    else:
+        for j in range(width):
+            p = round_product(a, w[k, first_column + j], prod_spec, step)
+            previous = partial[j]
+            value, overflowed = round_accumulate(previous, p, acc_spec, step)
+            entering[k, j], through[k, j] = step_derivatives(value, previous, p, overflowed, rule)
+            partial[j] = value
+
+
 @njit(cache=True)
 def tile_derivatives(x_row, w, first_column, width, prod_spec, acc_spec, step, chunk, chunk_adder, rule, recursive,
                      entering, through, chunk_entering, chunk_through, partial, total):
@@ -62,18 +121,15 @@ def tile_derivatives(x_row, w, first_column, width, prod_spec, acc_spec, step, c
     """
     length = x_row.shape[0]
     chunks = (length + chunk - 1) // chunk
+    # The identity R_prod (IDENTITY_PRODUCT: 52 fraction bits, no bounds) keeps every product unchanged.
+    has_product = prod_spec[0] != 52 or prod_spec[2] != np.inf
     for j in range(width):
         partial[j] = 0.0
         total[j] = 0.0
     for c in range(chunks):
         for k in range(c * chunk, min(length, (c + 1) * chunk)):
-            a = x_row[k]
-            for j in range(width):
-                p = round_product(a, w[k, first_column + j], prod_spec, step)
-                previous = partial[j]
-                value, overflowed = round_accumulate(previous, p, acc_spec, step)
-                entering[k, j], through[k, j] = step_derivatives(value, previous, p, overflowed, rule)
-                partial[j] = value
+            chain_steps(x_row[k], w, k, first_column, width, prod_spec, has_product, acc_spec, step, rule, entering,
+                        through, partial)
         if chunk_adder:
             for j in range(width):
                 value, overflowed = round_accumulate(total[j], partial[j], acc_spec, step)
