@@ -13,6 +13,10 @@ import torch
 
 from lba_core import ConfigError, FixedFormat, FloatFormat, ROUNDING_MODES, parse_format
 
+_NUMBA_AVAILABLE = importlib.util.find_spec("numba") is not None
+_BINARY32_MIN_NORMAL_EXPONENT = -126
+_BINARY64_MIN_NORMAL_EXPONENT = -1022
+
 # IEEE formats a result may be handed back in, as (man_bits, emax, smallest quantum exponent).
 _TORCH_DTYPE_LIMITS = {
     torch.float64: (52, 1023, -1074),
@@ -39,6 +43,10 @@ def round_tensor(
         raise ConfigError(f"rounding must be one of {', '.join(ROUNDING_MODES)}, got {rounding!r}")
     if isinstance(fmt, FixedFormat):
         return round_to_grid(x, fmt, rounding)
+    if _NUMBA_AVAILABLE and x.device.type == "cpu" and x.dtype == torch.float64:
+        compiled = _round_tensor_compiled(x, fmt, rounding, underflow)
+        if compiled is not None:
+            return compiled
     magnitude = x.abs()
     _, frexp_exponent = torch.frexp(magnitude)
     exponent = frexp_exponent.to(torch.int64) - 1  # floor(log2 |x|) for x != 0
@@ -70,6 +78,27 @@ def round_to_grid(x: torch.Tensor, fmt: FixedFormat, rounding: str) -> tuple[tor
     underflowed = (steps == 0) & (x != 0)
     values = _scale_by_power_of_two(steps, torch.full_like(x, -fmt.frac_bits, dtype=torch.int64)) + 0.0
     return values, overflow, underflowed
+
+
+def _round_tensor_compiled(x: torch.Tensor, fmt: FloatFormat, rounding: str, underflow: bool):
+    """round_tensor in one pass of the Numba kernel's exact roundings (numba_gemm.round_array); None if x has NaN.
+
+    The bit-pattern rounding where its preconditions hold (docs/simulator.md), the general exact rounding for
+    the rest; both are R_F, as the tensor path below is.
+    """
+    from .kernels import numba_gemm
+    from .kernels.plan import FAST_MAX_MAN_BITS, round_spec_of
+
+    spec = round_spec_of(fmt, rounding, underflow)
+    bit_pattern = fmt.man_bits <= FAST_MAX_MAN_BITS and (
+        not spec.clamp or fmt.emin - fmt.man_bits >= _BINARY64_MIN_NORMAL_EXPONENT)
+    flat = x.detach().contiguous().reshape(-1)
+    values = torch.empty_like(flat)
+    overflow = torch.empty(flat.shape, dtype=torch.bool)
+    underflowed = torch.empty(flat.shape, dtype=torch.bool)
+    if numba_gemm.round_array(flat.numpy(), spec, bit_pattern, values.numpy(), overflow.numpy(), underflowed.numpy()):
+        return None
+    return values.reshape(x.shape), overflow.reshape(x.shape), underflowed.reshape(x.shape)
 
 
 def fits_dtype(fmt: "FloatFormat | FixedFormat", dtype: torch.dtype, underflow: bool = True) -> bool:
@@ -112,8 +141,6 @@ def _quantize_tensor(x: torch.Tensor, fmt: FloatFormat, rounding: str, underflow
     return values.to(out_dtype)
 
 
-_NUMBA_AVAILABLE = importlib.util.find_spec("numba") is not None
-_BINARY32_MIN_NORMAL_EXPONENT = -126
 
 
 def binary32_quantizer_holds(fmt: "FloatFormat | FixedFormat") -> bool:

@@ -283,3 +283,29 @@ def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
     tile_events = np.zeros((tiles, 3), dtype=np.int64)
     gemm_tiles(x, w, prod_spec, acc_spec, chunk, STEP_CODES[step], out, tile_events if count else None)
     return out, tile_events.sum(axis=0)
+
+
+@njit(parallel=True, cache=True)
+def round_array(x, spec, bit_pattern, values, overflowed, underflowed):
+    """values <- R_F(x) elementwise for a flat float64 array, with the overflow and underflow masks.
+
+    ``bit_pattern``: the spec admits round_binary64 (man_bits <= 50, a usable subnormal quantum), which then
+    rounds every normal (or zero) x; binary64 subnormals, and every x otherwise, take round_sum_general(x, 0),
+    which is exact for any finite value; +-Inf saturates. Returns the number of NaNs (nothing is rounded then).
+    """
+    nans = 0
+    for i in prange(x.shape[0]):
+        nans += x[i] != x[i]
+    if nans:
+        return nans
+    for i in prange(x.shape[0]):
+        value = x[i]
+        if math.isinf(value):
+            values[i] = math.copysign(spec[2], value)
+            overflowed[i] = True
+            underflowed[i] = False
+        elif bit_pattern and (value == 0.0 or abs(value) >= 2.2250738585072014e-308):
+            values[i], overflowed[i], underflowed[i] = round_binary64(value, spec)
+        else:
+            values[i], overflowed[i], underflowed[i] = round_sum_general(value, 0.0, spec)
+    return 0
