@@ -74,6 +74,9 @@ def register(subparsers) -> None:
     accuracy.add_argument("--lr", type=_numbers(float), metavar="LR[,LR2]", help="Adam learning rate of the fine-tuning stages (default: 1e-3,5e-4)")
     accuracy.add_argument("--lr-baseline", type=float, metavar="LR", help="Adam learning rate of the baseline (default: 3e-3)")
     accuracy.add_argument("--seed", type=int, help="seed of the split, the initialisation and the shuffles (default: 0)")
+    accuracy.add_argument("--seeds", type=int, metavar="N",
+                          help="fine-tuning seeds per configuration, --seed, --seed+1, ... (default: 1); accuracies are "
+                          "their mean, the report shows the spread")
     accuracy.add_argument("--bias", help="accumulator bias of non-standard formats: calibrate (default), paper, format")
     accuracy.add_argument("--standard-bias", help="bias of fp32/fp16/bf16 accumulators (default: format = standard)")
     accuracy.add_argument("--estimator", help="gradient estimator through the accumulator (default: ste)")
@@ -90,7 +93,7 @@ def _option_values(args: argparse.Namespace) -> dict[str, object]:
         "--target": None if args.target is None else list(args.target), "--jobs": args.jobs,
         "--accuracy": args.accuracy, "--model": args.model, "--data": args.data, "--epochs": epochs,
         "--epochs-baseline": args.epochs_baseline, "--lr": args.lr, "--lr-baseline": args.lr_baseline,
-        "--seed": args.seed, "--bias": args.bias, "--standard-bias": args.standard_bias, "--estimator": args.estimator,
+        "--seed": args.seed, "--seeds": args.seeds, "--bias": args.bias, "--standard-bias": args.standard_bias, "--estimator": args.estimator,
     }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lba_core import ConfigError
-from lba_core.fileio import atomic_write_text
+from lba_core.fileio import writable_folder
 
 from .cache import CACHE_ENV_VAR, ResultCache, default_cache_dir
 from .cmd_verilog import array_config, array_options, check_array_args, config_from_args, rtl_options
@@ -83,16 +83,7 @@ def cache_from_args(args: argparse.Namespace) -> ResultCache:
             raise ConfigError("--cache-dir would have no effect with --no-cache; drop one of them")
         return ResultCache(None)
     root = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
-    option = f"--cache-dir {root}" if args.cache_dir else f"cache folder {root} (${CACHE_ENV_VAR} or the default)"
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"{option}: is a file, not a folder")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(root / ".write-test", "")
-        (root / ".write-test").unlink()
-    except OSError as error:
-        raise ConfigError(f"{option}: not writable ({error.strerror or error})") from None
-    return ResultCache(root)
+    return ResultCache(writable_folder(root, "--cache-dir" if args.cache_dir else f"cache folder (${CACHE_ENV_VAR} or the default)"))
 
 
 def synthesis_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from lba_core import ROUNDING_MODES, ConfigError, MacConfig
-from lba_core.fileio import atomic_write, atomic_write_text, markdown_table
+from lba_core.fileio import atomic_write, atomic_write_text, markdown_table, writable_folder
 from lba_train.data import load_data
 from lba_train.layers import LayerOptions
 from lba_train.train import RESULTS_FILE, FinetuneOptions, run_accuracy_point, train_baseline
@@ -136,18 +136,6 @@ def _split(text: str, kind, option: str) -> list:
         raise ConfigError(f"{option}: expected comma-separated {kind.__name__}s, got {text!r}") from None
 
 
-def _output_folder(folder: Path) -> Path:
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"report folder {folder} is a file, not a folder (choose another --name or --reports)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / ".write-test", "")
-        (folder / ".write-test").unlink()
-    except OSError as error:
-        raise ConfigError(f"report folder {folder} is not writable: {error.strerror or error}") from None
-    return folder
-
-
 def _markdown_table(frame: pd.DataFrame) -> str:
     return markdown_table(list(frame.columns), ([f"{value:.4g}" if isinstance(value, float) else value for value in row]
                                                 for row in frame.itertuples(index=False)))
@@ -181,7 +169,7 @@ def _write_markdown(path: Path, args, rows: list[dict]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     configs = check_args(args)
-    folder = _output_folder(args.reports / args.name)
+    folder = writable_folder(args.reports / args.name, "report folder")
     torch.set_num_threads(args.threads)
     bundle = load_data(args.data, seed=args.seed)
     variants = [("two-stage", False)] + ([("one-stage", True)] if args.one_stage else [])

@@ -15,10 +15,12 @@ versions go into ``sweep.json``, not ``results.csv``, so two runs of the same sw
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,13 @@ from tqdm import tqdm
 
 from lba_core import FloatFormat, MacConfig
 from lba_core.errors import ConfigError
-from lba_core.fileio import atomic_write, atomic_write_text
+from lba_core.fileio import atomic_write, atomic_write_text, writable_folder
 
 from . import provenance
 from .area import area_sweep, write_area_report
 from .cache import ResultCache
 from .interrupt import Interrupted
-from .jobs import each_result, worker_pool
+from .jobs import worker_pool
 from .report import predictions_from_points, write_results
 from .sweepspec import SweepSpec
 
@@ -59,13 +61,18 @@ def baseline_determinants(spec: SweepSpec) -> dict[str, Any]:
     }
 
 
-def accuracy_determinants(spec: SweepSpec, cfg: MacConfig) -> dict[str, Any]:
+def accuracy_determinants(spec: SweepSpec, cfg: MacConfig, seed: int | None = None) -> dict[str, Any]:
+    """What one accuracy point depends on. The base seed's point chooses the bias of ``cfg`` (the requested
+    configuration); a further fine-tuning ``seed`` trains the configuration that point chose, bias as is."""
     accuracy = spec.accuracy
-    return {
+    determinants = {
         "kind": "accuracy", "cfg": cfg.to_dict(), "bias_mode": spec.bias_mode(cfg),
         "epochs": list(accuracy.epochs), "lr": list(accuracy.lr), "estimator": accuracy.estimator,
         "baseline": baseline_determinants(spec),
     }
+    if seed is not None and seed != accuracy.seed:
+        determinants.update(bias_mode="format", finetune_seed=seed)
+    return determinants
 
 
 def area_determinants(spec: SweepSpec, cfg: MacConfig, blocks: bool) -> dict[str, Any]:
@@ -123,19 +130,21 @@ def _baseline_job(accuracy: dict, path: str) -> float:
     return trained.accuracy
 
 
-def _accuracy_job(cfg_dict: dict, bias_mode: str, accuracy: dict, baseline_path: str) -> dict[str, Any]:
+def _accuracy_job(cfg_dict: dict, bias_mode: str, accuracy: dict, baseline_path: str, seed: int) -> dict[str, Any]:
+    """One accuracy point: the split and the baseline of the base seed, fine-tuned with ``seed``."""
     import torch
 
     from lba_train import FinetuneOptions, LayerOptions, run_accuracy_point
     from lba_train.bias import with_acc_bias
+    from lba_train.data import load_data
 
     _limit_threads(POINT_THREADS)
     cfg = MacConfig.from_dict(cfg_dict)
     baseline = torch.load(baseline_path, weights_only=False)
     options = FinetuneOptions(epochs=tuple(accuracy["epochs"]), lr=tuple(accuracy["lr"]), bias=bias_mode,
-                              layers=LayerOptions(estimator=accuracy["estimator"]), seed=accuracy["seed"])
-    record = run_accuracy_point(cfg, accuracy["model"], accuracy["data"], options=options,
-                                baseline_state=baseline["state"])
+                              layers=LayerOptions(estimator=accuracy["estimator"]), seed=seed)
+    bundle = load_data(accuracy["data"], seed=accuracy["seed"])
+    record = run_accuracy_point(cfg, accuracy["model"], bundle, options=options, baseline_state=baseline["state"])
     trained = with_acc_bias(cfg, record["acc_bias"]) if isinstance(cfg.acc, FloatFormat) else cfg
     if trained.name != record["cfg"]:
         raise AssertionError(f"trained configuration {record['cfg']} is not {trained.name}")
@@ -144,26 +153,51 @@ def _accuracy_job(cfg_dict: dict, bias_mode: str, accuracy: dict, baseline_path:
 
 @dataclass
 class AccuracyRun:
-    """The accuracy records of a sweep's configurations, by requested configuration name."""
+    """Accuracy records by requested configuration name, one per seed in seed order; counts for messages.
+    Filled as points arrive, so an interrupted run still knows how many it saved."""
 
-    records: dict[str, dict[str, Any]]
-    reused: int
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    total: int = 0
+    saved: int = 0
 
 
-def run_accuracy(spec: SweepSpec, configs: list[MacConfig], points: Path, log: Log, progress: bool = True) -> AccuracyRun:
-    """Accuracy record per configuration; matching saved points are reused, the rest run in parallel."""
-    keys = {cfg.name: provenance.settings_hash(accuracy_determinants(spec, cfg)) for cfg in configs}
-    records = {cfg.name: _read_point(_point_path(points, "accuracy", keys[cfg.name]), keys[cfg.name]) for cfg in configs}
-    todo = [cfg for cfg in configs if records[cfg.name] is None]
-    reused = len(configs) - len(todo)
-    log(f"accuracy: reusing {reused} of {len(configs)} points" + ("" if todo else " (all finished)"))
-    if not todo:
-        return AccuracyRun(records, reused)
+def _seeds(spec: SweepSpec) -> list[int]:
+    return [spec.accuracy.seed + index for index in range(spec.accuracy.seeds)]
+
+
+def run_accuracy(spec: SweepSpec, configs: list[MacConfig], points: Path, log: Log, run: AccuracyRun,
+                 progress: bool = True) -> None:
+    """Every configuration at every seed; matching saved points are reused, the rest run in parallel."""
+    seeds = _seeds(spec)
+    run.total = len(configs) * len(seeds)
+    found: dict[tuple[str, int], dict] = {}
+
+    def saved(cfg: MacConfig, seed: int, trained: MacConfig) -> dict | None:
+        key = provenance.settings_hash(accuracy_determinants(spec, trained if seed != seeds[0] else cfg, seed))
+        return _read_point(_point_path(points, "accuracy", key), key)
+
+    for cfg in configs:
+        base = saved(cfg, seeds[0], cfg)
+        if base is not None:
+            found[cfg.name, seeds[0]] = base
+            trained = MacConfig.from_dict(base["mac_config"])
+            for seed in seeds[1:]:
+                record = saved(cfg, seed, trained)
+                if record is not None:
+                    found[cfg.name, seed] = record
+    run.saved = len(found)
+    log(f"accuracy: reusing {len(found)} of {run.total} points" + (" (all finished)" if len(found) == run.total else ""))
+    if len(found) < run.total:
+        _compute(spec, configs, seeds, points, found, run, log, progress)
+    run.records = {cfg.name: [found[cfg.name, seed] for seed in seeds] for cfg in configs}
+
+
+def _compute(spec: SweepSpec, configs: list[MacConfig], seeds: list[int], points: Path, found: dict,
+             run: AccuracyRun, log: Log, progress: bool) -> None:
     accuracy = asdict(spec.accuracy)
-    baseline_key = provenance.settings_hash(baseline_determinants(spec))
-    baseline_path = _point_path(points, "baseline", baseline_key, ".pt")
-    workers = max(1, min(spec.jobs, len(todo)))
-    with worker_pool(workers) as pool:
+    baseline_path = _point_path(points, "baseline", provenance.settings_hash(baseline_determinants(spec)), ".pt")
+    missing = run.total - len(found)
+    with worker_pool(max(1, min(spec.jobs, missing))) as pool:
         if baseline_path.is_file():
             log(f"reusing the float baseline {baseline_path.name}")
         else:
@@ -171,23 +205,39 @@ def run_accuracy(spec: SweepSpec, configs: list[MacConfig], points: Path, log: L
                 f"{spec.accuracy.epochs_baseline} epochs")
             score = pool.submit(_baseline_job, accuracy, str(baseline_path)).result()
             log(f"float baseline: {100 * score:.2f}%")
-        futures = {pool.submit(_accuracy_job, cfg.to_dict(), spec.bias_mode(cfg), accuracy, str(baseline_path)): cfg
-                   for cfg in todo}
-        with tqdm(total=len(todo), desc="accuracy points", unit="point", file=sys.stderr, disable=not progress) as bar:
-            _collect(futures, spec, keys, points, records, bar)
-    return AccuracyRun(records, reused)
+        pending: dict[Future, tuple[MacConfig, MacConfig, int]] = {}
 
+        def submit(cfg: MacConfig, trained: MacConfig, seed: int) -> None:
+            mode = spec.bias_mode(cfg) if seed == seeds[0] else "format"
+            future = pool.submit(_accuracy_job, trained.to_dict(), mode, accuracy, str(baseline_path), seed)
+            pending[future] = (cfg, trained, seed)
 
-def _collect(futures: dict, spec: SweepSpec, keys: dict[str, str], points: Path, records: dict, bar) -> None:
-    """Save each accuracy point as soon as it arrives."""
-    for cfg, record in each_result(futures):
-        key = keys[cfg.name]
-        record = {**record, "key": key, "determinants": accuracy_determinants(spec, cfg),
-                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        _write_point(_point_path(points, "accuracy", key), record)
-        records[cfg.name] = record
-        bar.set_postfix_str(f"{record['acc_format']}: {100 * record['stage2']:.1f}%")
-        bar.update()
+        def submit_further_seeds(cfg: MacConfig, trained: MacConfig) -> None:
+            for seed in seeds[1:]:
+                if (cfg.name, seed) not in found:
+                    submit(cfg, trained, seed)
+
+        for cfg in configs:
+            if (cfg.name, seeds[0]) in found:
+                submit_further_seeds(cfg, MacConfig.from_dict(found[cfg.name, seeds[0]]["mac_config"]))
+            else:
+                submit(cfg, cfg, seeds[0])
+        with tqdm(total=missing, desc="accuracy points", unit="point", file=sys.stderr, disable=not progress) as bar:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    cfg, trained, seed = pending.pop(future)
+                    determinants = accuracy_determinants(spec, trained if seed != seeds[0] else cfg, seed)
+                    key = provenance.settings_hash(determinants)
+                    record = {**future.result(), "key": key, "determinants": determinants,
+                              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                    _write_point(_point_path(points, "accuracy", key), record)
+                    found[cfg.name, seed] = record
+                    run.saved += 1
+                    if seed == seeds[0]:
+                        submit_further_seeds(cfg, MacConfig.from_dict(record["mac_config"]))
+                    bar.set_postfix_str(f"{record['acc_format']} seed {seed}: {100 * record['stage2']:.1f}%")
+                    bar.update()
 
 
 # ------------------------------------------------------------------------------------------- area
@@ -224,38 +274,45 @@ def area_is_cached(cfg: MacConfig, spec: SweepSpec, synthesis: dict[str, Any]) -
     return True
 
 
-def _saved_points(spec: SweepSpec, configs: list[MacConfig], points: Path, synthesis: dict[str, Any]) -> int:
-    """How many points a rerun will not have to compute: saved accuracy points, or cached areas (area-only)."""
-    if spec.area_only:
-        return sum(area_is_cached(cfg, spec, synthesis) for cfg in configs)
-    keys = [provenance.settings_hash(accuracy_determinants(spec, cfg)) for cfg in configs]
-    return sum(_read_point(_point_path(points, "accuracy", key), key) is not None for key in keys)
+def _cached_areas(spec: SweepSpec, configs: list[MacConfig], synthesis: dict[str, Any]) -> int:
+    return sum(area_is_cached(cfg, spec, synthesis) for cfg in configs)
 
 
 # ------------------------------------------------------------------------------------------- the table
-def _row(cfg: MacConfig, spec: SweepSpec, area: dict[str, Any] | None, record: dict[str, Any] | None,
+PHASES = ("baseline", "zero_shot", "stage1", "stage2")
+EVENTS = ("overflow", "underflow", "swamp")
+
+
+def _row(cfg: MacConfig, spec: SweepSpec, area: dict[str, Any] | None, records: list[dict[str, Any]] | None,
          blocks: bool) -> dict[str, Any]:
-    """One row: the trained-and-synthesized configuration, its settings hash, area, accuracies, event rates."""
-    trained = MacConfig.from_dict(record["mac_config"]) if record is not None else cfg
-    determinants = {"area": area_determinants(spec, trained, blocks)}
-    if record is not None:
-        determinants["accuracy"] = record["key"]
+    """One row: the trained-and-synthesized configuration, its settings hash, area, accuracies (mean over the
+    seeds, and their sample standard deviation), event rates (mean over the seeds)."""
+    trained = MacConfig.from_dict(records[0]["mac_config"]) if records else cfg
+    determinants: dict[str, Any] = {"area": area_determinants(spec, trained, blocks)}
+    if records:
+        determinants["accuracy"] = [record["key"] for record in records]
     row: dict[str, Any] = {
         "config": trained.name,
         "input": trained.input.name,
         "acc": trained.acc.name,
         "acc_bias": getattr(trained.acc, "bias", None),
-        "bias_mode": spec.bias_mode(cfg) if record is not None else "format",
+        "bias_mode": spec.bias_mode(cfg) if records else "format",
         "rounding": trained.rounding,
         "chunk": trained.chunk_size or 0,
         "acc_bits": trained.acc.width,
         "settings_hash": provenance.settings_hash(determinants)[: provenance.SHORT_HASH],
     }
     row.update({key: value for key, value in (area or {}).items() if key not in row})
-    if record is not None:
-        row.update({f"top1_{phase}": record[phase] for phase in ("baseline", "zero_shot", "stage1", "stage2")})
-        steps = max(record.get("events_steps", 0), 1)
-        row.update({f"{event}_rate": record.get(f"events_{event}", 0) / steps for event in ("overflow", "underflow", "swamp")})
+    if records:
+        row["seeds"] = len(records)
+        for phase in PHASES:
+            values = [record[phase] for record in records]
+            row[f"top1_{phase}"] = statistics.fmean(values)
+            if phase in ("zero_shot", "stage2") and len(values) > 1:
+                row[f"top1_{phase}_sd"] = statistics.stdev(values)
+        for event in EVENTS:
+            row[f"{event}_rate"] = statistics.fmean(record.get(f"events_{event}", 0) / max(record.get("events_steps", 0), 1)
+                                                   for record in records)
     return row
 
 
@@ -275,15 +332,7 @@ def _describe(identity: dict[str, Any]) -> str:
 def check_output(out: Path, spec: SweepSpec) -> dict[str, Any] | None:
     """Check the report folder before any work: creatable, writable, and not holding another sweep's rows.
     Returns the earlier run's sweep.json (or None for a new folder)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"report folder {out} is a file, not a folder (choose another --name or --reports)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        atomic_write_text(probe, "")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"report folder {out} is not writable: {error.strerror or error}") from None
+    writable_folder(out, "report folder")
     sweep_file = out / SWEEP_FILE
     if not sweep_file.exists():
         if (out / RESULTS_FILE).exists():
@@ -371,18 +420,20 @@ def run_sweep(
     configs = spec.configs()
     points = out / POINTS
     started = time.perf_counter()
-    records: dict[str, dict[str, Any]] = {}
+    run = AccuracyRun()
     try:
         if spec.accuracy.enabled:
-            records = run_accuracy(spec, configs, points, log, progress).records
-        trained = [MacConfig.from_dict(records[cfg.name]["mac_config"]) if cfg.name in records else cfg for cfg in configs]
-        cached = sum(area_is_cached(cfg, spec, synthesis) for cfg in trained)
+            run_accuracy(spec, configs, points, log, run, progress)
+        trained = [MacConfig.from_dict(run.records[cfg.name][0]["mac_config"]) if cfg.name in run.records else cfg
+                   for cfg in configs]
+        cached = _cached_areas(spec, trained, synthesis)
         log(f"synthesis: reusing {cached} of {len(trained)} points from the cache (targets: {', '.join(spec.targets)})")
         area_table = area_sweep(trained, spec.targets, jobs=spec.jobs, baseline=spec.baseline_acc, energy=spec.energy,
                                 **{"progress": progress, **synthesis})
     except Interrupted as stop:
-        saved = _saved_points(spec, configs, points, synthesis)
-        raise stop.with_message(f"interrupted: {saved} of {len(configs)} points saved; rerun the same command to finish") from None
+        saved, total = (run.saved, run.total) if spec.accuracy.enabled else (_cached_areas(spec, configs, synthesis), len(configs))
+        raise stop.with_message(f"interrupted: {saved} of {total} points saved; rerun the same command to finish") from None
+    records = run.records
     area_by_name = {row["config"]: row for row in area_table.to_dict("records")}
     rows = [_row(cfg, spec, area_by_name[trained_cfg.name], records.get(cfg.name), blocks)
             for cfg, trained_cfg in zip(configs, trained)]
@@ -401,8 +452,8 @@ def run_sweep(
     write_area_report(area_rows, out, title=f"MAC area sweep '{spec.name}'")
     notes = _notes(spec, table)
     title = f"MAC area sweep '{spec.name}'" if spec.area_only else f"LBA sweep '{spec.name}': {kind}"
-    measured = {row["config"]: [records[cfg.name]] for row, cfg in zip(rows, configs)
-                if cfg.name in records and "predictions" in records[cfg.name]}
+    measured = {row["config"]: records[cfg.name] for row, cfg in zip(rows, configs)
+                if cfg.name in records and all("predictions" in record for record in records[cfg.name])}
     predictions = predictions_from_points(measured) if measured else None
     return write_results(table, out, title=title, notes=notes, predictions=predictions)
 
@@ -440,9 +491,10 @@ def _notes(spec: SweepSpec, table: pd.DataFrame) -> str:
 
 
 def _write_sweep_file(out: Path, spec: SweepSpec, settings: dict[str, Any], requested: dict[str, str],
-                      records: dict[str, dict[str, Any]], earlier: dict[str, Any] | None, minutes: float) -> None:
+                      records: dict[str, list[dict[str, Any]]], earlier: dict[str, Any] | None, minutes: float) -> None:
     measured = dict((earlier or {}).get("measured_at", {})) if earlier and earlier.get("settings") == settings else {}
-    measured.update({record["cfg"]: record.get("measured_at") for record in records.values() if record})
+    measured.update({f"{record['cfg']} seed {record['seed']}": record.get("measured_at")
+                     for per_seed in records.values() for record in per_seed})
     document = {
         "identity": _identity(spec),
         "spec": asdict(spec),

@@ -45,6 +45,8 @@ class AccuracySpec:
     lr: tuple[float, float] = (1e-3, 5e-4)
     lr_baseline: float = 3e-3
     seed: int = 0
+    #: Fine-tuning seeds per configuration: seed, seed + 1, ... (the split, baseline and bias use ``seed``).
+    seeds: int = 1
     bias: str = "calibrate"
     standard_bias: str = "format"
     estimator: str = "ste"
@@ -322,6 +324,7 @@ def accuracy_settings(base: Path) -> tuple[Setting, ...]:
         Setting("lr", "accuracy.lr", "--lr", _pair(_positive_number)),
         Setting("lr_baseline", "accuracy.lr_baseline", "--lr-baseline", _positive_number),
         Setting("seed", "accuracy.seed", "--seed", _count(0)),
+        Setting("seeds", "accuracy.seeds", "--seeds", _count(1)),
         Setting("bias", "accuracy.bias", "--bias", _choice(_bias_modes)),
         Setting("standard_bias", "accuracy.standard_bias", "--standard-bias", _choice(_bias_modes)),
         Setting("estimator", "accuracy.estimator", "--estimator", _choice(_estimators)),

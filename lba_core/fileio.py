@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from .errors import ConfigError
+
 #: Mode of every file written here: readable by everyone, writable by the owner (mkstemp's default is 0600).
 FILE_MODE = 0o644
 
@@ -47,6 +49,21 @@ def atomic_write_bytes(path: "str | Path", data: bytes) -> Path:
 def atomic_write_text(path: "str | Path", text: str) -> Path:
     """Write ``text`` as UTF-8 (with ``\\n`` line ends on every platform)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def writable_folder(path: "str | Path", what: str) -> Path:
+    """``path`` as a folder that exists and takes files (created if missing; checked by writing a probe, since
+    permission bits say nothing for root), else ConfigError "<what> <path> is a file / is not writable: ..."."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = atomic_write_text(path / ".write-test", "")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"{what} {path} is not writable: {error.strerror or error}") from None
+    return path
 
 
 def os_error_text(error: OSError) -> str:

@@ -145,14 +145,18 @@ def test_changed_settings_recompute_and_replace_rows(base, cache, capsys):
     reports, _, _ = base
     folder = copy_of(base, "changed")
     old = pd.read_csv(folder / "results.csv")
-    arguments = sweep_args(reports, cache, "changed", "--seed", "1")
+    arguments = sweep_args(reports, cache, "changed", "--seed", "1", "--seeds", "2")
     arguments[arguments.index(ACCS)] = "bf16"
     assert cli.main(arguments) == 0
     err = capsys.readouterr().err
-    assert "accuracy: reusing 0 of 1 points" in err and "measured with other settings (accuracy)" in err
+    assert "accuracy: reusing 0 of 2 points" in err and "measured with other settings (accuracy)" in err
     new = pd.read_csv(folder / "results.csv")
     assert new["config"].tolist() == ["e4m3xe4m3-e8m7-rne"]  # no row of the seed-0 run is left
     assert new["settings_hash"].iloc[0] not in set(old["settings_hash"])
+    seeds = [json.loads(path.read_text()) for path in (folder / "points").glob("accuracy-*.json")]
+    seeds = sorted((point["seed"], point["stage2"]) for point in seeds if point["determinants"]["baseline"]["seed"] == 1)
+    assert [seed for seed, _ in seeds] == [1, 2] and new["seeds"].iloc[0] == 2
+    assert new["top1_stage2"].iloc[0] == pytest.approx(sum(value for _, value in seeds) / 2)
 
 
 def test_partial_run_adds_rows_and_drops_none(base, cache, capsys):
@@ -340,7 +344,7 @@ def test_file_system_problems_are_one_line_naming_the_path(tmp_path, capsys):
         ([*area, "--reports", str(a_file)], f"--reports {a_file}: is a file"),
         ([*area, "--reports", str(tmp_path), "--name", "a-file", "--no-cache"], f"report folder {a_file} is a file"),
         ([*area, "--reports", str(_read_only_folder(tmp_path)), "--no-cache"], "is not writable"),
-        ([*area, "--reports", str(tmp_path), "--cache-dir", str(a_file)], f"--cache-dir {a_file}: is a file"),
+        ([*area, "--reports", str(tmp_path), "--cache-dir", str(a_file)], f"--cache-dir {a_file} is a file"),
         ([*area, "--reports", str(tmp_path), "--cache-dir", str(_read_only_folder(tmp_path) / "c")], "not writable"),
     ]
     for arguments, fragment in cases:
