@@ -56,11 +56,12 @@ def accuracy_source_hash() -> str:
 
 @cache
 def area_source_hash() -> str:
-    """The sources (and data files) every area number comes from: lba_core, rtl and hwmodel's synthesis side."""
+    """The sources (and data files: cell areas, vendored libraries) every area number comes from: lba_core, rtl
+    and hwmodel's synthesis side."""
     top = _package_root("lba_core").parent
     paths = [*(_package_root("lba_core")).rglob("*.py"), *_package_root("rtl").rglob("*.py")]
     hwmodel = _package_root("hwmodel")
-    paths += [path for path in hwmodel.rglob("*") if path.is_file() and path.suffix in (".py", ".csv", ".lib", ".json")
+    paths += [path for path in hwmodel.rglob("*") if path.is_file() and path.suffix in (".py", ".csv", ".lib", ".json", ".gz")
               and "__pycache__" not in path.parts
               and not (path.parent == hwmodel and (path.name in _PRESENTATION_MODULES or path.name.startswith("cmd_")))]
     return _files_hash(top, paths)
