@@ -323,6 +323,15 @@ def _identity(spec: SweepSpec) -> dict[str, Any]:
     return {"kind": "area+accuracy", **{key: getattr(spec.accuracy, key) for key in IDENTITY_KEYS}}
 
 
+def _legacy_identity(document: dict[str, Any]) -> dict[str, Any]:
+    """The identity of a sweep.json written before identities were recorded (it held the bare spec). Its rows
+    carry no settings, so a run replaces them (see :func:`_earlier_rows`)."""
+    accuracy = document["accuracy"]
+    if not accuracy["enabled"]:
+        return {"kind": "area"}
+    return {"kind": "area+accuracy", **{key: accuracy[key] for key in IDENTITY_KEYS}}
+
+
 def _describe(identity: dict[str, Any]) -> str:
     if identity.get("kind") == "area":
         return "an area-only sweep"
@@ -341,7 +350,7 @@ def check_output(out: Path, spec: SweepSpec) -> dict[str, Any] | None:
         return None
     try:
         earlier = json.loads(sweep_file.read_text(encoding="utf-8"))
-        earlier_identity = earlier["identity"]
+        earlier_identity = earlier["identity"] if "identity" in earlier else _legacy_identity(earlier)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"{sweep_file} is damaged ({type(error).__name__}): remove {out} or choose another --name") from None
     identity = _identity(spec)

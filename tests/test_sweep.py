@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -192,6 +193,27 @@ def test_truncated_results_csv_is_refused_before_work(base, cache, capsys):
     message = fails(sweep_args(reports, cache, "truncated"), capsys)
     assert str(folder / "results.csv") in message and "remove it and rerun" in message
     assert snapshot(folder) == before
+
+
+def test_folder_of_an_earlier_version_is_recognised(tmp_path):
+    """reports/default as committed before sweep.json recorded an identity: same sweep -> its rows get
+    replaced (they carry no settings); another kind of sweep -> refused."""
+    from hwmodel.sweep import _earlier_rows, check_output, run_settings
+    from hwmodel.sweepspec import SweepSpec
+    from lba_core import ConfigError
+
+    folder = tmp_path / "default"
+    folder.mkdir()
+    legacy = {"name": "default", "accuracy": {"enabled": True, "model": "resnet", "data": "digits"}}
+    (folder / "sweep.json").write_text(json.dumps(legacy))
+    (folder / "results.csv").write_text("config,acc\ne4m3xe4m3-e4m7-rne,e4m7\n")
+    spec = SweepSpec()
+    earlier = check_output(folder, spec)
+    messages = []
+    assert _earlier_rows(folder, earlier, run_settings(spec, True), messages.append) is None
+    assert "measured with other settings" in messages[0]
+    with pytest.raises(ConfigError, match="holds --model resnet --data digits; this run is an area-only sweep"):
+        check_output(folder, SweepSpec(accuracy=replace(spec.accuracy, enabled=False)))
 
 
 # ----------------------------------------------------------------------------------------- signals
