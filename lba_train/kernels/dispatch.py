@@ -11,6 +11,7 @@ kernels it should win over.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,14 +47,16 @@ def _numba_gemm(x: torch.Tensor, w: torch.Tensor, plan: GemmPlan, count: bool) -
 
 
 def _triton_supports(device: torch.device) -> bool:
-    """CUDA tensors; CPU tensors too when Triton's interpreter is on (TRITON_INTERPRET=1)."""
+    """CUDA tensors; CPU tensors too when Triton's interpreter is on (TRITON_INTERPRET=1).
+
+    Reads the environment as Triton does, without importing Triton: importing it before TRITON_INTERPRET is
+    set would decorate Triton's own library for the GPU and leave the interpreter unusable in this process.
+    """
     if not TRITON_AVAILABLE:
         return False
     if device.type == "cuda":
         return True
-    from triton import knobs
-
-    return device.type == "cpu" and bool(knobs.runtime.interpret)
+    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on")
 
 
 def _triton_gemm(x: torch.Tensor, w: torch.Tensor, plan: GemmPlan, count: bool) -> tuple[torch.Tensor, list[int]]:
@@ -91,8 +94,8 @@ def available_kernels(device: torch.device | str = "cpu") -> list[str]:
     device = torch.device(device)
     return [
         name for name in AUTO_ORDER
-        if KERNELS[name].supports(device)
-        and (KERNELS[name].auto_devices is None or device.type in KERNELS[name].auto_devices)
+        if (KERNELS[name].auto_devices is None or device.type in KERNELS[name].auto_devices)
+        and KERNELS[name].supports(device)
     ]
 
 
