@@ -75,7 +75,7 @@ def register(subparsers) -> None:
     accuracy.add_argument("--lr-baseline", type=float, metavar="LR", help="Adam learning rate of the baseline (default: 3e-3)")
     accuracy.add_argument("--seed", type=int, help="seed of the split, the initialisation and the shuffles (default: 0)")
     accuracy.add_argument("--seeds", type=int, metavar="N",
-                          help="fine-tuning seeds per configuration, --seed, --seed+1, ... (default: 1); accuracies are "
+                          help="fine-tuning seeds per configuration, --seed, --seed+1, ... (default: 3); accuracies are "
                           "their mean, the report shows the spread")
     accuracy.add_argument("--bias", help="accumulator bias of non-standard formats: calibrate (default), paper, format")
     accuracy.add_argument("--standard-bias", help="bias of fp32/fp16/bf16 accumulators (default: format = standard)")

@@ -289,7 +289,11 @@ def headline(df: pd.DataFrame, table: pd.DataFrame) -> str:
                 f"{area + '; ' if area else ''}fine-tuned top-1 {accuracy}{versus} (no per-example predictions in "
                 "this folder, so the noise is unknown).")
     verdict = table.set_index("config")["stage2_beyond_noise"]
-    within = lambda rows: all(verdict.get(config) is False for config in rows["config"])  # noqa: E731
+    compared = non_reference[[verdict.get(config) is not None and pd.notna(verdict.get(config))
+                              for config in non_reference["config"]]]
+    non_reference = compared  # rows without an fp32 row to compare with (integer inputs, say) make no claim
+    widths = sorted(non_reference["acc_bits"].dropna().unique())
+    within = lambda rows: len(rows) and all(not verdict.get(config) for config in rows["config"])  # noqa: E731
     sentences = []
     chosen = next((w for w in widths if within(non_reference[non_reference["acc_bits"] == w])), None)
     if chosen is not None:
@@ -316,8 +320,7 @@ def differences_sentence(df: pd.DataFrame, table: pd.DataFrame, phase: str) -> s
     accs = df.set_index("config")["acc"]
     items = [f"{standard_name(accs[row['config']])} ({100 * row[f'{phase}_diff']:+.1f} points, "
              f"{_p_clause(row[f'{phase}_p_holm'])})" for _, row in beyond.iterrows()]
-    verb = "differs" if len(items) == 1 else "differ"
-    return f"{_sentence(words)} accuracy that {verb} from {REFERENCE_ACC} beyond noise: {', '.join(items)}."
+    return f"{_sentence(words)} accuracy beyond noise of {REFERENCE_ACC}: {', '.join(items)}."
 
 
 def _p_text(p: float) -> str:
@@ -336,6 +339,8 @@ def _sentence(text: str) -> str:
 
 def _rate_text(rate: float) -> str:
     percent = 100 * rate
+    if 0 < percent < 0.01:
+        return "< 0.01"
     return f"{percent:.0f}" if percent >= 10 else f"{percent:.1f}" if percent >= 1 else f"{percent:.2g}"
 
 
@@ -429,6 +434,8 @@ def pareto_front(df: pd.DataFrame, cost: str = "ge", score: str = "top1_stage2")
     return front
 
 
+#: How far below the best fine-tuned accuracy the accuracy axis reaches [points]; lower values sit on its floor.
+OFF_SCALE_POINTS = 12
 #: Where a label may go relative to its point, in typographic points, tried in this order (then farther out).
 _LABEL_OFFSETS = ((7, 0, "left", "center"), (-7, 0, "right", "center"), (0, 8, "center", "bottom"),
                   (0, -8, "center", "top"), (6, 6, "left", "bottom"), (6, -6, "left", "top"),
@@ -445,22 +452,24 @@ def place_labels(ax, labels: list[tuple[float, float, str, str]], obstacles: lis
     marker = 5 / 72 * fig.dpi
     blocked = [matplotlib.transforms.Bbox.from_bounds(px - marker, py - marker, 2 * marker, 2 * marker)
                for px, py in ax.transData.transform(obstacles)] if obstacles else []
-    placed = []
+    placed, placed_boxes = [], []
     for x, y, text, colour in sorted(labels, key=lambda label: (label[0], -label[1])):
         best = None
-        for scale in (1, 2, 3.5):
+        for scale in (1, 2, 3.5, 5):
             for dx, dy, ha, va in _LABEL_OFFSETS:
                 annotation = ax.annotate(text, (x, y), xytext=(dx * scale, dy * scale), textcoords="offset points",
                                          ha=ha, va=va, fontsize=8, color=colour,
                                          arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.5} if scale > 1 else None)
-                box = annotation.get_window_extent(renderer).padded(1)
-                clashes = sum(box.overlaps(other) for other in blocked + [a.get_window_extent(renderer) for a in placed])
+                annotation.update_positions(renderer)
+                box = matplotlib.text.Text.get_window_extent(annotation, renderer).padded(1)  # the text, not the line
                 outside = not (inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1))
-                score = clashes + 10 * outside
+                # another label is unreadable, a marker under a label only untidy
+                score = (1000 * outside + 100 * sum(box.overlaps(other) for other in placed_boxes)
+                         + sum(box.overlaps(other) for other in blocked))
                 if best is None or score < best[0]:
                     if best is not None:
                         best[1].remove()
-                    best = (score, annotation)
+                    best = (score, annotation, box)
                 else:
                     annotation.remove()
                 if score == 0:
@@ -468,6 +477,7 @@ def place_labels(ax, labels: list[tuple[float, float, str, str]], obstacles: lis
             if best[0] == 0:
                 break
         placed.append(best[1])
+        placed_boxes.append(best[2])
     return placed
 
 
@@ -486,21 +496,32 @@ def plot_accuracy_vs_ge(df: pd.DataFrame, table: pd.DataFrame, out: Path) -> str
     # a staircase: the best fine-tuned accuracy available for at most a given area
     ax.step(ordered["ge"], 100 * ordered["top1_stage2"], where="post", color="tab:orange", lw=2.5, alpha=0.8,
             zorder=1, label="Pareto front (fine-tuned)")
+    # One failed configuration would squash every other point against the top: the axis spans at most
+    # OFF_SCALE_POINTS below the best fine-tuned accuracy; points below sit on its floor, their value in the label.
+    best = 100 * df["top1_stage2"].max()
+    values = 100 * pd.concat([df["top1_stage2"], df.get("top1_zero_shot", pd.Series(dtype=float))]).dropna()
+    floor = max(values.min(), best - OFF_SCALE_POINTS)
+    shown = lambda value: max(value, floor)  # noqa: E731
     labels, markers = [], []
     for index, row in df.iterrows():
         colour = _colour(row.get("acc_bits"))
         zero_shot, tuned = 100 * row.get("top1_zero_shot", np.nan), 100 * row["top1_stage2"]
+        off_scale = [f"{words} {value:.1f}%" for words, value in (("fine-tuned", tuned), ("zero-shot", zero_shot))
+                     if pd.notna(value) and value < floor]
         if pd.notna(zero_shot):
-            ax.annotate("", xy=(row["ge"], tuned), xytext=(row["ge"], zero_shot),
+            ax.annotate("", xy=(row["ge"], shown(tuned)), xytext=(row["ge"], shown(zero_shot)),
                         arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 0.8, "alpha": 0.5, "shrinkA": 3, "shrinkB": 4})
-            ax.plot(row["ge"], zero_shot, "o", mfc="white", mec=colour, ms=5, zorder=3)
+            ax.plot(row["ge"], shown(zero_shot), "v" if zero_shot < floor else "o", mfc="white", mec=colour, ms=5, zorder=3)
         errors = None
-        if "stage2_low" in stat and pd.notna(stat.at[row["config"], "stage2_low"]):
+        if "stage2_low" in stat and pd.notna(stat.at[row["config"], "stage2_low"]) and tuned >= floor:
             errors = [[tuned - 100 * stat.at[row["config"], "stage2_low"]], [100 * stat.at[row["config"], "stage2_high"] - tuned]]
-        ax.errorbar(row["ge"], tuned, yerr=errors, fmt="o", color=colour, ms=6, capsize=2, lw=0.8, zorder=4,
-                    mec="tab:orange" if front[index] else colour, mew=1.5 if front[index] else 1)
-        labels.append((row["ge"], tuned, standard_name(row["acc"]), colour))
-        markers += [(row["ge"], tuned)] + ([(row["ge"], zero_shot)] if pd.notna(zero_shot) else [])
+        ax.errorbar(row["ge"], shown(tuned), yerr=errors, fmt="v" if tuned < floor else "o", color=colour, ms=6,
+                    capsize=2, lw=0.8, zorder=4, mec="tab:orange" if front[index] else colour,
+                    mew=1.5 if front[index] else 1)
+        text = standard_name(row["acc"]) + (f" ({', '.join(off_scale)})" if off_scale else "")
+        labels.append((row["ge"], shown(tuned), text, colour))
+        markers += [(row["ge"], shown(tuned))] + ([(row["ge"], shown(zero_shot))] if pd.notna(zero_shot) else [])
+    ax.set_ylim(floor - 0.6, best + 0.8 + (100 * stat["stage2_high"].max() - best if "stage2_high" in stat else 0))
     ax.plot([], [], "o", mfc="white", mec="grey", label="zero-shot")
     ax.plot([], [], "o", color="grey", label="fine-tuned" + (" (bar: 95% interval)" if "stage2_low" in stat else ""))
     for bits in sorted({int(b) for b in df["acc_bits"].dropna()}):
@@ -656,13 +677,21 @@ def _footer(out: Path, notes: str) -> str:
             spec = json.loads(sweep.read_text(encoding="utf-8"))
         except ValueError:
             spec = {}
-        for key in ("measured", "tools", "versions", "provenance"):
-            if isinstance(spec.get(key), dict):
-                lines.append(html.escape(f"{key}: " + ", ".join(f"{k} {v}" for k, v in sorted(spec[key].items()))))
+        provenance = spec.get("provenance")
+        if isinstance(provenance, dict):
+            lines.append(html.escape("Provenance: " + _flat_text(provenance)))
     links = [f'<a href="{name}">{name}</a>' for name in (RESULTS_FILE, STATS_FILE, PREDICTIONS_FILE, "results.md",
                                                            "sweep.json", SCREENSHOT_FILE) if (out / name).is_file()]
     lines.append("Data: " + ", ".join(links))
     return "<footer>" + "<br>\n".join(lines) + "</footer>"
+
+
+def _flat_text(value) -> str:
+    """A nested dict as "key value, key: (key value, ...)" on one line."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} ({_flat_text(item)})" if isinstance(item, dict) else f"{key} {_flat_text(item)}"
+                         for key, item in sorted(value.items()))
+    return str(value)
 
 
 def write_index_html(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str, plots: list[str]) -> Path:

@@ -94,7 +94,7 @@ def test_page_carries_the_message(report):
     page = (report / "index.html").read_text()
     markdown = (report / "results.md").read_text()
     headline = ("12-bit accumulators (e4m7, e5m6): 58–59% less MAC area than fp32; fine-tuned accuracy within noise "
-                "of fp32. Fine-tuned accuracy that differs from fp32 beyond noise: e5m2 (-35.0 points, p < 0.001).")
+                "of fp32. Fine-tuned accuracy beyond noise of fp32: e5m2 (-35.0 points, p < 0.001).")
     assert f'id="headline">{headline}</p>' in html.unescape(page)
     assert f"**{headline}**" in markdown
     header = markdown.split("\n| ")[0]

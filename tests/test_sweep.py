@@ -24,7 +24,7 @@ import pytest
 from hwmodel import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAINING = ["--model", "mlp", "--epochs", "0,1", "--epochs-baseline", "1"]
+TRAINING = ["--model", "mlp", "--epochs", "0,1", "--epochs-baseline", "1", "--seeds", "1"]
 #: A calibrated accumulator and a standard one; bf16 is also the reduction's baseline (no extra synthesis).
 ACCS = "e4m7,bf16"
 
