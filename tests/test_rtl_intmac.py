@@ -91,3 +91,15 @@ def test_circuits_refuse_what_they_do_not_build():
         FixedFMAq(MacConfig("int8", "int32", chunk_size=4))
     with pytest.raises(ConfigError, match="both operands"):
         FixedFMAq(MacConfig("int8", "int32", weight="e4m3"))
+
+
+def test_cli_writes_the_fixed_point_verilog(tmp_path, capsys):
+    import json
+
+    from hwmodel.cli import main
+
+    assert main(["verilog", "--in", "int8", "--acc", "int16_sat", "-o", str(tmp_path)]) == 0
+    description = json.loads((tmp_path / "config.json").read_text())
+    assert description["name"] == "int8xint8-int16_sat-rne"
+    assert description["ports"]["fmaq"] == {"a": 8, "b": 8, "acc_in": 16, "acc_out": 16, "overflow": 1, "underflow": 1, "swamp": 1}
+    assert description["ports"]["mac"] == {"clk": 1, "rst": 1, "valid": 1, "clear": 1, "a": 8, "b": 8, "acc": 16}
