@@ -94,3 +94,10 @@ def test_configurations_the_kernel_cannot_hold_are_refused_first():
         lba_matmul(torch.zeros(1, 2), torch.zeros(2, 1), MacConfig("int30", "int53", weight="int30"))
     with pytest.raises(ValueError, match="estimator"):
         lba_matmul(torch.zeros(1, 2), torch.zeros(2, 1), MacConfig("int8", "int32"), estimator="recompute")
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3), (4, 0, 3), (4, 5, 0)])
+def test_empty_operands(shape):
+    m, k, n = shape
+    y = lba_matmul(torch.ones(m, k), torch.ones(k, n), MacConfig("int8", "int16_sat"))
+    assert y.shape == (m, n) and not y.any()

@@ -97,6 +97,8 @@ def gemm_values(x_q: torch.Tensor, w_q: torch.Tensor, cfg: MacConfig, count: boo
     rows = x_q.shape[0]
     values = x_q.new_zeros((rows, w_q.shape[1]))
     events = [0, 0, 0]
+    if values.numel() == 0:
+        return values, events
     chain_rows = torch.arange(rows, device=x_q.device)
     if plan.grid_exact and x_q.shape[1] > 0:
         chain_rows = exact_rows(x_q, w_q, plan, values)
