@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -79,3 +81,14 @@ def test_cli_reports_bad_options(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["verilog", "--in", "e4x3", "--acc", "e4m7", "-o", str(tmp_path)])
     assert "malformed float format" in capsys.readouterr().err
+
+
+def test_rtl_needs_only_amaranth_and_lba_core():
+    """The generator's promise (docs/rtl.md): importing rtl loads no numerical or test stack."""
+    code = (
+        "import sys, rtl; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'torch', 'tqdm', 'pandas', 'scipy', "
+        "'hwmodel', 'lba_train', 'support'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
