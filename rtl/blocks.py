@@ -46,9 +46,10 @@ def add_block(m: Module, block: wiring.Component, role: str = ""):
 OPERAND_FIELDS = ("sign", "zero", "sig", "exp")
 
 
-def connect_operand(m: Module, sink, source) -> None:
-    """Drive a decoded-operand input (sign, zero, sig, exp) from a decoded-operand output."""
-    m.d.comb += [getattr(sink, name).eq(getattr(source, name)) for name in OPERAND_FIELDS]
+def connect_fields(m: Module, sink, source, names=OPERAND_FIELDS) -> None:
+    """Drive each input ``names`` of ``sink`` from the same-named output of ``source`` (by default a decoded
+    operand: sign, zero, sig, exp)."""
+    m.d.comb += [getattr(sink, name).eq(getattr(source, name)) for name in names]
 
 
 def operand_ports(sig_bits: int, exp_bits: int, direction) -> dict:

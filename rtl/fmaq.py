@@ -18,7 +18,7 @@ from .blocks import (
     RangeFlags,
     Rounder,
     add_block,
-    connect_operand,
+    connect_fields,
 )
 from .plan import check_config, plan_datapath
 
@@ -47,20 +47,18 @@ def build_accumulate(m: Module, plan: DatapathPlan, acc_code, addend, addend_bit
     normalizer = add_block(m, Normalizer(window, plan.exp_bits))
     rounder = add_block(m, Rounder(window, cfg.acc, cfg.rounding, plan.exp_bits))
     range_flags = add_block(m, RangeFlags(cfg.acc, plan.exp_bits))
+    # One statement order (it shapes the exported Verilog's text): aligner, adder, normalizer, rounder, flags.
     m.d.comb += aligner.acc.eq(acc_code)
-    connect_operand(m, aligner.addend, addend)
+    connect_fields(m, aligner.addend, addend)
+    connect_fields(m, adder, aligner, ("x_sig", "y_sig", "sticky", "x_sign", "subtract"))
     m.d.comb += [
-        adder.x_sig.eq(aligner.x_sig),
-        adder.y_sig.eq(aligner.y_sig),
-        adder.sticky.eq(aligner.sticky),
-        adder.x_sign.eq(aligner.x_sign),
-        adder.subtract.eq(aligner.subtract),
         normalizer.magnitude.eq(adder.magnitude),
         normalizer.x_exp.eq(aligner.x_exp),
         rounder.in_sig.eq(normalizer.sig),
         rounder.in_exp.eq(normalizer.exp),
-        range_flags.sig.eq(rounder.sig),
-        range_flags.exp.eq(rounder.exp),
+    ]
+    connect_fields(m, range_flags, rounder, ("sig", "exp"))
+    m.d.comb += [
         range_flags.sign.eq(adder.sign),
         range_flags.exact_nonzero.eq(normalizer.nonzero),
         range_flags.addend_nonzero.eq(~addend.zero),
@@ -73,7 +71,7 @@ def build_accumulate(m: Module, plan: DatapathPlan, acc_code, addend, addend_bit
 def round_product(m: Module, plan: DatapathPlan, exact) -> ProductRounder:
     """R_prod of the exact product ``exact`` (a decoded operand: the multiplier, or a register of it)."""
     rounder = add_block(m, ProductRounder(plan))
-    connect_operand(m, rounder.exact, exact)
+    connect_fields(m, rounder.exact, exact)
     return rounder
 
 
