@@ -126,7 +126,9 @@ def test_synth_json_output_schema(sweep, cache_dir, capsys):
     result = json.loads(capsys.readouterr().out)  # stdout is exactly one JSON object
     assert set(result) == {"fmaq", "mac", "config"}
     assert result["config"]["name"] == "e4m3xe4m3-e4m7-rne"
-    assert MacConfig.from_dict({k: v for k, v in result["config"].items() if k != "name"}).acc.name == "e4m7"
+    fields = {key: value for key, value in result["config"].items() if key not in ("name", "pipeline")}
+    assert MacConfig.from_dict(fields).acc.name == "e4m7"
+    assert result["config"]["pipeline"] == 0
     for top in ("fmaq", "mac"):
         report = result[top]
         for key, kind in (("gates", int), ("ge", float), ("transistors", int), ("depth", int), ("cells", dict),
