@@ -110,3 +110,48 @@ def write_silicon_claim(configs: Sequence[MacConfig], silicon: Sequence[dict[str
         sections += [f"## {device} (nextpnr)", markdown_table(header, body, "llrrrrrr")]
     atomic_write_text(paths["silicon_md"], "\n\n".join(sections) + "\n")
     return paths
+
+
+README_MARKERS = ("<!-- silicon_claim: generated from reports/paper_claim/paper_claim_silicon.csv by "
+                  "hwmodel.silicon_report.update_readme -->", "<!-- /silicon_claim -->")
+#: The README's summary: e4m7 vs fp32 accumulator, per input format, each figure as a ratio.
+SUMMARY_FIGURES = (("sky130_um2", "sky130 µm²"), ("sky130_period_ns", "sky130 period"),
+                   ("sky130_pj_per_mac", "sky130 pJ/MAC"), ("sky130_pj_per_mac_random", "sky130 pJ/MAC random"),
+                   ("nangate45_um2", "nangate45 µm²"), ("nangate45_period_ns", "nangate45 period"),
+                   ("nangate45_pj_per_mac", "nangate45 pJ/MAC"),
+                   ("nangate45_pj_per_mac_random", "nangate45 pJ/MAC random"),
+                   ("ice40_luts", "iCE40 LUTs"), ("ice40_fmax_mhz", "iCE40 Fmax"),
+                   ("ecp5_luts", "ECP5 LUTs"), ("ecp5_fmax_mhz", "ECP5 Fmax"))
+
+
+def ratio_summary(csv_path: Path | str, acc: str = "e4m7") -> str:
+    """A Markdown table: for each input format, ``acc``'s figures and their ratio to the fp32 accumulator."""
+    import pandas as pd
+
+    df = pd.read_csv(csv_path)
+    header = ["figure (MAC)"]
+    rows = df[df["acc"] == acc]
+    base = df[df["acc"] == "e8m23"].set_index("input")
+    for _, row in rows.iterrows():
+        header += [f"{row['input']}: {acc}", "fp32", f"{acc} / fp32"]
+    body = []
+    for column, label in SUMMARY_FIGURES:
+        if column not in df:
+            continue
+        cells = [label]
+        for _, row in rows.iterrows():
+            cells += [_format(row[column]), _format(base.at[row["input"], column]),
+                      _format(row.get(f"{column}_vs_fp32"))]
+        body.append(cells)
+    return markdown_table(header, body, "l" + "r" * (len(header) - 1))
+
+
+def update_readme(readme: Path | str = "README.md",
+                  csv_path: Path | str = "reports/paper_claim/paper_claim_silicon.csv") -> None:
+    """Replace the README's block between README_MARKERS with :func:`ratio_summary` of the committed CSV."""
+    path = Path(readme)
+    text = path.read_text()
+    start, end = README_MARKERS
+    before, _, rest = text.partition(start)
+    _, _, after = rest.partition(end)
+    atomic_write_text(path, f"{before}{start}\n{ratio_summary(csv_path)}\n{end}{after}")

@@ -127,3 +127,9 @@ def test_broken_netlist_is_a_sta_failure(tmp_path):
     job = TimingJob("sky130", "mac", "module mac(input clk); nosuchcell u1 (.A(clk)); endmodule\n", True)
     with pytest.raises(StaError):
         timing_report(job.run(), "sky130", True)
+
+
+def test_signed_declarations_are_dropped_for_opensta():
+    netlist = "module m(a);\n  input signed [3:0] a;\n  wire signed [7:0] addend__exp;\n  wire signedness;\nendmodule\n"
+    assert opensta.unsigned_netlist(netlist) == (
+        "module m(a);\n  input [3:0] a;\n  wire [7:0] addend__exp;\n  wire signedness;\nendmodule\n")

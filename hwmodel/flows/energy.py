@@ -11,7 +11,8 @@ lower bound.
 
 Energy model, per cycle (library units converted: pF·V² = pJ):
 - switching: every transition of a net charges or discharges its load, ½·C·V², where C is the sum of the
-  input-pin capacitances it drives (plus the stated output load on ports); no wire-load model;
+  input-pin capacitances it drives plus the library's default wire-load capacitance for its fanout (plus the
+  stated output load on ports);
 - internal: every output-pin transition costs the cell's internal-power table (rising or falling), averaged
   over its timing arcs, at the stated input slew and the net's load; every input-pin transition costs that
   pin's own internal-power table at the stated slew;

@@ -39,7 +39,7 @@ def recipe_description(library_name: str, recipe: str) -> str:
     if recipe == "area":
         return "area: dfflibmap + abc -liberty (ABC's default mapping, no delay target)"
     if recipe == "delay":
-        return (f"delay: dfflibmap + abc -liberty -D {library.delay_target_ps} (map -D, buffer, upsize, dnsize; "
+        return (f"delay: dfflibmap + abc -liberty -D {library.delay_target_ps} (dc2, map -D, buffer, upsize, dnsize; "
                 f"delay target {library.delay_target_ps} ps)")
     raise ValueError(f"unknown mapping recipe {recipe!r}; known: {', '.join(RECIPES)}")
 
@@ -49,7 +49,7 @@ def mapping_script(library_name: str, recipe: str, top: str, hierarchical: bool)
     recipe_description(library_name, recipe)  # validates the recipe
     dont_use = " ".join(f"-dont_use {pattern}" for pattern in library.dont_use)
     target = library.delay_target_ps
-    delay = (f" -D {target} -script +strash;dch;map,-D,{target};buffer;upsize,-D,{target};dnsize,-D,{target}"
+    delay = (f" -D {target} -script +strash;dc2;map,-D,{target};buffer;upsize,-D,{target};dnsize,-D,{target}"
              if recipe == "delay" else "")
     lines = [
         f"read_verilog {VERILOG_NAME}",

@@ -2,7 +2,8 @@
 
 Timing environment (stated in every result): an ideal clock (no clock tree, no skew), every data input driven
 by the library's ``driving_cell`` with zero external input delay, every output loaded with
-``output_load_pf``, no wire-load model. The netlist is unplaced, so the figures are post-synthesis and
+``output_load_pf``, and the library's default wire-load model (sky130 "Small", nangate45 "5K_hvratio_1_1",
+which OpenSTA applies by default). The netlist is unplaced, so the figures are post-synthesis and
 optimistic against a placed-and-routed design.
 
 - Combinational tops (``fmaq``): a virtual clock; the critical path is the longest input-to-output path.
@@ -171,6 +172,15 @@ def parse_sta_log(log: str) -> dict[str, Any]:
     return result
 
 
+_SIGNED_DECLARATION = re.compile(r"^(\s*(?:wire|input|output|inout|reg))\s+signed\b", re.M)
+
+
+def unsigned_netlist(netlist: str) -> str:
+    """The mapped netlist without ``signed`` on declarations (named wires of signed Amaranth signals), which
+    the 2019 OpenSTA rejects; a structural netlist has no arithmetic, so signedness means nothing in it."""
+    return _SIGNED_DECLARATION.sub(r"\1", netlist)
+
+
 @dataclass(frozen=True)
 class TimingJob:
     """OpenSTA on one mapped netlist: critical paths, and report_power under uniform activity when a
@@ -195,7 +205,8 @@ class TimingJob:
 
     def run(self) -> dict[str, Any]:
         work_dir = Path(tempfile.mkdtemp(prefix=f"lba-sta-{self.top}-{self.library}-"))
-        sources = {"cells.lib": get_library(self.library).text(), "netlist.v": self.netlist, "run.tcl": self.script}
+        sources = {"cells.lib": get_library(self.library).text(), "netlist.v": unsigned_netlist(self.netlist),
+                   "run.tcl": self.script}
         run_tool([sta_executable(), "-no_splash", "-exit", "run.tcl"], work_dir, sources=sources,
                  log_name=LOG_NAME, timeout_s=self.timeout_s, error=StaError)
         log_path = work_dir / LOG_NAME
@@ -212,7 +223,8 @@ def timing_report(sta: dict[str, Any], library_name: str, sequential: bool) -> d
     ``fmax_mhz`` and the register-to-register and input-to-register paths (sequential)."""
     library = get_library(library_name)
     environment = (f"ideal clock, inputs driven by {library.driving_cell} with 0 ns input delay, outputs "
-                   f"loaded with {library.output_load_pf} pF, no wire load; unplaced (optimistic)")
+                   f"loaded with {library.output_load_pf} pF, the library's default wire-load model; unplaced "
+                   "(optimistic)")
     paths = sta["paths"]
     if not sequential:
         path = paths["input_to_output"]
