@@ -9,12 +9,13 @@ STAMP  := $(VENV)/.installed
 # torch's and Numba's OpenMP thread pools busy-wait by default and starve each other on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv sysdeps test test-full sweep report-check cosim bench paper-claim experiments minilm clean
+.PHONY: help venv sysdeps test test-full test-cluster sweep report-check cosim bench paper-claim experiments minilm clean
 
 help:
 	@echo "make sweep      the main job: area and accuracy of the embedded default sweep -> reports/"
 	@echo "make test       the test suite (what CI runs)"
 	@echo "make test-full  the test suite including slow checks"
+	@echo "make test-cluster  multi-process checks (finetune under torchrun, gloo on CPU)"
 	@echo "make report-check  render reports/default/index.html in headless Chromium, check it, keep a screenshot"
 	@echo "make cosim      full RTL cosimulation (Amaranth + Verilog simulators) against the reference"
 	@echo "make bench      simulator, estimator and synthesis benchmarks"
@@ -38,6 +39,10 @@ test: venv
 
 test-full: venv
 	$(PY) -m pytest -m ''
+
+# Multi-process checks (2 torchrun ranks with gloo on CPU: about a minute on a loaded 2-core machine).
+test-cluster: venv
+	$(PY) -m pytest -m cluster
 
 # The browser check runs after the sweep when Chromium is installed (make report-check installs it: ~300 MB).
 sweep: venv

@@ -27,6 +27,7 @@ from lba_core.fileio import atomic_write, atomic_write_text
 from .bias import BIAS_MODES, resolve_bias
 from .convert import event_stats_table, lba_layers, lbaify, set_collect_stats, set_lba_config
 from .data import DataBundle, load_data
+from .distributed import current_ranks, from_rank0, mean_over_ranks, rank_device, shard_loader, wrap_for_training
 from .layers import LayerOptions
 from .models import build_model
 from .ptq import apply_a2q, integer_ptq
@@ -316,9 +317,12 @@ class _FinetuneRun:
     """One call of :func:`finetune`: the converted copy, its progress, and the checkpoint it resumes from."""
 
     def __init__(self, model: nn.Module, train_loader, val_loader, cfg: MacConfig, options: FinetuneOptions):
+        self.ranks = current_ranks(options.device)
+        options = options.replace(device=rank_device(options.device))
         self.float_model, self.train_loader, self.val_loader = model, train_loader, val_loader
+        self.train_shard = shard_loader(train_loader, self.ranks, options.seed) if self.ranks.distributed else None
         self.cfg, self.options = cfg, options
-        self.log = options.log or (lambda _message: None)
+        self.log = (options.log if self.ranks.writes else None) or (lambda _message: None)
         self.started = time.perf_counter()
         self.stages = [_Stage("stage1", options.stage1_underflow, options.epochs[0], options.lr[0]),
                        _Stage("stage2", True, options.epochs[1], options.lr[1])]
@@ -358,13 +362,13 @@ class _FinetuneRun:
         accuracy = _accuracy(predicted, labels)
         self.progress.accuracies[key] = accuracy
         self.progress.predictions[key], self.progress.labels = predicted.tolist(), labels.tolist()
-        if self.results_path is not None:
+        if self.results_path is not None and self.ranks.writes:
             atomic_write_text(self.results_path, json.dumps({**self.progress.accuracies,
                                                              "cfg": self.progress.chosen_cfg}, indent=2))
         self.log(f"[{self.cfg.name}] {key}: {100 * accuracy:.2f}%")
 
     def checkpoint(self, optimizer) -> None:
-        if self.checkpoint_path is not None:
+        if self.checkpoint_path is not None and self.ranks.writes:
             progress = {**dataclasses.asdict(self.progress), "seconds": self.elapsed()}
             _save_atomically({"progress": progress, "model": self.model.state_dict(),
                               "optimizer": optimizer and optimizer.state_dict(), "requested_cfg": self.cfg.to_dict(),
@@ -380,7 +384,9 @@ class _FinetuneRun:
         torch.manual_seed(options.seed)  # the calibration batches come from the shuffled training loader
         calibration = [inputs for (inputs, _), _ in zip(_batches(self.train_loader, device),
                                                         range(options.calibration_batches))]
-        chosen = resolve_bias(self.cfg, options.bias, self.model, calibration)
+        # chosen once, on rank 0 (the same batches as a single process would take), and sent to every rank
+        chosen = from_rank0(resolve_bias(self.cfg, options.bias, self.model, calibration) if self.ranks.writes
+                            else None, self.ranks)
         set_lba_config(self.model, chosen)
         integer_ptq(self.model, chosen, calibration)  # integer operands only: per-channel weights, frozen ranges
         self.progress.chosen_cfg = chosen.to_dict()
@@ -400,10 +406,15 @@ class _FinetuneRun:
         optimizer = torch.optim.Adam(self.model.parameters(), lr=stage.lr)
         if progress.epoch > 0 and self.optimizer_state is not None:
             optimizer.load_state_dict(self.optimizer_state)
+        trained = wrap_for_training(self.model, self.ranks)
+        loader = self.train_loader if self.train_shard is None else self.train_shard
         for epoch in range(progress.epoch, stage.epochs):
-            loss = _train_epoch(self.model, self.train_loader, optimizer, options.device,
-                                options.seed * 1000 + 100 * (index + 1) + epoch,
+            epoch_seed = options.seed * 1000 + 100 * (index + 1) + epoch
+            if self.train_shard is not None:
+                self.train_shard.sampler.set_epoch(epoch_seed)
+            loss = _train_epoch(trained, loader, optimizer, options.device, epoch_seed,
                                 f"{stage.key} {epoch + 1}/{stage.epochs}", options.progress)
+            loss = mean_over_ranks(loss, self.ranks, options.device)
             progress.history.append({"stage": index + 1, "epoch": epoch + 1, "loss": loss})
             progress.epoch = epoch + 1
             self.checkpoint(optimizer)
@@ -463,6 +474,9 @@ def finetune(model: nn.Module, train_loader, val_loader, cfg: MacConfig, *legacy
 
     The form of earlier releases, ``finetune(model, train, val, cfg, epochs, lr, device, bias=..., ...)``,
     still works with a DeprecationWarning (and its old defaults: progress bars on, ``log=print``).
+
+    Under ``torchrun --nproc_per_node=N`` (or with torch.distributed initialised) it trains with
+    DistributedDataParallel on a per-rank shard of ``train_loader`` (see :mod:`lba_train.distributed`).
     """
     if not isinstance(cfg, MacConfig):
         raise ConfigError(f"finetune needs a lba_core.MacConfig, got {type(cfg).__name__}")
