@@ -9,10 +9,11 @@ STAMP  := $(VENV)/.installed
 # torch's and Numba's OpenMP thread pools busy-wait by default and starve each other on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv sysdeps test test-full test-cluster sweep report-check cosim bench paper-claim experiments minilm clean
+.PHONY: help venv sysdeps test test-full test-cluster sweep readme report-check cosim bench paper-claim experiments minilm clean
 
 help:
 	@echo "make sweep      the main job: area and accuracy of the embedded default sweep -> reports/"
+	@echo "make readme     regenerate the README's tables from the committed reports"
 	@echo "make test       the test suite (what CI runs)"
 	@echo "make test-full  the test suite including slow checks"
 	@echo "make test-cluster  multi-process checks (finetune under torchrun, gloo on CPU)"
@@ -49,6 +50,14 @@ sweep: venv
 	$(VENV)/bin/hwmodel sweep
 	@if command -v chromium >/dev/null 2>&1; then $(PY) scripts/check_report.py reports/default; \
 	else echo "browser check skipped: no chromium (make report-check installs it)"; fi
+
+# The README's generated sections (main result, silicon ratios, PE-array share, simulator speed) from the
+# committed reports; tests/test_readme.py checks they agree.
+readme: venv
+	$(VENV)/bin/hwmodel report reports/default --readme README.md
+	$(PY) -c "from hwmodel.silicon_report import update_readme; update_readme()"
+	$(PY) experiments/pe_array_share.py --readme
+	$(PY) -c "import sys; sys.path.insert(0, 'benchmarks'); import gemm; from pathlib import Path; gemm.update_readme(Path('README.md'), Path('reports/gemm/benchmark.md'))"
 
 report-check: venv
 	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium"; \

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from lba_core import MacConfig
-from lba_core.fileio import atomic_write_text, markdown_table
+from lba_core.fileio import atomic_write_text, markdown_table, replace_marked_block
 from lba_train import lba_matmul, quantize
 from lba_train.kernels import available_kernels, plan_gemm
 
@@ -161,13 +161,7 @@ def machine_lines(command: str) -> list[str]:
 
 
 def update_readme(readme: Path, report: Path) -> None:
-    begin, end = README_MARKERS
-    text = readme.read_text()
-    if begin not in text or end not in text:
-        raise SystemExit(f"{readme} has no {begin} ... {end} block")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    atomic_write_text(readme, f"{head}{begin}\n{report.read_text().strip()}\n{end}{tail}")
+    replace_marked_block(readme, *README_MARKERS, report.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:

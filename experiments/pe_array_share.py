@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lba_core import FloatFormat, MacConfig, standard_name
-from lba_core.fileio import atomic_write_text, markdown_table
+from lba_core.fileio import atomic_write_text, markdown_table, replace_marked_block
 
 SIZES = ("4x4", "8x8", "16x16")
 ACCUMULATORS = ("e4m3", "e4m5", "e4m7", "e5m10", "e8m15", "fp32")
@@ -129,8 +129,8 @@ def write_report(rows: list[dict], out: Path, seconds: float, command: str) -> N
     atomic_write_text(out / "share.md", text + "\n")
 
 
-def update_readme(readme: Path, out: Path) -> None:
-    """Replace the block between README_MARKERS with the README_ARRAY rows of the committed share.csv."""
+def readme_table(out: Path) -> str:
+    """The README_ARRAY rows of the committed share.csv as the README's Markdown table."""
     import csv
 
     rows = {row["acc"]: row for row in csv.DictReader((out / "share.csv").read_text().splitlines())
@@ -138,19 +138,17 @@ def update_readme(readme: Path, out: Path) -> None:
     missing = [acc for acc in README_ACCS if acc not in rows]
     if missing:
         raise SystemExit(f"{out / 'share.csv'} has no {README_ARRAY} row for {', '.join(missing)}")
-    table = markdown_table(
+    return markdown_table(
         ["accumulator", "bits", "8×8 array GE", "GE per PE", "accumulator share", "depth (gates)"],
         [[standard_name(acc), rows[acc]["acc_bits"], f"{float(rows[acc]['ge']):,.0f}",
           f"{float(rows[acc]['ge_per_pe']):,.0f}", f"{100 * float(rows[acc]['accumulator_share']):.1f}%",
           rows[acc]["depth_gates"]] for acc in README_ACCS],
     )
-    text = readme.read_text()
-    begin, end = README_MARKERS
-    if begin not in text or end not in text:
-        raise SystemExit(f"{readme} has no {begin} ... {end} block")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    atomic_write_text(readme, f"{head}{begin}\n{table}\n{end}{tail}")
+
+
+def update_readme(readme: Path, out: Path) -> None:
+    """Replace the block between README_MARKERS with :func:`readme_table`."""
+    replace_marked_block(readme, *README_MARKERS, readme_table(out))
 
 
 def os_cpus() -> int:

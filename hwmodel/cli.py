@@ -63,7 +63,7 @@ COMMANDS = {
     ),
     "report": Command(
         "rebuild a sweep report (results.md, plots, index.html) from its results.csv",
-        ("hwmodel report reports/default",),
+        ("hwmodel report reports/default", "hwmodel report reports/default --readme README.md"),
     ),
     "paper-claim": Command(
         "measure the MAC area of FP8 inputs with FP32/FP16/BF16 and 12-bit accumulators",

@@ -14,17 +14,26 @@ def register(subparsers) -> None:
         "truncated or foreign results.csv is reported in one line and nothing is rewritten.",
     )
     parser.add_argument("directory", type=Path, help="a sweep report folder, e.g. reports/default")
+    parser.add_argument("--readme", type=Path, metavar="FILE",
+                        help="also rewrite FILE's generated section for this folder (the README's main-result "
+                        "table: between its sweep_results markers), from the same data")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .report import ReportError, build_report  # imported here so that `hwmodel report --help` stays fast
+    from .report import ReportError, build_report, update_readme  # imported here so that `hwmodel report --help` stays fast
+
+    from lba_core import ConfigError
 
     if not args.directory.is_dir():
         raise SystemExit(f"hwmodel report: error: {args.directory} is not a directory")
+    if args.readme is not None and not args.readme.is_file():
+        raise SystemExit(f"hwmodel report: error: --readme {args.readme} is not a file")
     try:
         index = build_report(args.directory)
-    except (FileNotFoundError, ReportError) as error:
+        print(f"report: {index}")
+        if args.readme is not None:
+            print(f"readme: {update_readme(args.readme, args.directory)}")
+    except (FileNotFoundError, ReportError, ConfigError) as error:
         raise SystemExit(f"hwmodel report: error: {error}") from None
-    print(f"report: {index}")
     return 0

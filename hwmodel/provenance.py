@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sys
 from functools import cache
@@ -105,4 +106,4 @@ def data_fingerprint(data: str) -> str:
 def environment() -> dict[str, Any]:
     """Where a run happened (for sweep.json and report footers, never for hashes)."""
     return {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.node(),
-            "tools": {**accuracy_tools(), **area_tools()}}
+            "cpus": os.cpu_count(), "tools": {**accuracy_tools(), **area_tools()}}

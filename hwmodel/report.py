@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from lba_core import ConfigError, FormatError, parse_format, standard_name  # noqa: E402
-from lba_core.fileio import atomic_write_bytes, atomic_write_text, markdown_table  # noqa: E402
+from lba_core.fileio import atomic_write_bytes, atomic_write_text, markdown_table, replace_marked_block  # noqa: E402
 
 from . import stats  # noqa: E402
 
@@ -738,11 +738,19 @@ footer {{ margin-top: 2em; font-size: 0.8em; color: #666; }}
     return path
 
 
-def write_markdown(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str) -> Path:
+#: The README's generated section for the main job (``hwmodel report reports/default --readme README.md``).
+README_MARKERS = ("<!-- sweep_results: generated from reports/default by `hwmodel report reports/default --readme "
+                  "README.md` -->", "<!-- /sweep_results -->")
+
+
+def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str) -> str:
+    """Headline, comparison sentences, the compact table and the words on statistics: results.md without its
+    title, and the README's section for the main job."""
     header, rows, constants = compact_table(df, table)
-    parts = [f"# {title}", "", f"**{headline(df, table)}**", ""]
-    parts += [sentence for sentence in (differences_sentence(df, table, "zero_shot") if "zero_shot_p" in table else "",) if sentence]
-    parts += ["", markdown_table(header, rows, "l" + "r" * (len(header) - 1)), ""]
+    parts = [f"**{headline(df, table)}**", ""]
+    if "zero_shot_p" in table and differences_sentence(df, table, "zero_shot"):
+        parts += [differences_sentence(df, table, "zero_shot"), ""]
+    parts += [markdown_table(header, rows, "l" + "r" * (len(header) - 1)), ""]
     if constants:
         parts += [_sentence("; ".join(constants)) + ".", ""]
     parts += [_statistics_words(table), ""]
@@ -751,7 +759,44 @@ def write_markdown(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str,
         parts += [note, ""]
     if notes:
         parts += [notes, ""]
-    return atomic_write_text(out / "results.md", "\n".join(parts))
+    return "\n".join(parts)
+
+
+def write_markdown(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str) -> Path:
+    return atomic_write_text(out / "results.md", f"# {title}\n\n{summary_markdown(df, table, notes)}")
+
+
+def readme_summary(out_dir: "str | Path") -> str:
+    """The README's section for a sweep folder, computed from its committed results.csv (and
+    predictions.json), with links to the folder's full table and plots."""
+    out = Path(out_dir)
+    df = read_results(out)
+    table = statistics(df, read_predictions(out, df))
+    plots = [f"![{name.replace('_', ' ')}]({out.as_posix()}/{name}.png)" for name in PLOTS
+             if (out / f"{name}.png").is_file()]
+    links = f"Full report: [{out.as_posix()}/index.html]({out.as_posix()}/index.html), " \
+            f"table with every column: [{out.as_posix()}/results.csv]({out.as_posix()}/results.csv)."
+    return "\n\n".join([summary_markdown(df, table, _read_text(out / NOTES_FILE)).strip(), _run_sentence(out),
+                        links, *plots]).replace("\n\n\n", "\n\n")
+
+
+def _run_sentence(out: Path) -> str:
+    """When, where and how long the sweep behind a folder ran (from its sweep.json), or "" for older folders."""
+    try:
+        provenance = json.loads((out / "sweep.json").read_text(encoding="utf-8")).get("provenance") or {}
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(provenance, dict) or "finished_at" not in provenance:
+        return ""
+    cpus = f", {provenance['cpus']} CPUs" if provenance.get("cpus") else ""
+    return (f"Run: `hwmodel sweep` (the `make sweep` default), finished {provenance['finished_at']} after "
+            f"{provenance.get('minutes', '?')} min on {provenance.get('platform', 'an unnamed machine')}{cpus}; "
+            f"tool versions and source hashes in [{out.as_posix()}/sweep.json]({out.as_posix()}/sweep.json).")
+
+
+def update_readme(readme: "str | Path", out_dir: "str | Path") -> Path:
+    """Replace the README's generated section (README_MARKERS) with :func:`readme_summary` of ``out_dir``."""
+    return replace_marked_block(readme, *README_MARKERS, readme_summary(out_dir))
 
 
 def build_report(out_dir: "str | Path", title: str | None = None, notes: str | None = None) -> Path:

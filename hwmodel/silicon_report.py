@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lba_core import FloatFormat, MacConfig
-from lba_core.fileio import atomic_write_text, markdown_table
+from lba_core.fileio import atomic_write_text, markdown_table, replace_marked_block
 
 #: Figures of the MAC per ASIC library, as (column suffix, report key).
 ASIC_COLUMNS = (
@@ -149,9 +149,4 @@ def ratio_summary(csv_path: Path | str, acc: str = "e4m7") -> str:
 def update_readme(readme: Path | str = "README.md",
                   csv_path: Path | str = "reports/paper_claim/paper_claim_silicon.csv") -> None:
     """Replace the README's block between README_MARKERS with :func:`ratio_summary` of the committed CSV."""
-    path = Path(readme)
-    text = path.read_text()
-    start, end = README_MARKERS
-    before, _, rest = text.partition(start)
-    _, _, after = rest.partition(end)
-    atomic_write_text(path, f"{before}{start}\n{ratio_summary(csv_path)}\n{end}{after}")
+    replace_marked_block(readme, *README_MARKERS, ratio_summary(csv_path))

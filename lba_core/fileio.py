@@ -51,6 +51,28 @@ def atomic_write_text(path: "str | Path", text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def replace_marked_block(path: "str | Path", begin: str, end: str, content: str) -> Path:
+    """Rewrite the generated section of a text file: everything between the line ``begin`` and the line
+    ``end`` becomes ``content`` (README tables are regenerated from committed reports this way, never edited
+    by hand). ConfigError when the markers are missing."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    head, found, rest = text.partition(begin)
+    if not found or end not in rest:
+        raise ConfigError(f"{path} has no '{begin}' ... '{end}' block")
+    _, _, tail = rest.partition(end)
+    return atomic_write_text(path, f"{head}{begin}\n{content.strip()}\n{end}{tail}")
+
+
+def marked_block(path: "str | Path", begin: str, end: str) -> str:
+    """The current content between the markers (stripped), for tests that compare it with its source."""
+    text = Path(path).read_text(encoding="utf-8")
+    head, found, rest = text.partition(begin)
+    if not found or end not in rest:
+        raise ConfigError(f"{path} has no '{begin}' ... '{end}' block")
+    return rest.partition(end)[0].strip()
+
+
 def writable_folder(path: "str | Path", what: str) -> Path:
     """``path`` as a folder that exists and takes files (created if missing; checked by writing a probe, since
     permission bits say nothing for root), else ConfigError "<what> <path> is a file / is not writable: ..."."""
