@@ -44,6 +44,17 @@ def add_block(m: Module, block: wiring.Component, role: str = ""):
 
 
 OPERAND_FIELDS = ("sign", "zero", "sig", "exp")
+EVENT_FIELDS = ("overflow", "underflow", "swamp")
+
+
+def event_ports() -> dict:
+    """The §4 event outputs of a step (docs/arithmetic.md): overflow, underflow, swamp, one bit each."""
+    return {name: Out(1) for name in EVENT_FIELDS}
+
+
+def gated_events(sink, source, valid) -> list:
+    """Statements driving ``sink``'s events from ``source``'s, masked by ``valid`` (a bubble raises nothing)."""
+    return [getattr(sink, name).eq(getattr(source, name) & valid) for name in EVENT_FIELDS]
 
 
 def connect_fields(m: Module, sink, source, names=OPERAND_FIELDS) -> None:
@@ -267,9 +278,7 @@ class RangeFlags(wiring.Component):
                 "acc": In(acc_format.width),
                 "acc_zero": In(1),
                 "acc_out": Out(acc_format.width),
-                "overflow": Out(1),
-                "underflow": Out(1),
-                "swamp": Out(1),
+                **event_ports(),
             }
         )
 

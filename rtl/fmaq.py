@@ -19,6 +19,7 @@ from .blocks import (
     Rounder,
     add_block,
     connect_fields,
+    event_ports,
 )
 from .plan import check_config, plan_datapath
 
@@ -29,9 +30,7 @@ def step_ports(cfg: MacConfig, addend_ports: dict) -> dict:
         **addend_ports,
         "acc_in": In(cfg.acc.width),
         "acc_out": Out(cfg.acc.width),
-        "overflow": Out(1),
-        "underflow": Out(1),
-        "swamp": Out(1),
+        **event_ports(),
     }
 
 

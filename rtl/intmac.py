@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from lba_core import ConfigError, FixedFormat, FloatFormat, MacConfig
 
-from .blocks import add_block
+from .blocks import EVENT_FIELDS, add_block, connect_fields, event_ports
 from .mac import accumulate_into_register, mac_ports
 
 
@@ -213,9 +213,7 @@ class Saturation(wiring.Component):
                 "product_nonzero": In(1),
                 "addend_zero": In(1),
                 "acc_out": Out(width),
-                "overflow": Out(1),
-                "underflow": Out(1),
-                "swamp": Out(1),
+                **event_ports(),
             }
         )
 
@@ -258,9 +256,7 @@ class FixedFMAq(FixedComponent):
                 "b": In(cfg.b_format.width),
                 "acc_in": In(cfg.acc.width),
                 "acc_out": Out(cfg.acc.width),
-                "overflow": Out(1),
-                "underflow": Out(1),
-                "swamp": Out(1),
+                **event_ports(),
             }
         )
 
@@ -285,11 +281,8 @@ class FixedFMAq(FixedComponent):
             saturation.acc.eq(self.acc_in),
             saturation.product_nonzero.eq(multiplier.nonzero),
             saturation.addend_zero.eq(magnitude == 0),
-            self.acc_out.eq(saturation.acc_out),
-            self.overflow.eq(saturation.overflow),
-            self.underflow.eq(saturation.underflow),
-            self.swamp.eq(saturation.swamp),
         ]
+        connect_fields(m, self, saturation, ("acc_out", *EVENT_FIELDS))
         return m
 
 

@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from lba_core import ConfigError, MacConfig
 
+from .blocks import EVENT_FIELDS, event_ports, gated_events
 from .export import write_top
 from .fmaq import ChunkAdder, ConfiguredComponent, FMAq
 from .mac import Register
@@ -29,22 +30,6 @@ DATAFLOWS = ("weight-stationary",)
 
 #: Area classes of the array's sub-modules (docs/pe_array.md): each Amaranth sub-module name maps to one.
 #: The FMAq blocks keep their own names; ``ACCUMULATOR_BLOCKS`` are the "everything after the product" part.
-ARRAY_BLOCKS = (
-    "multiplier",
-    "product_rounder",
-    "aligner",
-    "adder",
-    "normalizer",
-    "rounder",
-    "range_flags",
-    "psum_register",
-    "chunk_adder",
-    "output_buffer",
-    "weight_register",
-    "activation_register",
-    "skew_register",
-    "control_register",
-)
 ACCUMULATOR_BLOCKS = (
     "aligner",
     "adder",
@@ -54,6 +39,15 @@ ACCUMULATOR_BLOCKS = (
     "psum_register",
     "chunk_adder",
     "output_buffer",
+)
+ARRAY_BLOCKS = (
+    "multiplier",
+    "product_rounder",
+    *ACCUMULATOR_BLOCKS,
+    "weight_register",
+    "activation_register",
+    "skew_register",
+    "control_register",
 )
 
 
@@ -99,9 +93,7 @@ class ProcessingElement(ConfiguredComponent):
                 "x_out": Out(cfg.a_format.width),
                 "valid_out": Out(1),
                 "psum_out": Out(cfg.acc.width),
-                "overflow": Out(1),
-                "underflow": Out(1),
-                "swamp": Out(1),
+                **event_ports(),
             }
         )
 
@@ -125,9 +117,7 @@ class ProcessingElement(ConfiguredComponent):
             psum.d.eq(fmaq.acc_out),
             psum.en.eq(self.valid_in),
             self.psum_out.eq(psum.q),
-            self.overflow.eq(fmaq.overflow & self.valid_in),
-            self.underflow.eq(fmaq.underflow & self.valid_in),
-            self.swamp.eq(fmaq.swamp & self.valid_in),
+            *gated_events(self, fmaq, self.valid_in),
         ]
         return m
 
@@ -151,9 +141,7 @@ class OutputColumn(ConfiguredComponent):
                 "clear": In(1),
                 "read_row": In(address),
                 "total": Out(cfg.acc.width),
-                "overflow": Out(1),
-                "underflow": Out(1),
-                "swamp": Out(1),
+                **event_ports(),
             }
         )
 
@@ -172,9 +160,7 @@ class OutputColumn(ConfiguredComponent):
             buffer.write.eq(self.valid),
             buffer.clear.eq(self.clear),
             self.total.eq(buffer.read_data_b),
-            self.overflow.eq(adder.overflow & self.valid),
-            self.underflow.eq(adder.underflow & self.valid),
-            self.swamp.eq(adder.swamp & self.valid),
+            *gated_events(self, adder, self.valid),
         ]
         return m
 
@@ -358,7 +344,7 @@ class PEArray(ConfiguredComponent):
             feeder.weight_valid.eq(self.weight_valid),
             feeder.weight_row.eq(self.weight_row),
         ]
-        events = {name: [] for name in ("overflow", "underflow", "swamp")}
+        events = {name: [] for name in EVENT_FIELDS}
         for i, pe_row in enumerate(self.pes):
             for j, pe in enumerate(pe_row):
                 m.submodules[f"pe_{i}_{j}"] = pe

@@ -115,24 +115,33 @@ def oracle_add(acc: Fraction, c: Fraction, cfg: OracleConfig) -> tuple[Fraction,
     return s, overflow, underflow, c != 0 and s == acc
 
 
-def oracle_dot(a: list[Fraction], b: list[Fraction], cfg: OracleConfig) -> tuple[Fraction, int, int, int]:
-    """(value, overflow count, underflow count, swamp count); operands must already be representable."""
+def chunked_dot(a, b, chunk: int | None, fma, add) -> tuple[Fraction, int, int, int]:
+    """(value, overflow count, underflow count, swamp count) of the chunked chain of §5: ``fma(x, y, acc)`` is
+    one MAC step and ``add(total, partial)`` one chunk addition, each returning (value, overflow, underflow,
+    swamp); without a chunk size the whole dot product is one chunk and no addition follows."""
     events = [0, 0, 0]
-    n = cfg.chunk or max(len(a), 1)
+    n = chunk or max(len(a), 1)
     partials = []
     for start in range(0, len(a), n):
         s = Fraction(0)
         for x, y in zip(a[start : start + n], b[start : start + n]):
-            s, *flags = oracle_fma(x, y, s, cfg)
+            s, *flags = fma(x, y, s)
             events = [count + flag for count, flag in zip(events, flags)]
         partials.append(s)
-    if cfg.chunk is None:
+    if chunk is None:
         return (partials[0] if partials else Fraction(0)), *events
     total = Fraction(0)
     for c in partials:
-        total, *flags = oracle_add(total, c, cfg)
+        total, *flags = add(total, c)
         events = [count + flag for count, flag in zip(events, flags)]
     return total, *events
+
+
+def oracle_dot(a: list[Fraction], b: list[Fraction], cfg: OracleConfig) -> tuple[Fraction, int, int, int]:
+    """(value, overflow count, underflow count, swamp count); operands must already be representable."""
+    return chunked_dot(
+        a, b, cfg.chunk, lambda x, y, acc: oracle_fma(x, y, acc, cfg), lambda total, c: oracle_add(total, c, cfg)
+    )
 
 
 # ------------------------------------------------------------------ integer and fixed-point accumulators (§8)
@@ -189,19 +198,10 @@ def oracle_fixed_add(total: Fraction, c: Fraction, spec: FixedSpec):
 
 def oracle_fixed_dot(a, b, spec: FixedSpec, rounding: str, chunk: int | None):
     """(value, overflow count, underflow count, swamp count) of the chunked chain of §5 on a fixed accumulator."""
-    events = [0, 0, 0]
-    n = chunk or max(len(a), 1)
-    partials = []
-    for start in range(0, len(a), n):
-        s = Fraction(0)
-        for x, y in zip(a[start : start + n], b[start : start + n]):
-            s, *flags = oracle_fixed_fma(x, y, s, spec, rounding)
-            events = [count + flag for count, flag in zip(events, flags)]
-        partials.append(s)
-    if chunk is None:
-        return (partials[0] if partials else Fraction(0)), *events
-    total = Fraction(0)
-    for c in partials:
-        total, *flags = oracle_fixed_add(total, c, spec)
-        events = [count + flag for count, flag in zip(events, flags)]
-    return total, *events
+    return chunked_dot(
+        a,
+        b,
+        chunk,
+        lambda x, y, acc: oracle_fixed_fma(x, y, acc, spec, rounding),
+        lambda total, c: oracle_fixed_add(total, c, spec),
+    )
