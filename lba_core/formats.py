@@ -31,6 +31,12 @@ _MAN_FIRST = re.compile(r"^m(?P<m>\d+)e(?P<e>\d+)(?P<rest>.*)$")
 _SUFFIX = re.compile(r"^(?:_b(?P<bias>-?\d+))?(?P<sub>_sub)?$")
 
 
+def _check_code(fmt: FloatFormat | FixedFormat, code: int) -> None:
+    """Raise FormatError unless ``code`` is one of the format's ``width``-bit codes."""
+    if not isinstance(code, int) or not 0 <= code < fmt.code_count:
+        raise FormatError(f"{code!r} is not a {fmt.width}-bit code of {fmt.name}")
+
+
 @dataclass(frozen=True)
 class FloatFormat:
     """A binary floating-point format with ``exp_bits`` exponent and ``man_bits`` fraction bits.
@@ -159,8 +165,7 @@ class FloatFormat:
     # ----------------------------------------------------------------------------------------------- codes
     def decode(self, code: int) -> Fraction:
         """Value of a bit pattern (sign | exponent | mantissa). Both zero codes decode to 0."""
-        if not isinstance(code, int) or not 0 <= code < self.code_count:
-            raise FormatError(f"{code!r} is not a {self.width}-bit code of {self.name}")
+        _check_code(self, code)
         mantissa = code & ((1 << self.man_bits) - 1)
         exponent_code = (code >> self.man_bits) & ((1 << self.exp_bits) - 1)
         negative = code >> (self.width - 1)
@@ -327,8 +332,7 @@ class FixedFormat:
 
     def decode(self, code: int) -> Fraction:
         """Value of a W-bit two's-complement code."""
-        if not isinstance(code, int) or not 0 <= code < self.code_count:
-            raise FormatError(f"{code!r} is not a {self.width}-bit code of {self.name}")
+        _check_code(self, code)
         signed = code - self.code_count if code >> (self.width - 1) else code
         return signed * self.quantum
 

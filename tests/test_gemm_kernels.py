@@ -23,7 +23,7 @@ from lba_train.kernels.dispatch import TRITON_AVAILABLE, batched_gemm_values
 from lba_train.kernels.plan import STEP_EXACT_SUM, STEP_GENERAL, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE, round_spec
 from lba_train.kernels.plan import round_twice_holds
 from lba_train.quantize import quantize
-from support.gemm import reference_gemm
+from support.gemm import batched_operands, operands, random_codes, reference_gemm
 
 KERNEL_NAMES = ["numba", "torch"]
 
@@ -32,42 +32,6 @@ KERNEL_NAMES = ["numba", "torch"]
 def stable_seed(*parts) -> int:
     """A seed that is the same in every run (Python's hash() of strings is not)."""
     return zlib.crc32(repr(parts).encode())
-
-
-def random_codes(fmt: FloatFormat, count: int, rng: np.random.Generator, top_binades: int | None = None) -> np.ndarray:
-    """Values of random codes of ``fmt`` (both signs); ``top_binades`` keeps only the largest binades."""
-    exponent_codes = rng.integers(1 if not fmt.subnormals else 0, 1 << fmt.exp_bits, size=count)
-    if top_binades is not None:
-        exponent_codes = rng.integers(max(1, (1 << fmt.exp_bits) - top_binades), 1 << fmt.exp_bits, size=count)
-    mantissas = rng.integers(0, 1 << fmt.man_bits, size=count, dtype=np.int64)
-    signs = rng.choice([-1.0, 1.0], size=count)
-    normal = np.ldexp(1.0 + mantissas / 2.0**fmt.man_bits, exponent_codes - fmt.bias)
-    subnormal = np.ldexp(mantissas / 2.0**fmt.man_bits, fmt.emin)
-    values = np.where(exponent_codes == 0, subnormal, normal) * signs
-    return values + 0.0
-
-
-def operands(cfg: MacConfig, rows: int, length: int, columns: int, kind: str, rng: np.random.Generator):
-    """(X, W) as float64 tensors of operand-format values, shaped by ``kind``."""
-    a_fmt, b_fmt = cfg.a_format, cfg.b_format
-    if kind == "codes":  # every binade equally likely: subnormals, tiny and huge products
-        x = random_codes(a_fmt, rows * length, rng).reshape(rows, length)
-        w = random_codes(b_fmt, length * columns, rng).reshape(length, columns)
-    elif kind == "saturation":  # products near the top of the range pile up past the accumulator's max
-        x = np.abs(random_codes(a_fmt, rows * length, rng, top_binades=2)).reshape(rows, length)
-        w = np.abs(random_codes(b_fmt, length * columns, rng, top_binades=2)).reshape(length, columns)
-        w[:, ::3] *= -1.0
-    elif kind == "cancellation":  # each product is followed by its negative, with small ones in between
-        x = random_codes(a_fmt, rows * length, rng).reshape(rows, length)
-        w = random_codes(b_fmt, length * columns, rng).reshape(length, columns)
-        x[:, 1::2] = x[:, 0:length - 1:2]
-        w[1::2, :] = -w[0:length - 1:2, :]
-        w[2::5, :] *= 2.0**-9
-    else:  # "gaussian": real-valued data
-        x = rng.normal(0, 2.0, (rows, length))
-        w = rng.normal(0, 2.0, (length, columns))
-    # Into the operand formats, as lba_matmul does (representable values pass unchanged).
-    return torch.tensor(quantize(x, a_fmt)), torch.tensor(quantize(w, b_fmt))
 
 
 # Each entry: configuration, expected step algorithm. Between them they cover every step, chunking, RTZ,
@@ -297,13 +261,11 @@ def test_results_do_not_depend_on_the_tiling():
 def test_one_call_runs_a_whole_batch_like_separate_products():
     cfg = MacConfig("e4m3", "e5m10", chunk_size=8)
     rng = np.random.default_rng(17)
-    pairs = [operands(cfg, 3, 21, 70, "codes", rng) for _ in range(4)]
-    x = torch.stack([pair[0] for pair in pairs])
-    w = torch.stack([pair[1] for pair in pairs])
+    x, w = batched_operands(cfg, 4, 3, 21, 70, "codes", rng)
     for kernel in KERNEL_NAMES:
         batch_stats, loop_stats = EventStats(), EventStats()
         together = batched_gemm_values(x, w, cfg, stats=batch_stats, kernel=kernel).double()
-        for b, (xb, wb) in enumerate(pairs):
+        for b, (xb, wb) in enumerate(zip(x, w)):
             assert torch.equal(together[b], gemm_values(xb, wb, cfg, stats=loop_stats, kernel=kernel)), kernel
         assert batch_stats == loop_stats
 

@@ -27,8 +27,8 @@ from lba_train.events import EventStats  # noqa: E402
 from lba_train.kernels import available_kernels, gemm_values, select_kernel  # noqa: E402
 from lba_train.kernels.dispatch import batched_gemm_values  # noqa: E402
 
-from support.gemm import reference_gemm  # noqa: E402
-from test_gemm_kernels import CONFIG_IDS, CONFIGS, operands, stable_seed  # noqa: E402
+from support.gemm import batched_operands, operands, reference_gemm  # noqa: E402
+from test_gemm_kernels import CONFIG_IDS, CONFIGS, stable_seed  # noqa: E402
 
 
 @pytest.mark.parametrize("cfg,step", CONFIGS, ids=CONFIG_IDS)
@@ -54,9 +54,7 @@ def test_triton_kernel_runs_a_batch_in_one_call_across_tiles():
     """Several batch entries and more outputs than one program's tile in both directions."""
     cfg = MacConfig("e4m3", "e5m10", chunk_size=4)
     rng = np.random.default_rng(23)
-    pairs = [operands(cfg, 35, 9, 70, "gaussian", rng) for _ in range(2)]
-    x = torch.stack([pair[0] for pair in pairs])
-    w = torch.stack([pair[1] for pair in pairs])
+    x, w = batched_operands(cfg, 2, 35, 9, 70, "gaussian", rng)
     stats, numba_stats = EventStats(), EventStats()
     together = batched_gemm_values(x, w, cfg, stats=stats, kernel="triton")
     assert torch.equal(together.double(), batched_gemm_values(x, w, cfg, stats=numba_stats, kernel="numba").double())
