@@ -31,14 +31,29 @@ _MAN_FIRST = re.compile(r"^m(?P<m>\d+)e(?P<e>\d+)(?P<rest>.*)$")
 _SUFFIX = re.compile(r"^(?:_b(?P<bias>-?\d+))?(?P<sub>_sub)?$")
 
 
-def _check_code(fmt: FloatFormat | FixedFormat, code: int) -> None:
-    """Raise FormatError unless ``code`` is one of the format's ``width``-bit codes."""
-    if not isinstance(code, int) or not 0 <= code < fmt.code_count:
-        raise FormatError(f"{code!r} is not a {fmt.width}-bit code of {fmt.name}")
+class _CodedFormat:
+    """What every number format derives from its ``width``-bit codes and its ``encode``: the code count, the
+    code check of ``decode`` and ``is_representable``."""
+
+    @property
+    def code_count(self) -> int:
+        return 1 << self.width
+
+    def _check_code(self, code: int) -> None:
+        """Raise FormatError unless ``code`` is one of the format's ``width``-bit codes."""
+        if not isinstance(code, int) or not 0 <= code < self.code_count:
+            raise FormatError(f"{code!r} is not a {self.width}-bit code of {self.name}")
+
+    def is_representable(self, value: "Fraction | float | int") -> bool:
+        try:
+            self.encode(value)
+        except FormatError:
+            return False
+        return True
 
 
 @dataclass(frozen=True)
-class FloatFormat:
+class FloatFormat(_CodedFormat):
     """A binary floating-point format with ``exp_bits`` exponent and ``man_bits`` fraction bits.
 
     ``bias`` defaults to 2^(E-1)-1. Exponent code 0 encodes zero, or a subnormal 0.m * 2^(1-bias) when
@@ -158,14 +173,10 @@ class FloatFormat:
         """Smallest positive value: the subnormal step when subnormals are on, else the smallest normal."""
         return Fraction(2) ** (self.emin - self.man_bits) if self.subnormals else self.min_normal
 
-    @property
-    def code_count(self) -> int:
-        return 1 << self.width
-
     # ----------------------------------------------------------------------------------------------- codes
     def decode(self, code: int) -> Fraction:
         """Value of a bit pattern (sign | exponent | mantissa). Both zero codes decode to 0."""
-        _check_code(self, code)
+        self._check_code(code)
         mantissa = code & ((1 << self.man_bits) - 1)
         exponent_code = (code >> self.man_bits) & ((1 << self.exp_bits) - 1)
         negative = code >> (self.width - 1)
@@ -199,13 +210,6 @@ class FloatFormat:
         mantissa = significand & ((1 << self.man_bits) - 1)
         return (sign << (self.width - 1)) | (exponent_code << self.man_bits) | mantissa
 
-    def is_representable(self, value: "Fraction | float | int") -> bool:
-        try:
-            self.encode(value)
-        except FormatError:
-            return False
-        return True
-
     def codes(self) -> Iterator[int]:
         """Every code whose value is distinct: -0 and (without subnormals) the dead subnormal codes are skipped."""
         for code in range(self.code_count):
@@ -236,7 +240,7 @@ FIXED_MAX_WIDTH = FLOAT64_MAN_BITS + 1
 
 
 @dataclass(frozen=True)
-class FixedFormat:
+class FixedFormat(_CodedFormat):
     """A two's-complement fixed-point format: ``width`` bits, ``frac_bits`` of them below the binary point.
 
     A code is the W-bit two's-complement integer n; its value is n * 2^-F, from -2^(W-1) * 2^-F to
@@ -326,13 +330,9 @@ class FixedFormat:
     def min_positive(self) -> Fraction:
         return self.quantum
 
-    @property
-    def code_count(self) -> int:
-        return 1 << self.width
-
     def decode(self, code: int) -> Fraction:
         """Value of a W-bit two's-complement code."""
-        _check_code(self, code)
+        self._check_code(code)
         signed = code - self.code_count if code >> (self.width - 1) else code
         return signed * self.quantum
 
@@ -342,13 +342,6 @@ class FixedFormat:
         if steps.denominator != 1 or not self.min_int <= steps.numerator <= self.max_int:
             raise FormatError(f"{float(value)!r} is not representable in {self.name}")
         return steps.numerator % self.code_count
-
-    def is_representable(self, value: "Fraction | float | int") -> bool:
-        try:
-            self.encode(value)
-        except FormatError:
-            return False
-        return True
 
     def codes(self) -> Iterator[int]:
         return iter(range(self.code_count))
