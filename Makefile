@@ -16,7 +16,7 @@ help:
 	@echo "make readme     regenerate the README's tables from the committed reports"
 	@echo "make test       the test suite (what CI runs)"
 	@echo "make test-full  the test suite including slow checks"
-	@echo "make test-cluster  multi-process checks (finetune under torchrun, gloo on CPU)"
+	@echo "make test-cluster  multi-process checks (finetune under torchrun, gloo on CPU; sweep on a local Ray instance)"
 	@echo "make report-check  render reports/default/index.html in headless Chromium, check it, keep a screenshot"
 	@echo "make cosim      full RTL cosimulation (Amaranth + Verilog simulators) against the reference"
 	@echo "make bench      simulator, estimator and synthesis benchmarks"

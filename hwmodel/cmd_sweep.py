@@ -64,6 +64,11 @@ def register(subparsers) -> None:
     grid.add_argument("--fixed", metavar="LIST",
                       help="integer/fixed-point INPUT:ACC rows (default: int8:int32,int8:int16_sat,e4m3:fx48.18,"
                       "e4m3:fx32.10_sat with the default grid, none with --acc; 'none' for none)")
+    execution = parser.add_argument_group("execution")
+    execution.add_argument("--executor", help="where the accuracy points run: local worker processes (default) or "
+                           "ray tasks (one CPU each; needs pip install -e '.[cluster]'); same results either way")
+    execution.add_argument("--ray-address", metavar="ADDR",
+                           help="with --executor ray: a running cluster's address (default: start one on this machine)")
     accuracy = parser.add_argument_group("accuracy")
     accuracy.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=None,
                           help="run the accuracy pipeline (default: on, off with --acc)")
@@ -91,6 +96,7 @@ def _option_values(args: argparse.Namespace) -> dict[str, object]:
         "--rounding": args.rounding, "--chunk": args.chunk, "--baseline": args.baseline, "--array": args.array,
         "--fixed": args.fixed,
         "--target": None if args.target is None else list(args.target), "--jobs": args.jobs,
+        "--executor": args.executor, "--ray-address": args.ray_address,
         "--accuracy": args.accuracy, "--model": args.model, "--data": args.data, "--epochs": epochs,
         "--epochs-baseline": args.epochs_baseline, "--lr": args.lr, "--lr-baseline": args.lr_baseline,
         "--seed": args.seed, "--seeds": args.seeds, "--bias": args.bias, "--standard-bias": args.standard_bias, "--estimator": args.estimator,

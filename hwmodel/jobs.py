@@ -9,6 +9,9 @@ from a parent that may hold torch or Numba thread pools), ignore Ctrl-C (the par
 process group (so their Yosys subprocesses can be stopped with them), die with the parent even if it is
 killed, and keep their temporary files in one scratch folder. When the caller's block raises (a failed job,
 Ctrl-C, SIGTERM) the workers are killed at once instead of being waited for, and the scratch folder goes.
+
+With ``executor=Executor("ray")`` the same block gets a :class:`RayPool` instead: the same ``submit`` returning a
+``concurrent.futures.Future``, each call one Ray task declaring one CPU, so the caller's code does not change.
 """
 
 from __future__ import annotations
@@ -22,15 +25,22 @@ import signal
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from lba_core import ConfigError
+
 from .cache import ResultCache
 from .interrupt import Interrupted
 
 SCRATCH_PREFIX = "lba-workers-"
+EXECUTORS = ("local", "ray")
+RAY_MISSING = "--executor ray needs Ray, which is not installed: pip install -e '.[cluster]'"
+#: A local Ray instance on a small machine: no dashboard, a small object store (results are small JSON).
+RAY_OBJECT_STORE_BYTES = 200 * 2**20
 _PR_SET_PDEATHSIG = 1
 
 
@@ -88,13 +98,101 @@ def _kill_workers(pool: ProcessPoolExecutor) -> None:
         process.join(timeout=10)
 
 
+@dataclass(frozen=True)
+class Executor:
+    """Where pool jobs run: ``local`` worker processes, or ``ray`` tasks (``address`` None: a Ray instance
+    started on this machine for the block; otherwise that running cluster's address)."""
+
+    kind: str = "local"
+    address: str | None = None
+
+
+def ray_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+def _in_ray_worker(function: Callable[..., Any], args: tuple) -> Any:
+    """One task in a (long-lived) Ray worker: its temporary files in a folder that goes with the task."""
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as scratch:
+        previous = tempfile.tempdir, os.environ.get("TMPDIR")
+        tempfile.tempdir = os.environ["TMPDIR"] = scratch
+        try:
+            return function(*args)
+        finally:
+            tempfile.tempdir = previous[0]
+            if previous[1] is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = previous[1]
+
+
+class RayPool:
+    """``submit`` as in a process pool; each call becomes a Ray task declaring one CPU."""
+
+    def __init__(self, ray: Any):
+        self._ray = ray
+        self._task = ray.remote(num_cpus=1, max_retries=0)(_in_ray_worker)
+        self._refs: list[Any] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
+        ref = self._task.remote(fn, args)
+        self._refs.append(ref)
+        return ref.future()
+
+    def cancel_all(self) -> None:
+        for ref in self._refs:
+            with contextlib.suppress(Exception):
+                self._ray.cancel(ref, force=True)
+
+
+def _ray_environment() -> dict[str, str]:
+    """What every Ray worker gets: one thread per point (as local workers: the point pins torch/Numba
+    itself), and this process's Numba cache folder when it names one (compiled kernels shared)."""
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    if "NUMBA_CACHE_DIR" in os.environ:
+        env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
+    return env
+
+
 @contextlib.contextmanager
-def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+def _ray_pool(workers: int, address: str | None) -> Iterator[RayPool]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(RAY_MISSING) from None
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # read by ray.init: no usage report, no network
+    started = not ray.is_initialized()
+    if started:
+        runtime = {"env_vars": _ray_environment()}
+        if address is None:
+            ray.init(num_cpus=max(1, workers), include_dashboard=False, object_store_memory=RAY_OBJECT_STORE_BYTES,
+                     log_to_driver=False, runtime_env=runtime)
+        else:
+            ray.init(address=address, log_to_driver=False, runtime_env=runtime)
+    pool = RayPool(ray)
+    try:
+        yield pool
+    except BaseException:
+        pool.cancel_all()
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, executor: Executor | None = None) -> Iterator[ProcessPoolExecutor | RayPool]:
     """A process pool that never outlives the block: see the module docstring.
 
     On success the pool is shut down normally. A failure other than an interruption keeps the scratch
     folder when it is not empty, because a failed Yosys run's log (named in its error) is kept there.
     """
+    if executor is not None and executor.kind == "ray":
+        with _ray_pool(workers, executor.address) as pool:
+            yield pool
+        return
     scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
     pool = _Pool(
         max_workers=max(1, workers),

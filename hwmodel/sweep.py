@@ -35,7 +35,7 @@ from . import provenance
 from .area import area_sweep, write_area_report
 from .cache import ResultCache
 from .interrupt import Interrupted
-from .jobs import worker_pool
+from .jobs import Executor, worker_pool
 from .report import predictions_from_points, write_results
 from .sweepspec import SweepSpec
 
@@ -197,7 +197,8 @@ def _compute(spec: SweepSpec, configs: list[MacConfig], seeds: list[int], points
     accuracy = asdict(spec.accuracy)
     baseline_path = _point_path(points, "baseline", provenance.settings_hash(baseline_determinants(spec)), ".pt")
     missing = run.total - len(found)
-    with worker_pool(max(1, min(spec.jobs, missing))) as pool:
+    executor = Executor(spec.executor, spec.ray_address)
+    with worker_pool(max(1, min(spec.jobs, missing)), executor) as pool:
         if baseline_path.is_file():
             log(f"reusing the float baseline {baseline_path.name}")
         else:

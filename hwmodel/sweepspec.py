@@ -66,6 +66,10 @@ class SweepSpec:
     #: Energy per MAC (gate-level activity on the digits ResNet's operands) for the ASIC targets.
     energy: bool = False
     jobs: int = 2
+    #: Where the accuracy points run: "local" worker processes or "ray" tasks (hwmodel.jobs.Executor);
+    #: results are the same bits either way, so neither is part of a point's identity.
+    executor: str = "local"
+    ray_address: str | None = None
     baseline_acc: str = "fp32"
     accuracy: AccuracySpec = field(default_factory=AccuracySpec)
     #: ``"RxC"``: also cost each configuration as an R x C PE array (docs/pe_array.md); chunk size = R.
@@ -240,6 +244,27 @@ def _fixed_pairs(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _executor(value: Any) -> str:
+    from .jobs import EXECUTORS, RAY_MISSING, ray_installed
+
+    if value not in EXECUTORS:
+        raise ValueError(f"expected one of {', '.join(EXECUTORS)}, got {value!r}")
+    if value == "ray" and not ray_installed():
+        raise ValueError(RAY_MISSING.removeprefix("--executor "))
+    return value
+
+
+def _ray_address(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected the address of a running Ray cluster (e.g. 'ray://head:10001' or 'auto'), got {value!r}")
+    return value
+
+
+def _check_executor(spec: "SweepSpec", where: str) -> None:
+    if spec.ray_address is not None and spec.executor != "ray":
+        raise ConfigError(f"{where}: a Ray address has no effect without executor 'ray' (--executor ray)")
+
+
 def report_name(value: Any) -> str:
     if not isinstance(value, str) or not _NAME.fullmatch(value) or value in (".", ".."):
         raise ValueError(
@@ -307,6 +332,8 @@ GRID_SETTINGS = (
     Setting("targets", "targets", "--target", _choices(TARGETS)),
     Setting("energy", "energy", "--energy", _flag),
     Setting("jobs", "jobs", "--jobs", _count(1)),
+    Setting("executor", "executor", "--executor", _executor),
+    Setting("ray_address", "ray_address", "--ray-address", _ray_address),
     Setting("baseline_acc", "baseline_acc", "--baseline", _format),
     Setting("array", "array", "--array", _array),
     Setting("fixed_point", "fixed_point", "--fixed", _fixed_pairs),
@@ -371,6 +398,7 @@ def load_sweep_spec(path: "str | Path", name: str | None = None) -> SweepSpec:
     changes = {grid[key].field: _checked(grid[key], value, f"{path}: key '{key}'") for key, value in raw.items() if key != "accuracy"}
     changes.setdefault("name", _checked(grid["name"], path.stem, f"{path}: the file name as report name (set key 'name')"))
     spec = SweepSpec(**changes)
+    _check_executor(spec, str(path))
     try:
         spec.configs()  # the keys together: chunk sizes that do not fit the array
     except ConfigError as error:
@@ -399,11 +427,15 @@ def _load_accuracy(path: Path, raw: Any) -> AccuracySpec:
 
 
 # ------------------------------------------------------------------------------------------------ options
+#: Options that say how a sweep runs, not what it measures: allowed next to --config.
+_RUN_OPTIONS = ("--name", "--jobs", "--executor", "--ray-address")
+
+
 def apply_options(spec: SweepSpec, values: dict[str, Any], from_file: bool) -> SweepSpec:
     """``spec`` with command-line values (option name -> raw value, None = not given) applied and checked.
 
-    With a TOML file (``from_file``) the grid comes from the file: grid options other than --name and --jobs
-    are errors. Accuracy options need accuracy to be on."""
+    With a TOML file (``from_file``) the grid comes from the file: grid options other than --name, --jobs and
+    the executor's are errors. Accuracy options need accuracy to be on."""
     given = {option: value for option, value in values.items() if value is not None}
     grid = {setting.option: setting for setting in GRID_SETTINGS}
     accuracy = {setting.option: setting for setting in accuracy_settings(Path.cwd())}
@@ -411,7 +443,7 @@ def apply_options(spec: SweepSpec, values: dict[str, Any], from_file: bool) -> S
     if unknown:
         raise ValueError(f"not sweep options: {sorted(unknown)}")
     if from_file:
-        clashing = [option for option in given if option in grid and option not in ("--name", "--jobs")]
+        clashing = [option for option in given if option in grid and option not in _RUN_OPTIONS]
         if clashing:
             raise ConfigError(
                 f"{', '.join(clashing)} cannot be combined with --config: the file sets the grid "
@@ -422,6 +454,7 @@ def apply_options(spec: SweepSpec, values: dict[str, Any], from_file: bool) -> S
     accuracy_changes = {accuracy[o].field: _checked(accuracy[o], v, o) for o, v in given.items() if o in accuracy}
     spec = replace(spec, accuracy=replace(spec.accuracy, **accuracy_changes))
     spec.configs()  # the options together: chunk sizes that do not fit --array
+    _check_executor(spec, "--ray-address")
     if not spec.accuracy.enabled:
         ignored = [o for o in given if o in accuracy and o != "--accuracy"]
         if ignored:
