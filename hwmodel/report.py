@@ -42,6 +42,7 @@ from lba_core import ConfigError, FormatError, parse_format, standard_name  # no
 from lba_core.fileio import atomic_write_bytes, atomic_write_text, markdown_table, replace_marked_block  # noqa: E402
 
 from . import stats  # noqa: E402
+from .flows.libraries import LIBRARIES  # noqa: E402
 
 RESULTS_FILE = "results.csv"
 PREDICTIONS_FILE = "predictions.json"
@@ -375,6 +376,11 @@ def compact_table(df: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], lis
     if "ge_reduction" in df:
         columns.append((f"Area vs {reference_name}", [cell(v, lambda v: f"{-100 * v:+.0f}%" if v else "0%")
                                                      for v in df["ge_reduction"]]))
+    for target in LIBRARIES:  # standard-cell figures of the same MAC (docs/hwmodel.md, silicon flows)
+        if f"{target}_um2" in df:
+            columns.append((f"{target} area [µm²]", [cell(v, lambda v: f"{v:,.0f}") for v in df[f"{target}_um2"]]))
+        if f"{target}_fmax_mhz" in df:
+            columns.append((f"{target} Fmax [MHz]", [cell(v, lambda v: f"{v:,.0f}") for v in df[f"{target}_fmax_mhz"]]))
     if "array_ge" in df:  # hwmodel sweep --array RxC (docs/pe_array.md)
         array = df["array"].dropna().iloc[0] if df["array"].notna().any() else "array"
         columns.append((f"{array} array area [GE]", [cell(v, lambda v: f"{v:,.0f}") for v in df["array_ge"]]))
@@ -401,8 +407,8 @@ def compact_table(df: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], lis
         columns += [
             (f"Δ fine-tuned vs {REFERENCE_ACC} [points]", [versus(c, "stage2_diff", lambda v: f"{100 * v:+.1f}") for c in df["config"]]),
             (f"Same prediction as {REFERENCE_ACC} [%]", [versus(c, "stage2_agreement", lambda v: f"{100 * v:.1f}") for c in df["config"]]),
-            ("p (Holm)", [versus(c, "stage2_p_holm", _p_text) for c in df["config"]]),
-            ("Beyond noise?", [versus(c, "stage2_beyond_noise", lambda v: "yes" if v else "no") for c in df["config"]]),
+            ("Beyond noise? (p, Holm)", [versus(c, "stage2_p_holm", lambda v, c=c: (
+                "yes" if stat.at[c, "stage2_beyond_noise"] else "no") + f" ({_p_text(v)})") for c in df["config"]]),
         ]
     if "swamp_rate" in df:
         columns.append(("Swamped adds [%]", [cell(v, _rate_text) for v in df["swamp_rate"]]))
