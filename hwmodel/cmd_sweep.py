@@ -85,7 +85,10 @@ def register(subparsers) -> None:
     accuracy.add_argument("--bias", help="accumulator bias of non-standard formats: calibrate (default), paper, format")
     accuracy.add_argument("--standard-bias", help="bias of fp32/fp16/bf16 accumulators (default: format = standard)")
     accuracy.add_argument("--estimator", help="gradient estimator through the accumulator (default: ste)")
-    synthesis_options(parser)
+    synthesis_options(parser, default_targets=",".join(SweepSpec().targets))
+    parser.add_argument("--energy", action="store_true", default=None,
+                        help="also energy per MAC (gate-level switching on the digits ResNet's operands and on random "
+                        "ones) for the standard-cell targets (default: off)")
     parser.set_defaults(func=run, target=None)
 
 
@@ -95,7 +98,7 @@ def _option_values(args: argparse.Namespace) -> dict[str, object]:
         "--name": args.name, "--in": args.inputs, "--acc": args.acc, "--product": args.product,
         "--rounding": args.rounding, "--chunk": args.chunk, "--baseline": args.baseline, "--array": args.array,
         "--fixed": args.fixed,
-        "--target": None if args.target is None else list(args.target), "--jobs": args.jobs,
+        "--target": None if args.target is None else list(args.target), "--energy": args.energy, "--jobs": args.jobs,
         "--executor": args.executor, "--ray-address": args.ray_address,
         "--accuracy": args.accuracy, "--model": args.model, "--data": args.data, "--epochs": epochs,
         "--epochs-baseline": args.epochs_baseline, "--lr": args.lr, "--lr-baseline": args.lr_baseline,

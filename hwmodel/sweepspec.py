@@ -265,6 +265,14 @@ def _check_executor(spec: "SweepSpec", where: str) -> None:
         raise ConfigError(f"{where}: a Ray address has no effect without executor 'ray' (--executor ray)")
 
 
+def _check_energy(spec: "SweepSpec", where: str) -> None:
+    from .flows.libraries import LIBRARIES
+
+    if spec.energy and not set(spec.targets) & set(LIBRARIES):
+        raise ConfigError(f"{where}: energy per MAC has no effect without a standard-cell target "
+                          f"({', '.join(LIBRARIES)}) in --target / targets")
+
+
 def report_name(value: Any) -> str:
     if not isinstance(value, str) or not _NAME.fullmatch(value) or value in (".", ".."):
         raise ValueError(
@@ -399,6 +407,7 @@ def load_sweep_spec(path: "str | Path", name: str | None = None) -> SweepSpec:
     changes.setdefault("name", _checked(grid["name"], path.stem, f"{path}: the file name as report name (set key 'name')"))
     spec = SweepSpec(**changes)
     _check_executor(spec, str(path))
+    _check_energy(spec, str(path))
     try:
         spec.configs()  # the keys together: chunk sizes that do not fit the array
     except ConfigError as error:
@@ -455,6 +464,7 @@ def apply_options(spec: SweepSpec, values: dict[str, Any], from_file: bool) -> S
     spec = replace(spec, accuracy=replace(spec.accuracy, **accuracy_changes))
     spec.configs()  # the options together: chunk sizes that do not fit --array
     _check_executor(spec, "--ray-address")
+    _check_energy(spec, "--energy")
     if not spec.accuracy.enabled:
         ignored = [o for o in given if o in accuracy and o != "--accuracy"]
         if ignored:

@@ -312,6 +312,7 @@ LATE = [
     (["--acc", "e4m7", "--epochs", "1,1"], "--epochs would have no effect with --acc without --accuracy"),
     (["--no-accuracy", "--model", "mlp"], "--model would have no effect with --no-accuracy"),
     (["--no-cache", "--cache-dir", "somewhere"], "--cache-dir would have no effect with --no-cache"),
+    (["--energy", "--target", "generic"], "--energy: energy per MAC has no effect without a standard-cell target"),
 ]
 
 
