@@ -754,8 +754,9 @@ def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str) -> str:
     title, and the README's section for the main job."""
     header, rows, constants = compact_table(df, table)
     parts = [f"**{headline(df, table)}**", ""]
-    if "zero_shot_p" in table and differences_sentence(df, table, "zero_shot"):
-        parts += [differences_sentence(df, table, "zero_shot"), ""]
+    zero_shot_differences = differences_sentence(df, table, "zero_shot") if "zero_shot_p" in table else ""
+    if zero_shot_differences:
+        parts += [zero_shot_differences, ""]
     parts += [markdown_table(header, rows, "l" + "r" * (len(header) - 1)), ""]
     if constants:
         parts += [_sentence("; ".join(constants)) + ".", ""]
