@@ -1,8 +1,8 @@
 """all-MiniLM-L6-v2 with its GEMMs on low-bit-width accumulators: zero-shot and distillation-fine-tuned
 embedding quality against the FP32-accumulator model, one row per accumulator format and stage.
 
-    .venv/bin/python experiments/minilm.py                      # the report in reports/minilm/
-    .venv/bin/python experiments/minilm.py --accs e4m7 --finetune none --eval-limit 32   # a quick look
+    .venv/bin/python experiments/minilm.py                      # the report in reports/minilm/ (make minilm)
+    .venv/bin/python experiments/minilm.py --accs fp32,e4m7 --finetune none --eval-limit 32   # a quick look
 
 Needs the optional extra: pip install '.[transformers]'. See docs/minilm.md.
 """
@@ -12,28 +12,31 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numba
+import numpy as np
 import torch
 
 from lba_core import FloatFormat, MacConfig
+from lba_core.fileio import atomic_write, atomic_write_text
 from lba_train import minilm
 from lba_train.bias import BIAS_MODES, resolve_bias
-from lba_train.convert import lba_layers, set_collect_stats
-from lba_train.events import EventStats
 from lba_train.layers import LayerOptions
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_ACCS = ("e5m10", "e4m7", "e5m6", "e3m8", "e4m3")
+DEFAULT_ACCS = ("fp32", "e5m10", "e4m7", "e5m6", "e3m8", "e4m3")
 CALIBRATION_BATCHES = 2
-COLUMNS = ("acc", "config", "stage", "mean_cosine", "spearman", "top1", "overflow_rate", "underflow_rate",
-           "swamp_rate", "mac_steps", "seconds")
+REFERENCE_FILE = "reference.npy"
+INTERVAL_COLUMNS = tuple(f"{name}_{end}" for name in minilm.METRIC_NAMES for end in ("low", "high"))
+DIFFERENCE_COLUMNS = tuple(f"diff_{name}{end}" for name in minilm.METRIC_NAMES for end in ("", "_low", "_high"))
+COLUMNS = ("acc", "config", "stage", *minilm.METRIC_NAMES, *INTERVAL_COLUMNS, "baseline", *DIFFERENCE_COLUMNS,
+           "differs_from_baseline", "overflow_rate", "underflow_rate", "swamp_rate", "mac_steps", "steps", "seconds")
 
 
 def _format_list(text: str) -> list[str]:
@@ -56,9 +59,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bias", choices=BIAS_MODES, default="paper",
                         help="accumulator exponent bias: the format's own, the paper's rule, or calibrated")
     parser.add_argument("--chunk-size", type=int, default=None, help="MAC chunk size (default: one chunk)")
-    parser.add_argument("--stage1-steps", type=int, default=4, help="distillation steps with underflow=False")
-    parser.add_argument("--stage2-steps", type=int, default=4, help="distillation steps with underflow=True")
-    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
+    defaults = minilm.DistillConfig()
+    parser.add_argument("--baseline", default="fp32",
+                        help="the accumulator (one of --accs) every row is compared with, stage by stage")
+    parser.add_argument("--stage1-steps", type=int, default=defaults.stage1_steps,
+                        help="distillation steps with underflow=False, at most")
+    parser.add_argument("--stage2-steps", type=int, default=defaults.stage2_steps,
+                        help="distillation steps with underflow=True, at most")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="AdamW peak learning rate (warm-up, cosine decay)")
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, help="linear warm-up steps per stage")
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between held-out losses")
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help="held-out measurements without improvement that end a stage")
+    parser.add_argument("--held-out", type=int, default=minilm.DEFAULT_HELD_OUT,
+                        help="fine-tuning sentences held out for early stopping")
+    parser.add_argument("--resamples", type=int, default=minilm.BOOTSTRAP_RESAMPLES,
+                        help="bootstrap resamples of the evaluation sentences")
     parser.add_argument("--batch-size", type=int, default=49, help="sentences per evaluation batch")
     parser.add_argument("--finetune-batch-size", type=int, default=8, help="sentences per distillation step")
     parser.add_argument("--max-length", type=int, default=minilm.DEFAULT_MAX_LENGTH, help="tokens per sentence, at most")
@@ -77,58 +93,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--finetune names accumulators not in --accs: {', '.join(unknown)}")
     if args.eval_limit is not None and args.eval_limit < 3:
         parser.error("--eval-limit must be at least 3 (the metrics compare pairs and rankings)")
+    if args.baseline not in args.accs:
+        parser.error(f"--baseline {args.baseline} is not one of --accs ({', '.join(args.accs)})")
+    try:
+        args.distill = minilm.DistillConfig(args.stage1_steps, args.stage2_steps, args.lr, args.seed,
+                                            warmup_steps=args.warmup_steps, eval_every=args.eval_every,
+                                            patience=args.patience)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.resamples < 2:
+        parser.error("--resamples must be at least 2")
     return args
 
 
-@dataclass
-class Workload:
-    """The FP32 model and everything computed once: token batches and the FP32 embeddings (the targets)."""
-
-    encoder: minilm.SentenceEncoder
-    eval_batches: list
-    reference: torch.Tensor
-    finetune_batches: list
-    targets: list
-
-
-def prepare(args: argparse.Namespace) -> Workload:
-    encoder, tokenizer = minilm.load_minilm(), minilm.load_tokenizer()
+def prepare(args: argparse.Namespace) -> minilm.Workload:
     evaluation = minilm.read_sentences(args.eval_file)[: args.eval_limit]
     finetuning = minilm.read_sentences(args.finetune_file)
-    if not minilm.sentences_disjoint(evaluation, finetuning):
-        raise ValueError(f"{args.eval_file} and {args.finetune_file} share sentences: the evaluation would leak")
-    eval_batches = minilm.tokenize(tokenizer, evaluation, args.batch_size, args.max_length)
-    finetune_batches = minilm.tokenize(tokenizer, finetuning, args.finetune_batch_size, args.max_length)
-    targets = [minilm.embed(encoder, [batch]) for batch in finetune_batches]
-    return Workload(encoder, eval_batches, minilm.embed(encoder, eval_batches), finetune_batches, targets)
+    return minilm.prepare_workload(evaluation, finetuning, args.held_out, args.batch_size, args.finetune_batch_size,
+                                   args.max_length, args.seed)
 
 
-def total_events(model: torch.nn.Module) -> EventStats:
-    total = EventStats()
-    for _, layer in lba_layers(model):
-        total.merge(layer.stats)
-    return total
-
-
-def measure(model: torch.nn.Module, work: Workload, label: str) -> dict:
-    """Metrics and event rates of ``model`` on the evaluation set, with the hardware's arithmetic."""
-    set_collect_stats(model, True)
+def measure(model: torch.nn.Module, work: minilm.Workload, label: str) -> tuple[dict, torch.Tensor]:
+    """Metrics and event rates of ``model`` on the evaluation set, with the hardware's arithmetic, and the
+    embeddings (saved for the report's bootstrap)."""
     start = time.perf_counter()
-    embeddings = minilm.embed(model, work.eval_batches, progress=label)
-    events = total_events(model)
-    set_collect_stats(model, False)  # counting costs time and is not needed while fine-tuning
+    embeddings, events = minilm.embed_with_events(model, work.eval_batches, progress=label)
     row = minilm.embedding_metrics(embeddings, work.reference).as_dict()
     row.update({f"{event}_rate": events.rate(event) for event in ("overflow", "underflow", "swamp")})
-    row.update(mac_steps=events.steps, seconds=time.perf_counter() - start)
-    return row
+    row.update(mac_steps=events.steps, eval_seconds=time.perf_counter() - start)
+    return row, embeddings
 
 
-def accumulator_config(base: MacConfig, bias_mode: str, work: Workload) -> MacConfig:
+def accumulator_config(base: MacConfig, bias_mode: str, work: minilm.Workload) -> MacConfig:
     """``base`` with the accumulator bias of ``bias_mode``; calibration looks at fine-tuning sentences only."""
     if bias_mode != "calibrate":
         return resolve_bias(base, bias_mode)
     model = _TokenBatches(minilm.lbaify_minilm(work.encoder, base, LayerOptions(collect_stats=False)))
-    return resolve_bias(base, bias_mode, model, work.finetune_batches[:CALIBRATION_BATCHES])
+    return resolve_bias(base, bias_mode, model, work.train_batches[:CALIBRATION_BATCHES])
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda stream: np.save(stream, array))
 
 
 def run(args: argparse.Namespace, command: str) -> None:
@@ -136,22 +141,28 @@ def run(args: argparse.Namespace, command: str) -> None:
     ``<out>/rows/<acc>-<stage>.json`` (so shards may run in parallel and a cut-short run keeps its rows)."""
     work = prepare(args)
     rows_dir = args.out / "rows"
-    rows_dir.mkdir(parents=True, exist_ok=True)
+    _save_array(rows_dir / REFERENCE_FILE, work.reference.numpy())
     for acc in args.accs:
         cfg = accumulator_config(MacConfig(input=args.input, acc=acc, chunk_size=args.chunk_size), args.bias, work)
         model = minilm.lbaify_minilm(work.encoder, cfg, LayerOptions(collect_stats=False))
         stages = [("zero-shot", None)]
         if acc in args.finetune:
-            stages.append(("fine-tuned", minilm.DistillConfig(args.stage1_steps, args.stage2_steps, args.lr, args.seed)))
+            stages.append(("fine-tuned", args.distill))
         for stage, distill_config in stages:
             start = time.perf_counter()
-            losses = []
+            result = None
             if distill_config is not None:
-                losses = minilm.distill(model, work.finetune_batches, work.targets, distill_config)
-            row = {"acc": acc, "config": cfg.name, "stage": stage, **measure(model, work, f"{acc} {stage}")}
-            row.update(seconds=time.perf_counter() - start, losses=losses, command=command,
+                result = minilm.distill(model, work.train_batches, work.train_targets, distill_config,
+                                        held_out=work.held_out)
+            metrics, embeddings = measure(model, work, f"{acc} {stage}")
+            row = {"acc": acc, "config": cfg.name, "stage": stage, **metrics}
+            row.update(seconds=time.perf_counter() - start, steps=result.steps if result else 0,
+                       losses=result.losses if result else [], held_out=result.held_out if result else [],
+                       stage_steps=result.stage_steps if result else [0, 0],
+                       kept_step=result.kept_step if result else [0, 0], command=command,
                        settings=_settings_text(args, distill_config is not None))
-            (rows_dir / f"{acc}-{stage}.json").write_text(json.dumps(row, indent=1))
+            _save_array(rows_dir / f"{acc}-{stage}.npy", embeddings.numpy())
+            atomic_write_text(rows_dir / f"{acc}-{stage}.json", json.dumps(row, indent=1))
             print(_row_text(row), flush=True)
 
 
@@ -167,7 +178,7 @@ class _TokenBatches(torch.nn.Module):
 
 
 def _row_text(row: dict) -> str:
-    return (f"{row['acc']:>8} {row['stage']:<10} cos {row['mean_cosine']:.4f}  spearman {row['spearman']:.4f}  "
+    return (f"{row['acc']:>8} {row['stage']:<10} {row['steps']:>3} steps  cos {row['mean_cosine']:.4f}  spearman {row['spearman']:.4f}  "
             f"top1 {row['top1']:.3f}  swamp {row['swamp_rate']:.3g}  underflow {row['underflow_rate']:.3g}  "
             f"overflow {row['overflow_rate']:.3g}  ({row['seconds']:.0f} s)")
 
@@ -176,8 +187,11 @@ def _settings_text(args: argparse.Namespace, finetuned: bool) -> str:
     text = (f"inputs {args.input}, bias rule {args.bias}, chunk {args.chunk_size or 'none'}, "
             f"{args.eval_limit or 'all'} eval sentences in batches of {args.batch_size}, max {args.max_length} tokens")
     if finetuned:
-        text += (f"; distillation {args.stage1_steps} steps underflow=False + {args.stage2_steps} steps "
-                 f"underflow=True, batch {args.finetune_batch_size}, AdamW lr {args.lr}, seed {args.seed}")
+        d = args.distill
+        text += (f"; distillation at most {d.stage1_steps} steps underflow=False + {d.stage2_steps} steps "
+                 f"underflow=True, batch {args.finetune_batch_size}, AdamW peak lr {d.lr:g} ({d.warmup_steps} warm-up "
+                 f"steps, cosine decay per stage), held-out loss on {args.held_out} fine-tuning sentences every "
+                 f"{d.eval_every} steps, patience {d.patience}, seed {d.seed}")
     return text
 
 
@@ -186,11 +200,50 @@ def _row_order(row: dict) -> tuple:
     return acc_rank, row["acc"], row["stage"] != "zero-shot"
 
 
-def write_reports(out: Path) -> list[dict]:
+def _load_rows(out: Path) -> tuple[list[dict], dict[tuple[str, str], torch.Tensor], torch.Tensor]:
+    rows_dir = out / "rows"
+    rows = sorted((json.loads(path.read_text()) for path in rows_dir.glob("*.json")), key=_row_order)
+    if not rows or not (rows_dir / REFERENCE_FILE).is_file():
+        raise SystemExit(f"no saved rows (or no {REFERENCE_FILE}) in {rows_dir}: nothing to report")
+    reference = torch.from_numpy(np.load(rows_dir / REFERENCE_FILE))
+    embeddings = {}
+    for row in rows:
+        array = torch.from_numpy(np.load(rows_dir / f"{row['acc']}-{row['stage']}.npy"))
+        if array.shape != reference.shape:
+            raise SystemExit(f"{rows_dir}/{row['acc']}-{row['stage']}.npy has {tuple(array.shape)} embeddings, the "
+                             f"reference {tuple(reference.shape)}: rows of other evaluation sentences; rerun that row")
+        embeddings[row["acc"], row["stage"]] = array
+    return rows, embeddings, reference
+
+
+def add_intervals(rows: list[dict], embeddings: dict, reference: torch.Tensor, baseline: str, resamples: int,
+                  seed: int) -> None:
+    """Bootstrap intervals of every row's metrics and, paired, of its differences from the baseline
+    accumulator's row of the same stage (its zero-shot row when the baseline was not fine-tuned)."""
+    for row in rows:
+        base_stage = row["stage"] if (baseline, row["stage"]) in embeddings else "zero-shot"
+        base = embeddings.get((baseline, base_stage))
+        compare = base is not None and row["acc"] != baseline
+        result = minilm.bootstrap_metrics(embeddings[row["acc"], row["stage"]], reference,
+                                          base if compare else None, resamples, seed)
+        for name, interval in result.metrics.items():
+            row[f"{name}_low"], row[f"{name}_high"] = interval.low, interval.high
+        row["baseline"] = f"{baseline} {base_stage}" if compare else ""
+        for name in minilm.METRIC_NAMES:
+            interval = result.difference[name] if compare else None
+            for end, attribute in (("", "estimate"), ("_low", "low"), ("_high", "high")):
+                row[f"diff_{name}{end}"] = getattr(interval, attribute) if interval else math.nan
+        row["differs_from_baseline"] = result.differs() if compare else ""
+
+
+def _interval(row: dict, name: str, digits: int = 3) -> str:
+    return f"{row[name]:.{digits}f} [{row[name + '_low']:.{digits}f}, {row[name + '_high']:.{digits}f}]"
+
+
+def write_reports(out: Path, baseline: str, resamples: int = minilm.BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[dict]:
     """results.csv and results.md from every row saved under ``out/rows``."""
-    rows = sorted((json.loads(path.read_text()) for path in (out / "rows").glob("*.json")), key=_row_order)
-    if not rows:
-        raise SystemExit(f"no saved rows in {out / 'rows'}: nothing to report")
+    rows, embeddings, reference = _load_rows(out)
+    add_intervals(rows, embeddings, reference, baseline, resamples, seed)
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
@@ -200,23 +253,34 @@ def write_reports(out: Path) -> list[dict]:
         "",
         f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {len(rows)} rows in `rows/`. Every GEMM of "
         "the encoder (36 Linears, 12 attention products) runs bit-true on the accumulator; metrics compare the "
-        "evaluation sentences' embeddings with the FP32 model's (see docs/minilm.md). Times are wall-clock "
-        "seconds on a shared 2-core CPU machine under heavy contention (load average 6-10: five shards of this run in parallel plus other jobs): "
-        "they are not benchmarks. Event rates are per accumulation step over the whole evaluation pass.",
+        f"{len(reference)} evaluation sentences' embeddings with the FP32 model's (see docs/minilm.md). Brackets: "
+        f"95% percentile-bootstrap intervals over the sentences ({resamples} resamples, seed {seed}). 'vs {baseline}': "
+        f"the paired bootstrap interval of the difference from the {baseline}-accumulator row of the same stage; "
+        "'differs' when some metric's interval excludes 0 (per row, not adjusted for multiplicity). Times are "
+        "wall-clock seconds of one single-threaded process (machine load in docs/minilm.md). Event rates are per "
+        "accumulation step over the evaluation pass.",
         "",
-        "| accumulator | config | stage | mean cosine | Spearman | top-1 | overflow | underflow | swamp | time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| accumulator | config | stage | steps | mean cosine | Spearman | top-1 | Δcos vs {baseline} | ΔSpearman vs {baseline} "
+        "| differs | underflow | swamp | time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        compared = bool(row["baseline"])
+        delta = {name: f"{row['diff_' + name]:+.4f} [{row['diff_' + name + '_low']:+.4f}, {row['diff_' + name + '_high']:+.4f}]"
+                 if compared else "—" for name in ("mean_cosine", "spearman")}
+        verdict = ("yes" if row["differs_from_baseline"] else "no") if compared else "(baseline)"
         lines.append(
-            f"| {row['acc']} | `{row['config']}` | {row['stage']} | {row['mean_cosine']:.4f} | {row['spearman']:.4f} "
-            f"| {row['top1']:.3f} | {row['overflow_rate']:.2e} | {row['underflow_rate']:.2e} "
-            f"| {row['swamp_rate']:.2e} | {row['seconds']:.0f} |")
+            f"| {row['acc']} | `{row['config']}` | {row['stage']} | {row['steps']} | {_interval(row, 'mean_cosine', 4)} "
+            f"| {_interval(row, 'spearman', 4)} | {_interval(row, 'top1')} | {delta['mean_cosine']} | {delta['spearman']} "
+            f"| {verdict} | {row['underflow_rate']:.2e} | {row['swamp_rate']:.2e} | {row['seconds']:.0f} |")
     lines += ["", "## How each row was made", ""]
     for row in rows:
-        losses = ", ".join(f"{loss:.4f}" for loss in row["losses"])
-        lines.append(f"- {row['acc']} {row['stage']}: `{row['command']}` ({row['settings']})"
-                     + (f"; step losses {losses}" if losses else ""))
+        line = f"- {row['acc']} {row['stage']}: `{row['command']}` ({row['settings']})"
+        if row["steps"]:
+            held = ", ".join(f"{step}: {loss:.4f}" for step, _, loss in row["held_out"])
+            line += (f"; ran {row['stage_steps'][0]} + {row['stage_steps'][1]} steps, kept the weights after steps "
+                     f"{row['kept_step'][0]} and {row['kept_step'][1]}; held-out loss by step {held}")
+        lines.append(line)
     (out / "results.md").write_text("\n".join(lines) + "\n")
     return rows
 
@@ -230,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if not args.report_only:
         run(args, command)
-    rows = write_reports(args.out)
+    rows = write_reports(args.out, args.baseline, args.resamples, args.seed)
     print(f"{time.perf_counter() - start:.0f} s; {len(rows)} rows in {args.out / 'results.csv'} and results.md")
     return 0
 

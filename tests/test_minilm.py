@@ -126,3 +126,105 @@ def test_lba_forward_routes_every_product_through_the_accumulator(model_and_toke
     assert (cosine > 0.85).all(), cosine
     attention = [m for m in modules if isinstance(m, LBAMatMul)]
     assert all(m.stats.steps > 0 for m in attention), "attention products recorded no MAC steps"
+
+
+# ------------------------------------------------------------------ intervals and distillation (no extra)
+def _noisy(reference: torch.Tensor, scale: float, seed: int) -> torch.Tensor:
+    return reference + scale * torch.randn(reference.shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_bootstrap_intervals_and_paired_differences():
+    reference = torch.randn(60, 16, generator=torch.Generator().manual_seed(1))
+    close, far = _noisy(reference, 0.3, 2), _noisy(reference, 0.6, 3)
+    result = minilm.bootstrap_metrics(far, reference, close, resamples=300, seed=0)
+    point = minilm.embedding_metrics(far, reference)
+    for name in minilm.METRIC_NAMES:
+        interval = result.metrics[name]
+        assert interval.estimate == pytest.approx(getattr(point, name))
+        assert interval.low <= interval.estimate <= interval.high
+    cosines = F.cosine_similarity(far, reference, dim=1).double()
+    normal_half = 1.96 * float(cosines.std()) / len(cosines) ** 0.5  # the bootstrap should agree with the CLT
+    mean_cosine = result.metrics["mean_cosine"]
+    assert (mean_cosine.high - mean_cosine.low) / 2 == pytest.approx(normal_half, rel=0.25)
+    assert result.difference["mean_cosine"].high < 0 and result.difference["spearman"].high < 0
+    assert result.differs()
+    again = minilm.bootstrap_metrics(far, reference, close, resamples=300, seed=0)
+    assert again == result  # seeded
+    same = minilm.bootstrap_metrics(close, reference, close.clone(), resamples=50)
+    assert all(interval == minilm.MetricInterval(0.0, 0.0, 0.0) for interval in same.difference.values())
+    assert not same.differs()
+    assert minilm.bootstrap_metrics(close, reference, resamples=20).difference is None
+
+
+def test_bootstrap_spearman_leaves_out_pairs_of_one_sentence_drawn_twice():
+    """The Spearman of a resample without duplicate pairs equals scipy's on those pairs: checked through a
+    two-point bootstrap whose interval must lie within [-1, 1] and contain no NaN."""
+    reference = torch.randn(5, 4, generator=torch.Generator().manual_seed(4))
+    result = minilm.bootstrap_metrics(_noisy(reference, 0.5, 5), reference, resamples=200)
+    spearman = result.metrics["spearman"]
+    assert -1 <= spearman.low <= spearman.high <= 1
+
+
+def test_held_out_split_is_seeded_and_disjoint():
+    sentences = [f"sentence number {i}" for i in range(20)]
+    train, held = minilm.held_out_split(sentences, 5, seed=3)
+    assert len(held) == 5 and len(train) == 15 and minilm.sentences_disjoint(train, held)
+    assert sorted(train + held) == sorted(sentences)
+    assert minilm.held_out_split(sentences, 5, seed=3) == (train, held)
+    assert minilm.held_out_split(sentences, 5, seed=4) != (train, held)
+    with pytest.raises(ValueError, match="held_out"):
+        minilm.held_out_split(sentences, 20)
+
+
+def test_distill_schedule_warms_up_and_decays():
+    config = minilm.DistillConfig(lr=1e-4, warmup_steps=4)
+    rates = [config.lr_at(step, 100) for step in range(100)]
+    assert rates[:5] == sorted(rates[:5]) and max(rates) == pytest.approx(1e-4)
+    assert rates[4:] == sorted(rates[4:], reverse=True) and rates[-1] < 1e-7
+    for bad in ({"patience": 0}, {"eval_every": 0}, {"warmup_steps": -1}, {"lr": 0}):
+        with pytest.raises(ValueError):
+            minilm.DistillConfig(**bad)
+
+
+class _ToyEncoder(torch.nn.Module):
+    """A normalized linear map, called like the sentence encoder (keyword token tensors)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.linear(x), dim=1)
+
+
+def _toy_data(count: int, seed: int, mapping: torch.Tensor) -> tuple[list, list]:
+    inputs = torch.randn(count, 4, 6, generator=torch.Generator().manual_seed(seed))
+    return [{"x": x} for x in inputs], [F.normalize(x @ mapping, dim=1) for x in inputs]
+
+
+def test_distill_converges_and_early_stopping_keeps_the_best_weights():
+    torch.manual_seed(0)
+    mapping = torch.randn(6, 6, generator=torch.Generator().manual_seed(9))
+    batches, targets = _toy_data(12, 1, mapping)
+    held = _toy_data(3, 2, mapping)
+    student = _ToyEncoder()
+    start = minilm.held_out_loss(student, *held)
+    good = minilm.distill(student, batches, targets, minilm.DistillConfig(60, 60, lr=3e-2, eval_every=10, patience=3),
+                          progress=False, held_out=held)
+    assert good.steps == len(good.losses) == sum(good.stage_steps)
+    assert minilm.held_out_loss(student, *held) < 0.5 * start
+    # held-out targets that training moves away from (the opposite map): the first measurement is the best,
+    # the stage stops after `patience` worse ones and its start's weights come back
+    opposite = _toy_data(3, 2, -mapping)
+    drifting = _ToyEncoder()
+    before = {name: value.clone() for name, value in drifting.state_dict().items()}
+    result = minilm.distill(drifting, batches, targets, minilm.DistillConfig(50, 5, lr=3e-2, warmup_steps=0,
+                                                                              eval_every=1, patience=2),
+                            progress=False, held_out=opposite)
+    measured = [loss for _, stage, loss in result.held_out if stage == 1]
+    assert measured[1:] > [measured[0]] * (len(measured) - 1) and len(measured) == 3
+    assert result.stage_steps[0] == 2 and result.kept_step[0] == 0
+    stage2 = [loss for _, stage, loss in result.held_out if stage == 2]
+    assert stage2[0] == pytest.approx(measured[0])  # stage 2 began from the restored weights
+    if result.kept_step[1] == result.stage_steps[0]:
+        assert all(torch.equal(before[name], value) for name, value in drifting.state_dict().items())
