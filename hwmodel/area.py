@@ -19,6 +19,7 @@ from lba_core.fileio import atomic_write_text, markdown_table
 
 from .cache import ResultCache
 from .costmodel import WIDTH_COLUMNS, cost_model_text, mac_widths, sweep_cost_model
+from .jobs import Executor
 from .mac_synth import check_configs, synthesize_configs
 
 BASELINE_ACC = FloatFormat.parse("fp32")
@@ -116,12 +117,14 @@ def area_sweep(
     timeout_s: float | None = None,
     baseline: str | FloatFormat = BASELINE_ACC,
     energy: bool = False,
+    executor: Executor | None = None,
 ) -> pd.DataFrame:
     """One row per configuration (plus the ``baseline``-accumulator twin of each, if missing): widths, MAC
     gates/GE/transistors/depth/LUTs, FMAq figures, per-block GE, ``ge_reduction`` and the cost model; for
     the silicon targets (sky130, nangate45; ice40/ecp5 place and route) the MAC's ``<target>_um2``,
     ``_period_ns``, ``_fmax_mhz``, ``_loop_ns``, ``_luts``... (hwmodel.silicon_report), and with ``energy``
-    ``<library>_pj_per_mac`` (real operands) and ``_pj_per_mac_random``."""
+    ``<library>_pj_per_mac`` (real operands) and ``_pj_per_mac_random``. ``executor`` (hwmodel.jobs.Executor, default
+    local workers) runs the synthesis jobs that are not cached; the table does not depend on it."""
     from .flows.targets import ASIC_TARGETS, silicon_reports
     from .flows.nextpnr import PNR_TARGETS
     from .silicon_report import silicon_row
@@ -133,13 +136,13 @@ def area_sweep(
     # The table reports blocks of the MAC only, so the FMAq's hierarchical run is skipped.
     results = synthesize_configs(configs, [target for target in targets if target in YOSYS_TARGETS],
                                  blocks=blocks, cache=cache, workers=jobs, progress=progress, timeout_s=timeout_s,
-                                 block_tops=("mac",))
+                                 block_tops=("mac",), executor=executor)
     rows = [sweep_row(cfg, result) for cfg, result in zip(configs, results)]
     silicon_targets = [target for target in targets if target in (*ASIC_TARGETS, *PNR_TARGETS)]
     if silicon_targets:
         silicon = silicon_reports(configs, silicon_targets, blocks=False, cache=cache, workers=jobs,
                                   progress=progress, timeout_s=timeout_s, energy=energy, tops=("mac",),
-                                  recipes=("area",))
+                                  recipes=("area",), executor=executor)
         rows = [{**row, **silicon_row(result)} for row, result in zip(rows, silicon)]
     df = pd.DataFrame(rows)
     return add_cost_model(add_reduction(df, baseline))

@@ -65,8 +65,9 @@ def register(subparsers) -> None:
                       help="integer/fixed-point INPUT:ACC rows (default: int8:int32,int8:int16_sat,e4m3:fx48.18,"
                       "e4m3:fx32.10_sat with the default grid, none with --acc; 'none' for none)")
     execution = parser.add_argument_group("execution")
-    execution.add_argument("--executor", help="where the accuracy points run: local worker processes (default) or "
-                           "ray tasks (one CPU each; needs pip install -e '.[cluster]'); same results either way")
+    execution.add_argument("--executor", help="where the accuracy and synthesis points run: local worker processes "
+                           "(default) or ray tasks (one CPU each; needs pip install -e '.[cluster]'); same results "
+                           "either way")
     execution.add_argument("--ray-address", metavar="ADDR",
                            help="with --executor ray: a running cluster's address (default: start one on this machine)")
     accuracy = parser.add_argument_group("accuracy")

@@ -12,6 +12,7 @@ Ctrl-C, SIGTERM) the workers are killed at once instead of being waited for, and
 
 With ``executor=Executor("ray")`` the same block gets a :class:`RayPool` instead: the same ``submit`` returning a
 ``concurrent.futures.Future``, each call one Ray task declaring one CPU, so the caller's code does not change.
+:func:`executor_session` keeps one Ray connection for several pools (a sweep's synthesis stages and points).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -129,11 +131,11 @@ def _in_ray_worker(function: Callable[..., Any], args: tuple) -> Any:
 
 
 class RayPool:
-    """``submit`` as in a process pool; each call becomes a Ray task declaring one CPU."""
+    """``submit`` as in a process pool; each call becomes a Ray task declaring one CPU (and ``gpus``)."""
 
-    def __init__(self, ray: Any):
+    def __init__(self, ray: Any, gpus: float = 0.0):
         self._ray = ray
-        self._task = ray.remote(num_cpus=1, max_retries=0)(_in_ray_worker)
+        self._task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_in_ray_worker)
         self._refs: list[Any] = []
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
@@ -156,41 +158,72 @@ def _ray_environment() -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def _ray_pool(workers: int, address: str | None) -> Iterator[RayPool]:
+def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
         raise ConfigError(RAY_MISSING) from None
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # read by ray.init: no usage report, no network
+    return ray
+
+
+@contextlib.contextmanager
+def executor_session(executor: Executor | None, workers: int) -> Iterator[None]:
+    """Within the block, every :func:`worker_pool` of a ``ray`` executor shares one connection to Ray (a local
+    instance with ``workers`` CPUs, or the cluster at ``executor.address``) instead of starting its own;
+    a local executor needs nothing. The connection made here is closed on the way out."""
+    if executor is None or executor.kind != "ray":
+        yield
+        return
+    with _ray_connection(_import_ray(), workers, executor.address):
+        yield
+
+
+@contextlib.contextmanager
+def _ray_connection(ray: Any, workers: int, address: str | None) -> Iterator[None]:
     started = not ray.is_initialized()
     if started:
         runtime = {"env_vars": _ray_environment()}
+        # ray.init installs its own SIGTERM handlers (Python's exits, the core worker's aborts with a stack
+        # dump); the caller's handler (hwmodel.interrupt: stop, keep what is finished, one line) comes back.
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         if address is None:
             ray.init(num_cpus=max(1, workers), include_dashboard=False, object_store_memory=RAY_OBJECT_STORE_BYTES,
                      log_to_driver=False, runtime_env=runtime)
         else:
             ray.init(address=address, log_to_driver=False, runtime_env=runtime)
-    pool = RayPool(ray)
+        if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        yield pool
-    except BaseException:
-        pool.cancel_all()
-        raise
+        yield
     finally:
         if started:
             ray.shutdown()
 
 
 @contextlib.contextmanager
-def worker_pool(workers: int, executor: Executor | None = None) -> Iterator[ProcessPoolExecutor | RayPool]:
-    """A process pool that never outlives the block: see the module docstring.
+def _ray_pool(workers: int, executor: Executor, gpus_per_task: float) -> Iterator[RayPool]:
+    ray = _import_ray()
+    with _ray_connection(ray, workers, executor.address):
+        pool = RayPool(ray, gpus_per_task)
+        try:
+            yield pool
+        except BaseException:
+            pool.cancel_all()
+            raise
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, executor: Executor | None = None, *,
+                gpus_per_task: float = 0.0) -> Iterator[ProcessPoolExecutor | RayPool]:
+    """A process pool that never outlives the block: see the module docstring. ``gpus_per_task`` is what each
+    Ray task declares besides its CPU (Ray then places it on a node with a free GPU); local workers ignore it.
 
     On success the pool is shut down normally. A failure other than an interruption keeps the scratch
     folder when it is not empty, because a failed Yosys run's log (named in its error) is kept there.
     """
     if executor is not None and executor.kind == "ray":
-        with _ray_pool(workers, executor.address) as pool:
+        with _ray_pool(workers, executor, gpus_per_task) as pool:
             yield pool
         return
     scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
@@ -228,10 +261,12 @@ def _run(job: Job) -> Any:
 
 
 def run_cached(
-    jobs: Sequence[Job], cache: ResultCache, workers: int = 1, progress: bool = True, desc: str = "jobs"
+    jobs: Sequence[Job], cache: ResultCache, workers: int = 1, progress: bool = True, desc: str = "jobs",
+    executor: Executor | None = None,
 ) -> list[Any]:
-    """Results of ``jobs`` in order. Jobs with equal keys run once. A failing job stops the others and its
-    exception propagates (results that arrived before it stay cached)."""
+    """Results of ``jobs`` in order, the missing ones run by ``executor`` (default: local workers). Jobs with
+    equal keys run once. A failing job stops the others and its exception propagates (results that arrived
+    before it stay cached)."""
     keys = [job.key for job in jobs]
     results = [cache.get(key) for key in keys]
     missing: dict[str, list[int]] = {}
@@ -242,7 +277,7 @@ def run_cached(
         return results
     with (
         tqdm(total=len(missing), desc=desc, unit="run", disable=not progress, leave=False) as bar,
-        worker_pool(min(workers, len(missing))) as pool,
+        worker_pool(min(workers, len(missing)), executor) as pool,
     ):
         futures = {pool.submit(_run, jobs[indices[0]]): key for key, indices in missing.items()}
         for key, result in each_result(futures):

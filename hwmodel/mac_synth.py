@@ -22,7 +22,7 @@ import rtl
 from lba_core import MacConfig
 
 from .cache import ResultCache, content_key
-from .jobs import run_cached
+from .jobs import Executor, run_cached
 from .synth import Design, check_targets, synthesize_designs, yosys_version
 
 TOPS = ("fmaq", "mac")
@@ -86,6 +86,7 @@ def export_designs(
     workers: int,
     progress: bool,
     pipeline: int = 0,
+    executor: Executor | None = None,
 ) -> list[dict[str, Design]]:
     """The ``fmaq`` and ``mac`` designs of each configuration, with hierarchical Verilog for ``block_tops``."""
     blocks = bool(block_tops)
@@ -96,7 +97,7 @@ def export_designs(
         jobs.append(ExportJob(config_json, False, fingerprint, pipeline))
         if blocks:
             jobs.append(ExportJob(config_json, True, fingerprint, pipeline))
-    texts = iter(run_cached(jobs, cache, workers, progress, desc="verilog"))
+    texts = iter(run_cached(jobs, cache, workers, progress, desc="verilog", executor=executor))
     designs = []
     for _ in configs:
         flat = next(texts)
@@ -131,22 +132,24 @@ def synthesize_configs(
     timeout_s: float | None = None,
     block_tops: Sequence[str] = TOPS,
     pipeline: int = 0,
+    executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
     """``{"fmaq": report, "mac": report, "config": {...}}`` per configuration (see hwmodel.synth for a report).
 
     ``blocks`` adds the per-block breakdown of the tops in ``block_tops`` (one more Yosys run each);
-    ``pipeline`` N > 0 synthesizes the MAC with N product registers (rtl.PipelinedMAC)."""
+    ``pipeline`` N > 0 synthesizes the MAC with N product registers (rtl.PipelinedMAC); ``executor`` runs the
+    exports and Yosys runs that are not cached (hwmodel.jobs.Executor, default local workers)."""
     configs = check_configs(configs)
     targets = check_targets(targets)
     cache = cache if cache is not None else ResultCache(None)
     workers = workers or default_workers()
     block_tops = tuple(block_tops) if blocks else ()
     designs = export_designs(configs, block_tops=block_tops, cache=cache, workers=workers, progress=progress,
-                             pipeline=pipeline)
+                             pipeline=pipeline, executor=executor)
     flat = [per_config[top] for per_config in designs for top in TOPS]
     reports = iter(
         synthesize_designs(flat, targets, blocks=blocks, cache=cache, workers=workers, progress=progress,
-                           timeout_s=timeout_s)
+                           timeout_s=timeout_s, executor=executor)
     )
     results = []
     for cfg in configs:

@@ -31,7 +31,7 @@ from rtl.pe_array import (
 )
 
 from .cache import ResultCache, content_key
-from .jobs import run_cached
+from .jobs import Executor, run_cached
 from .mac_synth import generator_fingerprint
 from .synth import GLUE_BLOCK, Design, synthesize_designs
 
@@ -71,6 +71,7 @@ def asic_array(
     workers: int,
     progress: bool,
     timeout_s: float | None,
+    executor: Executor | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per standard-cell library (hwmodel.flows, area recipe): the array's µm² and leakage, the tiles'
     mapped figures times their counts. No OpenSTA timing here: its Verilog reader rejects the mapped tiles'
@@ -81,7 +82,7 @@ def asic_array(
 
     jobs = [MappingJob(library, HEADLINE_RECIPE, tile, flat[tile], False, timeout_s)
             for library in libraries for tile in TILE_NAMES]
-    mapped = run_cached(jobs, cache, workers, progress, desc="liberty")
+    mapped = run_cached(jobs, cache, workers, progress, desc="liberty", executor=executor)
     reports: dict[str, dict[str, Any]] = {}
     for job, result in zip(jobs, mapped):
         area = area_report(result, job.library, HEADLINE_RECIPE, None, library_data(job.library, cache))
@@ -109,6 +110,7 @@ def synthesize_array(
     workers: int = 1,
     progress: bool = False,
     timeout_s: float | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """The ``hwmodel synth --array RxC --json`` object: area (GE), timing (logic depth), per-tile and
     per-block figures across the array, and the accumulator's share of the array's area; with ``libraries``
@@ -123,7 +125,7 @@ def synthesize_array(
         for tile in TILE_NAMES
         for hierarchical in (False, True)
     ]
-    texts = iter(run_cached(exports, cache, workers, progress, desc="verilog"))
+    texts = iter(run_cached(exports, cache, workers, progress, desc="verilog", executor=executor))
     flat, hierarchical = {}, {}
     for tile in TILE_NAMES:
         flat[tile], hierarchical[tile] = next(texts), next(texts)
@@ -133,7 +135,7 @@ def synthesize_array(
         for tile in TILE_NAMES
     ]
     reports = synthesize_designs(designs, blocks=True, cache=cache, workers=workers, progress=progress,
-                                 timeout_s=timeout_s)
+                                 timeout_s=timeout_s, executor=executor)
     counts = tile_counts(rows, cols)
     tiles: dict[str, Any] = {}
     blocks: dict[str, dict[str, float]] = {}
@@ -159,7 +161,7 @@ def synthesize_array(
     ge = round(total("ge"), 3)
     critical = max(TILE_NAMES, key=lambda tile: tiles[tile]["depth"])
     silicon = asic_array(flat, counts, list(libraries), cache=cache, workers=workers, progress=progress,
-                         timeout_s=timeout_s) if libraries else {}
+                         timeout_s=timeout_s, executor=executor) if libraries else {}
     timing = {"depth": tiles[critical]["depth"], "critical_tile": critical, "unit": "gates"}
     return {
         "config": {**cfg.to_dict(), "name": cfg.name},
@@ -188,12 +190,13 @@ def synthesize_array(
     }
 
 
-def add_array_columns(df, configs, rows: int, cols: int, *, workers: int, cache: ResultCache | None):
+def add_array_columns(df, configs, rows: int, cols: int, *, workers: int, cache: ResultCache | None,
+                      executor: Executor | None = None):
     """The sweep table with each configuration's ``rows x cols`` array beside it: ``array``, ``array_ge``,
     ``array_ge_per_pe``, ``array_accumulator_share``, ``array_depth`` (configurations have chunk_size = rows)."""
     figures = []
     for cfg in configs:
-        result = synthesize_array(rows, cols, cfg, cache=cache, workers=workers, progress=True)
+        result = synthesize_array(rows, cols, cfg, cache=cache, workers=workers, progress=True, executor=executor)
         figures.append({
             "array": f"{rows}x{cols}",
             "array_ge": result["area"]["ge"],

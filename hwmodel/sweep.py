@@ -35,7 +35,7 @@ from . import provenance
 from .area import area_sweep, write_area_report
 from .cache import ResultCache
 from .interrupt import Interrupted
-from .jobs import Executor, worker_pool
+from .jobs import Executor, executor_session, worker_pool
 from .report import predictions_from_points, write_results
 from .sweepspec import SweepSpec
 
@@ -197,8 +197,7 @@ def _compute(spec: SweepSpec, configs: list[MacConfig], seeds: list[int], points
     accuracy = asdict(spec.accuracy)
     baseline_path = _point_path(points, "baseline", provenance.settings_hash(baseline_determinants(spec)), ".pt")
     missing = run.total - len(found)
-    executor = Executor(spec.executor, spec.ray_address)
-    with worker_pool(max(1, min(spec.jobs, missing)), executor) as pool:
+    with worker_pool(max(1, min(spec.jobs, missing)), _executor(spec)) as pool:
         if baseline_path.is_file():
             log(f"reusing the float baseline {baseline_path.name}")
         else:
@@ -421,6 +420,16 @@ def run_sweep(
     ``synthesis`` are keyword options of :func:`hwmodel.area.area_sweep` (cache, blocks, progress, timeout_s).
     On SIGINT/SIGTERM (:class:`Interrupted`) the finished points stay saved and the exception says how many.
     """
+    with executor_session(_executor(spec), spec.jobs):  # one Ray connection for the points and every synthesis stage
+        return _run_sweep(spec, out_dir, synthesis=synthesis, log=log, progress=progress)
+
+
+def _executor(spec: SweepSpec) -> Executor:
+    return Executor(spec.executor, spec.ray_address)
+
+
+def _run_sweep(spec: SweepSpec, out_dir: "str | Path", *, synthesis: dict[str, Any] | None, log: Log,
+               progress: bool) -> Path:
     out = Path(out_dir)
     synthesis = {"cache": ResultCache(None), **(synthesis or {})}
     blocks = synthesis.get("blocks", True)
@@ -439,7 +448,7 @@ def run_sweep(
         cached = _cached_areas(spec, trained, synthesis)
         log(f"synthesis: reusing {cached} of {len(trained)} points from the cache (targets: {', '.join(spec.targets)})")
         area_table = area_sweep(trained, spec.targets, jobs=spec.jobs, baseline=spec.baseline_acc, energy=spec.energy,
-                                **{"progress": progress, **synthesis})
+                                executor=_executor(spec), **{"progress": progress, **synthesis})
     except Interrupted as stop:
         saved, total = (run.saved, run.total) if spec.accuracy.enabled else (_cached_areas(spec, configs, synthesis), len(configs))
         raise stop.with_message(f"interrupted: {saved} of {total} points saved; rerun the same command to finish") from None
@@ -452,7 +461,8 @@ def run_sweep(
         from .pe_array import add_array_columns
 
         log(f"costing each configuration as a {spec.array} PE array")
-        current = add_array_columns(current, trained, *spec.array_shape(), workers=spec.jobs, cache=synthesis["cache"])
+        current = add_array_columns(current, trained, *spec.array_shape(), workers=spec.jobs, cache=synthesis["cache"],
+                                    executor=_executor(spec))
     requested = {row["config"]: cfg.name for row, cfg in zip(rows, configs)}
     table, requested = _merge(earlier_rows, (earlier or {}).get("requested", {}), current, requested)
     area_rows = _merge_area(out, earlier, settings, area_table)

@@ -66,7 +66,7 @@ class SweepSpec:
     #: Energy per MAC (gate-level activity on the digits ResNet's operands) for the ASIC targets.
     energy: bool = False
     jobs: int = 2
-    #: Where the accuracy points run: "local" worker processes or "ray" tasks (hwmodel.jobs.Executor);
+    #: Where the accuracy and synthesis points run: "local" worker processes or "ray" tasks (hwmodel.jobs.Executor);
     #: results are the same bits either way, so neither is part of a point's identity.
     executor: str = "local"
     ray_address: str | None = None

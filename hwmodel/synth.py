@@ -27,7 +27,7 @@ from rtl import BLOCK_NAMES
 from rtl.yosys import YosysError, run_yosys, yosys_version
 
 from .cache import ResultCache, content_key
-from .jobs import run_cached
+from .jobs import Executor, run_cached
 
 #: Targets a user can ask for; ``generic`` always runs, it provides the gate-level figures.
 TARGETS = ("generic", "ice40", "xilinx", "ecp5")
@@ -274,6 +274,7 @@ def synthesize_designs(
     workers: int = 1,
     progress: bool = True,
     timeout_s: float | None = None,
+    executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
     """One report per design: generic figures of the flat synthesis (``gates``, ``flops``, ``ge`` — the
     canonical area —, ``transistors``, ``depth``, ``cells``), ``blocks`` (per block gates and GE, from the
@@ -283,7 +284,7 @@ def synthesize_designs(
     cache = cache if cache is not None else ResultCache(None)
     per_design = [design_jobs(design, targets, blocks, timeout_s) for design in designs]
     flat = [job for jobs in per_design for job in jobs]
-    results = iter(run_cached(flat, cache, workers, progress, desc="yosys"))
+    results = iter(run_cached(flat, cache, workers, progress, desc="yosys", executor=executor))
     areas = cell_areas_ge()
     reports = []
     for design, jobs in zip(designs, per_design):

@@ -14,7 +14,7 @@ from typing import Any
 from lba_core import FloatFormat
 
 from ..cache import ResultCache
-from ..jobs import run_cached
+from ..jobs import Executor, run_cached
 from ..synth import TARGETS as YOSYS_TARGETS, Design, block_breakdown
 from .libraries import LIBRARIES, library_data
 from .liberty import RECIPES, MappingJob, area_report
@@ -44,6 +44,7 @@ def asic_reports(
     timeout_s: float | None = None,
     configs: Sequence[Any] | None = None,
     stream_spec: Any = None,
+    executor: Executor | None = None,
 ) -> list[dict[str, dict[str, Any]]]:
     """Mapping, per-block area (headline recipe, tops with hierarchical Verilog) and timing of every design;
     with ``configs`` and a ``stream_spec`` (hwmodel.flows.operands.StreamSpec) also the energy per MAC of
@@ -60,14 +61,14 @@ def asic_reports(
                     mapping.append(MappingJob(library, HEADLINE_RECIPE, top, design.hierarchical_verilog, True,
                                               timeout_s))
     mapped = dict(zip([job.key for job in mapping],
-                      run_cached(mapping, cache, workers, progress, desc="liberty")))
+                      run_cached(mapping, cache, workers, progress, desc="liberty", executor=executor)))
     timing_jobs = []
     for job in mapping:
         if not job.hierarchical:
             sequential = job.top in SEQUENTIAL_TOPS
             timing_jobs.append(TimingJob(job.library, job.top, mapped[job.key]["netlist"], sequential,
                                          UNIFORM_POWER_PERIOD_NS if sequential else None))
-    timed = iter(run_cached(timing_jobs, cache, workers, progress, desc="opensta"))
+    timed = iter(run_cached(timing_jobs, cache, workers, progress, desc="opensta", executor=executor))
     timing_by_mapping = {job.key: next(timed) for job in mapping if not job.hierarchical}
     data = {library: library_data(library, cache) for library in libraries}
     reports = []
@@ -95,12 +96,12 @@ def asic_reports(
                 per_top.setdefault(top, {})[library] = {**by_recipe[headline], "recipes": by_recipe}
         reports.append(per_top)
     if configs is not None and stream_spec is not None:
-        add_energy(reports, designs, configs, mapped, libraries, stream_spec, cache, workers, progress)
+        add_energy(reports, designs, configs, mapped, libraries, stream_spec, cache, workers, progress, executor)
     return reports
 
 
 def add_energy(reports, designs, configs, mapped, libraries, stream_spec, cache: ResultCache, workers: int,
-               progress: bool) -> None:
+               progress: bool, executor: Executor | None = None) -> None:
     """Energy per MAC (hwmodel.flows.energy) of each headline mapping, at the clock of the same
     configuration's MAC, on the real operand streams of ``stream_spec`` and on random ones."""
     import json
@@ -123,7 +124,7 @@ def add_energy(reports, designs, configs, mapped, libraries, stream_spec, cache:
                 jobs.append(EnergyJob(library, top, config_json, json.dumps(connectivity, sort_keys=True),
                                       streams_json, period, None if cache.root is None else str(cache.root)))
                 slots.append((report[top][library], library, stream_spec))
-    for (target, library, spec), result in zip(slots, run_cached(jobs, cache, workers, progress, desc="energy")):
+    for (target, library, spec), result in zip(slots, run_cached(jobs, cache, workers, progress, desc="energy", executor=executor)):
         detail = {"real": result.pop("energy_real"), "random": result.pop("energy_random")}
         target.update(result)
         target["energy_detail"] = detail
@@ -147,13 +148,14 @@ def pnr_reports(
     workers: int,
     progress: bool,
     timeout_s: float | None = None,
+    executor: Executor | None = None,
 ) -> list[dict[str, dict[str, Any]]]:
     """nextpnr figures (median Fmax over the seeds) of every design on every device."""
     from .nextpnr import PlaceRouteJob
 
     jobs = [PlaceRouteJob(device, top, design.verilog, timeout_s=timeout_s)
             for per_config in designs for top, design in per_config.items() for device in devices]
-    results = iter(run_cached(jobs, cache, workers, progress, desc="nextpnr"))
+    results = iter(run_cached(jobs, cache, workers, progress, desc="nextpnr", executor=executor))
     return [{top: {device: next(results) for device in devices} for top in per_config} for per_config in designs]
 
 
@@ -171,10 +173,11 @@ def silicon_reports(
     tops: Sequence[str] | None = None,
     recipes: Sequence[str] = RECIPES,
     pipeline: int = 0,
+    executor: Executor | None = None,
 ) -> list[dict[str, dict[str, Any]]]:
     """``{top: {target: report}}`` per configuration for the ASIC and place-and-route targets among
     ``targets`` (the others are hwmodel.synth's Yosys flows); ``energy`` adds the energy per MAC (operands
-    from ``stream_spec``, default: the digits ResNet)."""
+    from ``stream_spec``, default: the digits ResNet); ``executor`` runs the flows that are not cached."""
     from ..mac_synth import TOPS, default_workers, export_designs
     from .nextpnr import PNR_TARGETS
 
@@ -186,7 +189,7 @@ def silicon_reports(
         return [{top: {} for top in (tops or TOPS)} for _ in configs]
     tops = tuple(tops or TOPS)
     designs = export_designs(configs, block_tops=tops if blocks else (), cache=cache, workers=workers,
-                             progress=progress, pipeline=pipeline)
+                             progress=progress, pipeline=pipeline, executor=executor)
     designs = [{top: per_config[top] for top in tops} for per_config in designs]
     if energy and stream_spec is None:
         from .operands import StreamSpec
@@ -194,8 +197,9 @@ def silicon_reports(
         stream_spec = StreamSpec()
     asic = asic_reports(designs, libraries, blocks=blocks, cache=cache, workers=workers, progress=progress,
                         timeout_s=timeout_s, configs=configs if energy else None, stream_spec=stream_spec,
-                        recipes=recipes)
-    fpga = pnr_reports(designs, devices, cache=cache, workers=workers, progress=progress, timeout_s=timeout_s) \
+                        recipes=recipes, executor=executor)
+    fpga = pnr_reports(designs, devices, cache=cache, workers=workers, progress=progress, timeout_s=timeout_s,
+                       executor=executor) \
         if devices else [{} for _ in configs]
     return [{top: {**asic_one.get(top, {}), **fpga_one.get(top, {})} for top in tops}
             for asic_one, fpga_one in zip(asic, fpga)]
