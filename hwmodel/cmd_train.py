@@ -4,6 +4,10 @@ Trains (or reuses) one float baseline, then runs lba_train's recipe once per acc
 reports/<name>/accuracy.csv and accuracy.md (with per-layer event statistics). The baseline and every
 format's checkpoints are keyed by a hash of everything that determines them (settings, source files, tool
 versions: hwmodel.provenance), so an interrupted run resumes and a run with other settings never does.
+
+Under ``torchrun --nproc_per_node=N`` every rank runs this command: rank 0 trains (or reads) the float
+baseline and sends it to the others, fine-tuning is data-parallel (lba_train.distributed), and rank 0 alone
+prints and writes the baseline, checkpoints and reports (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from lba_core import ROUNDING_MODES, ConfigError, MacConfig
 from lba_core.fileio import atomic_write, atomic_write_text, markdown_table, writable_folder
 from lba_train.data import load_data
+from lba_train.distributed import Ranks, current_ranks, from_rank0
 from lba_train.layers import LayerOptions
 from lba_train.train import RESULTS_FILE, FinetuneOptions, run_accuracy_point, train_baseline
 
@@ -86,18 +91,21 @@ def _short(determinants: dict) -> str:
     return provenance.settings_hash(determinants)[: provenance.SHORT_HASH]
 
 
-def _baseline_state(args, bundle, folder: Path) -> dict:
-    """Train the float baseline, or reuse the one an earlier run saved with the same determinants."""
+def _baseline_state(args, bundle, folder: Path, ranks: Ranks) -> dict:
+    """Train the float baseline, or reuse the one an earlier run saved with the same determinants; on rank 0,
+    which sends it to the other ranks (the float baseline is one process's work)."""
+    if not ranks.writes:
+        return from_rank0(None, ranks)
     path = folder / f"baseline-{_short(_baseline_determinants(args))}.pt"
     if path.exists():
         print(f"reusing the float baseline {path}")
-        return torch.load(path, weights_only=False)["state"]
+        return from_rank0(torch.load(path, weights_only=False, map_location="cpu")["state"], ranks)
     trained = train_baseline(args.model, bundle, args.epochs_baseline, args.seed, args.lr_baseline,
                              progress=not args.quiet)
     print(f"float baseline: {100 * trained.accuracy:.2f}%")
     atomic_write(path, lambda stream: torch.save({"determinants": _baseline_determinants(args), "state": trained.state},
                                                  stream))
-    return trained.state
+    return from_rank0(trained.state, ranks)
 
 
 def _finished(checkpoint_dir: Path) -> bool:
@@ -169,20 +177,25 @@ def _write_markdown(path: Path, args, rows: list[dict]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     configs = check_args(args)
-    folder = writable_folder(args.reports / args.name, "report folder")
+    ranks = current_ranks("cpu")  # under torchrun: joins the process group (gloo)
+    folder = writable_folder(args.reports / args.name, "report folder") if ranks.writes else args.reports / args.name
     torch.set_num_threads(args.threads)
     bundle = load_data(args.data, seed=args.seed)
     variants = [("two-stage", False)] + ([("one-stage", True)] if args.one_stage else [])
     points = [(cfg, variant, underflow, folder / "checkpoints" / f"{cfg.name}-{variant}-{_short(_point_determinants(args, cfg, variant))}")
               for cfg in configs for variant, underflow in variants]
     finished = sum(_finished(directory) for *_, directory in points)
-    print(f"reusing {finished} of {len(points)} points (checkpoints are keyed by a hash of every setting)")
+    say = print if ranks.writes else (lambda *_: None)
+    say(f"reusing {finished} of {len(points)} points (checkpoints are keyed by a hash of every setting)"
+        + (f"; {ranks.world_size} ranks" if ranks.distributed else ""))
     with signals_interrupt():
         try:
-            rows = _run_points(args, bundle, folder, points)
+            rows = _run_points(args, bundle, folder, points, ranks, say)
         except Interrupted as stop:
             saved = sum(_finished(directory) for *_, directory in points)
             raise stop.with_message(f"interrupted: {saved} of {len(points)} points saved; rerun the same command to finish") from None
+    if not ranks.writes:
+        return 0
     flat = pd.DataFrame([{k: v for k, v in row.items() if not isinstance(v, (list, dict))} for row in rows])
     atomic_write_text(folder / "accuracy.csv", flat.to_csv(index=False))
     atomic_write_text(folder / "accuracy.json", json.dumps(rows, indent=2))
@@ -191,15 +204,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_points(args, bundle, folder: Path, points: list) -> list[dict]:
-    state = _baseline_state(args, bundle, folder)
+def _run_points(args, bundle, folder: Path, points: list, ranks: Ranks, say) -> list[dict]:
+    state = _baseline_state(args, bundle, folder, ranks)
     rows = []
     for cfg, variant, stage1_underflow, directory in points:
-        print(f"== {cfg.name} ({variant})")
+        say(f"== {cfg.name} ({variant})")
         options = FinetuneOptions(
             epochs=tuple(args.epochs), lr=tuple(args.lr), bias=args.bias, layers=LayerOptions(estimator=args.estimator),
             keep_first_last=args.keep_first_last, stage1_underflow=stage1_underflow, seed=args.seed,
-            checkpoint_dir=directory, progress=not args.quiet, log=print,
+            checkpoint_dir=directory, progress=not args.quiet and ranks.writes, log=print,
         )
         point = run_accuracy_point(cfg, args.model, bundle, options=options, baseline_state=state)
         rows.append({"variant": variant, "settings_hash": directory.name.rsplit("-", 1)[1], **point})

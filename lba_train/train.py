@@ -340,11 +340,16 @@ class _FinetuneRun:
         set_collect_stats(self.model, False)
         self.progress = _Progress()
         self.optimizer_state = None
-        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+        if self.checkpoint_path is not None:
             self._resume()
 
     def _resume(self) -> None:
-        saved = torch.load(self.checkpoint_path, weights_only=False)
+        # Rank 0's checkpoint, sent to every rank: the others need not see rank 0's file system.
+        found = self.ranks.writes and self.checkpoint_path.exists()
+        saved = from_rank0(torch.load(self.checkpoint_path, weights_only=False, map_location="cpu") if found else None,
+                           self.ranks)
+        if saved is None:
+            return
         if "progress" not in saved:
             raise ConfigError(f"{self.checkpoint_path} was written by an older lba_train; use another checkpoint_dir")
         if saved["requested_cfg"] != self.cfg.to_dict() or saved["bias_mode"] != self.options.bias:
