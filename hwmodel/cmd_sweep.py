@@ -86,6 +86,9 @@ def register(subparsers) -> None:
     accuracy.add_argument("--bias", help="accumulator bias of non-standard formats: calibrate (default), paper, format")
     accuracy.add_argument("--standard-bias", help="bias of fp32/fp16/bf16 accumulators (default: format = standard)")
     accuracy.add_argument("--estimator", help="gradient estimator through the accumulator (default: ste)")
+    accuracy.add_argument("--width", type=int, metavar="N",
+                          help="widen the model's hidden layers N times: N times longer dot products (K), about N^2 "
+                          "the MACs (default: 1; docs/sweep.md)")
     synthesis_options(parser, default_targets=",".join(SweepSpec().targets))
     parser.add_argument("--energy", action="store_true", default=None,
                         help="also energy per MAC (gate-level switching on the digits ResNet's operands and on random "
@@ -104,6 +107,7 @@ def _option_values(args: argparse.Namespace) -> dict[str, object]:
         "--accuracy": args.accuracy, "--model": args.model, "--data": args.data, "--epochs": epochs,
         "--epochs-baseline": args.epochs_baseline, "--lr": args.lr, "--lr-baseline": args.lr_baseline,
         "--seed": args.seed, "--seeds": args.seeds, "--bias": args.bias, "--standard-bias": args.standard_bias, "--estimator": args.estimator,
+        "--width": args.width,
     }
 
 

@@ -42,6 +42,9 @@ from lba_core import ConfigError, FormatError, parse_format, standard_name  # no
 from lba_core.fileio import atomic_write_bytes, atomic_write_text, markdown_table, replace_marked_block  # noqa: E402
 
 from . import stats  # noqa: E402
+from .heatmap import (  # noqa: E402
+    HEATMAP, LAYER_EVENTS_FILE, LayerEventsError, heatmap_caption, heatmap_markdown, plot_layer_heatmap, read_layer_events,
+)
 from .flows.libraries import LIBRARIES  # noqa: E402
 
 RESULTS_FILE = "results.csv"
@@ -632,7 +635,7 @@ def _save(fig, stem: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------- pages
-PLOTS = ("accuracy_vs_ge", "difference_vs_fp32", "area_blocks")
+PLOTS = ("accuracy_vs_ge", "difference_vs_fp32", "area_blocks", HEATMAP)
 
 
 def plot_caption(name: str, df: pd.DataFrame, table: pd.DataFrame) -> str:
@@ -686,8 +689,9 @@ def _footer(out: Path, notes: str) -> str:
         provenance = spec.get("provenance")
         if isinstance(provenance, dict):
             lines.append(html.escape("Provenance: " + _flat_text(provenance)))
-    links = [f'<a href="{name}">{name}</a>' for name in (RESULTS_FILE, STATS_FILE, PREDICTIONS_FILE, "results.md",
-                                                           "sweep.json", SCREENSHOT_FILE) if (out / name).is_file()]
+    links = [f'<a href="{name}">{name}</a>' for name in (RESULTS_FILE, STATS_FILE, PREDICTIONS_FILE, LAYER_EVENTS_FILE,
+                                                           "results.md", "sweep.json", SCREENSHOT_FILE)
+             if (out / name).is_file()]
     lines.append("Data: " + ", ".join(links))
     return "<footer>" + "<br>\n".join(lines) + "</footer>"
 
@@ -700,7 +704,8 @@ def _flat_text(value) -> str:
     return str(value)
 
 
-def write_index_html(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str, plots: list[str]) -> Path:
+def write_index_html(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str, plots: list[str],
+                     layer_events: pd.DataFrame | None = None) -> Path:
     header, rows, constants = compact_table(df, table)
     shaded = pareto_front(df).tolist() if _has(df, "ge", "top1_stage2") else [False] * len(df)
     findings = [s for s in (differences_sentence(df, table, "zero_shot") if "zero_shot_p" in table else "",) if s]
@@ -708,9 +713,13 @@ def write_index_html(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: st
         "Shaded rows are on the Pareto front (no other row has less area and higher fine-tuned accuracy). "
         if any(shaded) else "")
     figures = "\n".join(
-        f'<figure{" class=main" if name == "accuracy_vs_ge" else ""}><img src="{name}.svg" alt="{name.replace("_", " ")}"><figcaption>'
-        f'{html.escape(plot_caption(name, df, table))}</figcaption></figure>'
+        f'<figure{" class=main" if name == "accuracy_vs_ge" else " class=wide id=layer-events" if name == HEATMAP else ""}>'
+        f'<img src="{name}.svg" alt="{name.replace("_", " ")}"><figcaption>'
+        f'{html.escape(heatmap_caption(layer_events) if name == HEATMAP else plot_caption(name, df, table))}'
+        '</figcaption></figure>'
         for name in plots)
+    if HEATMAP not in plots and _has(df, "top1_stage2"):
+        figures += f"\n<p class=method>{html.escape(heatmap_markdown(None).splitlines()[-1])}</p>"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -726,6 +735,7 @@ tr.pareto td {{ background: #eef7ee; }}
 p.caption, p.method {{ font-size: 0.85em; color: #444; max-width: 75em; }}
 figure {{ display: inline-block; vertical-align: top; margin: 1em 1em 0 0; max-width: 640px; }}
 figure.main {{ display: block; max-width: 1000px; }}
+figure.wide {{ display: block; max-width: 1340px; }}
 img {{ width: 100%; height: auto; }} figcaption {{ font-size: 0.8em; color: #444; }}
 footer {{ margin-top: 2em; font-size: 0.8em; color: #666; }}
 </style></head><body>
@@ -769,8 +779,11 @@ def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str) -> str:
     return "\n".join(parts)
 
 
-def write_markdown(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str) -> Path:
-    return atomic_write_text(out / "results.md", f"# {title}\n\n{summary_markdown(df, table, notes)}")
+def write_markdown(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str,
+                   layer_events: pd.DataFrame | None = None) -> Path:
+    """results.md: the summary, then (for a sweep with accuracy) the per-layer events' heat map."""
+    events = "\n" + heatmap_markdown(layer_events) if layer_events is not None or _has(df, "top1_stage2") else ""
+    return atomic_write_text(out / "results.md", f"# {title}\n\n{summary_markdown(df, table, notes)}{events}")
 
 
 def readme_summary(out_dir: "str | Path") -> str:
@@ -819,16 +832,25 @@ def build_report(out_dir: "str | Path", title: str | None = None, notes: str | N
     if notes is None:
         notes = _read_text(out / NOTES_FILE)
     title = title or _read_text(out / TITLE_FILE) or _title(out, df)
+    try:
+        layer_events = read_layer_events(out)
+    except LayerEventsError as error:
+        raise ReportError(str(error)) from None
+    if layer_events is not None:
+        layer_events = layer_events[layer_events["config"].isin(df["config"])]
+        layer_events = layer_events if len(layer_events) else None
     table = statistics(df, predictions)
     if predictions is not None:
         atomic_write_text(out / STATS_FILE, table.to_csv(index=False, float_format="%.6g"))
-    write_markdown(df, table, out, title, notes)
+    write_markdown(df, table, out, title, notes, layer_events)
     plots = [name for name in (plot_accuracy_vs_ge(df, table, out), plot_difference(df, table, out),
-                               plot_area_blocks(df, out)) if name]
+                               plot_area_blocks(df, out),
+                               layer_events is not None and plot_layer_heatmap(layer_events, list(df["config"]), out))
+             if name]
     for name in set(PLOTS) - set(plots) | set(RETIRED_PLOTS):  # a plot the data no longer supports
         for suffix in (".png", ".svg"):
             (out / name).with_suffix(suffix).unlink(missing_ok=True)
-    return write_index_html(df, table, out, title, notes, plots)
+    return write_index_html(df, table, out, title, notes, plots, layer_events)
 
 
 def _read_text(path: Path) -> str:

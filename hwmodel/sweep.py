@@ -34,6 +34,7 @@ from lba_core.fileio import atomic_write, atomic_write_text, writable_folder
 from . import provenance
 from .area import area_sweep, write_area_report
 from .cache import ResultCache
+from .heatmap import layer_event_rows, layer_event_table, write_layer_events
 from .interrupt import Interrupted
 from .jobs import Executor, executor_session, worker_pool
 from .report import predictions_from_points, write_results
@@ -56,7 +57,7 @@ def baseline_determinants(spec: SweepSpec) -> dict[str, Any]:
     accuracy = spec.accuracy
     return {
         "kind": "baseline", "model": accuracy.model, "data": provenance.data_fingerprint(accuracy.data),
-        "epochs": accuracy.epochs_baseline, "lr": accuracy.lr_baseline, "seed": accuracy.seed,
+        "width": accuracy.width, "epochs": accuracy.epochs_baseline, "lr": accuracy.lr_baseline, "seed": accuracy.seed,
         "threads": POINT_THREADS, "source": provenance.accuracy_source_hash(), "tools": provenance.accuracy_tools(),
     }
 
@@ -125,7 +126,7 @@ def _baseline_job(accuracy: dict, path: str) -> float:
     _limit_threads(POINT_THREADS)
     data = load_data(accuracy["data"], seed=accuracy["seed"])
     trained = train_baseline(accuracy["model"], data, accuracy["epochs_baseline"], seed=accuracy["seed"],
-                             lr=accuracy["lr_baseline"], progress=False)
+                             lr=accuracy["lr_baseline"], progress=False, width=accuracy["width"])
     atomic_write(path, lambda stream: torch.save({"state": trained.state, "accuracy": trained.accuracy}, stream))
     return trained.accuracy
 
@@ -144,7 +145,8 @@ def _accuracy_job(cfg_dict: dict, bias_mode: str, accuracy: dict, baseline_path:
     options = FinetuneOptions(epochs=tuple(accuracy["epochs"]), lr=tuple(accuracy["lr"]), bias=bias_mode,
                               layers=LayerOptions(estimator=accuracy["estimator"]), seed=seed)
     bundle = load_data(accuracy["data"], seed=accuracy["seed"])
-    record = run_accuracy_point(cfg, accuracy["model"], bundle, options=options, baseline_state=baseline["state"])
+    record = run_accuracy_point(cfg, accuracy["model"], bundle, options=options, baseline_state=baseline["state"],
+                                width=accuracy["width"])
     trained = with_acc_bias(cfg, record["acc_bias"]) if isinstance(cfg.acc, FloatFormat) else cfg
     if trained.name != record["cfg"]:
         raise AssertionError(f"trained configuration {record['cfg']} is not {trained.name}")
@@ -320,7 +322,10 @@ def _row(cfg: MacConfig, spec: SweepSpec, area: dict[str, Any] | None, records: 
 def _identity(spec: SweepSpec) -> dict[str, Any]:
     if spec.area_only:
         return {"kind": "area"}
-    return {"kind": "area+accuracy", **{key: getattr(spec.accuracy, key) for key in IDENTITY_KEYS}}
+    identity = {"kind": "area+accuracy", **{key: getattr(spec.accuracy, key) for key in IDENTITY_KEYS}}
+    if spec.accuracy.width != 1:  # a widened model is another model; width 1 keeps earlier folders' identity
+        identity["width"] = spec.accuracy.width
+    return identity
 
 
 def _legacy_identity(document: dict[str, Any]) -> dict[str, Any]:
@@ -335,7 +340,8 @@ def _legacy_identity(document: dict[str, Any]) -> dict[str, Any]:
 def _describe(identity: dict[str, Any]) -> str:
     if identity.get("kind") == "area":
         return "an area-only sweep"
-    return f"--model {identity.get('model')} --data {identity.get('data')}"
+    width = f" --width {identity['width']}" if "width" in identity else ""
+    return f"--model {identity.get('model')} --data {identity.get('data')}{width}"
 
 
 def check_output(out: Path, spec: SweepSpec) -> dict[str, Any] | None:
@@ -466,6 +472,10 @@ def _run_sweep(spec: SweepSpec, out_dir: "str | Path", *, synthesis: dict[str, A
     requested = {row["config"]: cfg.name for row, cfg in zip(rows, configs)}
     table, requested = _merge(earlier_rows, (earlier or {}).get("requested", {}), current, requested)
     area_rows = _merge_area(out, earlier, settings, area_table)
+    if not spec.area_only:
+        layers = [layer for row, cfg in zip(rows, configs) if cfg.name in records
+                  for layer in layer_event_rows(row["config"], row["acc"], records[cfg.name])]
+        write_layer_events(out, layer_event_table(layers), list(table["config"]))
     minutes = (time.perf_counter() - started) / 60
     _write_sweep_file(out, spec, settings, requested, records, earlier, minutes)
     kind = "MAC area" if spec.area_only else "area and accuracy"

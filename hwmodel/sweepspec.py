@@ -50,6 +50,9 @@ class AccuracySpec:
     bias: str = "calibrate"
     standard_bias: str = "format"
     estimator: str = "ste"
+    #: Width multiplier of the model's hidden layers (lba_train.models.build_model): makes K, the products
+    #: each dot product sums, ``width`` times longer, at about ``width``² the MACs (docs/sweep.md §7).
+    width: int = 1
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,14 @@ def _data(base: Path) -> Callable[[Any], str]:
     return check
 
 
+def _width(value: Any) -> int:
+    from lba_train.models import MAX_WIDTH
+
+    if not _is_int(value) or not 1 <= value <= MAX_WIDTH:
+        raise ValueError(f"expected an integer from 1 to {MAX_WIDTH} (the model's width multiplier), got {value!r}")
+    return value
+
+
 def _models() -> tuple[str, ...]:
     return MODELS
 
@@ -363,6 +374,7 @@ def accuracy_settings(base: Path) -> tuple[Setting, ...]:
         Setting("bias", "accuracy.bias", "--bias", _choice(_bias_modes)),
         Setting("standard_bias", "accuracy.standard_bias", "--standard-bias", _choice(_bias_modes)),
         Setting("estimator", "accuracy.estimator", "--estimator", _choice(_estimators)),
+        Setting("width", "accuracy.width", "--width", _width),
     )
 
 

@@ -5,9 +5,11 @@ helpers to reconfigure the converted layers, read their event counters and measu
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from lba_core import ConfigError, MacConfig
@@ -251,3 +253,44 @@ def event_stats_table(model: nn.Module) -> list[dict]:
         rows.append(row)
     return rows
 
+
+
+def layer_dot_products(model: nn.Module, example_inputs) -> dict[str, dict[str, int]]:
+    """Per LBA layer of ``model`` (converted by :func:`lbaify`), from one forward of ``example_inputs`` (a
+    tensor, a tuple of positional inputs or a dict of keyword inputs): ``k``, the products each of its dot
+    products sums (a Linear's in_features, a convolution's in_channels/groups x kernel size, a MatMul's inner
+    dimension), ``dots``, how many dot products it computed, and ``macs`` = k x dots. Layers that did not run
+    are absent, as is the torch-function interceptor (its products differ in K call by call). The forward
+    runs without gradients, with exact accumulation and counters off; modes and counters are restored."""
+    layers = [(name, layer) for name, layer in lba_layers(model) if not isinstance(layer, LBAProducts)]
+    shapes: dict[str, dict[str, int]] = {}
+
+    def record(name: str) -> Callable:
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            weight = getattr(module, "weight", None)
+            k = math.prod(weight.shape[1:]) if isinstance(weight, torch.Tensor) else inputs[0].shape[-1]
+            entry = shapes.setdefault(name, {"k": int(k), "dots": 0, "macs": 0})
+            if entry["k"] != k:  # a module called with several inner dimensions has no single K
+                raise ValueError(f"layer {name} sums dot products of {entry['k']} and of {k} products")
+            entry["dots"] += output.numel()
+            entry["macs"] = entry["k"] * entry["dots"]
+
+        return hook
+
+    saved = [(layer, layer.stats, layer.exact_accumulation) for _, layer in layers]
+    handles = [layer.register_forward_hook(record(name)) for name, layer in layers]
+    was_training = model.training
+    args, kwargs = _example_call(example_inputs)
+    try:
+        model.eval()
+        for _, layer in layers:
+            layer.stats, layer.exact_accumulation = None, True
+        with torch.no_grad():
+            model(*args, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer, stats, exact in saved:
+            layer.stats, layer.exact_accumulation = stats, exact
+        model.train(was_training)
+    return shapes

@@ -131,9 +131,28 @@ class TinyTransformer(nn.Module):
         return self.head(self.norm(self.layers(tokens)).mean(dim=1))
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], classes: int, seed: int = 0) -> nn.Module:
-    """One of :data:`MODEL_NAMES`, initialised deterministically from ``seed``."""
+#: Largest :func:`build_model` width multiplier: at 64 the digits ResNet's widest convolution sums 9216
+#: products per output, beyond any layer of the paper's ResNet-50 and BERT.
+MAX_WIDTH = 64
+
+
+def _widened(name: str, width: int) -> dict:
+    """The constructor keywords that make ``name`` ``width`` times wider than its default."""
+    if name == "mlp":
+        return {"hidden": (128 * width, 64 * width)}
+    if name == "resnet":
+        return {"widths": (8 * width, 16 * width)}
+    return {"dim": 32 * width, "hidden": 64 * width}
+
+
+def build_model(name: str, input_shape: tuple[int, int, int], classes: int, seed: int = 0, width: int = 1) -> nn.Module:
+    """One of :data:`MODEL_NAMES`, initialised deterministically from ``seed``. ``width`` multiplies every
+    hidden width (MLP hidden layers, ResNet channels, Transformer model and MLP widths), so every dot product
+    but the first layer's sums ``width`` times more products (K) and the MACs grow about ``width``²: the knob
+    that makes accumulations long (docs/sweep.md, "Long accumulations")."""
     builders = {"mlp": MLP, "resnet": SmallResNet, "transformer": TinyTransformer}
+    if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= MAX_WIDTH:
+        raise ConfigError(f"width must be an integer from 1 to {MAX_WIDTH}, got {width!r}")
     if name not in builders:
         raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
     if len(input_shape) != 3 or min(input_shape) < 1:
@@ -142,4 +161,4 @@ def build_model(name: str, input_shape: tuple[int, int, int], classes: int, seed
         raise ConfigError(f"a classifier needs at least 2 classes, got {classes}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return builders[name](tuple(input_shape), classes)
+        return builders[name](tuple(input_shape), classes, **_widened(name, width))

@@ -25,7 +25,7 @@ from lba_core import ConfigError, MacConfig
 from lba_core.fileio import atomic_write, atomic_write_text
 
 from .bias import BIAS_MODES, resolve_bias
-from .convert import event_stats_table, lba_layers, lbaify, set_collect_stats, set_lba_config
+from .convert import event_stats_table, layer_dot_products, lba_layers, lbaify, set_collect_stats, set_lba_config
 from .data import DataBundle, load_data
 from .distributed import current_ranks, from_rank0, mean_over_ranks, rank_device, shard_loader, wrap_for_training
 from .layers import LayerOptions
@@ -496,10 +496,11 @@ def finetune(model: nn.Module, train_loader, val_loader, cfg: MacConfig, *legacy
 
 
 def train_baseline(model_name: str, data: DataBundle, epochs: int, seed: int = 0, lr: float = 3e-3,
-                   progress: bool = False) -> TrainResult:
-    """A float model of ``model_name`` (built with ``seed``) trained on ``data``; its ``state`` can be handed
-    to :func:`run_accuracy_point` so that many formats share one baseline."""
-    model = build_model(model_name, data.input_shape, data.classes, seed)
+                   progress: bool = False, width: int = 1) -> TrainResult:
+    """A float model of ``model_name`` (built with ``seed`` and the ``width`` multiplier of
+    :func:`~lba_train.models.build_model`) trained on ``data``; its ``state`` can be handed to
+    :func:`run_accuracy_point` (with the same ``width``) so that many formats share one baseline."""
+    model = build_model(model_name, data.input_shape, data.classes, seed, width)
     return train_float(model, data.train, data.val,
                        options=TrainOptions(epochs=epochs, lr=lr, seed=seed, progress=progress))
 
@@ -515,6 +516,7 @@ def run_accuracy_point(
     options: FinetuneOptions | None = None,
     baseline_state: dict | None = None,
     baseline: TrainOptions | None = None,
+    width: int = 1,
     **legacy_kwargs,
 ) -> dict:
     """Every number for one accumulator format, as one independent job: (train or reuse) the float baseline,
@@ -522,9 +524,12 @@ def run_accuracy_point(
     a DataBundle, split and the model initialised with ``options.seed``. ``baseline_state`` (a state dict)
     skips training the baseline, else it is trained with ``baseline`` (TrainOptions; its seed is
     ``options.seed``). Returns a JSON-ready dict: configuration, accuracies, event totals of the final
-    evaluation, seconds, the per-layer event tables ("zero_shot_events", "layer_events"), and the per-example
+    evaluation, seconds, the per-layer event tables ("zero_shot_events", "layer_events"; each row also has the
+    layer's ``k``, products per dot product, and ``macs_per_example``: see
+    :func:`~lba_train.convert.layer_dot_products`), and the per-example
     "predictions" of the zero-shot and the fine-tuned ("stage2") model with the validation "labels", for
-    paired comparisons of formats on the same examples.
+    paired comparisons of formats on the same examples. ``width`` widens the model (the long-accumulation
+    knob of :func:`~lba_train.models.build_model`).
 
     Earlier releases' loose arguments (``epochs, seed, baseline_state`` positionally, ``baseline_epochs=``,
     ``baseline_lr=``, fine-tuning keywords) still work with a DeprecationWarning.
@@ -542,7 +547,7 @@ def run_accuracy_point(
         options = _legacy_finetune_options((), keywords, {}, "run_accuracy_point")
     options = FinetuneOptions() if options is None else options
     bundle = data if isinstance(data, DataBundle) else load_data(data, seed=options.seed)
-    model = build_model(model_name, bundle.input_shape, bundle.classes, options.seed)
+    model = build_model(model_name, bundle.input_shape, bundle.classes, options.seed, width)
     if baseline_state is None:
         baseline = TrainOptions(seed=options.seed, device=options.device) if baseline is None else baseline
         model = train_float(model, bundle.train, bundle.val, options=baseline).model
@@ -551,6 +556,11 @@ def run_accuracy_point(
     result = finetune(model, bundle.train, bundle.val, cfg, options=options)
     totals = {event: sum(row.get(event, 0) for row in result.events) for event in
               ("steps", "overflow", "underflow", "swamp")}
+    example, _ = next(iter(bundle.val))
+    shapes = layer_dot_products(result.model, example[:1].to(options.device))
+    for row in (*result.events, *result.zero_shot_events):
+        shape = shapes.get(row["layer"])
+        row.update(k=shape and shape["k"], macs_per_example=shape and shape["macs"])
     return {
         "model": model_name,
         "data": bundle.name,

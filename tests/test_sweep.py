@@ -111,6 +111,23 @@ def test_outputs_have_ordinary_modes_and_provenance(base):
     assert not list(folder.rglob(".*.tmp"))
 
 
+def test_layer_events_are_recorded_and_add_up_to_the_rows(base):
+    _, folder, _ = base
+    layers = pd.read_csv(folder / "layer_events.csv")
+    table = pd.read_csv(folder / "results.csv").set_index("config")
+    examples = len(json.loads((folder / "predictions.json").read_text())["labels"])
+    assert sorted(set(layers["config"])) == sorted(table.index)
+    for config, rows in layers.groupby("config", sort=False):
+        assert list(rows["layer"]) == ["net.1", "net.3", "net.5"] and list(rows["k"]) == [64, 128, 64]
+        assert list(rows["macs_per_example"]) == [64 * 128, 128 * 64, 64 * 10]
+        assert (rows["steps"] == rows["macs_per_example"] * examples).all()  # one step per product (one chunk)
+        for event in ("overflow", "underflow", "swamp"):
+            assert rows[event].sum() / rows["steps"].sum() == pytest.approx(table.at[config, f"{event}_rate"])
+    assert layers["swamp"].sum() > 0  # bf16 and e4m7 swamp on these layers: the comparison is not vacuous
+    assert "![per-layer accumulator events](layer_events.png)" in (folder / "results.md").read_text()
+    assert 'id=layer-events><img src="layer_events.svg"' in (folder / "index.html").read_text()
+
+
 # ----------------------------------------------------------------------------------------- provenance and resume
 def test_two_fresh_runs_give_identical_results(base, cache):
     reports, folder, _ = base
@@ -131,6 +148,7 @@ def test_rerun_reuses_every_point_and_says_so(base, cache, capsys):
 
 @pytest.mark.parametrize("change,fragment", [
     (["--model", "transformer"], "holds --model mlp --data digits; this run is --model transformer"),
+    (["--width", "2"], "holds --model mlp --data digits; this run is --model mlp --data digits --width 2"),
     (["--data", "cifar"], "--data: expected 'digits', 'imagefolder:PATH' or 'mnist:PATH', got 'cifar'"),
     (["--data", "mnist:/no/such/folder"], "--data: dataset path '/no/such/folder' does not exist"),
 ])
@@ -170,6 +188,7 @@ def test_partial_run_adds_rows_and_drops_none(base, cache, capsys):
     assert "accuracy: reusing 1 of 1 points" in capsys.readouterr().err
     assert (folder / "results.csv").read_bytes() == before
     assert "e4m7_b" in (folder / "index.html").read_text()
+    assert len(set(pd.read_csv(folder / "layer_events.csv")["config"])) == 2  # the other row's layers stay
 
 
 def test_area_only_sweep_gets_its_own_report(base, cache, capsys):
@@ -304,6 +323,7 @@ LATE = [
     (["--data", "cifar"], "--data: expected"),
     (["--baseline", "e4x"], "--baseline: malformed float format 'e4x'"),
     (["--estimator", "magic"], "--estimator: expected one of ste"),
+    (["--width", "0"], "--width: expected an integer from 1 to 64 (the model's width multiplier), got 0"),
     (["--bias", "auto"], "--bias: expected one of format, paper, calibrate"),
     (["--model", "vgg"], "--model: expected one of mlp, resnet, transformer"),
     (["--rounding", "up"], "--rounding: expected entries among rne, rtz"),
@@ -329,6 +349,7 @@ TOML = [
     ('name = "../../x"', "key 'name': expected a folder name"),
     ('[accuracy]\nestimator = "magic"', "key 'accuracy.estimator': expected one of ste"),
     ('[accuracy]\nlr = -1', "key 'accuracy.lr': expected a positive number"),
+    ('[accuracy]\nwidth = "wide"', "key 'accuracy.width': expected an integer from 1 to 64"),
     ('[accuracy]\nenabled = false\nmodel = "mlp"', "key(s) accuracy.model have no effect with accuracy.enabled = false"),
     (b'name = "caf\xe9"\n', "not UTF-8 text"),
 ]
