@@ -118,12 +118,15 @@ def area_sweep(
     baseline: str | FloatFormat = BASELINE_ACC,
     energy: bool = False,
     executor: Executor | None = None,
+    stream_spec: Any = None,
 ) -> pd.DataFrame:
     """One row per configuration (plus the ``baseline``-accumulator twin of each, if missing): widths, MAC
     gates/GE/transistors/depth/LUTs, FMAq figures, per-block GE, ``ge_reduction`` and the cost model; for
     the silicon targets (sky130, nangate45; ice40/ecp5 place and route) the MAC's ``<target>_um2``,
     ``_period_ns``, ``_fmax_mhz``, ``_loop_ns``, ``_luts``... (hwmodel.silicon_report), and with ``energy``
-    ``<library>_pj_per_mac`` (real operands) and ``_pj_per_mac_random``. ``executor`` (hwmodel.jobs.Executor, default
+    ``<library>_pj_per_mac`` (real operands), ``_pj_per_mac_random``, ``_pj_per_inference`` (one inference of
+    the operands' model, hwmodel.flows.operands.StreamSpec ``stream_spec``; default the digits ResNet) and
+    ``_energy_vs_opensta`` (the energy model's check). ``executor`` (hwmodel.jobs.Executor, default
     local workers) runs the synthesis jobs that are not cached; the table does not depend on it."""
     from .flows.targets import ASIC_TARGETS, silicon_reports
     from .flows.nextpnr import PNR_TARGETS
@@ -142,7 +145,7 @@ def area_sweep(
     if silicon_targets:
         silicon = silicon_reports(configs, silicon_targets, blocks=False, cache=cache, workers=jobs,
                                   progress=progress, timeout_s=timeout_s, energy=energy, tops=("mac",),
-                                  recipes=("area",), executor=executor)
+                                  recipes=("area",), executor=executor, stream_spec=stream_spec)
         rows = [{**row, **silicon_row(result)} for row, result in zip(rows, silicon)]
     df = pd.DataFrame(rows)
     return add_cost_model(add_reduction(df, baseline))

@@ -14,7 +14,10 @@ from typing import Any
 from lba_core import FloatFormat, MacConfig
 from lba_core.fileio import atomic_write_text, markdown_table, replace_marked_block
 
-#: Figures of the MAC per ASIC library, as (column suffix, report key).
+#: Figures of the MAC per ASIC library, as (column suffix, report key or path of keys). The energy of one
+#: inference of the operands' model is the sum over its layers of MACs per image x pJ/MAC on that layer's
+#: operands (hwmodel.flows.energy); ``energy_vs_opensta`` is the estimator / OpenSTA report_power ratio
+#: under the same global activity (the energy model's check).
 ASIC_COLUMNS = (
     ("um2", "area_um2"),
     ("cells", "cells"),
@@ -24,6 +27,9 @@ ASIC_COLUMNS = (
     ("loop_ns", "reg_to_reg_ns"),
     ("pj_per_mac", "energy_pj_per_mac"),
     ("pj_per_mac_random", "energy_pj_per_mac_random"),
+    ("pj_per_inference", "energy_pj_per_inference"),
+    ("pj_per_inference_random", ("energy_detail", "random", "pj_per_image")),
+    ("energy_vs_opensta", ("energy_validation", "ratio")),
 )
 FPGA_COLUMNS = (("luts", "luts"), ("ffs", "ffs"), ("dsps", "dsps"), ("fmax_mhz", "fmax_mhz"))
 #: Figures whose ratio against the FP32 accumulator the claim table reports.
@@ -36,8 +42,11 @@ def silicon_row(silicon: dict[str, dict[str, Any]], top: str = "mac") -> dict[st
     for target, figures in silicon.get(top, {}).items():
         columns = ASIC_COLUMNS if "area_um2" in figures else FPGA_COLUMNS
         for suffix, key in columns:
-            if figures.get(key) is not None:
-                row[f"{target}_{suffix}"] = figures[key]
+            value = figures
+            for part in (key,) if isinstance(key, str) else key:
+                value = value.get(part) if isinstance(value, dict) else None
+            if value is not None:
+                row[f"{target}_{suffix}"] = value
     return row
 
 

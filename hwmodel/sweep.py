@@ -34,6 +34,7 @@ from lba_core.fileio import atomic_write, atomic_write_text, writable_folder
 from . import provenance
 from .area import area_sweep, write_area_report
 from .cache import ResultCache
+from .flows.operands import StreamSpec
 from .heatmap import layer_event_rows, layer_event_table, write_layer_events
 from .interrupt import Interrupted
 from .jobs import Executor, executor_session, worker_pool
@@ -76,10 +77,21 @@ def accuracy_determinants(spec: SweepSpec, cfg: MacConfig, seed: int | None = No
     return determinants
 
 
+def energy_streams(spec: SweepSpec) -> StreamSpec | None:
+    """Whose operands the energy per MAC and per inference are measured on: the swept model on the swept
+    data set (an area-only sweep: the digits ResNet); None without ``energy``."""
+    if not spec.energy:
+        return None
+    if spec.area_only:
+        return StreamSpec()
+    return StreamSpec(model=spec.accuracy.model, data=spec.accuracy.data, seed=spec.accuracy.seed)
+
+
 def area_determinants(spec: SweepSpec, cfg: MacConfig, blocks: bool) -> dict[str, Any]:
+    streams = energy_streams(spec)
     return {
         "kind": "area", "cfg": cfg.to_dict(), "targets": list(spec.targets), "blocks": blocks,
-        **({"energy": True} if spec.energy else {}),
+        **({"energy": asdict(streams)} if streams else {}),
         "baseline_acc": FloatFormat.parse(spec.baseline_acc).name,
         "source": provenance.area_source_hash(), "tools": provenance.area_tools(),
     }
@@ -270,7 +282,7 @@ def area_is_cached(cfg: MacConfig, spec: SweepSpec, synthesis: dict[str, Any]) -
     options = {key: value for key, value in synthesis.items() if key not in ("cache", "progress")}
     try:
         area_sweep([cfg], spec.targets, cache=_ProbeCache(cache), progress=False, baseline=spec.baseline_acc,
-                   energy=spec.energy, **options)
+                   energy=spec.energy, stream_spec=energy_streams(spec), **options)
     except _CacheMiss:
         return False
     return True
@@ -454,7 +466,8 @@ def _run_sweep(spec: SweepSpec, out_dir: "str | Path", *, synthesis: dict[str, A
         cached = _cached_areas(spec, trained, synthesis)
         log(f"synthesis: reusing {cached} of {len(trained)} points from the cache (targets: {', '.join(spec.targets)})")
         area_table = area_sweep(trained, spec.targets, jobs=spec.jobs, baseline=spec.baseline_acc, energy=spec.energy,
-                                executor=_executor(spec), **{"progress": progress, **synthesis})
+                                executor=_executor(spec), stream_spec=energy_streams(spec),
+                                **{"progress": progress, **synthesis})
     except Interrupted as stop:
         saved, total = (run.saved, run.total) if spec.accuracy.enabled else (_cached_areas(spec, configs, synthesis), len(configs))
         raise stop.with_message(f"interrupted: {saved} of {total} points saved; rerun the same command to finish") from None
@@ -503,6 +516,11 @@ def _merge_area(out: Path, earlier: dict[str, Any] | None, settings: dict[str, A
 def _notes(spec: SweepSpec, table: pd.DataFrame) -> str:
     parts = [f"{len(table)} configurations with {', '.join(sorted(set(table['input'])))} inputs; "
              f"synthesis targets {', '.join(spec.targets)}."]
+    streams = energy_streams(spec)
+    if streams is not None:
+        parts.append(f"Energy per MAC: gate-level switching of each mapped MAC at its own minimum clock period, on "
+                     f"the operands of {streams.describe()}, and on uniformly random codes; energy per inference = "
+                     "the sum over that model's layers of MACs per image x pJ/MAC on the layer's operands.")
     if not spec.area_only:
         accuracy = spec.accuracy
         calibrated = [row["acc"] for _, row in table.iterrows() if row.get("bias_mode") not in ("format", None)]

@@ -26,8 +26,11 @@ from hwmodel.flows.energy import (
 from hwmodel.flows.libraries import library_data
 from hwmodel.flows.liberty import MappingJob
 from hwmodel.flows.opensta import UNIFORM_ACTIVITY, UNIFORM_POWER_PERIOD_NS, TimingJob
-from hwmodel.flows.operands import StreamSpec, capture_streams, encode
+from hwmodel.flows.operands import StreamSpec, capture_streams, encode, streams_key
+from hwmodel.flows.targets import silicon_reports
 from hwmodel.mac_synth import export_designs
+from hwmodel.silicon_report import silicon_row
+from hwmodel.sweepspec import fixed_point_config
 from lba_core import FloatFormat, MacConfig, dot
 
 needs_sta = pytest.mark.skipif(shutil.which("sta") is None, reason="OpenSTA (Debian package opensta) missing")
@@ -60,15 +63,19 @@ def test_when_probability_counts_assignments():
 
 
 CONFIGS = [MacConfig(input="e4m3", acc="e4m7"), MacConfig(input="e5m2", acc="e5m6")]
+#: An integer row of the default sweep (INT8 products into a saturating 16-bit register), in sky130 only.
+FIXED = fixed_point_config("int8:int16_sat")
+CASES = [(cfg, library) for cfg in CONFIGS for library in ("sky130", "nangate45")] + [(FIXED, "sky130")]
 
 
 @pytest.fixture(scope="module")
 def mapped(tmp_path_factory):
-    """The flattened MAC of each configuration mapped to both libraries (area recipe)."""
+    """The flattened MAC of each case's configuration mapped to its library (area recipe)."""
     cache = ResultCache(tmp_path_factory.mktemp("cache"))
-    designs = export_designs(CONFIGS, block_tops=(), cache=cache, workers=2, progress=False)
-    return {(cfg.name, library): MappingJob(library, "area", "mac", per_config["mac"].verilog).run()
-            for cfg, per_config in zip(CONFIGS, designs) for library in ("sky130", "nangate45")}
+    configs = list(dict.fromkeys(cfg for cfg, _ in CASES))
+    designs = dict(zip(configs, export_designs(configs, block_tops=(), cache=cache, workers=2, progress=False)))
+    return {(cfg.name, library): MappingJob(library, "area", "mac", designs[cfg]["mac"].verilog).run()
+            for cfg, library in CASES}
 
 
 def random_stream(cfg: MacConfig, dots: int, length: int, seed: int) -> dict:
@@ -78,8 +85,7 @@ def random_stream(cfg: MacConfig, dots: int, length: int, seed: int) -> dict:
             "b": rng.integers(0, 1 << cfg.b_format.width, (dots, length)).tolist()}
 
 
-@pytest.mark.parametrize("library", ["sky130", "nangate45"])
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda cfg: cfg.name)
+@pytest.mark.parametrize(("cfg", "library"), CASES, ids=[f"{cfg.name}-{library}" for cfg, library in CASES])
 def test_gate_level_simulation_is_bit_exact(mapped, cfg, library, comparisons):
     """Every dot product the simulated netlist computes equals the exact reference: the activity comes
     from a netlist that really is the MAC."""
@@ -104,8 +110,7 @@ def test_gate_level_simulation_is_bit_exact(mapped, cfg, library, comparisons):
 
 
 @needs_sta
-@pytest.mark.parametrize("library", ["sky130", "nangate45"])
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda cfg: cfg.name)
+@pytest.mark.parametrize(("cfg", "library"), CASES, ids=[f"{cfg.name}-{library}" for cfg, library in CASES])
 def test_uniform_energy_agrees_with_opensta_report_power(mapped, cfg, library):
     """Same activity and duty on every net as set_power_activity -global: within 15% of report_power."""
     job = mapped[(cfg.name, library)]
@@ -147,3 +152,25 @@ def test_operand_capture_from_the_digits_model():
     later = np.concatenate([np.array(stream["a"]).ravel() for stream in streams[1:]])
     assert (later == 0).mean() > 0.2
     assert list(itertools.chain.from_iterable(streams[0]["b"]))  # weights captured
+
+
+@needs_sta
+def test_energy_of_an_integer_row_rolls_up_per_layer(tmp_path):
+    """The sweep's integer rows get energy too; per inference = sum over layers of MACs per image x that
+    layer's pJ/MAC, and the estimator's OpenSTA check comes along (two made-up layers, seeded in the cache
+    in place of the model's capture)."""
+    cache, spec = ResultCache(tmp_path), StreamSpec(images=1, dots_per_layer=6)
+    layers = [random_stream(FIXED, 6, 4, seed=1) | {"layer": "one", "macs_per_image": 100},
+              random_stream(FIXED, 6, 9, seed=2) | {"layer": "two", "macs_per_image": 900}]
+    cache.put(streams_key(FIXED, spec), layers)
+    report = silicon_reports([FIXED], ["sky130"], blocks=False, cache=cache, workers=1, progress=False,
+                             stream_spec=spec, tops=("mac",), recipes=("area",))[0]["mac"]["sky130"]
+    per_layer = report["energy_detail"]["real"]["layers"]
+    assert [layer["layer"] for layer in per_layer] == ["one", "two"]
+    rolled_up = sum(layer["macs_per_image"] * layer["total_pj"] for layer in per_layer)
+    assert report["energy_pj_per_inference"] == pytest.approx(rolled_up, rel=1e-6)
+    assert report["energy_pj_per_mac"] == pytest.approx(rolled_up / 1000, rel=1e-6)
+    row = silicon_row({"mac": {"sky130": report}})
+    assert row["sky130_pj_per_inference"] == report["energy_pj_per_inference"] > 0
+    assert row["sky130_pj_per_inference_random"] == report["energy_detail"]["random"]["pj_per_image"] > 0
+    assert row["sky130_energy_vs_opensta"] == pytest.approx(1.0, abs=0.15)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lba_core import FloatFormat, MacConfig
+from lba_core import FixedFormat, FloatFormat, MacConfig
 
 from ..cache import ResultCache, content_key
 
@@ -43,8 +43,9 @@ class StreamSpec:
                 f"{self.images} validation images, {self.dots_per_layer} sampled dot products per layer")
 
 
-def value_codes(fmt: FloatFormat) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted representable values of ``fmt`` and their codes (+0 for zero)."""
+def value_codes(fmt: "FloatFormat | FixedFormat") -> tuple[np.ndarray, np.ndarray]:
+    """Sorted representable values of ``fmt`` (floating-point, integer or fixed-point) and their codes (+0
+    for zero)."""
     pairs: dict[float, int] = {}
     for code in fmt.codes():
         value = float(fmt.decode(code))
@@ -54,7 +55,7 @@ def value_codes(fmt: FloatFormat) -> tuple[np.ndarray, np.ndarray]:
     return values, np.array([pairs[value] for value in values])
 
 
-def encode(values: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+def encode(values: np.ndarray, fmt: "FloatFormat | FixedFormat") -> np.ndarray:
     """Codes of values already on ``fmt``'s grid (what the layers' quantizers produce)."""
     grid, codes = value_codes(fmt)
     position = np.clip(np.searchsorted(grid, values), 0, len(grid) - 1)
@@ -92,20 +93,37 @@ def capture_streams(cfg: MacConfig, spec: StreamSpec) -> list[dict[str, Any]]:
     def hook(name):
         def capture(layer, inputs, output):
             with torch.no_grad():
-                a, _ = layer.input_quantizer(inputs[0])
-                b, _ = layer.weight_quantizer(layer.weight)
-                for rows, columns in layer.gemm_operands(a, b):
-                    rows, columns = rows.double().numpy(), columns.double().numpy()
-                    count = min(spec.dots_per_layer, rows.shape[0] * columns.shape[1])
-                    picks = rng.choice(rows.shape[0] * columns.shape[1], count, replace=False)
-                    row_index, column_index = np.divmod(picks, columns.shape[1])
-                    streams.append({
-                        "layer": name,
-                        "length": int(rows.shape[1]),
-                        "macs_per_image": rows.shape[0] * rows.shape[1] * columns.shape[1] // images.shape[0],
-                        "a": encode(rows[row_index], cfg.a_format).tolist(),
-                        "b": encode(columns[:, column_index].T, cfg.b_format).tolist(),
-                    })
+                if hasattr(layer, "weight"):
+                    first, second = inputs[0], layer.weight
+                else:  # LBAMatMul: a product of two activations, broadcast as the layer does
+                    batch = torch.broadcast_shapes(inputs[0].shape[:-2], inputs[1].shape[:-2])
+                    first = inputs[0].expand(*batch, *inputs[0].shape[-2:])
+                    second = inputs[1].expand(*batch, *inputs[1].shape[-2:])
+                a, _ = layer.input_quantizer(first)
+                b, _ = layer.weight_quantizer(second)
+                pairs = [(rows.double().numpy(), columns.double().numpy())
+                         for rows, columns in layer.gemm_operands(a, b)]
+                # One stream per layer: dot products sampled over all its (M, K) @ (K, N) pairs (groups,
+                # batch and heads of a matmul) alike.
+                sizes = np.array([rows.shape[0] * columns.shape[1] for rows, columns in pairs])
+                count = min(spec.dots_per_layer, int(sizes.sum()))
+                picks = rng.choice(int(sizes.sum()), count, replace=False)
+                pair_index = np.searchsorted(np.cumsum(sizes), picks, side="right")
+                offsets = picks - np.concatenate([[0], np.cumsum(sizes)[:-1]])[pair_index]
+                a_rows, b_columns = [], []
+                for pair, offset in zip(pair_index, offsets):
+                    rows, columns = pairs[pair]
+                    row, column = divmod(int(offset), columns.shape[1])
+                    a_rows.append(rows[row])
+                    b_columns.append(columns[:, column])
+                length = pairs[0][0].shape[1]
+                streams.append({
+                    "layer": name,
+                    "length": int(length),
+                    "macs_per_image": int(sizes.sum()) * length // images.shape[0],
+                    "a": encode(np.array(a_rows), cfg.a_format).tolist(),
+                    "b": encode(np.array(b_columns), cfg.b_format).tolist(),
+                })
         return capture
 
     images = torch.cat([batch[0] for batch in bundle.val])[: spec.images]
@@ -117,10 +135,15 @@ def capture_streams(cfg: MacConfig, spec: StreamSpec) -> list[dict[str, Any]]:
     return streams
 
 
+def streams_key(cfg: MacConfig, spec: StreamSpec) -> str:
+    """The cache key of :func:`cached_streams`: input formats, spec and the lba_train sources."""
+    return content_key("operand-streams", cfg.a_format.name, cfg.b_format.name,
+                       json.dumps(asdict(spec), sort_keys=True), _source_fingerprint())
+
+
 def cached_streams(cfg: MacConfig, spec: StreamSpec, cache: ResultCache) -> list[dict[str, Any]]:
-    """:func:`capture_streams`, kept in ``cache`` by input formats, spec and the lba_train sources."""
-    key = content_key("operand-streams", cfg.a_format.name, cfg.b_format.name,
-                      json.dumps(asdict(spec), sort_keys=True), _source_fingerprint())
+    """:func:`capture_streams`, kept in ``cache`` under :func:`streams_key`."""
+    key = streams_key(cfg, spec)
     streams = cache.get(key)
     if streams is None:
         streams = capture_streams(cfg, spec)

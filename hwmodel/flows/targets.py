@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lba_core import FloatFormat
-
 from ..cache import ResultCache
 from ..jobs import Executor, run_cached
 from ..synth import TARGETS as YOSYS_TARGETS, Design, block_breakdown
@@ -103,7 +101,9 @@ def asic_reports(
 def add_energy(reports, designs, configs, mapped, libraries, stream_spec, cache: ResultCache, workers: int,
                progress: bool, executor: Executor | None = None) -> None:
     """Energy per MAC (hwmodel.flows.energy) of each headline mapping, at the clock of the same
-    configuration's MAC, on the real operand streams of ``stream_spec`` and on random ones."""
+    configuration's MAC, on the real operand streams of ``stream_spec`` and on random ones. Integer and
+    fixed-point configurations are simulated like floating-point ones: the streams hold the codes of their
+    input formats, and their MAC has the same ports."""
     import json
 
     from .energy import EnergyJob, energy_assumptions
@@ -111,8 +111,6 @@ def add_energy(reports, designs, configs, mapped, libraries, stream_spec, cache:
 
     jobs, slots = [], []
     for report, per_config, cfg in zip(reports, designs, configs):
-        if cfg.fixed_acc or not isinstance(cfg.a_format, FloatFormat) or not isinstance(cfg.b_format, FloatFormat):
-            continue  # the operand capture encodes floating-point codes only
         real = cached_streams(cfg, stream_spec, cache)
         streams_json = json.dumps({"real": real, "random": random_streams(cfg, real)}, sort_keys=True)
         config_json = json.dumps(cfg.to_dict(), sort_keys=True)
