@@ -42,6 +42,7 @@ from lba_core import ConfigError, FormatError, parse_format, standard_name  # no
 from lba_core.fileio import atomic_write_bytes, atomic_write_text, markdown_table, replace_marked_block  # noqa: E402
 
 from . import stats  # noqa: E402
+from .cost_plots import GE_AXIS, SILICON_PLOTS, CostAxis, silicon_axes, silicon_caption, silicon_markdown  # noqa: E402
 from .heatmap import (  # noqa: E402
     HEATMAP, LAYER_EVENTS_FILE, LayerEventsError, heatmap_caption, heatmap_markdown, plot_layer_heatmap, read_layer_events,
 )
@@ -384,6 +385,11 @@ def compact_table(df: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], lis
             columns.append((f"{target} area [µm²]", [cell(v, lambda v: f"{v:,.0f}") for v in df[f"{target}_um2"]]))
         if f"{target}_fmax_mhz" in df:
             columns.append((f"{target} Fmax [MHz]", [cell(v, lambda v: f"{v:,.0f}") for v in df[f"{target}_fmax_mhz"]]))
+        if f"{target}_pj_per_mac" in df:  # hwmodel sweep --energy
+            columns.append((f"{target} energy [pJ/MAC]", [cell(v, lambda v: f"{v:.3f}") for v in df[f"{target}_pj_per_mac"]]))
+        if f"{target}_pj_per_inference" in df:
+            columns.append((f"{target} energy per inference [nJ]",
+                            [cell(v, lambda v: f"{v / 1000:,.1f}") for v in df[f"{target}_pj_per_inference"]]))
     if "array_ge" in df:  # hwmodel sweep --array RxC (docs/pe_array.md)
         array = df["array"].dropna().iloc[0] if df["array"].notna().any() else "array"
         columns.append((f"{array} array area [GE]", [cell(v, lambda v: f"{v:,.0f}") for v in df["array_ge"]]))
@@ -490,9 +496,13 @@ def place_labels(ax, labels: list[tuple[float, float, str, str]], obstacles: lis
     return placed
 
 
-def plot_accuracy_vs_ge(df: pd.DataFrame, table: pd.DataFrame, out: Path) -> str | None:
-    if not _has(df, "ge", "top1_stage2"):
+def plot_accuracy_vs_cost(df: pd.DataFrame, table: pd.DataFrame, out: Path, axis: CostAxis = GE_AXIS) -> str | None:
+    """Zero-shot and fine-tuned accuracy of every row that has ``axis.column``, against that cost, with the
+    Pareto front; None when no row has both."""
+    cost = axis.column
+    if not _has(df, cost, "top1_stage2"):
         return None
+    df = df[df[cost].notna() & df["top1_stage2"].notna()]
     fig, ax = plt.subplots(figsize=(9, 4.8))
     stat = table.set_index("config")
     reference = df[[_is_reference(acc) for acc in df["acc"]]]
@@ -500,10 +510,10 @@ def plot_accuracy_vs_ge(df: pd.DataFrame, table: pd.DataFrame, out: Path) -> str
         config = reference["config"].iloc[0]
         ax.axhspan(100 * stat.at[config, "stage2_low"], 100 * stat.at[config, "stage2_high"], color="0.9", zorder=0,
                    label=f"{REFERENCE_ACC} accumulator, fine-tuned: 95% interval")
-    front = pareto_front(df)
-    ordered = df[front].sort_values("ge")
+    front = pareto_front(df, cost)
+    ordered = df[front].sort_values(cost)
     # a staircase: the best fine-tuned accuracy available for at most a given area
-    ax.step(ordered["ge"], 100 * ordered["top1_stage2"], where="post", color="tab:orange", lw=2.5, alpha=0.8,
+    ax.step(ordered[cost], 100 * ordered["top1_stage2"], where="post", color="tab:orange", lw=2.5, alpha=0.8,
             zorder=1, label="Pareto front (fine-tuned)")
     # One failed configuration would squash every other point against the top: the axis spans at most
     # OFF_SCALE_POINTS below the best fine-tuned accuracy; points below sit on its floor, their value in the label.
@@ -518,36 +528,37 @@ def plot_accuracy_vs_ge(df: pd.DataFrame, table: pd.DataFrame, out: Path) -> str
         off_scale = [f"{words} {value:.1f}%" for words, value in (("fine-tuned", tuned), ("zero-shot", zero_shot))
                      if pd.notna(value) and value < floor]
         if pd.notna(zero_shot):
-            ax.annotate("", xy=(row["ge"], shown(tuned)), xytext=(row["ge"], shown(zero_shot)),
+            ax.annotate("", xy=(row[cost], shown(tuned)), xytext=(row[cost], shown(zero_shot)),
                         arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 0.8, "alpha": 0.5, "shrinkA": 3, "shrinkB": 4})
-            ax.plot(row["ge"], shown(zero_shot), "v" if zero_shot < floor else "o", mfc="white", mec=colour, ms=5, zorder=3)
+            ax.plot(row[cost], shown(zero_shot), "v" if zero_shot < floor else "o", mfc="white", mec=colour, ms=5, zorder=3)
         errors = None
         if "stage2_low" in stat and pd.notna(stat.at[row["config"], "stage2_low"]) and tuned >= floor:
             errors = [[tuned - 100 * stat.at[row["config"], "stage2_low"]], [100 * stat.at[row["config"], "stage2_high"] - tuned]]
-        ax.errorbar(row["ge"], shown(tuned), yerr=errors, fmt="v" if tuned < floor else "o", color=colour, ms=6,
+        ax.errorbar(row[cost], shown(tuned), yerr=errors, fmt="v" if tuned < floor else "o", color=colour, ms=6,
                     capsize=2, lw=0.8, zorder=4, mec="tab:orange" if front[index] else colour,
                     mew=1.5 if front[index] else 1)
         text = standard_name(row["acc"]) + (f" ({', '.join(off_scale)})" if off_scale else "")
-        labels.append((row["ge"], shown(tuned), text, colour))
-        markers += [(row["ge"], shown(tuned))] + ([(row["ge"], shown(zero_shot))] if pd.notna(zero_shot) else [])
+        labels.append((row[cost], shown(tuned), text, colour))
+        markers += [(row[cost], shown(tuned))] + ([(row[cost], shown(zero_shot))] if pd.notna(zero_shot) else [])
     ax.set_ylim(floor - 0.6, best + 0.8 + (100 * stat["stage2_high"].max() - best if "stage2_high" in stat else 0))
     ax.plot([], [], "o", mfc="white", mec="grey", label="zero-shot")
     ax.plot([], [], "o", color="grey", label="fine-tuned" + (" (bar: 95% interval)" if "stage2_low" in stat else ""))
     for bits in sorted({int(b) for b in df["acc_bits"].dropna()}):
         ax.plot([], [], "s", color=_colour(bits), label=f"{bits}-bit accumulator")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}" if str(int(value))[0] in "2468" else ""))
-    ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlim(df["ge"].min() / 1.08, df["ge"].max() * 1.08)
-    ax.set_xlabel("MAC area [NAND2 gate equivalents, log scale]")
+    if axis.log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}" if str(int(value))[0] in "2468" else ""))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlim(df[cost].min() / 1.08, df[cost].max() * 1.08)
+    ax.set_xlabel(axis.label)
     ax.set_ylabel("top-1 accuracy [%]")
-    ax.set_title("Accuracy vs MAC area: zero-shot → fine-tuned")
+    ax.set_title(axis.title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.subplots_adjust(left=0.08, right=0.7, top=0.92, bottom=0.12)
     place_labels(ax, labels, markers)
-    return _save(fig, out / "accuracy_vs_ge")
+    return _save(fig, out / axis.stem)
 
 
 def plot_difference(df: pd.DataFrame, table: pd.DataFrame, out: Path) -> str | None:
@@ -635,10 +646,12 @@ def _save(fig, stem: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------- pages
-PLOTS = ("accuracy_vs_ge", "difference_vs_fp32", "area_blocks", HEATMAP)
+PLOTS = ("accuracy_vs_ge", "difference_vs_fp32", "area_blocks", HEATMAP, *SILICON_PLOTS)
 
 
 def plot_caption(name: str, df: pd.DataFrame, table: pd.DataFrame) -> str:
+    if name in SILICON_PLOTS:
+        return silicon_caption(silicon_axes(df)[name], df, "stage2_low" in table)
     if name == "accuracy_vs_ge":
         intervals = "stage2_low" in table
         return ("Accuracy against MAC area. Hollow: zero-shot (converted, not trained); filled: fine-tuned"
@@ -720,6 +733,9 @@ def write_index_html(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: st
         for name in plots)
     if HEATMAP not in plots and _has(df, "top1_stage2"):
         figures += f"\n<p class=method>{html.escape(heatmap_markdown(None).splitlines()[-1])}</p>"
+    if _has(df, "top1_stage2"):  # why a silicon plot is missing
+        figures += "".join(f"\n<p class=method>{html.escape(axis)}</p>" for name, axis in silicon_axes(df).items()
+                           if isinstance(axis, str))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -780,9 +796,12 @@ def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str) -> str:
 
 
 def write_markdown(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str,
-                   layer_events: pd.DataFrame | None = None) -> Path:
-    """results.md: the summary, then (for a sweep with accuracy) the per-layer events' heat map."""
+                   layer_events: pd.DataFrame | None = None, silicon: dict[str, CostAxis] | None = None) -> Path:
+    """results.md: the summary, then (for a sweep with accuracy) the per-layer events' heat map and the
+    accuracy-vs-silicon plots drawn (``silicon``), or why they are missing."""
     events = "\n" + heatmap_markdown(layer_events) if layer_events is not None or _has(df, "top1_stage2") else ""
+    if _has(df, "top1_stage2"):
+        events += "\n" + silicon_markdown(df, silicon or {}, "stage2_low" in table)
     return atomic_write_text(out / "results.md", f"# {title}\n\n{summary_markdown(df, table, notes)}{events}")
 
 
@@ -842,11 +861,13 @@ def build_report(out_dir: "str | Path", title: str | None = None, notes: str | N
     table = statistics(df, predictions)
     if predictions is not None:
         atomic_write_text(out / STATS_FILE, table.to_csv(index=False, float_format="%.6g"))
-    write_markdown(df, table, out, title, notes, layer_events)
-    plots = [name for name in (plot_accuracy_vs_ge(df, table, out), plot_difference(df, table, out),
+    silicon = {name: axis for name, axis in silicon_axes(df).items()
+               if isinstance(axis, CostAxis) and plot_accuracy_vs_cost(df, table, out, axis)}
+    plots = [name for name in (plot_accuracy_vs_cost(df, table, out), plot_difference(df, table, out),
                                plot_area_blocks(df, out),
                                layer_events is not None and plot_layer_heatmap(layer_events, list(df["config"]), out))
-             if name]
+             if name] + list(silicon)
+    write_markdown(df, table, out, title, notes, layer_events, silicon)
     for name in set(PLOTS) - set(plots) | set(RETIRED_PLOTS):  # a plot the data no longer supports
         for suffix in (".png", ".svg"):
             (out / name).with_suffix(suffix).unlink(missing_ok=True)

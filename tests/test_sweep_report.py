@@ -110,6 +110,28 @@ def test_report_is_written_and_rebuilt_from_csv(tmp_path):
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 
 
+def test_silicon_plots_drawn_from_their_columns_or_their_absence_explained(tmp_path):
+    """Accuracy vs sky130 pJ/MAC and µm² when the sweep has those columns; an older or area-and-timing-only
+    folder gets one sentence per missing plot instead, in results.md and index.html."""
+    old = fake_results()
+    write_results(old, tmp_path / "old")
+    for page in ("results.md", "index.html"):
+        text = (tmp_path / "old" / page).read_text()
+        assert "No accuracy-vs-energy plot" in text and "No accuracy-vs-µm² plot" in text, page
+    assert not list((tmp_path / "old").glob("accuracy_vs_energy.*"))
+    new = old.assign(sky130_um2=[7700.0, 3376.0, 2600.0, 3500.0], sky130_pj_per_mac=[4.5, 2.9, 2.1, 3.0],
+                     sky130_pj_per_inference=[9e5, 6e5, 4e5, 6.2e5], sky130_energy_vs_opensta=[0.99, 0.98, 1.01, 0.97])
+    index = write_results(new, tmp_path / "new")
+    markdown = (tmp_path / "new" / "results.md").read_text()
+    for name in ("accuracy_vs_energy", "accuracy_vs_um2"):
+        assert (tmp_path / "new" / f"{name}.svg").stat().st_size > 0
+        assert f"]({name}.png)" in markdown and f'src="{name}.svg"' in index.read_text()
+    assert "No accuracy-vs" not in markdown
+    assert "0.970–1.010 × OpenSTA's over these 4 MACs (worst case 3.0% apart)" in markdown
+    assert "| sky130 energy [pJ/MAC] | sky130 energy per inference [nJ] |" in markdown.replace("\n", " ")
+    assert "| 2.900 | 600.0 |" in markdown
+
+
 def test_build_report_without_csv(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `hwmodel sweep` first"):
         build_report(tmp_path)
