@@ -89,6 +89,8 @@ def register(subparsers) -> None:
     accuracy.add_argument("--width", type=int, metavar="N",
                           help="widen the model's hidden layers N times: N times longer dot products (K), about N^2 "
                           "the MACs (default: 1; docs/sweep.md)")
+    accuracy.add_argument("--device", help="where the points train: cpu (default) or cuda (one GPU per point; a Ray "
+                          "task declares it)")
     synthesis_options(parser, default_targets=",".join(SweepSpec().targets))
     parser.add_argument("--energy", action="store_true", default=None,
                         help="also energy per MAC (gate-level switching on the digits ResNet's operands and on random "
@@ -108,6 +110,7 @@ def _option_values(args: argparse.Namespace) -> dict[str, object]:
         "--epochs-baseline": args.epochs_baseline, "--lr": args.lr, "--lr-baseline": args.lr_baseline,
         "--seed": args.seed, "--seeds": args.seeds, "--bias": args.bias, "--standard-bias": args.standard_bias, "--estimator": args.estimator,
         "--width": args.width,
+        "--device": args.device,
     }
 
 

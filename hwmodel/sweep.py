@@ -60,6 +60,7 @@ def baseline_determinants(spec: SweepSpec) -> dict[str, Any]:
         "kind": "baseline", "model": accuracy.model, "data": provenance.data_fingerprint(accuracy.data),
         "width": accuracy.width, "epochs": accuracy.epochs_baseline, "lr": accuracy.lr_baseline, "seed": accuracy.seed,
         "threads": POINT_THREADS, "source": provenance.accuracy_source_hash(), "tools": provenance.accuracy_tools(),
+        **({"device": accuracy.device} if accuracy.device != "cpu" else {}),  # CPU points keep their old keys
     }
 
 
@@ -138,7 +139,8 @@ def _baseline_job(accuracy: dict, path: str) -> float:
     _limit_threads(POINT_THREADS)
     data = load_data(accuracy["data"], seed=accuracy["seed"])
     trained = train_baseline(accuracy["model"], data, accuracy["epochs_baseline"], seed=accuracy["seed"],
-                             lr=accuracy["lr_baseline"], progress=False, width=accuracy["width"])
+                             lr=accuracy["lr_baseline"], progress=False, width=accuracy["width"],
+                             device=accuracy["device"])
     atomic_write(path, lambda stream: torch.save({"state": trained.state, "accuracy": trained.accuracy}, stream))
     return trained.accuracy
 
@@ -153,9 +155,10 @@ def _accuracy_job(cfg_dict: dict, bias_mode: str, accuracy: dict, baseline_path:
 
     _limit_threads(POINT_THREADS)
     cfg = MacConfig.from_dict(cfg_dict)
-    baseline = torch.load(baseline_path, weights_only=False)
+    baseline = torch.load(baseline_path, weights_only=False, map_location="cpu")
     options = FinetuneOptions(epochs=tuple(accuracy["epochs"]), lr=tuple(accuracy["lr"]), bias=bias_mode,
-                              layers=LayerOptions(estimator=accuracy["estimator"]), seed=seed)
+                              layers=LayerOptions(estimator=accuracy["estimator"]), seed=seed,
+                              device=accuracy["device"])
     bundle = load_data(accuracy["data"], seed=accuracy["seed"])
     record = run_accuracy_point(cfg, accuracy["model"], bundle, options=options, baseline_state=baseline["state"],
                                 width=accuracy["width"])
@@ -211,7 +214,8 @@ def _compute(spec: SweepSpec, configs: list[MacConfig], seeds: list[int], points
     accuracy = asdict(spec.accuracy)
     baseline_path = _point_path(points, "baseline", provenance.settings_hash(baseline_determinants(spec)), ".pt")
     missing = run.total - len(found)
-    with worker_pool(max(1, min(spec.jobs, missing)), _executor(spec)) as pool:
+    gpus = 1.0 if spec.accuracy.device == "cuda" else 0.0
+    with worker_pool(max(1, min(spec.jobs, missing)), _executor(spec), gpus_per_task=gpus) as pool:
         if baseline_path.is_file():
             log(f"reusing the float baseline {baseline_path.name}")
         else:
@@ -420,7 +424,9 @@ def _merge(earlier: pd.DataFrame | None, earlier_requested: dict[str, str], curr
 # ------------------------------------------------------------------------------------------- the run
 def run_settings(spec: SweepSpec, blocks: bool) -> dict[str, Any]:
     """Run-wide settings (everything but the grid and the report name): rows of one table share them."""
-    settings = {"accuracy": asdict(spec.accuracy), "targets": list(spec.targets), "blocks": blocks,
+    accuracy = {key: value for key, value in asdict(spec.accuracy).items()
+                if (key, value) != ("device", "cpu")}  # sweeps from before the device setting trained on the CPU
+    settings = {"accuracy": accuracy, "targets": list(spec.targets), "blocks": blocks,
                 "baseline_acc": FloatFormat.parse(spec.baseline_acc).name, "product": spec.product, "array": spec.array}
     return json.loads(json.dumps(settings))
 

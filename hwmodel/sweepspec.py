@@ -29,6 +29,7 @@ DEFAULT_ACCUMULATORS = ("fp32", "fp16", "bf16", "e5m6", "e4m7", "e3m8", "e4m3", 
 DEFAULT_FIXED_POINT = ("int8:int32", "int8:int16_sat", "e4m3:fx48.18", "e4m3:fx32.10_sat")
 #: The IEEE-style accumulators keep their standard bias in a sweep unless ``standard_bias`` says otherwise.
 STANDARD_ACCUMULATORS = tuple(FloatFormat.parse(name) for name in ("fp32", "fp16", "bf16"))
+DEVICES = ("cpu", "cuda")
 #: Report folder names: one path component, so a name from a file cannot escape the reports root.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -53,6 +54,9 @@ class AccuracySpec:
     #: Width multiplier of the model's hidden layers (lba_train.models.build_model): makes K, the products
     #: each dot product sums, ``width`` times longer, at about ``width``² the MACs (docs/sweep.md §7).
     width: int = 1
+    #: Where each baseline and accuracy point trains: "cpu", or "cuda" (one GPU per point, which a Ray task
+    #: declares as ``num_gpus=1``); part of the points' identity (float training differs between devices).
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,17 @@ def _executor(value: Any) -> str:
     return value
 
 
+def _check_device(spec: "SweepSpec", where: str) -> None:
+    """``cuda`` on this machine (local workers, or a Ray instance started here) needs a GPU here; a running
+    Ray cluster (``ray_address``) places the points on its GPU nodes."""
+    if spec.accuracy.enabled and spec.accuracy.device == "cuda" and spec.ray_address is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{where}: device 'cuda' needs a GPU on this machine (torch.cuda.is_available() is "
+                              "False); use --device cpu, or --executor ray --ray-address of a cluster with GPUs")
+
+
 def _ray_address(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected the address of a running Ray cluster (e.g. 'ray://head:10001' or 'auto'), got {value!r}")
@@ -375,6 +390,7 @@ def accuracy_settings(base: Path) -> tuple[Setting, ...]:
         Setting("standard_bias", "accuracy.standard_bias", "--standard-bias", _choice(_bias_modes)),
         Setting("estimator", "accuracy.estimator", "--estimator", _choice(_estimators)),
         Setting("width", "accuracy.width", "--width", _width),
+        Setting("device", "accuracy.device", "--device", _choice(lambda: DEVICES)),
     )
 
 
@@ -426,6 +442,7 @@ def load_sweep_spec(path: "str | Path", name: str | None = None) -> SweepSpec:
         raise ConfigError(f"{path}: {error}") from None
     if "accuracy" in raw:
         spec = replace(spec, accuracy=_load_accuracy(path, raw["accuracy"]))
+        _check_device(spec, f"{path}: key 'accuracy.device'")
     if name is not None:
         spec = replace(spec, name=_checked(grid["name"], name, "--name"))
     return spec
@@ -476,6 +493,7 @@ def apply_options(spec: SweepSpec, values: dict[str, Any], from_file: bool) -> S
     spec = replace(spec, accuracy=replace(spec.accuracy, **accuracy_changes))
     spec.configs()  # the options together: chunk sizes that do not fit --array
     _check_executor(spec, "--ray-address")
+    _check_device(spec, "--device")
     _check_energy(spec, "--energy")
     if not spec.accuracy.enabled:
         ignored = [o for o in given if o in accuracy and o != "--accuracy"]

@@ -496,13 +496,13 @@ def finetune(model: nn.Module, train_loader, val_loader, cfg: MacConfig, *legacy
 
 
 def train_baseline(model_name: str, data: DataBundle, epochs: int, seed: int = 0, lr: float = 3e-3,
-                   progress: bool = False, width: int = 1) -> TrainResult:
+                   progress: bool = False, width: int = 1, device: str = "cpu") -> TrainResult:
     """A float model of ``model_name`` (built with ``seed`` and the ``width`` multiplier of
-    :func:`~lba_train.models.build_model`) trained on ``data``; its ``state`` can be handed to
+    :func:`~lba_train.models.build_model`) trained on ``data`` on ``device``; its ``state`` can be handed to
     :func:`run_accuracy_point` (with the same ``width``) so that many formats share one baseline."""
     model = build_model(model_name, data.input_shape, data.classes, seed, width)
     return train_float(model, data.train, data.val,
-                       options=TrainOptions(epochs=epochs, lr=lr, seed=seed, progress=progress))
+                       options=TrainOptions(epochs=epochs, lr=lr, seed=seed, device=device, progress=progress))
 
 
 _LEGACY_POINT_POSITIONAL = ("epochs", "seed", "baseline_state")

@@ -147,3 +147,33 @@ def test_signal_under_ray_stops_its_tasks_keeps_points_and_says_so_in_one_line(t
     while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [pid for pid in workers if _alive(pid)], "a Ray process outlived its sweep"
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--device", "tpu"], "--device: expected one of cpu, cuda, got 'tpu'"),
+    (["--device", "cuda"], "--device: device 'cuda' needs a GPU on this machine (torch.cuda.is_available() is False)"),
+])
+def test_device_misuse_is_one_line_before_work(extra, expected, capsys, tmp_path: Path) -> None:
+    import torch
+
+    if "cuda" in extra and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    message = fails(sweep_args(tmp_path, tmp_path / "cache", "x", *extra), capsys)
+    assert expected in message
+    assert not (tmp_path / "x").exists()
+
+
+@needs_ray
+def test_cuda_points_on_a_ray_cluster_declare_a_gpu_and_have_their_own_keys() -> None:
+    from hwmodel.sweep import accuracy_determinants, baseline_determinants
+    from hwmodel.sweepspec import SweepSpec, apply_options
+    from lba_core import MacConfig
+
+    on_cpu = SweepSpec()
+    on_gpus = apply_options(on_cpu, {"--device": "cuda", "--executor": "ray", "--ray-address": "ray://head:10001"},
+                            from_file=False)  # the cluster's GPUs are not this machine's: no local check
+    assert on_gpus.accuracy.device == "cuda"
+    assert "device" not in baseline_determinants(on_cpu)  # CPU points keep the keys they had before the setting
+    assert baseline_determinants(on_gpus) == {**baseline_determinants(on_cpu), "device": "cuda"}
+    cfg = MacConfig(input="e4m3", acc="e4m7")
+    assert accuracy_determinants(on_gpus, cfg) != accuracy_determinants(on_cpu, cfg)
