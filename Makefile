@@ -21,7 +21,7 @@ help:
 	@echo "make cosim      full RTL cosimulation (Amaranth + Verilog simulators) against the reference"
 	@echo "make bench      simulator, estimator and synthesis benchmarks"
 	@echo "make paper-claim  synthesized MAC area, FP8 inputs, fp32/fp16/bf16/12-bit accumulators -> reports/paper_claim"
-	@echo "make experiments  fine-tuning demo and gradient-estimator study on digits -> reports/"
+	@echo "make experiments  fine-tuning demo, gradient-estimator study and the paper's questions Q1/Q5/Q9 -> reports/ (about 1.5 h)"
 	@echo "make minilm     pretrained MiniLM sentence encoder under LBA (installs the transformers extra)"
 
 sysdeps:
@@ -76,9 +76,16 @@ bench: venv
 paper-claim: venv
 	$(VENV)/bin/hwmodel paper-claim
 
+# The paper's questions (docs/experiments.md): each script resumes from its reports/q*/runs.jsonl, so a rerun
+# only adds missing runs; delete that file to measure again. Q1 on MiniLM needs the transformers extra.
 experiments: venv
 	$(PY) experiments/finetune_digits.py
 	$(PY) experiments/estimators_digits.py
+	$(PY) experiments/q1_underflow_split.py
+	$(PY) experiments/q5_estimators_conv.py
+	$(PY) experiments/q9_scratch_vs_finetune.py
+	$(PY) -m pip install --quiet -e '.[test,transformers]' torch==2.13.0
+	$(PY) experiments/q1_underflow_split_minilm.py
 
 minilm: venv
 	$(PY) -m pip install --quiet -e '.[test,transformers]' torch==2.13.0

@@ -1,0 +1,184 @@
+"""What the paper-question experiments (q1_*, q5_*, q9_*) share: resumable result rows, the accuracy cells with
+their intervals (hwmodel.stats), forward MAC counts and the provenance line of a report.
+
+Each experiment appends one JSON line per finished run to ``<out>/runs.jsonl`` (so an interrupted run
+resumes and the report can be rebuilt with ``--report-only``) and writes ``<out>/report.md`` from those lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from hwmodel.stats import holm, paired_comparison, summarize_accuracy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def comma_list(text: str, kind=str) -> list:
+    """A comma-separated command-line list (empty items dropped), each item converted with ``kind``."""
+    return [kind(item.strip()) for item in text.split(",") if item.strip()]
+
+
+def single_thread() -> None:
+    """One torch thread (and one Numba thread): the machine's cores are shared; see the Makefile's note."""
+    import numba
+    import torch
+
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+
+
+class Runs:
+    """The finished runs of an experiment, one JSON object per line of ``path``; ``key`` names the fields
+    that identify a run (a run whose key is already there is not repeated)."""
+
+    def __init__(self, path: Path, key: tuple[str, ...]):
+        self.path, self.key = Path(path), key
+        self.rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()] \
+            if self.path.exists() else []
+
+    def identity(self, row: dict) -> tuple:
+        return tuple(row[name] for name in self.key)
+
+    def done(self, **identity) -> bool:
+        wanted = tuple(identity[name] for name in self.key)
+        return any(self.identity(row) == wanted for row in self.rows)
+
+    def add(self, row: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        self.rows.append(row)
+
+    def select(self, **where) -> list[dict]:
+        return [row for row in self.rows if all(row.get(name) == value for name, value in where.items())]
+
+
+def correctness(rows: Iterable[dict], phase: str, seeds: list[int]) -> np.ndarray | None:
+    """(seeds, examples) booleans: was example i right after ``phase`` in the run of seed s. None when a seed
+    of ``seeds`` has no run (a partial report compares only complete cells)."""
+    by_seed = {row["seed"]: row for row in rows}
+    if not seeds or any(seed not in by_seed for seed in seeds):
+        return None
+    return np.array([np.array(by_seed[seed]["predictions"][phase]) == np.array(by_seed[seed]["labels"])
+                     for seed in seeds])
+
+
+def accuracy_cell(correct: np.ndarray | None) -> str:
+    """"mean [95% interval over examples] ±seed sd" in percent."""
+    if correct is None:
+        return "–"
+    summary = summarize_accuracy(correct)
+    spread = f" ±{100 * summary.seed_sd:.1f}" if summary.seed_sd is not None else ""
+    return f"{100 * summary.mean:.1f} [{100 * summary.low:.1f}, {100 * summary.high:.1f}]{spread}"
+
+
+def comparison_cells(pairs: list[tuple[np.ndarray | None, np.ndarray | None]]) -> list[str]:
+    """For each (model, reference) correctness pair: "difference [95% interval] p (Holm-adjusted)" in
+    percentage points; Holm's adjustment runs over the comparable pairs of the list."""
+    comparisons = [paired_comparison(model, reference) if model is not None and reference is not None else None
+                   for model, reference in pairs]
+    adjusted = iter(holm([item.p_value for item in comparisons if item is not None]))
+    cells = []
+    for item in comparisons:
+        if item is None:
+            cells.append("–")
+            continue
+        low, high = item.interval()
+        cells.append(f"{100 * item.difference:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] p={next(adjusted):.2g}")
+    return cells
+
+
+def forward_macs_per_example(lba_model, example_batch) -> tuple[int, int]:
+    """(MACs on the accumulator, MACs in float) of one forward of ``lba_model`` per example of the batch."""
+    from lba_train import accumulator_coverage
+
+    coverage = accumulator_coverage(lba_model, example_batch)
+    size = len(example_batch)
+    return coverage.macs_accumulator // size, coverage.macs_float // size
+
+
+def load_average() -> str:
+    try:
+        return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def command_line(argv: list[str] | None, script: str) -> str:
+    """The command that ran ``script`` with ``argv`` (default: this process's arguments)."""
+    arguments = sys.argv[1:] if argv is None else argv
+    return shlex.join([".venv/bin/python", f"experiments/{script}", *arguments])
+
+
+def run_stamp() -> str:
+    """When and where a run finished: UTC time, machine, load average (the machine is shared)."""
+    return (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} {os.cpu_count()}-core CPU, "
+            f"one torch/Numba thread, load average {load_average()}")
+
+
+def provenance_lines(rows: list[dict]) -> list[str]:
+    """The report's "made by" paragraph: every command of the rows, and when the first and last run finished."""
+    commands = sorted({row["command"] for row in rows})
+    stamps = [row["finished"] for row in rows]
+    return ["Made by " + "; ".join(f"`{command}`" for command in commands)
+            + f" ({len(rows)} runs, first finished {stamps[0]}, last {stamps[-1]}).", ""]
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+ACCURACY_NOTE = (
+    "Accuracy: mean over seeds [95% Wilson interval over the validation examples] ±standard deviation over seeds, "
+    "measured with the hardware's arithmetic. Differences: paired over the same examples and seeds (two-way t-test "
+    "of hwmodel.stats.paired_comparison when seeds vary, exact McNemar with one seed; 95% interval), p "
+    "Holm-adjusted over the comparisons of a table."
+)
+
+
+def bias_mode(acc: str) -> str:
+    """An accumulator named with its bias (``e2m5_b-14``) keeps it; a plain name gets a calibrated bias."""
+    return "format" if "_b" in acc else "calibrate"
+
+
+def check_formats(parser, option: str, names: list[str]) -> None:
+    """Refuse (one line naming ``option``) a name that is not a float format, before any work."""
+    from lba_core import FloatFormat
+
+    for name in names:
+        try:
+            FloatFormat.parse(name)
+        except ValueError as error:
+            parser.error(f"{option}: {error}")
+
+
+def write_report(out: Path, lines: list[str]) -> Path:
+    path = Path(out) / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def experiment_main(args, key: tuple[str, ...], run, report, argv, check=None) -> int:
+    """Run (or with ``--report-only`` only reload) the runs of an experiment, then write its report.
+    ``check`` (no arguments) may refuse to start, e.g. when an optional extra is missing."""
+    if args.report_only:
+        runs = Runs(args.out / "runs.jsonl", key)
+        if not runs.rows:
+            raise SystemExit(f"--report-only: no runs in {args.out / 'runs.jsonl'}")
+    else:
+        if check is not None:
+            check()
+        single_thread()
+        runs = run(args, argv)
+    print(f"wrote {report(args, runs)}")
+    return 0
