@@ -3,9 +3,10 @@ with the stage-1 (underflow off) / stage-2 (underflow on) split of a fixed step 
 
 For each split s of S steps: a fresh copy of the encoder on the accumulator, s distillation steps with
 underflow off, S - s with underflow on (lba_train.minilm.distill: same seed, hence the same batch order, for
-every split), then the evaluation sentences' embeddings with the hardware's arithmetic (and, for reference,
-with underflow off). Interval: bootstrap over the evaluation sentences of the mean cosine to the FP32
-embeddings; differences to the one-stage run (s = 0) are paired over the same sentences.
+every split; the held-out sentences of prepare_workload are left unused, so every run takes S steps), then the
+evaluation sentences' embeddings with the hardware's arithmetic (and, for reference, with underflow off).
+Intervals: lba_train.minilm.bootstrap_metrics over the evaluation sentences; differences to the one-stage run
+(s = 0) are paired over the same resampled sentences.
 
     .venv/bin/python experiments/q1_underflow_split_minilm.py           # reports/q1_underflow_split_minilm/
 
@@ -23,7 +24,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch and Numba st
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from questions import (
     ROOT, Runs, check_formats, comma_list, command_line, experiment_main, markdown_table, provenance_lines, run_stamp,
     write_report,
@@ -36,8 +36,6 @@ from lba_train.convert import set_lba_config
 from lba_train.layers import LayerOptions
 
 SCRIPT = "q1_underflow_split_minilm.py"
-BOOTSTRAP_RESAMPLES = 2000
-CONFIDENCE = 0.95
 RUN_KEY = ("acc", "split", "seed", "steps")  # the fields that identify a run in runs.jsonl
 
 
@@ -51,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=80, help="distillation steps S, both stages together")
     parser.add_argument("--splits", default=None, help="stage-1 steps to try (default 0, S/4, S/2, 3S/4, S)")
     parser.add_argument("--seeds", default="0", help="distillation seeds (batch order)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate of both stages")
+    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate of both stages")
     parser.add_argument("--finetune-batch-size", type=int, default=8, help="sentences per distillation step")
     parser.add_argument("--eval-limit", type=int, default=64,
                         help="use only the first N evaluation sentences (0: all)")
@@ -73,14 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def per_sentence_cosine(embeddings: torch.Tensor, reference: torch.Tensor) -> list[float]:
-    return F.cosine_similarity(embeddings.double(), reference.double(), dim=1).tolist()
-
-
-def measure(model, eval_batches, reference) -> dict:
-    embeddings = minilm.embed(model, eval_batches)
-    return {"cosines": per_sentence_cosine(embeddings, reference),
-            **minilm.embedding_metrics(embeddings, reference).as_dict()}
+def metric_cell(interval: dict) -> str:
+    return f"{interval['estimate']:.4f} [{interval['low']:.4f}, {interval['high']:.4f}]"
 
 
 def check_extra() -> None:
@@ -89,53 +81,47 @@ def check_extra() -> None:
         raise SystemExit(missing)
 
 
+def run_order(splits: list[int], steps: int) -> list[int]:
+    """The one-stage run first (the others are compared with it), then all-stage-1, then the middle ones: a
+    run cut short by the deadline still has the extremes."""
+    return sorted(splits, key=lambda split: (split != 0, split != steps, abs(split - steps / 2)))
+
+
 def run(args: argparse.Namespace, argv) -> Runs:
     runs = Runs(args.out / "runs.jsonl", RUN_KEY)
-    encoder, tokenizer = minilm.load_minilm(), minilm.load_tokenizer()
     evaluation = minilm.read_sentences(args.eval_file)[: args.eval_limit or None]
-    finetuning = minilm.read_sentences(args.finetune_file)
-    if not minilm.sentences_disjoint(evaluation, finetuning):
-        raise SystemExit(f"{args.eval_file} and {args.finetune_file} share sentences: the evaluation would leak")
-    eval_batches = minilm.tokenize(tokenizer, evaluation)
-    batches = minilm.tokenize(tokenizer, finetuning, args.finetune_batch_size)
-    reference = minilm.embed(encoder, eval_batches)
-    targets = [minilm.embed(encoder, [batch]) for batch in batches]
+    work = minilm.prepare_workload(evaluation, minilm.read_sentences(args.finetune_file),
+                                   finetune_batch_size=args.finetune_batch_size)
     cfg = resolve_bias(MacConfig(input=args.input, acc=args.acc), args.bias)
     command = command_line(argv, SCRIPT)
-    plan = [(None, 0)] + [(split, seed) for seed in args.seeds for split in args.splits]  # None: zero-shot
-    for split, seed in plan:
+    plan = [(None, 0)] + [(split, seed) for seed in args.seeds for split in run_order(args.splits, args.steps)]
+    for split, seed in plan:  # split None: zero-shot
         key = {"acc": args.acc, "split": split, "seed": seed, "steps": 0 if split is None else args.steps}
         if runs.done(**key):
             continue
         started = time.perf_counter()
-        model = minilm.lbaify_minilm(encoder, cfg, LayerOptions(collect_stats=False))
+        model = minilm.lbaify_minilm(work.encoder, cfg, LayerOptions(collect_stats=False))
         losses = []
-        if split is not None:
-            losses = minilm.distill(model, batches, targets,
-                                    minilm.DistillConfig(split, args.steps - split, args.lr, seed), progress=False)
-        row = {**key, "cfg": cfg.name, "lr": args.lr, "sentences": len(evaluation), "losses": losses,
-               "underflow_on": measure(model, eval_batches, reference)}
+        if split is not None:  # a fixed budget: no held-out early stopping, every step runs
+            config = minilm.DistillConfig(stage1_steps=split, stage2_steps=args.steps - split, lr=args.lr, seed=seed)
+            losses = minilm.distill(model, work.train_batches, work.train_targets, config, progress=False).losses
+        embeddings = minilm.embed(model, work.eval_batches)
+        one_stage_path = args.out / f"one_stage_{args.acc}_seed{seed}_steps{args.steps}.pt"
+        if split == 0:
+            torch.save(embeddings, one_stage_path)
+        one_stage = torch.load(one_stage_path) if split and one_stage_path.exists() else None
         set_lba_config(model, underflow=False)
-        row["underflow_off"] = measure(model, eval_batches, reference)
-        row.update(seconds=round(time.perf_counter() - started, 1), command=command, finished=run_stamp())
+        row = {**key, "cfg": cfg.name, "lr": args.lr, "sentences": len(evaluation),
+               "training_sentences": sum(len(target) for target in work.train_targets), "losses": losses,
+               "underflow_on": minilm.bootstrap_metrics(embeddings, work.reference, one_stage).as_dict(),
+               "underflow_off": minilm.bootstrap_metrics(minilm.embed(model, work.eval_batches),
+                                                         work.reference).as_dict(),
+               "seconds": round(time.perf_counter() - started, 1), "command": command, "finished": run_stamp()}
         runs.add(row)
         print(f"{cfg.name} split {split}/{key['steps']} seed {seed}: cosine "
-              f"{row['underflow_on']['mean_cosine']:.4f} (underflow off {row['underflow_off']['mean_cosine']:.4f}) "
-              f"{row['seconds']:.0f} s", flush=True)
+              f"{metric_cell(row['underflow_on']['metrics']['mean_cosine'])} (underflow off "
+              f"{metric_cell(row['underflow_off']['metrics']['mean_cosine'])}) {row['seconds']:.0f} s", flush=True)
     return runs
-
-
-def bootstrap_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` over resampled sentences."""
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (BOOTSTRAP_RESAMPLES, len(values)))].mean(axis=1)
-    tail = (1 - CONFIDENCE) / 2
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
-
-
-def cell(values: np.ndarray) -> str:
-    low, high = bootstrap_interval(values)
-    return f"{values.mean():.4f} [{low:.4f}, {high:.4f}]"
 
 
 def report(args: argparse.Namespace, runs: Runs) -> Path:
@@ -146,37 +132,32 @@ def report(args: argparse.Namespace, runs: Runs) -> Path:
             for seed in sorted({row["seed"] for row in runs.select(acc=acc, steps=steps)}):
                 rows = sorted(runs.select(acc=acc, steps=steps, seed=seed), key=lambda row: row["split"])
                 first = rows[0]
-                lines += [f"## accumulator {acc} (`{first['cfg']}`), S = {steps} steps, AdamW lr {first['lr']}, "
-                          f"seed {seed}, {first['sentences']} evaluation sentences", ""]
-                reference = next((np.array(row["underflow_on"]["cosines"]) for row in rows if row["split"] == 0), None)
-                table = []
-                if zero_shot:
-                    shot = zero_shot[0]
-                    table.append(["zero-shot", cell(np.array(shot["underflow_on"]["cosines"])),
-                                  f"{shot['underflow_on']['spearman']:.4f}", f"{shot['underflow_on']['top1']:.3f}",
-                                  "", cell(np.array(shot["underflow_off"]["cosines"])), ""])
+                lines += [f"## accumulator {acc} (`{first['cfg']}`), S = {steps} steps, AdamW peak lr {first['lr']}, "
+                          f"seed {seed}, {first['sentences']} evaluation sentences, "
+                          f"{first['training_sentences']} training sentences", ""]
+                table = [["zero-shot", *(metric_cell(zero_shot[0]["underflow_on"]["metrics"][name])
+                                         for name in ("mean_cosine", "spearman", "top1")), "", "",
+                          metric_cell(zero_shot[0]["underflow_off"]["metrics"]["mean_cosine"]), ""]] if zero_shot else []
                 for row in rows:
-                    cosines = np.array(row["underflow_on"]["cosines"])
-                    if reference is None or row["split"] == 0:
-                        difference = "(reference)" if row["split"] == 0 else "–"
-                    else:
-                        difference = cell(cosines - reference)
+                    measured, difference = row["underflow_on"]["metrics"], row["underflow_on"]["difference"]
+                    paired = ([metric_cell(difference[name]) for name in ("mean_cosine", "spearman")] if difference
+                              else ["(reference)"] * 2 if row["split"] == 0 else ["–"] * 2)
                     losses = row["losses"]
-                    table.append([f"{row['split']} + {steps - row['split']}", cell(cosines),
-                                  f"{row['underflow_on']['spearman']:.4f}", f"{row['underflow_on']['top1']:.3f}",
-                                  difference, cell(np.array(row["underflow_off"]["cosines"])),
+                    table.append([f"{row['split']} + {steps - row['split']}",
+                                  *(metric_cell(measured[name]) for name in ("mean_cosine", "spearman", "top1")),
+                                  *paired, metric_cell(row["underflow_off"]["metrics"]["mean_cosine"]),
                                   f"{np.mean(losses[-10:]):.4f}" if losses else ""])
-                lines += markdown_table(["stage-1 + stage-2 steps", "mean cosine, underflow on", "Spearman",
-                                         "top-1", "cosine minus one-stage (paired)", "mean cosine, underflow off",
-                                         "loss, last 10 steps"], table)
+                lines += markdown_table(["stage-1 + stage-2 steps", "mean cosine", "Spearman", "top-1",
+                                         "cosine minus one-stage", "Spearman minus one-stage",
+                                         "mean cosine, underflow off", "loss, last 10 steps"], table)
                 lines += [""]
-    lines += [f"Cosine: mean over the evaluation sentences of the cosine similarity to the FP32 model's "
-              f"embedding [{CONFIDENCE:.0%} percentile bootstrap over sentences, {BOOTSTRAP_RESAMPLES} resamples]; "
-              "the paired column resamples the per-sentence differences to the one-stage (0 + S) run. Spearman "
-              "(of the pairwise similarities) and top-1 self-retrieval are point values. 'underflow off': the same "
-              "trained model evaluated without flushing (not the hardware's arithmetic). The loss (1 - cosine "
-              "to the teacher on the training batch) of the last steps is measured with the stage-2 arithmetic "
-              "unless stage 2 is empty.", ""]
+    lines += ["Metrics with the hardware's arithmetic (underflow on) against the FP32 model's embeddings of the "
+              "evaluation sentences, [95% percentile bootstrap over sentences] (lba_train.minilm.bootstrap_metrics); "
+              "the differences to the one-stage (0 + S) run are paired (the same resampled sentences). 'underflow "
+              "off': the same trained model evaluated without flushing (not the hardware's arithmetic). Loss: "
+              "1 - cosine to the teacher on the training batch, the last 10 steps (stage 2's arithmetic unless "
+              "stage 2 is empty). Each stage has lba_train.minilm.DistillConfig's own schedule (linear warm-up, "
+              "cosine decay to zero at the stage's end); no early stopping, so every run takes S steps.", ""]
     return write_report(args.out, lines)
 
 

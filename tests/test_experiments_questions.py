@@ -66,20 +66,25 @@ def test_q1_refuses_a_split_beyond_the_epochs(load, capsys):
 
 def test_q1_minilm_report_pairs_sentences(load, tmp_path):
     q1m = load("q1_underflow_split_minilm")
-    cosines = np.linspace(0.5, 0.7, 12)
+    assert q1m.run_order([0, 20, 40, 60, 80], 80) == [0, 80, 40, 20, 60]
 
-    def measured(shift):
-        return {"cosines": (cosines + shift).tolist(), "mean_cosine": float(cosines.mean() + shift),
-                "spearman": 0.9, "top1": 1.0}
+    def interval(value):
+        return {"estimate": value, "low": value - 0.01, "high": value + 0.01}
+
+    def measured(cosine, difference=None):
+        return {"metrics": {"mean_cosine": interval(cosine), "spearman": interval(0.9), "top1": interval(1.0)},
+                "difference": None if difference is None else
+                {"mean_cosine": interval(difference), "spearman": interval(0.0), "top1": interval(0.0)}}
 
     rows = [{"acc": "e3m8", "split": split, "seed": 0, "steps": 0 if split is None else 4, "cfg": "c", "lr": 1e-4,
-             "sentences": 12, "losses": [] if split is None else [0.1] * 4,
-             "underflow_on": measured(shift), "underflow_off": measured(0.3)}
-            for split, shift in ((None, 0.0), (0, 0.1), (4, 0.05))]
+             "sentences": 12, "training_sentences": 270, "losses": [] if split is None else [0.1] * 4,
+             "underflow_on": measured(cosine, difference), "underflow_off": measured(0.95)}
+            for split, cosine, difference in ((None, 0.6, None), (0, 0.7, None), (4, 0.65, -0.05))]
     write_runs(tmp_path, rows)
     assert q1m.main(["--report-only", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
-    assert "| 4 + 0 | 0.6500 [" in text and "-0.0500 [-0.0500, -0.0500]" in text
+    assert "| 0 + 4 | 0.7000 [0.6900, 0.7100] |" in text and "(reference)" in text
+    assert "| 4 + 0 | 0.6500 [" in text and "-0.0500 [-0.0600, -0.0400]" in text
 
 
 def test_q9_report_counts_macs_per_arm(load, tmp_path):
