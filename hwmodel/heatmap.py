@@ -138,8 +138,8 @@ def plot_layer_heatmap(table: pd.DataFrame, configs: Sequence[str], out: Path) -
     events = ["swamp", *filter(None, [_informative_second_event(table)])]
     columns = [standard_name(label) for label in _column_labels(table, configs)]
     indexed = table.set_index(["layer", "config"])
-    figure, axes = plt.subplots(1, len(events), figsize=(1.6 + 0.62 * len(configs) * len(events) + 1.6 * len(events),
-                                                         1.2 + 0.42 * len(layers)), squeeze=False)
+    figure, axes = plt.subplots(1, len(events), figsize=(1.8 + (0.48 * len(configs) + 1.0) * len(events),
+                                                         1.3 + 0.4 * len(layers)), squeeze=False)
     for ax, event in zip(axes[0], events):
         grid = np.full((len(layers), len(configs)), np.nan)
         for i, layer in enumerate(layers):
