@@ -85,7 +85,8 @@ def energy_streams(spec: SweepSpec) -> StreamSpec | None:
         return None
     if spec.area_only:
         return StreamSpec()
-    return StreamSpec(model=spec.accuracy.model, data=spec.accuracy.data, seed=spec.accuracy.seed)
+    return StreamSpec(model=spec.accuracy.model, data=spec.accuracy.data, seed=spec.accuracy.seed,
+                      width=spec.accuracy.width)
 
 
 def area_determinants(spec: SweepSpec, cfg: MacConfig, blocks: bool) -> dict[str, Any]:

@@ -130,7 +130,7 @@ def test_width_is_validated(value):
 def test_width_is_part_of_the_provenance():
     from dataclasses import replace
 
-    from hwmodel.sweep import _identity, accuracy_determinants
+    from hwmodel.sweep import _identity, accuracy_determinants, energy_streams
     from hwmodel.sweepspec import SweepSpec
 
     spec = SweepSpec()
@@ -140,4 +140,5 @@ def test_width_is_part_of_the_provenance():
     assert accuracy_determinants(spec, cfg) != accuracy_determinants(wide, cfg)
     assert _identity(spec) == {"kind": "area+accuracy", "model": "resnet", "data": "digits"}  # earlier folders match
     assert _identity(wide)["width"] == 4
+    assert energy_streams(replace(wide, energy=True, targets=("sky130",))).width == 4  # energy on the same model
     assert math.prod(build_model("resnet", DIGIT, 10, width=1).head.weight.shape) == 160

@@ -37,9 +37,12 @@ class StreamSpec:
     images: int = 16
     dots_per_layer: int = 48
     seed: int = 0
+    #: The model's width multiplier (lba_train.models.build_model; the sweep's --width).
+    width: int = 1
 
     def describe(self) -> str:
-        return (f"{self.model} on {self.data} ({self.epochs} float epochs, seed {self.seed}), lbaify'd, "
+        widened = f" at width {self.width}" if self.width != 1 else ""
+        return (f"{self.model}{widened} on {self.data} ({self.epochs} float epochs, seed {self.seed}), lbaify'd, "
                 f"{self.images} validation images, {self.dots_per_layer} sampled dot products per layer")
 
 
@@ -84,7 +87,7 @@ def capture_streams(cfg: MacConfig, spec: StreamSpec) -> list[dict[str, Any]]:
     from lba_train.train import train_baseline
 
     bundle = load_data(spec.data, seed=spec.seed)
-    model = train_baseline(spec.model, bundle, spec.epochs, seed=spec.seed).model.eval()
+    model = train_baseline(spec.model, bundle, spec.epochs, seed=spec.seed, width=spec.width).model.eval()
     model = lbaify(model, cfg)
     set_lba_config(model, exact_accumulation=True)
     rng = np.random.default_rng(spec.seed)
