@@ -155,7 +155,60 @@ def ratio_summary(csv_path: Path | str, acc: str = "e4m7") -> str:
     return markdown_table(header, body, "l" + "r" * (len(header) - 1))
 
 
+FPGA_README_MARKERS = ("<!-- fpga_claim: generated from reports/paper_claim/synth_<input>_<acc>_fpga.json by "
+                       "hwmodel.silicon_report.update_readme -->", "<!-- /fpga_claim -->")
+#: The FPGA summary's rows: (device, report key, label).
+FPGA_SUMMARY_FIGURES = (("ice40", "luts", "iCE40 HX8K LUTs"), ("ice40", "ffs", "iCE40 HX8K FFs"),
+                        ("ice40", "fmax_mhz", "iCE40 HX8K Fmax MHz"), ("ecp5", "luts", "ECP5 25k LUTs"),
+                        ("ecp5", "dsps", "ECP5 25k DSPs"), ("ecp5", "fmax_mhz", "ECP5 25k Fmax MHz"))
+
+
+def fpga_report_path(folder: Path | str, input_format: str, acc: str) -> Path:
+    """Where ``hwmodel synth --in INPUT --acc ACC --target ice40,ecp5 --no-blocks --json`` is kept."""
+    return Path(folder) / f"synth_{input_format}_{acc}_fpga.json"
+
+
+def fpga_summary(folder: Path | str = "reports/paper_claim", acc: str = "e4m7",
+                 inputs: Sequence[str] = ("e4m3", "e5m2")) -> str:
+    """A Markdown table of the MAC on the FPGAs: ``acc`` vs fp32 for each input format whose two synth
+    reports are in ``folder``, Fmax with its seeds' range, then the flow as the reports state it."""
+    import json
+
+    reports = {}
+    for input_format in inputs:
+        paths = [fpga_report_path(folder, input_format, name) for name in (acc, "fp32")]
+        if all(path.is_file() for path in paths):
+            reports[input_format] = [json.loads(path.read_text(encoding="utf-8"))["mac"] for path in paths]
+    header = ["figure (MAC)"]
+    for input_format in reports:
+        header += [f"{input_format}: {acc}", "fp32", f"{acc} / fp32"]
+
+    def text(figures: dict[str, Any], key: str) -> str:
+        value = figures.get(key)
+        if key == "fmax_mhz" and figures.get("fmax_mhz_seeds"):
+            seeds = figures["fmax_mhz_seeds"]
+            return f"{value:.2f} ({min(seeds):.2f}–{max(seeds):.2f})"
+        return _format(value)
+
+    body = []
+    for device, key, label in FPGA_SUMMARY_FIGURES:
+        cells = [label]
+        for ours, fp32 in reports.values():
+            mine, base = ours.get(device, {}), fp32.get(device, {})
+            ratio = mine[key] / base[key] if base.get(key) and mine.get(key) is not None else None
+            cells += [text(mine, key), text(base, key), _format(None if ratio is None else round(ratio, 3))]
+        body.append(cells)
+    flows = sorted({f"{ours[device]['device']}: {ours[device]['flow']}" for ours, _ in reports.values()
+                    for device in ("ice40", "ecp5") if device in ours})
+    files = ", ".join(f"`{fpga_report_path(folder, i, a).name}`" for i in reports for a in (acc, "fp32"))
+    return (markdown_table(header, body, "l" + "r" * (len(header) - 1))
+            + f"\n\nFmax: median of the seeds (their range in brackets). Flow: {'; '.join(flows)}. From {files}.")
+
+
 def update_readme(readme: Path | str = "README.md",
-                  csv_path: Path | str = "reports/paper_claim/paper_claim_silicon.csv") -> None:
-    """Replace the README's block between README_MARKERS with :func:`ratio_summary` of the committed CSV."""
+                  csv_path: Path | str = "reports/paper_claim/paper_claim_silicon.csv",
+                  fpga_folder: Path | str = "reports/paper_claim") -> None:
+    """Replace the README's block between README_MARKERS with :func:`ratio_summary` of the committed CSV,
+    and the one between FPGA_README_MARKERS with :func:`fpga_summary` of the committed synth reports."""
     replace_marked_block(readme, *README_MARKERS, ratio_summary(csv_path))
+    replace_marked_block(readme, *FPGA_README_MARKERS, fpga_summary(fpga_folder))

@@ -38,6 +38,14 @@ def test_silicon_table_equals_the_committed_paper_claim():
     assert marked_block(README, *README_MARKERS) == expected.strip()
 
 
+def test_fpga_table_equals_the_committed_synth_reports():
+    from hwmodel.silicon_report import FPGA_README_MARKERS, fpga_summary
+
+    expected = fpga_summary(ROOT / "reports/paper_claim")
+    assert marked_block(README, *FPGA_README_MARKERS) == expected.strip()
+    assert "e4m3: e4m7" in expected and "e5m2: e4m7" in expected  # both FP8 input formats
+
+
 def test_pe_array_table_equals_the_committed_share_report():
     share = _script("experiments/pe_array_share.py")
     assert marked_block(README, *share.README_MARKERS) == share.readme_table(ROOT / "reports/pe_array").strip()
