@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch and Numba st
 
 from questions import (
     ACCURACY_NOTE, ROOT, Runs, accuracy_cell, bias_mode, check_formats, comma_list, command_line, comparison_cells,
-    correctness, experiment_main, markdown_table, provenance_lines, run_stamp, write_report,
+    configs,    correctness, experiment_main, markdown_table, provenance_lines, run_stamp, write_report,
 )
 
 from lba_core import MacConfig
@@ -108,7 +108,7 @@ def report(args: argparse.Namespace, runs: Runs) -> Path:
             first = rows[0]
             rates = {event: sum(row[f"zero_shot_{event}_rate"] for row in rows) / len(rows)
                      for event in ("overflow", "underflow", "swamp")}
-            lines += [f"## {first['model']} on {first['data']}, accumulator {acc} (`{first['cfg']}`), "
+            lines += [f"## {first['model']} on {first['data']}, accumulator {acc} ({configs(rows)}), "
                       f"T = {epochs} epochs, Adam lr {first['lr']}, seeds {complete}", "",
                       f"Float baseline {100 * sum(r['baseline'] for r in rows) / len(rows):.1f}% (mean over runs); "
                       f"zero-shot event rates (share of accumulation steps): overflow {rates['overflow']:.2%}, "

@@ -135,9 +135,12 @@ def report(args: argparse.Namespace, runs: Runs) -> Path:
                 lines += [f"## accumulator {acc} (`{first['cfg']}`), S = {steps} steps, AdamW peak lr {first['lr']}, "
                           f"seed {seed}, {first['sentences']} evaluation sentences, "
                           f"{first['training_sentences']} training sentences", ""]
-                table = [["zero-shot", *(metric_cell(zero_shot[0]["underflow_on"]["metrics"][name])
-                                         for name in ("mean_cosine", "spearman", "top1")), "", "",
-                          metric_cell(zero_shot[0]["underflow_off"]["metrics"]["mean_cosine"]), ""]] if zero_shot else []
+                table = []
+                if zero_shot:
+                    shot = zero_shot[0]
+                    table.append(["zero-shot", *(metric_cell(shot["underflow_on"]["metrics"][name])
+                                                 for name in ("mean_cosine", "spearman", "top1")), "", "",
+                                  metric_cell(shot["underflow_off"]["metrics"]["mean_cosine"]), ""])
                 for row in rows:
                     measured, difference = row["underflow_on"]["metrics"], row["underflow_on"]["difference"]
                     paired = ([metric_cell(difference[name]) for name in ("mean_cosine", "spearman")] if difference

@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch and Numba st
 
 from questions import (
     ACCURACY_NOTE, ROOT, Runs, accuracy_cell, bias_mode, check_formats, comma_list, command_line, comparison_cells,
-    correctness, experiment_main, markdown_table, provenance_lines, run_stamp, single_thread, write_report,
+    configs,    correctness, experiment_main, markdown_table, provenance_lines, run_stamp, single_thread, write_report,
 )
 
 from lba_core import FloatFormat, MacConfig
@@ -55,11 +55,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "reports/q5_estimators_conv")
     parser.add_argument("--report-only", action="store_true", help="only rebuild report.md from runs.jsonl")
     args = parser.parse_args(argv)
-    args.accs, args.seeds, args.estimators = comma_list(args.accs), comma_list(args.seeds, int), comma_list(args.estimators)
+    args.accs, args.seeds = comma_list(args.accs), comma_list(args.seeds, int)
+    args.estimators = comma_list(args.estimators)
     args.epochs = tuple(comma_list(args.epochs, int))
     unknown = [name for name in args.estimators if name not in ESTIMATORS]
     if unknown or "ste" not in args.estimators:
-        parser.error(f"--estimators: must include ste and name only {', '.join(ESTIMATORS)}; got {unknown or args.estimators}")
+        parser.error(f"--estimators: must include ste and name only {', '.join(ESTIMATORS)}; "
+                     f"got {unknown or args.estimators}")
     if len(args.epochs) != 2:
         parser.error(f"--epochs: expected 'stage1,stage2', got {args.epochs}")
     check_formats(parser, "--accs", args.accs)
@@ -173,7 +175,7 @@ def report(args: argparse.Namespace, runs: Runs) -> Path:
         rates = {event: sum(row[f"zero_shot_{event}_rate"] for row in rows) / len(rows)
                  for event in ("overflow", "underflow", "swamp")}
         lines += [f"## {first['model']} on {first['data']}, accumulator {acc} "
-                  f"({FloatFormat.parse(acc).width} bits, `{first['cfg']}`), fine-tuning epochs {first['epochs']}, "
+                  f"({FloatFormat.parse(acc).width} bits, {configs(rows)}), fine-tuning epochs {first['epochs']}, "
                   f"seeds {seeds}", "",
                   f"Float baseline {100 * sum(r['baseline'] for r in rows) / len(rows):.1f}% (mean), zero-shot "
                   f"{accuracy_cell(correctness(runs.select(acc=acc, estimator='ste'), 'zero_shot', seeds))}%; "
@@ -202,8 +204,8 @@ def report(args: argparse.Namespace, runs: Runs) -> Path:
              for row in costs])
         lines += [""]
     lines += [ACCURACY_NOTE + " Run time: wall-clock seconds of one fine-tuning run (zero-shot and final "
-              "evaluations included) on the shared machine, mean over seeds; the cost table is the cleaner measurement.",
-              ""]
+              "evaluations included) on the shared machine, mean over seeds; the cost table is the cleaner "
+              "measurement.", ""]
     return write_report(args.out, lines)
 
 

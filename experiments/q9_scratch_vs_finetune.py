@@ -110,7 +110,8 @@ def run(args: argparse.Namespace, argv) -> Runs:
                 if arm == "finetune":
                     if baseline is None:
                         baseline = train_baseline(args.model, data, epochs=float_epochs, seed=seed, lr=args.float_lr)
-                    start_model, stages, lr, seconds = baseline.model, args.finetune_epochs, args.finetune_lr, baseline.seconds
+                    start_model, stages, lr = baseline.model, args.finetune_epochs, args.finetune_lr
+                    seconds = baseline.seconds
                 else:
                     start_model = build_model(args.model, data.input_shape, data.classes, seed)
                     stages, lr, seconds = args.scratch_epochs, args.scratch_lr, 0.0

@@ -135,7 +135,8 @@ def provenance_lines(rows: list[dict]) -> list[str]:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(row) + " |" for row in rows]
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(row) + " |" for row in rows]
 
 
 ACCURACY_NOTE = (
@@ -160,6 +161,11 @@ def check_formats(parser, option: str, names: list[str]) -> None:
             FloatFormat.parse(name)
         except ValueError as error:
             parser.error(f"{option}: {error}")
+
+
+def configs(rows: list[dict]) -> str:
+    """The configurations of ``rows`` (a calibrated bias may differ between seeds), as code spans."""
+    return "/".join(f"`{name}`" for name in dict.fromkeys(row["cfg"] for row in rows))
 
 
 def write_report(out: Path, lines: list[str]) -> Path:
