@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", default="digits", help="data spec: digits, imagefolder:PATH or mnist:PATH")
     parser.add_argument("--model", default="resnet", help="model name of lba_train.build_model")
     parser.add_argument("--input", default="e4m3", help="operand format")
-    parser.add_argument("--accs", default="e3m4_b-10,e3m5_b-10,e3m6_b-10",
+    parser.add_argument("--accs", default="e3m4_b-10,e3m6_b-10",
                         help="accumulators; a name with _bN keeps that bias (see docs/experiments.md)")
     parser.add_argument("--estimators", default=",".join(ESTIMATORS), help="gradient estimators, ste first")
     parser.add_argument("--epochs", default="1,1", help="fine-tuning epochs 'stage1,stage2'")

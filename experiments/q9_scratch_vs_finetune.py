@@ -27,7 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch and Numba st
 
 from questions import (
     ACCURACY_NOTE, ROOT, Runs, accuracy_cell, bias_mode, check_formats, comma_list, command_line, comparison_cells,
-    correctness, experiment_main, forward_macs_per_example, markdown_table, provenance_lines, run_stamp,
+    configs, correctness, experiment_main, forward_macs_per_example, markdown_table, provenance_lines, run_stamp,
     write_report,
 )
 
@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", default="digits", help="data spec: digits, imagefolder:PATH or mnist:PATH")
     parser.add_argument("--model", default="resnet", help="model name of lba_train.build_model")
     parser.add_argument("--input", default="e4m3", help="operand format")
-    parser.add_argument("--accs", default="e4m3,e3m2,e2m5_b-14", help="accumulators (a name with _bN keeps that bias)")
+    parser.add_argument("--accs", default="e4m3,e2m5_b-14", help="accumulators (a name with _bN keeps that bias)")
     parser.add_argument("--epochs", type=int, default=10, help="N: epochs of every arm")
     parser.add_argument("--finetune-epochs", type=epoch_pair, default=(1, 1),
                         help="F as 'stage1,stage2': the finetune arm's epochs on the accumulator")
@@ -146,8 +146,8 @@ def report(args: argparse.Namespace, runs: Runs) -> Path:
             finetuned = correctness(by_arm["finetune"], "final", seeds)
             scratch = correctness(by_arm["scratch"], "final", seeds)
             difference, = comparison_cells([(scratch, finetuned)])
-            cfg = by_arm["finetune"][0]["cfg"] if by_arm["finetune"] else by_arm["scratch"][0]["cfg"]
-            table.append([f"{acc} (`{cfg}`)", str(seeds), accuracy_cell(finetuned), accuracy_cell(scratch), difference])
+            table.append([f"{acc} ({configs(by_arm['finetune'] + by_arm['scratch'])})", str(seeds),
+                          accuracy_cell(finetuned), accuracy_cell(scratch), difference])
             macs_row = macs_row or next((row for row in by_arm["scratch"] + by_arm["finetune"]), None)
         lines += [f"Float reference (N epochs in float, float arithmetic): {float_cell} %, seeds {seeds_float}.", ""]
         lines += markdown_table(["accumulator", "seeds", "finetune: float then accumulator (%)",
