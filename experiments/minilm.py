@@ -142,7 +142,9 @@ def run(args: argparse.Namespace, command: str) -> None:
     rows_dir = args.out / "rows"
     _save_array(rows_dir / REFERENCE_FILE, work.reference.numpy())
     for acc in args.accs:
-        cfg = accumulator_config(MacConfig(input=args.input, acc=acc, chunk_size=args.chunk_size), args.bias, work)
+        # The reference row is the standard IEEE accumulator, bias included (as in the sweep).
+        bias = "format" if acc == args.baseline else args.bias
+        cfg = accumulator_config(MacConfig(input=args.input, acc=acc, chunk_size=args.chunk_size), bias, work)
         model = minilm.lbaify_minilm(work.encoder, cfg, LayerOptions(collect_stats=False))
         stages = [("zero-shot", None)]
         if acc in args.finetune:

@@ -15,7 +15,7 @@ from pathlib import Path
 from lba_core import ConfigError
 
 from .cmd_synth import synthesis_kwargs, synthesis_options, yosys_failure
-from .sweepspec import DEFAULT_ACCUMULATORS, SweepSpec, check_buildable, load_sweep_spec
+from .sweepspec import DEFAULT_ACCUMULATORS, MAIN_JOB, MiniLMSpec, SweepSpec, check_buildable, load_sweep_spec
 from rtl.yosys import ToolError
 
 #: Report folder of an area-only sweep without --name, so that it never replaces the main report.
@@ -91,6 +91,22 @@ def register(subparsers) -> None:
                           "the MACs (default: 1; docs/sweep.md)")
     accuracy.add_argument("--device", help="where the points train: cpu (default) or cuda (one GPU per point; a Ray "
                           "task declares it)")
+    minilm, defaults = parser.add_argument_group("MiniLM workload (needs pip install -e '.[transformers]')"), MiniLMSpec()
+    minilm.add_argument("--minilm", action=argparse.BooleanOptionalAction, default=None,
+                        help="also measure all-MiniLM-L6-v2 embeddings on every floating-point accumulator (default: "
+                        "on for the embedded default sweep, off otherwise); --model minilm makes it the only model")
+    minilm.add_argument("--minilm-finetune", action=argparse.BooleanOptionalAction, default=None,
+                        help="also distill each MiniLM model (default: on with --model minilm, off beside digits)")
+    minilm.add_argument("--minilm-sentences", type=int, metavar="N",
+                        help="the first N evaluation sentences (default: 0 = all 147)")
+    minilm.add_argument("--minilm-steps", type=_numbers(int), metavar="S1[,S2]",
+                        help=f"distillation steps per stage, at most (default: {defaults.steps[0]},{defaults.steps[1]})")
+    minilm.add_argument("--minilm-lr", type=float, metavar="LR", help=f"distillation peak lr (default: {defaults.lr:g})")
+    minilm.add_argument("--minilm-bias", help=f"bias of non-standard accumulators: paper or format (default: {defaults.bias})")
+    minilm.add_argument("--minilm-held-out", type=int, metavar="N",
+                        help=f"fine-tuning sentences held out for early stopping (default: {defaults.held_out})")
+    minilm.add_argument("--minilm-resamples", type=int, metavar="N",
+                        help=f"bootstrap resamples of the evaluation sentences (default: {defaults.resamples})")
     synthesis_options(parser, default_targets=",".join(SweepSpec().targets))
     parser.add_argument("--energy", action="store_true", default=None,
                         help="also energy per MAC (gate-level switching on the digits ResNet's operands and on random "
@@ -111,6 +127,10 @@ def _option_values(args: argparse.Namespace) -> dict[str, object]:
         "--seed": args.seed, "--seeds": args.seeds, "--bias": args.bias, "--standard-bias": args.standard_bias, "--estimator": args.estimator,
         "--width": args.width,
         "--device": args.device,
+        "--minilm": args.minilm, "--minilm-finetune": args.minilm_finetune, "--minilm-sentences": args.minilm_sentences,
+        "--minilm-steps": None if args.minilm_steps is None else list(args.minilm_steps), "--minilm-lr": args.minilm_lr,
+        "--minilm-bias": args.minilm_bias, "--minilm-held-out": args.minilm_held_out,
+        "--minilm-resamples": args.minilm_resamples,
     }
 
 
@@ -122,7 +142,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     if args.config is not None:
         spec = load_sweep_spec(args.config)
     else:
-        spec = SweepSpec()
+        spec = MAIN_JOB if args.acc is None else SweepSpec()
         if args.acc is not None and args.accuracy is None:
             spec = replace(spec, name=AREA_ONLY_NAME, accuracy=replace(spec.accuracy, enabled=False))
         if args.acc is not None:

@@ -118,6 +118,9 @@ def _finished(checkpoint_dir: Path) -> bool:
 def check_args(args: argparse.Namespace) -> list[MacConfig]:
     """Every option checked, with the sweep's validators, before any training; the configurations."""
     args.model = check_option("--model", args.model)
+    if args.model == "minilm":
+        raise ConfigError("--model minilm: the pretrained MiniLM is a sweep workload (hwmodel sweep --model minilm) "
+                          "or experiments/minilm.py; hwmodel train fine-tunes mlp, resnet or transformer")
     args.data = check_option("--data", args.data)
     args.epochs = check_option("--epochs", _split(args.epochs, int, "--epochs"))
     args.lr = check_option("--lr", _split(args.lr, float, "--lr"))

@@ -26,7 +26,8 @@ SHORT_HASH = 16
 
 #: hwmodel modules that only orchestrate or present results; every other hwmodel file shapes the area numbers.
 _PRESENTATION_MODULES = frozenset({
-    "__init__.py", "cli.py", "interrupt.py", "jobs.py", "provenance.py", "report.py", "stats.py", "sweep.py", "sweepspec.py",
+    "__init__.py", "cli.py", "interrupt.py", "jobs.py", "minilm_workload.py", "provenance.py", "report.py", "stats.py",
+    "sweep.py", "sweepspec.py",
 })
 
 

@@ -41,7 +41,7 @@ import pandas as pd  # noqa: E402
 from lba_core import ConfigError, FormatError, parse_format, standard_name  # noqa: E402
 from lba_core.fileio import atomic_write_bytes, atomic_write_text, markdown_table, replace_marked_block  # noqa: E402
 
-from . import stats  # noqa: E402
+from . import minilm_workload, stats  # noqa: E402
 from .cost_plots import GE_AXIS, SILICON_PLOTS, CostAxis, silicon_axes, silicon_caption, silicon_markdown  # noqa: E402
 from .heatmap import (  # noqa: E402
     HEATMAP, LAYER_EVENTS_FILE, LayerEventsError, heatmap_caption, heatmap_markdown, plot_layer_heatmap, read_layer_events,
@@ -718,7 +718,7 @@ def _flat_text(value) -> str:
 
 
 def write_index_html(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str, plots: list[str],
-                     layer_events: pd.DataFrame | None = None) -> Path:
+                     layer_events: pd.DataFrame | None = None, minilm: pd.DataFrame | None = None) -> Path:
     header, rows, constants = compact_table(df, table)
     shaded = pareto_front(df).tolist() if _has(df, "ge", "top1_stage2") else [False] * len(df)
     findings = [s for s in (differences_sentence(df, table, "zero_shot") if "zero_shot_p" in table else "",) if s]
@@ -761,7 +761,7 @@ footer {{ margin-top: 2em; font-size: 0.8em; color: #666; }}
 {_html_table(header, rows, shaded)}
 <p class="caption">{html.escape(caption)}</p>
 <p class="method">{html.escape(_statistics_words(table))}</p>
-{figures}
+{"" if minilm is None else minilm_workload.html_section(minilm)}{figures}
 {_footer(out, notes)}
 </body></html>
 """
@@ -775,7 +775,7 @@ README_MARKERS = ("<!-- sweep_results: generated from reports/default by `hwmode
                   "README.md` -->", "<!-- /sweep_results -->")
 
 
-def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str) -> str:
+def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str, minilm: pd.DataFrame | None = None) -> str:
     """Headline, comparison sentences, the compact table and the words on statistics: results.md without its
     title, and the README's section for the main job."""
     header, rows, constants = compact_table(df, table)
@@ -787,6 +787,8 @@ def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str) -> str:
     if constants:
         parts += [_sentence("; ".join(constants)) + ".", ""]
     parts += [_statistics_words(table), ""]
+    if minilm is not None:
+        parts += [minilm_workload.markdown_section(minilm)]
     note = block_note(df)
     if note:
         parts += [note, ""]
@@ -796,13 +798,14 @@ def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str) -> str:
 
 
 def write_markdown(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str,
-                   layer_events: pd.DataFrame | None = None, silicon: dict[str, CostAxis] | None = None) -> Path:
-    """results.md: the summary, then (for a sweep with accuracy) the per-layer events' heat map and the
+                   layer_events: pd.DataFrame | None = None, silicon: dict[str, CostAxis] | None = None,
+                   minilm: pd.DataFrame | None = None) -> Path:
+    """results.md: the summary (with the MiniLM table when the sweep had that workload), then (for a sweep with accuracy) the per-layer events' heat map and the
     accuracy-vs-silicon plots drawn (``silicon``), or why they are missing."""
     events = "\n" + heatmap_markdown(layer_events) if layer_events is not None or _has(df, "top1_stage2") else ""
     if _has(df, "top1_stage2"):
         events += "\n" + silicon_markdown(df, silicon or {}, "stage2_low" in table)
-    return atomic_write_text(out / "results.md", f"# {title}\n\n{summary_markdown(df, table, notes)}{events}")
+    return atomic_write_text(out / "results.md", f"# {title}\n\n{summary_markdown(df, table, notes, minilm)}{events}")
 
 
 def readme_summary(out_dir: "str | Path") -> str:
@@ -815,7 +818,8 @@ def readme_summary(out_dir: "str | Path") -> str:
              if (out / f"{name}.png").is_file()]
     links = f"Full report: [{out.as_posix()}/index.html]({out.as_posix()}/index.html), " \
             f"table with every column: [{out.as_posix()}/results.csv]({out.as_posix()}/results.csv)."
-    return "\n\n".join([summary_markdown(df, table, _read_text(out / NOTES_FILE)).strip(), _run_sentence(out),
+    minilm = minilm_workload.read_table(out)
+    return "\n\n".join([summary_markdown(df, table, _read_text(out / NOTES_FILE), minilm).strip(), _run_sentence(out),
                         links, *plots]).replace("\n\n\n", "\n\n")
 
 
@@ -859,6 +863,7 @@ def build_report(out_dir: "str | Path", title: str | None = None, notes: str | N
         layer_events = layer_events[layer_events["config"].isin(df["config"])]
         layer_events = layer_events if len(layer_events) else None
     table = statistics(df, predictions)
+    minilm = minilm_workload.read_table(out)
     if predictions is not None:
         atomic_write_text(out / STATS_FILE, table.to_csv(index=False, float_format="%.6g"))
     silicon = {name: axis for name, axis in silicon_axes(df).items()
@@ -867,11 +872,11 @@ def build_report(out_dir: "str | Path", title: str | None = None, notes: str | N
                                plot_area_blocks(df, out),
                                layer_events is not None and plot_layer_heatmap(layer_events, list(df["config"]), out))
              if name] + list(silicon)
-    write_markdown(df, table, out, title, notes, layer_events, silicon)
+    write_markdown(df, table, out, title, notes, layer_events, silicon, minilm)
     for name in set(PLOTS) - set(plots) | set(RETIRED_PLOTS):  # a plot the data no longer supports
         for suffix in (".png", ".svg"):
             (out / name).with_suffix(suffix).unlink(missing_ok=True)
-    return write_index_html(df, table, out, title, notes, plots, layer_events)
+    return write_index_html(df, table, out, title, notes, plots, layer_events, minilm)
 
 
 def _read_text(path: Path) -> str:

