@@ -437,7 +437,7 @@ MAIN_JOB = SweepSpec(minilm=MiniLMSpec(enabled=True))
 
 
 #: Accuracy settings of the digits pipeline only (MiniLM has its own data, recipe and single seed).
-_DIGITS_ONLY = ("data", "epochs_baseline", "epochs", "lr", "lr_baseline", "seeds", "bias", "estimator")
+_DIGITS_ONLY = ("data", "epochs_baseline", "epochs", "lr", "lr_baseline", "seeds", "bias", "estimator", "width", "device")
 
 
 def _check_minilm(spec: SweepSpec, given: dict[str, str], where: str) -> None:
