@@ -159,7 +159,7 @@ def run(args: argparse.Namespace, argv) -> Runs:
             runs.add({"acc": "cost", "estimator": estimator, "seed": 0, "epochs": epochs, "cfg": cfg.name,
                       **cost, "command": command, "finished": run_stamp()})
             print(f"cost {estimator}: {1000 * cost['seconds_per_step']:.0f} ms/step, "
-                  f"peak RSS +{cost['peak_growth_kib'] / 1024:.1f} MiB", flush=True)
+                  f"peak RSS {cost['peak_rss_kib'] / 1024:.0f} MiB", flush=True)
     return runs
 
 
@@ -186,9 +186,13 @@ def report(args: argparse.Namespace, runs: Runs) -> Path:
         differences = dict(zip(others, comparison_cells([(final[name], final["ste"]) for name in others])))
         seconds = {name: sum(r["seconds"] for r in runs.select(acc=acc, estimator=name)) /
                    max(len(runs.select(acc=acc, estimator=name)), 1) for name in estimators}
-        lines += markdown_table(["estimator", "accuracy after fine-tuning (%)", "minus ste, pp", "run time (s)"],
+        per_seed = {name: "/".join(f"{100 * (final[name][i].mean() - final['ste'][i].mean()):+.1f}"
+                                   for i in range(len(seeds))) if final[name] is not None and name != "ste" else ""
+                    for name in estimators}
+        lines += markdown_table(["estimator", "accuracy after fine-tuning (%)", "minus ste, pp",
+                                 "minus ste per seed, pp", "run time (s)"],
                                 [[name, accuracy_cell(final[name]), differences.get(name, "(reference)"),
-                                  f"{seconds[name]:.0f}"] for name in estimators])
+                                  per_seed[name], f"{seconds[name]:.0f}"] for name in estimators])
         lines += [""]
     costs = [row for row in runs.rows if row["acc"] == "cost"]
     if costs:

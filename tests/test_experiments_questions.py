@@ -128,5 +128,5 @@ def test_q5_report_pairs_estimators_with_ste_and_shows_costs(load, tmp_path):
     write_runs(tmp_path, rows)
     assert q5.main(["--report-only", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
-    assert "(8 bits" in text and "+20.0 [" in text  # 28.5/40 - 20.5/40
+    assert "(8 bits" in text and "+20.0 [" in text and "| +20.0/+20.0 |" in text  # 28.5/40 - 20.5/40
     assert "| recursive-of | 500 | 2.5 | 700 | 66 |" in text and "| ste | 200 | 1.0 | 700 | 0 (not needed) |" in text
