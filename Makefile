@@ -47,7 +47,8 @@ test: venv
 test-full: venv
 	$(PY) -m pytest -m ''
 
-# Multi-process checks (2 torchrun ranks with gloo on CPU: about a minute on a loaded 2-core machine).
+# Multi-process checks: torchrun with 2 gloo ranks on CPU, sweeps on a local Ray instance (docs/scale-out.md;
+# measured 376 s on the shared 2-core machine at load ~10).
 test-cluster: venv
 	$(PY) -m pytest -m cluster
 
