@@ -27,10 +27,11 @@ from lba_core.fileio import atomic_write_text, markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 #: (model, width, accumulators): the MLP's hidden layers are 128w and 64w wide (K up to 128w), the ResNet's
-#: channels 8w and 16w (K up to 144w); the widest runs get fewer accumulators (a point costs about w² more).
+#: channels 8w and 16w (K up to 144w); the widest runs get fewer accumulators (a point costs about w² more; at
+#: width 32 a calibrated e4m7 point was killed by the kernel's OOM killer at 18 GB resident on a 23 GB machine).
 RUNS = (
     ("mlp", 1, "fp32,bf16,e5m6,e4m7,e4m3"), ("mlp", 8, "fp32,bf16,e5m6,e4m7,e4m3"),
-    ("mlp", 16, "fp32,bf16,e5m6,e4m7,e4m3"), ("mlp", 32, "fp32,bf16,e4m7"),
+    ("mlp", 16, "fp32,bf16,e5m6,e4m7,e4m3"), ("mlp", 32, "fp32,bf16"),
     ("resnet", 1, "fp32,bf16,e4m7,e4m3"), ("resnet", 2, "fp32,bf16,e4m7,e4m3"),
     ("resnet", 4, "fp32,bf16,e4m7,e4m3"), ("resnet", 8, "fp32,bf16,e4m7,e4m3"),
 )
