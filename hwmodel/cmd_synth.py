@@ -113,8 +113,34 @@ def register(subparsers) -> None:
     rtl_options(parser)
     array_options(parser)
     synthesis_options(parser)
+    parser.add_argument("--operands", choices=OPERAND_MODELS, default="resnet",
+                        help="whose layers' operands drive the energy per MAC of sky130/nangate45: the digits "
+                        "ResNet (default) or the pretrained MiniLM sentence encoder (extra: transformers)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress on stderr)")
     parser.set_defaults(func=run)
+
+
+#: ``--operands`` choices: hwmodel.flows.operands.StreamSpec models.
+OPERAND_MODELS = ("resnet", "minilm")
+
+
+def stream_spec_from_args(args: argparse.Namespace):
+    """The operand streams ``--operands`` names; a missing extra for MiniLM is one line, before any work."""
+    from .flows.operands import MINILM, StreamSpec
+
+    if args.operands != MINILM:
+        return StreamSpec()
+    from .flows.targets import ASIC_TARGETS
+
+    if not set(args.target) & set(ASIC_TARGETS):
+        raise ConfigError(f"--operands minilm has no effect without a standard-cell target ({', '.join(ASIC_TARGETS)}) "
+                          "in --target")
+    from lba_train.minilm import extra_missing
+
+    missing = extra_missing()
+    if missing:
+        raise ConfigError(f"--operands minilm: {missing}")
+    return StreamSpec(model=MINILM)
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -167,12 +193,13 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     check_pipeline(cfg, args.pipeline)  # a bad --pipeline fails here, before any work
+    stream_spec = stream_spec_from_args(args)
     yosys_targets = [target for target in args.target if target in YOSYS_TARGETS]
     try:
         result = synthesize_configs([cfg], yosys_targets, workers=args.jobs, pipeline=args.pipeline,
                                     **synthesis_kwargs(args))[0]
         silicon = silicon_reports([cfg], args.target, workers=args.jobs, pipeline=args.pipeline,
-                                  **synthesis_kwargs(args))[0]
+                                  stream_spec=stream_spec, **synthesis_kwargs(args))[0]
     except ToolError as error:
         return yosys_failure("synth", error)
     for top, per_target in silicon.items():

@@ -174,3 +174,20 @@ def test_energy_of_an_integer_row_rolls_up_per_layer(tmp_path):
     assert row["sky130_pj_per_inference"] == report["energy_pj_per_inference"] > 0
     assert row["sky130_pj_per_inference_random"] == report["energy_detail"]["random"]["pj_per_image"] > 0
     assert row["sky130_energy_vs_opensta"] == pytest.approx(1.0, abs=0.15)
+
+
+def _minilm_missing() -> str | None:
+    from lba_train.minilm import extra_missing
+
+    return extra_missing()
+
+
+@pytest.mark.skipif(_minilm_missing() is not None, reason="the transformers extra (MiniLM) is not installed")
+def test_operand_capture_from_minilm():
+    """The pretrained Transformer's layers, attention products included, give streams of e4m3 codes."""
+    streams = capture_streams(MacConfig(input="e4m3", acc="e4m7"), StreamSpec(model="minilm", images=2, dots_per_layer=2))
+    names = [stream["layer"] for stream in streams]
+    assert len(names) == 6 * 8 and any(name.endswith(".scores") for name in names)  # 6 layers: 6 Linears + 2 products
+    for stream in streams:
+        assert np.array(stream["a"]).shape == np.array(stream["b"]).shape == (2, stream["length"])
+        assert stream["macs_per_image"] > 0

@@ -20,6 +20,7 @@ from hwmodel.flows.liberty import MappingJob, area_report
 from hwmodel.flows.opensta import StaError, TimingJob, ToolMissing, parse_sta_log, timing_report
 from hwmodel.flows.targets import asic_reports
 from hwmodel.synth import Design
+from lba_core import ConfigError
 
 from test_synth import TOY_BLOCKS, toy_verilog
 
@@ -77,6 +78,21 @@ def test_unknown_target_lists_the_known_ones():
     with pytest.raises(argparse.ArgumentTypeError, match="known targets: .*sky130.*nangate45"):
         parse_targets("sky130,gf180")
     assert parse_targets("sky130,nangate45,ice40,ecp5") == ("sky130", "nangate45", "ice40", "ecp5")
+
+
+def test_minilm_operands_are_refused_before_work_without_their_extra_or_a_library(monkeypatch):
+    import lba_train.minilm
+
+    from hwmodel.cmd_synth import stream_spec_from_args
+    from hwmodel.flows.operands import StreamSpec
+
+    args = argparse.Namespace(operands="minilm", target=("generic",))
+    with pytest.raises(ConfigError, match="--operands minilm has no effect without a standard-cell target"):
+        stream_spec_from_args(args)
+    monkeypatch.setattr(lba_train.minilm, "extra_missing", lambda: "module 'transformers' is not installed; pip install '.[transformers]'")
+    with pytest.raises(ConfigError, match=r"--operands minilm: .*pip install '\.\[transformers\]'"):
+        stream_spec_from_args(argparse.Namespace(operands="minilm", target=("sky130",)))
+    assert stream_spec_from_args(argparse.Namespace(operands="resnet", target=("sky130",))) == StreamSpec()
 
 
 def test_sta_error_lines_fail_although_sta_exits_zero():

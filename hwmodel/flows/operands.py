@@ -27,6 +27,12 @@ from lba_core import FixedFormat, FloatFormat, MacConfig
 from ..cache import ResultCache, content_key
 
 
+#: The pretrained Transformer (``StreamSpec(model=MINILM)``; needs the ``transformers`` extra): its operands
+#: are those of the first ``images`` sentences of the repository's evaluation sentences.
+MINILM = "minilm"
+MINILM_SENTENCES = Path(__file__).resolve().parents[2] / "data" / "sentences" / "eval.txt"
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     """Where the real operands come from, and how many dot products of each layer are kept."""
@@ -41,6 +47,10 @@ class StreamSpec:
     width: int = 1
 
     def describe(self) -> str:
+        if self.model == MINILM:
+            return (f"all-MiniLM-L6-v2 (pretrained, lba_train.minilm), lbaify'd, the first {self.images} sentences of "
+                    f"data/sentences/eval.txt in one padded batch, {self.dots_per_layer} sampled dot products per "
+                    "layer (per inference = per sentence, padding included)")
         widened = f" at width {self.width}" if self.width != 1 else ""
         return (f"{self.model}{widened} on {self.data} ({self.epochs} float epochs, seed {self.seed}), lbaify'd, "
                 f"{self.images} validation images, {self.dots_per_layer} sampled dot products per layer")
@@ -86,9 +96,19 @@ def capture_streams(cfg: MacConfig, spec: StreamSpec) -> list[dict[str, Any]]:
     from lba_train.data import load_data
     from lba_train.train import train_baseline
 
-    bundle = load_data(spec.data, seed=spec.seed)
-    model = train_baseline(spec.model, bundle, spec.epochs, seed=spec.seed, width=spec.width).model.eval()
-    model = lbaify(model, cfg)
+    if spec.model == MINILM:
+        from lba_train import minilm
+
+        model = minilm.lbaify_minilm(minilm.load_minilm(), cfg)
+        sentences = minilm.read_sentences(MINILM_SENTENCES)[: spec.images]
+        tokens = minilm.tokenize(minilm.load_tokenizer(), sentences, batch_size=len(sentences))[0]
+        examples, run = len(sentences), lambda: model(**tokens)
+    else:
+        bundle = load_data(spec.data, seed=spec.seed)
+        model = lbaify(train_baseline(spec.model, bundle, spec.epochs, seed=spec.seed, width=spec.width).model.eval(),
+                       cfg)
+        images = torch.cat([batch[0] for batch in bundle.val])[: spec.images]
+        examples, run = images.shape[0], lambda: model(images)
     set_lba_config(model, exact_accumulation=True)
     rng = np.random.default_rng(spec.seed)
     streams: list[dict[str, Any]] = []
@@ -123,16 +143,15 @@ def capture_streams(cfg: MacConfig, spec: StreamSpec) -> list[dict[str, Any]]:
                 streams.append({
                     "layer": name,
                     "length": int(length),
-                    "macs_per_image": int(sizes.sum()) * length // images.shape[0],
+                    "macs_per_image": int(sizes.sum()) * length // examples,
                     "a": encode(np.array(a_rows), cfg.a_format).tolist(),
                     "b": encode(np.array(b_columns), cfg.b_format).tolist(),
                 })
         return capture
 
-    images = torch.cat([batch[0] for batch in bundle.val])[: spec.images]
     handles = [layer.register_forward_hook(hook(name)) for name, layer in lba_layers(model)]
     with torch.no_grad():
-        model(images)
+        run()
     for handle in handles:
         handle.remove()
     return streams
