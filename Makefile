@@ -23,7 +23,7 @@ help:
 	@echo "make cosim      full RTL cosimulation (Amaranth + Verilog simulators) against the reference"
 	@echo "make bench      simulator, estimator and synthesis benchmarks"
 	@echo "make paper-claim  synthesized MAC area, FP8 inputs, fp32/fp16/bf16/12-bit accumulators -> reports/paper_claim"
-	@echo "make experiments  fine-tuning demo, gradient-estimator study and the paper's questions Q1/Q5/Q9 -> reports/ (about 1.5 h)"
+	@echo "make experiments  fine-tuning demo, gradient-estimator study and the paper's questions Q1/Q5/Q9 -> reports/ (about 1 h 45 min)"
 	@echo "make minilm     MiniLM zero-shot and distilled on six accumulators -> reports/minilm (long; installs the transformers extra)"
 
 sysdeps:

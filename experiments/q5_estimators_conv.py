@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", default="digits", help="data spec: digits, imagefolder:PATH or mnist:PATH")
     parser.add_argument("--model", default="resnet", help="model name of lba_train.build_model")
     parser.add_argument("--input", default="e4m3", help="operand format")
-    parser.add_argument("--accs", default="e3m4_b-10,e3m6_b-10",
+    parser.add_argument("--accs", default="e3m4_b-10,e3m5_b-10,e3m6_b-10",
                         help="accumulators; a name with _bN keeps that bias (see docs/experiments.md)")
     parser.add_argument("--estimators", default=",".join(ESTIMATORS), help="gradient estimators, ste first")
     parser.add_argument("--epochs", default="1,1", help="fine-tuning epochs 'stage1,stage2'")
@@ -167,7 +167,7 @@ def report(args: argparse.Namespace, runs: Runs) -> Path:
     lines = ["# Q5: fine-grained estimators on convolutional layers vs STE", ""] + provenance_lines(runs.rows)
     accuracy_rows = [row for row in runs.rows if row["acc"] != "cost"]
     estimators = [name for name in ESTIMATORS if any(row["estimator"] == name for row in accuracy_rows)]
-    for acc in dict.fromkeys(row["acc"] for row in accuracy_rows):
+    for acc in sorted(dict.fromkeys(row["acc"] for row in accuracy_rows), key=lambda acc: FloatFormat.parse(acc).width):
         rows = runs.select(acc=acc)
         first = rows[0]
         seeds = sorted(set.intersection(*({row["seed"] for row in rows if row["estimator"] == name}
