@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--bias", choices=BIAS_MODES, default="paper", help="accumulator bias rule (not 'calibrate')")
     parser.add_argument("--steps", type=int, default=80, help="distillation steps S, both stages together")
     parser.add_argument("--splits", default=None, help="stage-1 steps to try (default 0, S/4, S/2, 3S/4, S)")
-    parser.add_argument("--seeds", default="0", help="distillation seeds (batch order)")
+    parser.add_argument("--seeds", default="0,1", help="distillation seeds (batch order)")
     parser.add_argument("--lr", type=float, default=1e-4, help="AdamW peak learning rate of both stages")
     parser.add_argument("--finetune-batch-size", type=int, default=8, help="sentences per distillation step")
     parser.add_argument("--eval-limit", type=int, default=64,
@@ -153,6 +153,25 @@ def report(args: argparse.Namespace, runs: Runs) -> Path:
                 lines += markdown_table(["stage-1 + stage-2 steps", "mean cosine", "Spearman", "top-1",
                                          "cosine minus one-stage", "Spearman minus one-stage",
                                          "mean cosine, underflow off", "loss, last 10 steps"], table)
+                lines += [""]
+            seeds = sorted({row["seed"] for row in runs.select(acc=acc, steps=steps)})
+            if len(seeds) > 1:
+                lines += [f"### Over seeds {seeds}: mean cosine and its paired difference to one stage, per seed", ""]
+                splits = sorted({row["split"] for row in runs.select(acc=acc, steps=steps)})
+                summary = []
+                for split in splits:
+                    by_seed = [runs.select(acc=acc, steps=steps, seed=seed, split=split) for seed in seeds]
+                    cosines = [rows[0]["underflow_on"]["metrics"]["mean_cosine"]["estimate"] if rows else None
+                               for rows in by_seed]
+                    differences = [rows[0]["underflow_on"]["difference"] if rows else None for rows in by_seed]
+                    summary.append([f"{split} + {steps - split}",
+                                    " / ".join("–" if value is None else f"{value:.4f}" for value in cosines),
+                                    f"{np.mean([v for v in cosines if v is not None]):.4f}",
+                                    "(reference)" if split == 0 else " / ".join(
+                                        "–" if value is None else f"{value['mean_cosine']['estimate']:+.4f}"
+                                        for value in differences)])
+                lines += markdown_table(["stage-1 + stage-2 steps", "mean cosine per seed", "mean over seeds",
+                                         "minus one-stage, per seed"], summary)
                 lines += [""]
     lines += ["Metrics with the hardware's arithmetic (underflow on) against the FP32 model's embeddings of the "
               "evaluation sentences, [95% percentile bootstrap over sentences] (lba_train.minilm.bootstrap_metrics); "

@@ -80,11 +80,13 @@ def test_q1_minilm_report_pairs_sentences(load, tmp_path):
              "sentences": 12, "training_sentences": 270, "losses": [] if split is None else [0.1] * 4,
              "underflow_on": measured(cosine, difference), "underflow_off": measured(0.95)}
             for split, cosine, difference in ((None, 0.6, None), (0, 0.7, None), (4, 0.65, -0.05))]
+    rows += [{**row, "seed": 1} for row in rows if row["split"] is not None]
     write_runs(tmp_path, rows)
     assert q1m.main(["--report-only", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "| 0 + 4 | 0.7000 [0.6900, 0.7100] |" in text and "(reference)" in text
     assert "| 4 + 0 | 0.6500 [" in text and "-0.0500 [-0.0600, -0.0400]" in text
+    assert "| 4 + 0 | 0.6500 / 0.6500 | 0.6500 | -0.0500 / -0.0500 |" in text  # the seeds' summary
 
 
 def test_q9_report_counts_macs_per_arm(load, tmp_path):
