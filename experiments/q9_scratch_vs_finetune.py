@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", default="digits", help="data spec: digits, imagefolder:PATH or mnist:PATH")
     parser.add_argument("--model", default="resnet", help="model name of lba_train.build_model")
     parser.add_argument("--input", default="e4m3", help="operand format")
-    parser.add_argument("--accs", default="e4m3,e2m5_b-14", help="accumulators (a name with _bN keeps that bias)")
+    parser.add_argument("--accs", default="e4m3,e3m2,e2m5_b-14", help="accumulators (a name with _bN keeps that bias)")
     parser.add_argument("--epochs", type=int, default=10, help="N: epochs of every arm")
     parser.add_argument("--finetune-epochs", type=epoch_pair, default=(1, 1),
                         help="F as 'stage1,stage2': the finetune arm's epochs on the accumulator")
