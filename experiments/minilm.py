@@ -161,7 +161,7 @@ def run(args: argparse.Namespace, command: str) -> None:
                        losses=result.losses if result else [], held_out=result.held_out if result else [],
                        stage_steps=result.stage_steps if result else [0, 0],
                        kept_step=result.kept_step if result else [0, 0], command=command,
-                       settings=_settings_text(args, distill_config is not None))
+                       settings=_settings_text(args, bias, distill_config is not None))
             _save_array(rows_dir / f"{acc}-{stage}.npy", embeddings.numpy())
             atomic_write_text(rows_dir / f"{acc}-{stage}.json", json.dumps(row, indent=1))
             print(_row_text(row), flush=True)
@@ -184,8 +184,8 @@ def _row_text(row: dict) -> str:
             f"overflow {row['overflow_rate']:.3g}  ({row['seconds']:.0f} s)")
 
 
-def _settings_text(args: argparse.Namespace, finetuned: bool) -> str:
-    text = (f"inputs {args.input}, bias rule {args.bias}, chunk {args.chunk_size or 'none'}, "
+def _settings_text(args: argparse.Namespace, bias: str, finetuned: bool) -> str:
+    text = (f"inputs {args.input}, bias rule {bias}, chunk {args.chunk_size or 'none'}, "
             f"{args.eval_limit or 'all'} eval sentences in batches of {args.batch_size}, max {args.max_length} tokens")
     if finetuned:
         d = args.distill
@@ -256,7 +256,8 @@ def write_reports(out: Path, baseline: str, resamples: int = minilm.BOOTSTRAP_RE
         "the encoder (36 Linears, 12 attention products) runs bit-true on the accumulator; metrics compare the "
         f"{len(reference)} evaluation sentences' embeddings with the FP32 model's (see docs/minilm.md). Brackets: "
         f"95% percentile-bootstrap intervals over the sentences ({resamples} resamples, seed {seed}). 'vs {baseline}': "
-        f"the paired bootstrap interval of the difference from the {baseline}-accumulator row of the same stage; "
+        f"the paired bootstrap interval of the difference from the {baseline}-accumulator row of the same stage (its "
+        "zero-shot row where it was not fine-tuned; the row list below names it); "
         "'differs' when some metric's interval excludes 0 (per row, not adjusted for multiplicity). Times are "
         "wall-clock seconds of one single-threaded process (machine load in docs/minilm.md). Event rates are per "
         "accumulation step over the evaluation pass.",
@@ -269,7 +270,8 @@ def write_reports(out: Path, baseline: str, resamples: int = minilm.BOOTSTRAP_RE
         compared = bool(row["baseline"])
         delta = {name: f"{row['diff_' + name]:+.4f} [{row['diff_' + name + '_low']:+.4f}, {row['diff_' + name + '_high']:+.4f}]"
                  if compared else "—" for name in ("mean_cosine", "spearman")}
-        verdict = ("yes" if row["differs_from_baseline"] else "no") if compared else "(baseline)"
+        verdict = ("yes" if row["differs_from_baseline"] else "no") if compared else (
+            "(baseline)" if row["acc"] == baseline else "—")
         lines.append(
             f"| {row['acc']} | `{row['config']}` | {row['stage']} | {row['steps']} | {_interval(row, 'mean_cosine', 4)} "
             f"| {_interval(row, 'spearman', 4)} | {_interval(row, 'top1')} | {delta['mean_cosine']} | {delta['spearman']} "
@@ -277,6 +279,8 @@ def write_reports(out: Path, baseline: str, resamples: int = minilm.BOOTSTRAP_RE
     lines += ["", "## How each row was made", ""]
     for row in rows:
         line = f"- {row['acc']} {row['stage']}: `{row['command']}` ({row['settings']})"
+        if row["baseline"]:
+            line += f"; compared with {row['baseline']}"
         if row["steps"]:
             held = ", ".join(f"{step}: {loss:.4f}" for step, _, loss in row["held_out"])
             line += (f"; ran {row['stage_steps'][0]} + {row['stage_steps'][1]} steps, kept the weights after steps "
