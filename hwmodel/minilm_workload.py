@@ -357,7 +357,7 @@ def _rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     for _, row in frame.iterrows():
         verdict = "(reference)" if not isinstance(row.get("reference"), str) or not row["reference"] else (
             "yes" if str(row["differs_from_fp32"]).lower() == "true" else "no")
-        rows.append([row["acc"], row["stage"], *(_interval(row, name) for name, _ in METRICS),
+        rows.append([standard_name(row["acc"]), row["stage"], *(_interval(row, name) for name, _ in METRICS),
                      _interval(row, "diff_mean_cosine", True), _interval(row, "diff_spearman", True), verdict,
                      f"{row['swamp_rate']:.3g}"])
     return header, rows
