@@ -24,7 +24,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch and Numba start their OpenMP pools
 
 from questions import (
-    ACCURACY_NOTE, ROOT, Runs, accuracy_cell, bias_mode, check_formats, comma_list, command_line, comparison_cells,
+    add_report_options, question_parser,
+    ACCURACY_NOTE, Runs, accuracy_cell, bias_mode, check_formats, comma_list, command_line, comparison_cells,
     configs,    correctness, experiment_main, markdown_table, provenance_lines, run_stamp, write_report,
 )
 
@@ -39,20 +40,14 @@ RUN_KEY = ("acc", "split", "seed", "epochs")  # the fields that identify a run i
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", default="digits", help="data spec: digits, imagefolder:PATH or mnist:PATH")
-    parser.add_argument("--model", default="resnet", help="model name of lba_train.build_model (mlp, resnet, ...)")
-    parser.add_argument("--input", default="e4m3", help="operand format")
-    parser.add_argument("--accs", default="e2m5_b-14,e3m2,e3m4",
-                        help="accumulators (see docs/experiments.md for why these discriminate)")
+    parser = question_parser(__doc__, "e2m5_b-14,e3m2,e3m4",
+                             "accumulators (see docs/experiments.md for why these discriminate)")
     parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs T, both stages together")
     parser.add_argument("--splits", default=None, help="stage-1 epochs to try (default every s = 0..T)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the baseline and of the fine-tuning")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of both stages")
     parser.add_argument("--baseline-epochs", type=int, default=10, help="float baseline epochs (Adam lr 3e-3)")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports/q1_underflow_split")
-    parser.add_argument("--report-only", action="store_true", help="only rebuild report.md from runs.jsonl")
+    add_report_options(parser, "reports/q1_underflow_split")
     args = parser.parse_args(argv)
     args.accs, args.seeds = comma_list(args.accs), comma_list(args.seeds, int)
     args.splits = list(range(args.epochs + 1)) if args.splits is None else comma_list(args.splits, int)

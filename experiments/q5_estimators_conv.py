@@ -24,7 +24,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch and Numba start their OpenMP pools
 
 from questions import (
-    ACCURACY_NOTE, ROOT, Runs, accuracy_cell, bias_mode, check_formats, comma_list, command_line, comparison_cells,
+    add_report_options, question_parser,
+    ACCURACY_NOTE, Runs, accuracy_cell, bias_mode, check_formats, comma_list, command_line, comparison_cells,
     configs,    correctness, experiment_main, markdown_table, provenance_lines, run_stamp, single_thread, write_report,
 )
 
@@ -40,20 +41,14 @@ COST_STEPS = 4  # timed training steps per estimator, after one untimed step (Nu
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", default="digits", help="data spec: digits, imagefolder:PATH or mnist:PATH")
-    parser.add_argument("--model", default="resnet", help="model name of lba_train.build_model")
-    parser.add_argument("--input", default="e4m3", help="operand format")
-    parser.add_argument("--accs", default="e3m4_b-10,e3m5_b-10,e3m6_b-10",
-                        help="accumulators; a name with _bN keeps that bias (see docs/experiments.md)")
+    parser = question_parser(__doc__, "e3m4_b-10,e3m5_b-10,e3m6_b-10",
+                             "accumulators; a name with _bN keeps that bias (see docs/experiments.md)")
     parser.add_argument("--estimators", default=",".join(ESTIMATORS), help="gradient estimators, ste first")
     parser.add_argument("--epochs", default="1,1", help="fine-tuning epochs 'stage1,stage2'")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the baseline and of the fine-tuning")
     parser.add_argument("--baseline-epochs", type=int, default=10, help="float baseline epochs (Adam lr 3e-3)")
     parser.add_argument("--no-cost", action="store_true", help="skip the time and memory measurement")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports/q5_estimators_conv")
-    parser.add_argument("--report-only", action="store_true", help="only rebuild report.md from runs.jsonl")
+    add_report_options(parser, "reports/q5_estimators_conv")
     args = parser.parse_args(argv)
     args.accs, args.seeds = comma_list(args.accs), comma_list(args.seeds, int)
     args.estimators = comma_list(args.estimators)

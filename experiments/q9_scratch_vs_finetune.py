@@ -26,7 +26,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch and Numba start their OpenMP pools
 
 from questions import (
-    ACCURACY_NOTE, ROOT, Runs, accuracy_cell, bias_mode, check_formats, comma_list, command_line, comparison_cells,
+    add_report_options, question_parser,
+    ACCURACY_NOTE, Runs, accuracy_cell, bias_mode, check_formats, comma_list, command_line, comparison_cells,
     configs, correctness, experiment_main, forward_macs_per_example, markdown_table, provenance_lines, run_stamp,
     write_report,
 )
@@ -50,12 +51,8 @@ def epoch_pair(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", default="digits", help="data spec: digits, imagefolder:PATH or mnist:PATH")
-    parser.add_argument("--model", default="resnet", help="model name of lba_train.build_model")
-    parser.add_argument("--input", default="e4m3", help="operand format")
-    parser.add_argument("--accs", default="e4m3,e3m2,e2m5_b-14", help="accumulators (a name with _bN keeps that bias)")
+    parser = question_parser(__doc__, "e4m3,e3m2,e2m5_b-14",
+                             "accumulators (a name with _bN keeps that bias)")
     parser.add_argument("--epochs", type=int, default=10, help="N: epochs of every arm")
     parser.add_argument("--finetune-epochs", type=epoch_pair, default=(1, 1),
                         help="F as 'stage1,stage2': the finetune arm's epochs on the accumulator")
@@ -65,8 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--finetune-lr", type=float, default=1e-3, help="Adam lr of both fine-tuning stages")
     parser.add_argument("--scratch-lr", type=float, default=3e-3, help="Adam lr of training from scratch")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the initial weights and the batch order")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports/q9_scratch_vs_finetune")
-    parser.add_argument("--report-only", action="store_true", help="only rebuild report.md from runs.jsonl")
+    add_report_options(parser, "reports/q9_scratch_vs_finetune")
     args = parser.parse_args(argv)
     args.accs, args.seeds = comma_list(args.accs), comma_list(args.seeds, int)
     args.scratch_epochs = args.scratch_epochs or (0, args.epochs)

@@ -7,6 +7,7 @@ resumes and the report can be rebuilt with ``--report-only``) and writes ``<out>
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -26,6 +27,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def comma_list(text: str, kind=str) -> list:
     """A comma-separated command-line list (empty items dropped), each item converted with ``kind``."""
     return [kind(item.strip()) for item in text.split(",") if item.strip()]
+
+
+def question_parser(doc: str, accs: str, accs_help: str) -> argparse.ArgumentParser:
+    """The options every digits question shares: which data, model, operand format and accumulators."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", default="digits", help="data spec: digits, imagefolder:PATH or mnist:PATH")
+    parser.add_argument("--model", default="resnet", help="model name of lba_train.build_model (mlp, resnet, ...)")
+    parser.add_argument("--input", default="e4m3", help="operand format")
+    parser.add_argument("--accs", default=accs, help=accs_help)
+    return parser
+
+
+def add_report_options(parser: argparse.ArgumentParser, out: str) -> None:
+    """Where the runs and the report go, and the rebuild-only switch."""
+    parser.add_argument("--out", type=Path, default=ROOT / out)
+    parser.add_argument("--report-only", action="store_true", help="only rebuild report.md from runs.jsonl")
 
 
 def single_thread() -> None:
