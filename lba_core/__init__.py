@@ -7,6 +7,7 @@ The bottom layer of the toolkit: pure Python, no torch, no amaranth. ``rtl`` and
 from .config import ROUNDING_MODES, MacConfig, paper_acc_bias
 from .datapath import DatapathPlan, derive_datapath
 from .errors import ConfigError, FormatError
+from .fused import FUSED_PRESETS, FusedAccumulator, parse_fused
 from .formats import OVERFLOW_MODES, FixedFormat, FloatFormat, floor_log2, parse_format, standard_name
 from .reference import (
     DotResult,
@@ -29,6 +30,8 @@ __all__ = [
     "FixedFormat",
     "FloatFormat",
     "FormatError",
+    "FUSED_PRESETS",
+    "FusedAccumulator",
     "MacConfig",
     "OVERFLOW_MODES",
     "Rounded",
@@ -39,6 +42,7 @@ __all__ = [
     "floor_log2",
     "fmaq",
     "paper_acc_bias",
+    "parse_fused",
     "parse_format",
     "standard_name",
     "product",

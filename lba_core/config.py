@@ -8,6 +8,7 @@ from typing import Any
 
 from .errors import ConfigError, FormatError
 from .formats import FixedFormat, FloatFormat, parse_format
+from .fused import FusedAccumulator, check_fused_mac, is_fused_spelling, parse_fused
 
 ROUNDING_MODES = ("rne", "rtz")
 
@@ -23,11 +24,13 @@ class MacConfig:
     first fine-tuning stage. Formats may be given as strings, parsed once by ``lba_core.parse_format``:
     floating point (``"e4m3"``) or fixed point (``"int32"``, ``"int16_sat"``, ``"fx40.24"``, docs §8).
     A fixed-point accumulator takes integer/fixed-point or floating-point operands and no product format;
-    integer/fixed-point operands need a fixed-point accumulator.
+    integer/fixed-point operands need a fixed-point accumulator. ``acc`` may also be a tensor-core fused
+    dot-product accumulator (:class:`lba_core.FusedAccumulator`, a preset such as ``"hopper-fp8"`` or
+    ``"hopper-fp8+promote128"``, docs §9); it fixes product, rounding, chunk_size and underflow to their defaults.
     """
 
     input: FloatFormat | FixedFormat
-    acc: FloatFormat | FixedFormat
+    acc: FloatFormat | FixedFormat | FusedAccumulator
     product: FloatFormat | None = None
     rounding: str = "rne"
     chunk_size: int | None = None
@@ -39,10 +42,18 @@ class MacConfig:
             value = getattr(self, name)
             if value is None and name in ("product", "weight"):
                 continue
+            if name == "acc" and (isinstance(value, FusedAccumulator) or is_fused_spelling(value)):
+                object.__setattr__(self, name, parse_fused(value))
+                continue
             try:
                 object.__setattr__(self, name, parse_format(value))
             except FormatError as error:
-                raise ConfigError(f"MacConfig.{name}: {error}") from None
+                hint = "; or a fused accumulator such as hopper-fp8 (docs §9)" if name == "acc" else ""
+                raise ConfigError(f"MacConfig.{name}: {error}{hint}") from None
+        if isinstance(self.acc, FusedAccumulator):
+            check_fused_mac(self.acc, {"input": self.input, "weight": self.weight}, self.product,
+                            self.rounding.lower() if isinstance(self.rounding, str) else self.rounding,
+                            self.chunk_size, self.underflow)
         if isinstance(self.product, FixedFormat):
             raise ConfigError(f"MacConfig.product must be a floating-point format, got {self.product.name}")
         if isinstance(self.acc, FixedFormat):
@@ -51,7 +62,7 @@ class MacConfig:
                     f"MacConfig.product must be None with the fixed-point accumulator {self.acc.name}: products are "
                     "rounded straight onto its grid (docs/arithmetic.md §8)"
                 )
-        else:
+        elif isinstance(self.acc, FloatFormat):
             for name in ("input", "weight"):
                 fmt = getattr(self, name)
                 if isinstance(fmt, FixedFormat):
@@ -74,6 +85,11 @@ class MacConfig:
         return isinstance(self.acc, FixedFormat)
 
     @property
+    def fused_acc(self) -> bool:
+        """Whether the accumulator is a tensor-core fused dot-product accumulator (docs §9)."""
+        return isinstance(self.acc, FusedAccumulator)
+
+    @property
     def a_format(self) -> FloatFormat:
         """Format of the first operand (activations)."""
         return self.input
@@ -90,7 +106,8 @@ class MacConfig:
         if self.product is not None:
             parts.append(f"p{self.product.name}")
         parts.append(self.acc.name)
-        parts.append(self.rounding)
+        if not self.fused_acc:  # a fused accumulator's rounding is part of its name
+            parts.append(self.rounding)
         if self.chunk_size is not None:
             parts.append(f"c{self.chunk_size}")
         if not self.underflow:
@@ -105,7 +122,7 @@ class MacConfig:
         data = asdict(self)
         for name in ("input", "acc", "product", "weight"):
             fmt = getattr(self, name)
-            data[name] = None if fmt is None else asdict(fmt)
+            data[name] = None if fmt is None else fmt.to_dict() if isinstance(fmt, FusedAccumulator) else asdict(fmt)
         return data
 
     @classmethod
@@ -113,7 +130,9 @@ class MacConfig:
         fields = dict(data)
         for name in ("input", "acc", "product", "weight"):
             value = fields.get(name)
-            if isinstance(value, dict):
+            if isinstance(value, dict) and "group" in value:
+                fields[name] = FusedAccumulator.from_dict(value)
+            elif isinstance(value, dict):
                 fields[name] = FixedFormat(**value) if "width" in value else FloatFormat(**value)
         return cls(**fields)
 
