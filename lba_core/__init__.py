@@ -8,6 +8,7 @@ from .config import ROUNDING_MODES, MacConfig, paper_acc_bias
 from .datapath import DatapathPlan, derive_datapath
 from .errors import ConfigError, FormatError
 from .fused import FUSED_PRESETS, FusedAccumulator, parse_fused
+from .fused_reference import fdpa, fused_dot, fused_matmul_reference
 from .formats import OVERFLOW_MODES, FixedFormat, FloatFormat, floor_log2, parse_format, standard_name
 from .reference import (
     DotResult,
@@ -40,7 +41,10 @@ __all__ = [
     "derive_datapath",
     "dot",
     "floor_log2",
+    "fdpa",
     "fmaq",
+    "fused_dot",
+    "fused_matmul_reference",
     "paper_acc_bias",
     "parse_fused",
     "parse_format",
