@@ -13,7 +13,7 @@ CLUSTER_STAMP := $(VENV)/.installed-cluster
 # torch's and Numba's OpenMP thread pools busy-wait by default and starve each other on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv sysdeps test test-full test-cluster sweep readme report-check cosim bench paper-claim experiments minilm clean
+.PHONY: help venv sysdeps test test-full test-cluster sweep readme report-check cosim fused-check bench paper-claim experiments minilm clean
 
 help:
 	@echo "make sweep      the main job: area, digits accuracy and MiniLM zero-shot of the default sweep -> reports/ (installs the transformers extra)"
@@ -23,6 +23,7 @@ help:
 	@echo "make test-cluster  multi-process checks (finetune under torchrun, gloo on CPU; sweep on a local Ray instance)"
 	@echo "make report-check  render reports/default/index.html in headless Chromium, check it, keep a screenshot"
 	@echo "make cosim      full RTL cosimulation (Amaranth + Verilog simulators) against the reference"
+	@echo "make fused-check the fused tensor-core accumulators (docs/arithmetic.md §9) against MMA-Sim, full vector set"
 	@echo "make bench      simulator, estimator and synthesis benchmarks"
 	@echo "make paper-claim  synthesized MAC area, FP8 inputs, fp32/fp16/bf16/12-bit accumulators -> reports/paper_claim"
 	@echo "make experiments  fine-tuning demo, gradient-estimator study and the paper's questions Q1/Q5/Q9 -> reports/ (about 1 h 45 min)"
@@ -81,6 +82,9 @@ report-check: venv
 
 cosim: venv
 	$(PY) -m pytest -m slow tests/test_cosim_full.py tests/test_pe_array.py
+
+fused-check: venv
+	$(PY) -m pytest -m slow -n 0 -s tests/test_fused_mmasim.py
 
 bench: venv
 	$(PY) benchmarks/gemm.py
