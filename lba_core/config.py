@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import ConfigError, FormatError
 from .formats import FixedFormat, FloatFormat, parse_format
-from .fused import FusedAccumulator, check_fused_mac, is_fused_spelling, parse_fused
+from .fused import FUSED_PRESETS, FusedAccumulator, check_fused_mac, is_fused_spelling, parse_fused
 
 ROUNDING_MODES = ("rne", "rtz")
 
@@ -43,12 +43,15 @@ class MacConfig:
             if value is None and name in ("product", "weight"):
                 continue
             if name == "acc" and (isinstance(value, FusedAccumulator) or is_fused_spelling(value)):
-                object.__setattr__(self, name, parse_fused(value))
+                try:
+                    object.__setattr__(self, name, parse_fused(value))
+                except ConfigError as error:
+                    raise ConfigError(f"MacConfig.acc: {error}") from None
                 continue
             try:
                 object.__setattr__(self, name, parse_format(value))
             except FormatError as error:
-                hint = "; or a fused accumulator such as hopper-fp8 (docs §9)" if name == "acc" else ""
+                hint = f"; or a fused accumulator ({', '.join(FUSED_PRESETS)}, docs §9)" if name == "acc" else ""
                 raise ConfigError(f"MacConfig.{name}: {error}{hint}") from None
         if isinstance(self.acc, FusedAccumulator):
             check_fused_mac(self.acc, {"input": self.input, "weight": self.weight}, self.product,
