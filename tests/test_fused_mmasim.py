@@ -71,3 +71,14 @@ def test_reference_matches_mmasim_full(acc, a, b):
     print(f"{cfg.name}: {total} outputs, {bad} mismatches, corners {corner_counts(cfg, cases, results)}")
     assert total >= FULL_OUTPUTS and bad == 0
     assert np.isfinite(np.concatenate([r.ravel() for r in results])).any()
+
+
+def test_zero_exponent_is_visible_and_matches():
+    """A zero addend at e_zero = -133 sets e_max above bf16 products near 2^-147 and truncates a 2^-165 term
+    away: 2^-147 - 2^-149 - 2^-165 gives 3 * 2^-149 (RZ), as MMA-Sim does; with e_zero = -150 it gives 2 * 2^-149."""
+    A, B, C = np.array([[2.0**-74, -(2.0**-75), -(2.0**-83)]]), np.array([[2.0**-73], [2.0**-74], [2.0**-82]]), np.zeros((1, 1))
+    cfg = MacConfig(input="e8m7_sub", acc="hopper-bf16")
+    want = mmasim_matmul(cfg, A, B, C)
+    assert want[0, 0] == 3 * 2.0**-149 and mismatches(want, fused_matmul_reference(A, B, cfg, C)) == 0
+    moved = MacConfig(input="e8m7_sub", acc="fdpa16f25-e8m23_sub-rtz-z-150")
+    assert fused_matmul_reference(A, B, moved, C)[0, 0] == 2 * 2.0**-149
