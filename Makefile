@@ -70,7 +70,7 @@ sweep: venv $(MINILM_STAMP)
 # committed reports; tests/test_readme.py checks they agree.
 readme: venv
 	$(VENV)/bin/hwmodel report reports/default --readme README.md
-	$(PY) -c "from hwmodel.silicon_report import update_readme; update_readme()"
+	$(PY) -c "from hwmodel.synthesis.silicon import update_readme; update_readme()"
 	$(PY) experiments/pe_array_share.py --readme
 	$(PY) -c "import sys; sys.path.insert(0, 'benchmarks'); import gemm; from pathlib import Path; gemm.update_readme(Path('README.md'), Path('reports/gemm/benchmark.md'))"
 

@@ -13,9 +13,9 @@ import os
 import tempfile
 import time
 
-from hwmodel.area import area_sweep, default_configs
-from hwmodel.mac_synth import generator_fingerprint
-from hwmodel.cache import ResultCache
+from hwmodel.synthesis.area import area_sweep, default_configs
+from hwmodel.synthesis.mac_synth import generator_fingerprint
+from hwmodel.execution.cache import ResultCache
 
 
 def timed_sweep(cache: ResultCache, jobs: int, blocks: bool) -> tuple[float, int]:

@@ -5,7 +5,7 @@ underflow off (stage 1), the other T - s with the hardware's flushing accumulato
 one-stage ablation) ... T (no stage 2). Both stages use the same learning rate, so the split is the only
 difference. Every accuracy is measured with underflow on; per seed the float baseline (its initial weights
 and batch order come from the seed), the accumulator bias and the validation examples are shared by all
-splits, so each split is compared with the one-stage run on the same examples and seeds (hwmodel.stats).
+splits, so each split is compared with the one-stage run on the same examples and seeds (hwmodel.report.stats).
 
     .venv/bin/python experiments/q1_underflow_split.py                  # reports/q1_underflow_split/
     .venv/bin/python experiments/q1_underflow_split.py --data imagefolder:PATH --model resnet --accs e4m3

@@ -5,7 +5,7 @@ every convolution is an im2col GEMM whose backward recomputes each output's accu
 (docs/estimators.md), so nothing of size M*N*K is stored. A float ResNet (per seed) is fine-tuned on 8-10-bit
 accumulators with each estimator of lba_train.estimators.ESTIMATORS (lba_train.finetune, two-stage recipe,
 LayerOptions(estimator=...)); per seed the baseline, the accumulator bias and the batch order are shared, so
-each estimator is compared with STE on the same examples and seeds (hwmodel.stats). The cost: time per
+each estimator is compared with STE on the same examples and seeds (hwmodel.report.stats). The cost: time per
 training step and peak resident memory of a few steps per estimator, each in a fresh process, and the
 memory a stored-derivative backward would need instead (M*N*K float64 per layer and batch).
 

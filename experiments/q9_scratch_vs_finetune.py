@@ -9,7 +9,7 @@ Three arms per seed, each N epochs (the same batches per epoch, hence the same o
             accumulator with lba_train.finetune (bias calibrated on the random model; epochs split between
             the stages as --scratch-epochs says).
 Accuracies of the accumulator arms are measured with the hardware's arithmetic (underflow on) on the same
-validation examples; scratch is compared with finetune paired over examples and seeds (hwmodel.stats). MACs:
+validation examples; scratch is compared with finetune paired over examples and seeds (hwmodel.report.stats). MACs:
 forward MACs per example (lba_train.accumulator_coverage) times the training examples seen; a training step
 costs about three times its forward (forward plus the two gradient GEMMs, which run in float here).
 

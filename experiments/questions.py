@@ -1,5 +1,5 @@
 """What the paper-question experiments (q1_*, q5_*, q9_*) share: resumable result rows, the accuracy cells with
-their intervals (hwmodel.stats), forward MAC counts and the provenance line of a report.
+their intervals (hwmodel.report.stats), forward MAC counts and the provenance line of a report.
 
 Each experiment appends one JSON line per finished run to ``<out>/runs.jsonl`` (so an interrupted run
 resumes and the report can be rebuilt with ``--report-only``) and writes ``<out>/report.md`` from those lines.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwmodel.stats import holm, paired_comparison, summarize_accuracy
+from hwmodel.report.stats import holm, paired_comparison, summarize_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,7 +160,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
 ACCURACY_NOTE = (
     "Accuracy: mean over seeds [95% Wilson interval over the validation examples] ±standard deviation over seeds, "
     "measured with the hardware's arithmetic. Differences: paired over the same examples and seeds (two-way t-test "
-    "of hwmodel.stats.paired_comparison when seeds vary, exact McNemar with one seed; 95% interval), p "
+    "of hwmodel.report.stats.paired_comparison when seeds vary, exact McNemar with one seed; 95% interval), p "
     "Holm-adjusted over the comparisons of a table."
 )
 

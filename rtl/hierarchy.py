@@ -1,6 +1,6 @@
 """The blocks of a circuit: which block each module of the hierarchical Verilog implements.
 
-The per-block area report (hwmodel.synth) files every synthesized module under the block this map names, and
+The per-block area report (hwmodel.synthesis.synth) files every synthesized module under the block this map names, and
 refuses a module the map does not know, so a block can neither be lost nor double-counted.
 """
 

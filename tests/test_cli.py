@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hwmodel.cli import COMMANDS, build_parser, main
+from hwmodel.cli.app import COMMANDS, build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "pandas", "matplotlib", "numba")
@@ -60,7 +60,8 @@ def test_version(capsys):
 
 
 def test_every_command_module_is_listed():
-    modules = {path.stem[len("cmd_"):].replace("_", "-") for path in (ROOT / "hwmodel").glob("cmd_*.py")}
+    modules = {path.stem.replace("_", "-") for path in (ROOT / "hwmodel" / "cli").glob("*.py")
+               if path.stem not in ("__init__", "__main__", "app")}
     assert modules == set(COMMANDS)
 
 

@@ -13,8 +13,8 @@ import shutil
 import numpy as np
 import pytest
 
-from hwmodel.cache import ResultCache
-from hwmodel.flows.energy import (
+from hwmodel.execution.cache import ResultCache
+from hwmodel.synthesis.flows.energy import (
     compile_netlist,
     energy_per_cycle,
     function_to_python,
@@ -23,14 +23,14 @@ from hwmodel.flows.energy import (
     simulate,
     when_probability,
 )
-from hwmodel.flows.libraries import library_data
-from hwmodel.flows.liberty import MappingJob
-from hwmodel.flows.opensta import UNIFORM_ACTIVITY, UNIFORM_POWER_PERIOD_NS, TimingJob
-from hwmodel.flows.operands import StreamSpec, capture_streams, encode, streams_key
-from hwmodel.flows.targets import silicon_reports
-from hwmodel.mac_synth import export_designs
-from hwmodel.silicon_report import silicon_row
-from hwmodel.sweepspec import fixed_point_config
+from hwmodel.synthesis.flows.libraries import library_data
+from hwmodel.synthesis.flows.liberty import MappingJob
+from hwmodel.synthesis.flows.opensta import UNIFORM_ACTIVITY, UNIFORM_POWER_PERIOD_NS, TimingJob
+from hwmodel.synthesis.flows.operands import StreamSpec, capture_streams, encode, streams_key
+from hwmodel.synthesis.flows.targets import silicon_reports
+from hwmodel.synthesis.mac_synth import export_designs
+from hwmodel.synthesis.silicon import silicon_row
+from hwmodel.sweep.spec import fixed_point_config
 from lba_core import FloatFormat, MacConfig, dot
 
 needs_sta = pytest.mark.skipif(shutil.which("sta") is None, reason="OpenSTA (Debian package opensta) missing")

@@ -20,7 +20,7 @@ from lba_train.events import EventStats
 from lba_train.kernels import available_kernels, gemm_values, numba_binary32, numba_gemm, plan_gemm, select_kernel
 from lba_train.kernels import torch_gemm
 from lba_train.kernels.dispatch import TRITON_AVAILABLE, batched_gemm_values
-from lba_train.kernels.plan import STEP_EXACT_SUM, STEP_GENERAL, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE, round_spec
+from lba_train.kernels.plan import STEP_EXACT_SUM, STEP_GENERAL, STEP_NATIVE, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE, round_spec
 from lba_train.kernels.plan import round_twice_holds
 from lba_train.quantize import quantize
 from support.gemm import batched_operands, operands, random_codes, reference_gemm
@@ -65,7 +65,7 @@ CONFIG_IDS = [cfg.name for cfg, _ in CONFIGS]
 # The binary32-lane step (None: binary64 lanes) of each entry of CONFIGS, in order.
 BINARY32_STEPS = [
     STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE,
-    STEP_EXACT_SUM, STEP_EXACT_SUM, STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, None, None, STEP_ROUND_TO_ODD,
+    STEP_EXACT_SUM, STEP_EXACT_SUM, STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_NATIVE, None, STEP_ROUND_TO_ODD,
     None, None, None, None, None, STEP_ROUND_TWICE, STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_ROUND_TO_ODD,
 ]
 

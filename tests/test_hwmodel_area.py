@@ -13,10 +13,10 @@ import math
 import pandas as pd
 import pytest
 
-from hwmodel.area import area_sweep, write_area_report
-from hwmodel.mac_synth import ExportJob, generator_fingerprint, generator_sources, synthesize_configs
-from hwmodel.paper_claim import paper_claim_table
-from hwmodel.cache import ResultCache
+from hwmodel.synthesis.area import area_sweep, write_area_report
+from hwmodel.synthesis.mac_synth import ExportJob, generator_fingerprint, generator_sources, synthesize_configs
+from hwmodel.report.paper_claim import paper_claim_table
+from hwmodel.execution.cache import ResultCache
 from hwmodel.cli import main
 from lba_core import ConfigError, MacConfig
 from rtl import MAC, FMAq, module_blocks

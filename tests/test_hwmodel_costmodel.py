@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from hwmodel.costmodel import TERMS, fit_cost_model, mac_widths
+from hwmodel.synthesis.costmodel import TERMS, fit_cost_model, mac_widths
 from lba_core import MacConfig
 
 ACCS = ("e4m3", "e4m7", "e5m6", "e3m8", "e5m10", "e8m7", "e8m23", "e6m20")

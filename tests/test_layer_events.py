@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from hwmodel.heatmap import LAYER_EVENTS_FILE, LARGEST_K_MARK, layer_event_rows, largest_k_layers
-from hwmodel.report import ReportError, build_report, write_results
-from hwmodel.sweepspec import check_option
+from hwmodel.report.heatmap import LAYER_EVENTS_FILE, LARGEST_K_MARK, layer_event_rows, largest_k_layers
+from hwmodel.report.report import ReportError, build_report, write_results
+from hwmodel.sweep.spec import check_option
 from lba_core import ConfigError, MacConfig
 from lba_train import build_model, layer_dot_products, lbaify
 from lba_train.models import MAX_WIDTH
@@ -56,8 +56,8 @@ def _record(seed: int) -> dict:
 
 
 def test_layer_rows_sum_the_seeds_and_match_the_whole_model_rates():
-    from hwmodel.sweep import _row
-    from hwmodel.sweepspec import SweepSpec
+    from hwmodel.sweep.sweep import _row
+    from hwmodel.sweep.spec import SweepSpec
 
     records = [_record(0), _record(1)]
     rows = layer_event_rows("c", "e4m3", records)
@@ -130,8 +130,8 @@ def test_width_is_validated(value):
 def test_width_is_part_of_the_provenance():
     from dataclasses import replace
 
-    from hwmodel.sweep import _identity, accuracy_determinants, energy_streams
-    from hwmodel.sweepspec import SweepSpec
+    from hwmodel.sweep.sweep import _identity, accuracy_determinants, energy_streams
+    from hwmodel.sweep.spec import SweepSpec
 
     spec = SweepSpec()
     wide = replace(spec, accuracy=replace(spec.accuracy, width=4))

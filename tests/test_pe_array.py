@@ -155,7 +155,7 @@ def test_rejected_before_elaboration():
 
 
 def test_synthesis_reports_area_share_and_timing():
-    from hwmodel.pe_array import synthesize_array
+    from hwmodel.synthesis.pe_array import synthesize_array
     from rtl.pe_array import array_block_of, array_tile
 
     assert array_block_of(object, "skew_register_2_0") == "skew_register"
@@ -184,7 +184,7 @@ def test_synthesis_reports_area_share_and_timing():
 
 
 def test_sweep_array_option(tmp_path):
-    from hwmodel.sweepspec import SweepSpec, load_sweep_spec
+    from hwmodel.sweep.spec import SweepSpec, load_sweep_spec
 
     path = tmp_path / "array.toml"
     path.write_text('accumulators = ["e4m7", "fp32"]\narray = "8x8"\n')

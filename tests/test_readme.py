@@ -25,21 +25,21 @@ def _script(path: str):
 
 
 def test_main_result_equals_the_committed_default_sweep(monkeypatch):
-    from hwmodel.report import README_MARKERS, readme_summary
+    from hwmodel.report.report import README_MARKERS, readme_summary
 
     monkeypatch.chdir(ROOT)  # the links in the section are relative to the README
     assert marked_block(README, *README_MARKERS) == readme_summary("reports/default").strip()
 
 
 def test_silicon_table_equals_the_committed_paper_claim():
-    from hwmodel.silicon_report import README_MARKERS, ratio_summary
+    from hwmodel.synthesis.silicon import README_MARKERS, ratio_summary
 
     expected = ratio_summary(ROOT / "reports/paper_claim/paper_claim_silicon.csv")
     assert marked_block(README, *README_MARKERS) == expected.strip()
 
 
 def test_fpga_table_equals_the_committed_synth_reports():
-    from hwmodel.silicon_report import FPGA_README_MARKERS, fpga_summary
+    from hwmodel.synthesis.silicon import FPGA_README_MARKERS, fpga_summary
 
     expected = fpga_summary(ROOT / "reports/paper_claim")
     assert marked_block(README, *FPGA_README_MARKERS) == expected.strip()

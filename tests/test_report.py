@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from hwmodel.cli import main
-from hwmodel.report import (
+from hwmodel.report.report import (
     ReportError,
     build_report,
     place_labels,

@@ -7,7 +7,7 @@ import random
 
 from amaranth.hdl import Fragment
 
-from hwmodel.costmodel import mac_widths
+from hwmodel.synthesis.costmodel import mac_widths
 from lba_core import ConfigError, FloatFormat, MacConfig, derive_datapath
 from rtl import ChunkAdder, FMAq, check_config
 from rtl.blocks import Adder, Aligner, Multiplier, Normalizer, ProductRounder, RangeFlags, Rounder

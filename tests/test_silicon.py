@@ -12,14 +12,14 @@ import shutil
 
 import pytest
 
-from hwmodel.cache import ResultCache
-from hwmodel.cmd_synth import parse_targets
-from hwmodel.flows import opensta
-from hwmodel.flows.libraries import extract_library, get_library, library_data, parse_liberty
-from hwmodel.flows.liberty import MappingJob, area_report
-from hwmodel.flows.opensta import StaError, TimingJob, ToolMissing, parse_sta_log, timing_report
-from hwmodel.flows.targets import asic_reports
-from hwmodel.synth import Design
+from hwmodel.execution.cache import ResultCache
+from hwmodel.cli.synth import parse_targets
+from hwmodel.synthesis.flows import opensta
+from hwmodel.synthesis.flows.libraries import extract_library, get_library, library_data, parse_liberty
+from hwmodel.synthesis.flows.liberty import MappingJob, area_report
+from hwmodel.synthesis.flows.opensta import StaError, TimingJob, ToolMissing, parse_sta_log, timing_report
+from hwmodel.synthesis.flows.targets import asic_reports
+from hwmodel.synthesis.synth import Design
 from lba_core import ConfigError
 
 from test_synth import TOY_BLOCKS, toy_verilog
@@ -83,8 +83,8 @@ def test_unknown_target_lists_the_known_ones():
 def test_minilm_operands_are_refused_before_work_without_their_extra_or_a_library(monkeypatch):
     import lba_train.minilm
 
-    from hwmodel.cmd_synth import stream_spec_from_args
-    from hwmodel.flows.operands import StreamSpec
+    from hwmodel.cli.synth import stream_spec_from_args
+    from hwmodel.synthesis.flows.operands import StreamSpec
 
     args = argparse.Namespace(operands="minilm", target=("generic",))
     with pytest.raises(ConfigError, match="--operands minilm has no effect without a standard-cell target"):

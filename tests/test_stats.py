@@ -1,4 +1,4 @@
-"""Accuracy intervals and paired comparisons (hwmodel.stats), checked against scipy and by simulation."""
+"""Accuracy intervals and paired comparisons (hwmodel.report.stats), checked against scipy and by simulation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hwmodel.stats import holm, paired_comparison, summarize_accuracy, wilson_interval
+from hwmodel.report.stats import holm, paired_comparison, summarize_accuracy, wilson_interval
 
 
 @pytest.mark.parametrize("successes,total", [(0, 10), (3, 10), (10, 10), (352, 359), (180, 359)])

@@ -76,8 +76,8 @@ def copy_of(base, name: str) -> Path:
 
 # ----------------------------------------------------------------------------------------- one circuit per row
 def test_each_row_is_the_synthesis_of_the_trained_config(base, cache):
-    from hwmodel.area import area_sweep
-    from hwmodel.cache import ResultCache
+    from hwmodel.synthesis.area import area_sweep
+    from hwmodel.execution.cache import ResultCache
     from lba_core import MacConfig
 
     _, folder, stderr = base
@@ -217,8 +217,8 @@ def test_truncated_results_csv_is_refused_before_work(base, cache, capsys):
 def test_folder_of_an_earlier_version_is_recognised(tmp_path):
     """reports/default as committed before sweep.json recorded an identity: same sweep -> its rows get
     replaced (they carry no settings); another kind of sweep -> refused."""
-    from hwmodel.sweep import _earlier_rows, check_output, run_settings
-    from hwmodel.sweepspec import SweepSpec
+    from hwmodel.sweep.sweep import _earlier_rows, check_output, run_settings
+    from hwmodel.sweep.spec import SweepSpec
     from lba_core import ConfigError
 
     folder = tmp_path / "default"

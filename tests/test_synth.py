@@ -1,6 +1,6 @@
 """The Yosys flow on small hand-written designs: figures against independent counts, blocks, cache, errors.
 
-The oracles here share nothing with hwmodel.synth's parsing: transistor counts use Yosys's published CMOS
+The oracles here share nothing with hwmodel.synthesis.synth's parsing: transistor counts use Yosys's published CMOS
 cost per cell written out below, logic depth is a longest-path search over the JSON netlist, and block
 totals are checked against a flattened count of the same cells.
 """
@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from hwmodel.cache import ResultCache
-from hwmodel.synth import (
+from hwmodel.execution.cache import ResultCache
+from hwmodel.synthesis.synth import (
     Design,
     SynthesisError,
     YosysError,
@@ -207,7 +207,7 @@ def test_unknown_target_is_rejected_before_work():
 
 
 def test_unknown_cell_has_no_area():
-    from hwmodel.synth import gate_equivalents
+    from hwmodel.synthesis.synth import gate_equivalents
 
     with pytest.raises(SynthesisError, match="no area"):
         gate_equivalents({"$_AOI3_": 1}, cell_areas_ge())

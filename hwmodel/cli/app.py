@@ -1,4 +1,4 @@
-"""The ``hwmodel`` command line: one sub-command per module ``hwmodel.cmd_<name>``.
+"""The ``hwmodel`` command line: one sub-command per module ``hwmodel.cli.<name>``.
 
 Each command module provides ``register(subparsers)``, which adds its parser (with its description and
 options) and sets ``func`` to a callable taking the parsed arguments and returning an exit status. The
@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from lba_core import ConfigError, FormatError  # noqa: E402
 from lba_core.fileio import os_error_text  # noqa: E402
 
-from .interrupt import Interrupted  # noqa: E402
+from ..execution.interrupt import Interrupted  # noqa: E402
 
 PACKAGE = "lba-toolkit"
 
@@ -106,7 +106,7 @@ class _Version(argparse.Action):
 
 
 def _module_name(command: str) -> str:
-    return "hwmodel.cmd_" + command.replace("-", "_")
+    return "hwmodel.cli." + command.replace("-", "_")
 
 
 def _selected_command(argv: list[str]) -> str | None:

@@ -10,9 +10,9 @@ import json
 
 from lba_core import ConfigError
 
-from .cmd_synth import synthesis_kwargs, synthesis_options, yosys_failure
-from .cmd_verilog import config_from_args, rtl_options
-from .synth import YosysError
+from .synth import synthesis_kwargs, synthesis_options, yosys_failure
+from .verilog import config_from_args, rtl_options
+from ..synthesis.synth import YosysError
 
 DEFAULT_BASIS = "e4m7,e5m6,e3m8,e4m3,e5m10,bf16,fp32"
 
@@ -32,9 +32,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .area import area_sweep
-    from .costmodel import sweep_cost_model
-    from .costmodel import TERMS, mac_widths
+    from ..synthesis.area import area_sweep
+    from ..synthesis.costmodel import sweep_cost_model
+    from ..synthesis.costmodel import TERMS, mac_widths
 
     cfg = config_from_args(args)
     basis = [cfg.replace(acc=acc.strip()) for acc in args.basis.split(",") if acc.strip()]

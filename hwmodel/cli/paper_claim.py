@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cmd_synth import synthesis_kwargs, synthesis_options, yosys_failure
-from .synth import YosysError
+from .synth import synthesis_kwargs, synthesis_options, yosys_failure
+from ..synthesis.synth import YosysError
 
 
 def register(subparsers) -> None:
@@ -32,11 +32,11 @@ def run(args: argparse.Namespace) -> int:
 
     from rtl.yosys import ToolError
 
-    from .area import area_sweep
-    from .flows.targets import ASIC_TARGETS, silicon_reports
-    from .paper_claim import paper_claim_configs, write_paper_claim
-    from .silicon_report import write_silicon_claim
-    from .synth import TARGETS as YOSYS_TARGETS
+    from ..synthesis.area import area_sweep
+    from ..synthesis.flows.targets import ASIC_TARGETS, silicon_reports
+    from ..report.paper_claim import paper_claim_configs, write_paper_claim
+    from ..synthesis.silicon import write_silicon_claim
+    from ..synthesis.synth import TARGETS as YOSYS_TARGETS
 
     configs = paper_claim_configs()
     yosys_targets = [target for target in args.target if target in YOSYS_TARGETS]

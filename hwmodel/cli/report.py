@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .report import ReportError, build_report, update_readme  # imported here so that `hwmodel report --help` stays fast
+    from ..report.report import ReportError, build_report, update_readme  # imported here so that `hwmodel report --help` stays fast
 
     from lba_core import ConfigError
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from lba_core import ConfigError
 
-from .cmd_synth import synthesis_kwargs, synthesis_options, yosys_failure
-from .sweepspec import DEFAULT_ACCUMULATORS, MAIN_JOB, MiniLMSpec, SweepSpec, check_buildable, load_sweep_spec
+from .synth import synthesis_kwargs, synthesis_options, yosys_failure
+from ..sweep.spec import DEFAULT_ACCUMULATORS, MAIN_JOB, MiniLMSpec, SweepSpec, check_buildable, load_sweep_spec
 from rtl.yosys import ToolError
 
 #: Report folder of an area-only sweep without --name, so that it never replaces the main report.
@@ -136,7 +136,7 @@ def _option_values(args: argparse.Namespace) -> dict[str, object]:
 
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     """The sweep the options describe, every value checked (ConfigError naming the option or key)."""
-    from .sweepspec import apply_options
+    from ..sweep.spec import apply_options
 
     values = _option_values(args)
     if args.config is not None:
@@ -156,8 +156,8 @@ def check_reports_root(root: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .interrupt import signals_interrupt
-    from .sweep import run_sweep  # imported here so that `hwmodel --help` stays fast
+    from ..execution.interrupt import signals_interrupt
+    from ..sweep.sweep import run_sweep  # imported here so that `hwmodel --help` stays fast
 
     with signals_interrupt():
         spec = spec_from_args(args)

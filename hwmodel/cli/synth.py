@@ -15,12 +15,12 @@ from typing import Any
 from lba_core import ConfigError
 from lba_core.fileio import writable_folder
 
-from .cache import CACHE_ENV_VAR, ResultCache, default_cache_dir
-from .cmd_verilog import array_config, array_options, check_array_args, config_from_args, rtl_options
+from ..execution.cache import CACHE_ENV_VAR, ResultCache, default_cache_dir
+from .verilog import array_config, array_options, check_array_args, config_from_args, rtl_options
 from rtl.yosys import ToolError
-from .flows.targets import known_targets
-from .synth import TARGETS as YOSYS_TARGETS
-from .synth import YosysError
+from ..synthesis.flows.targets import known_targets
+from ..synthesis.synth import TARGETS as YOSYS_TARGETS
+from ..synthesis.synth import YosysError
 
 TARGETS = known_targets()
 
@@ -87,7 +87,7 @@ def cache_from_args(args: argparse.Namespace) -> ResultCache:
 
 
 def synthesis_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of hwmodel.mac_synth's and hwmodel.area's synthesis functions, from :func:`synthesis_options`."""
+    """Keyword arguments of hwmodel.synthesis.mac_synth's and hwmodel.synthesis.area's synthesis functions, from :func:`synthesis_options`."""
     return {
         "blocks": not args.no_blocks,
         "cache": cache_from_args(args),
@@ -120,17 +120,17 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-#: ``--operands`` choices: hwmodel.flows.operands.StreamSpec models.
+#: ``--operands`` choices: hwmodel.synthesis.flows.operands.StreamSpec models.
 OPERAND_MODELS = ("resnet", "minilm")
 
 
 def stream_spec_from_args(args: argparse.Namespace):
     """The operand streams ``--operands`` names; a missing extra for MiniLM is one line, before any work."""
-    from .flows.operands import MINILM, StreamSpec
+    from ..synthesis.flows.operands import MINILM, StreamSpec
 
     if args.operands != MINILM:
         return StreamSpec()
-    from .flows.targets import ASIC_TARGETS
+    from ..synthesis.flows.targets import ASIC_TARGETS
 
     if not set(args.target) & set(ASIC_TARGETS):
         raise ConfigError(f"--operands minilm has no effect without a standard-cell target ({', '.join(ASIC_TARGETS)}) "
@@ -181,7 +181,7 @@ def asic_line(figures: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .mac_synth import synthesize_configs  # imported here so that `hwmodel --help` does not load Amaranth
+    from ..synthesis.mac_synth import synthesize_configs  # imported here so that `hwmodel --help` does not load Amaranth
 
     check_array_args("synth", args)
     if args.array is not None:
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rtl import check_pipeline
 
-    from .flows.targets import silicon_reports
+    from ..synthesis.flows.targets import silicon_reports
 
     cfg = config_from_args(args)
     check_pipeline(cfg, args.pipeline)  # a bad --pipeline fails here, before any work
@@ -209,15 +209,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_array(args: argparse.Namespace) -> int:
-    """``--array RxC``: area, timing and accumulator share of a PE array (hwmodel.pe_array)."""
-    from .flows.targets import ASIC_TARGETS
+    """``--array RxC``: area, timing and accumulator share of a PE array (hwmodel.synthesis.pe_array)."""
+    from ..synthesis.flows.targets import ASIC_TARGETS
 
     others = [target for target in args.target if target != "generic" and target not in ASIC_TARGETS]
     if others or args.no_blocks:
         raise SystemExit(f"hwmodel synth: error: --array takes --target generic and {', '.join(ASIC_TARGETS)} "
                          "only, with the per-block breakdown (the accumulator share needs it); got "
                          f"{', '.join(others) or '--no-blocks'}")
-    from .pe_array import format_array_report, synthesize_array
+    from ..synthesis.pe_array import format_array_report, synthesize_array
 
     rows, cols = args.array
     cfg = array_config(args)

@@ -3,7 +3,7 @@
 Trains (or reuses) one float baseline, then runs lba_train's recipe once per accumulator format, and writes
 reports/<name>/accuracy.csv and accuracy.md (with per-layer event statistics). The baseline and every
 format's checkpoints are keyed by a hash of everything that determines them (settings, source files, tool
-versions: hwmodel.provenance), so an interrupted run resumes and a run with other settings never does.
+versions: hwmodel.execution.provenance), so an interrupted run resumes and a run with other settings never does.
 
 Under ``torchrun --nproc_per_node=N`` every rank runs this command: rank 0 trains (or reads) the float
 baseline and sends it to the others, fine-tuning is data-parallel (lba_train.distributed), and rank 0 alone
@@ -26,9 +26,9 @@ from lba_train.distributed import Ranks, current_ranks, from_rank0
 from lba_train.layers import LayerOptions
 from lba_train.train import RESULTS_FILE, FinetuneOptions, run_accuracy_point, train_baseline
 
-from . import provenance
-from .interrupt import Interrupted, signals_interrupt
-from .sweepspec import check_option
+from ..execution import provenance
+from ..execution.interrupt import Interrupted, signals_interrupt
+from ..sweep.spec import check_option
 
 ACCURACY_KEYS = ("baseline", "exact_acc", "zero_shot", "stage1", "stage1_nouf", "stage2")
 

@@ -1,7 +1,7 @@
 """Stopping cleanly on SIGINT (Ctrl-C) and SIGTERM (what ``timeout``, CI runners and schedulers send).
 
 The command line turns both signals into :class:`Interrupted` in the main process; whoever runs workers
-(:func:`hwmodel.jobs.worker_pool`) stops them on the way out, keeps what is finished and re-raises with a
+(:func:`hwmodel.execution.jobs.worker_pool`) stops them on the way out, keeps what is finished and re-raises with a
 message saying what was saved. The CLI prints that one line and exits with 128 + the signal number (130 or
 143), without a traceback. Light on purpose: the CLI imports it before any command.
 """

@@ -185,7 +185,7 @@ def _ray_connection(ray: Any, workers: int, address: str | None) -> Iterator[Non
     if started:
         runtime = {"env_vars": _ray_environment()}
         # ray.init installs its own SIGTERM handlers (Python's exits, the core worker's aborts with a stack
-        # dump); the caller's handler (hwmodel.interrupt: stop, keep what is finished, one line) comes back.
+        # dump); the caller's handler (hwmodel.execution.interrupt: stop, keep what is finished, one line) comes back.
         on_sigterm = signal.getsignal(signal.SIGTERM)
         if address is None:
             ray.init(num_cpus=max(1, workers), include_dashboard=False, object_store_memory=RAY_OBJECT_STORE_BYTES,

@@ -24,11 +24,13 @@ import lba_core
 #: Digits of the settings hash shown per row of results.csv (64 bits: collisions are not a concern).
 SHORT_HASH = 16
 
-#: hwmodel modules that only orchestrate or present results; every other hwmodel file shapes the area numbers.
-_PRESENTATION_MODULES = frozenset({
-    "__init__.py", "cli.py", "interrupt.py", "jobs.py", "minilm_workload.py", "provenance.py", "report.py", "stats.py",
-    "sweep.py", "sweepspec.py",
-})
+#: The folders (relative to the repository root) whose files every area number comes from, with the suffixes
+#: that count: the arithmetic (lba_core), the circuits (rtl) and hwmodel's synthesis side with its data (cell
+#: areas, vendored libraries). The rest of hwmodel (CLI, sweep, report, workloads, execution) only orchestrates
+#: or presents results, so a change there keeps every cached synthesis result.
+AREA_SOURCES = {"lba_core": (".py",), "rtl": (".py",), "hwmodel/synthesis": (".py", ".csv", ".lib", ".json", ".gz")}
+#: The folders every accuracy number comes from.
+ACCURACY_SOURCES = {"lba_core": (".py",), "lba_train": (".py",)}
 
 
 def settings_hash(determinants: Any) -> str:
@@ -37,36 +39,33 @@ def settings_hash(determinants: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _files_hash(root: Path, paths: list[Path]) -> str:
+def _repository_root() -> Path:
+    return Path(lba_core.__file__).resolve().parent.parent
+
+
+def sources_hash(folders: dict[str, tuple[str, ...]]) -> str:
+    """SHA-256 over the relative path and content of every file under ``folders`` (relative to the repository
+    root) whose suffix is listed, in path order."""
+    top = _repository_root()
+    paths = sorted(path for folder, suffixes in folders.items() for path in (top / folder).rglob("*")
+                   if path.is_file() and path.suffix in suffixes and "__pycache__" not in path.parts)
     digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
+    for path in paths:
+        digest.update(str(path.relative_to(top)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
-def _package_root(name: str) -> Path:
-    return Path(lba_core.__file__).resolve().parent.parent / name
-
-
 @cache
 def accuracy_source_hash() -> str:
-    """The sources every accuracy number comes from: lba_core and lba_train."""
-    roots = [_package_root("lba_core"), _package_root("lba_train")]
-    return _files_hash(roots[0].parent, [path for root in roots for path in root.rglob("*.py")])
+    """The sources every accuracy number comes from: :data:`ACCURACY_SOURCES`."""
+    return sources_hash(ACCURACY_SOURCES)
 
 
 @cache
 def area_source_hash() -> str:
-    """The sources (and data files: cell areas, vendored libraries) every area number comes from: lba_core, rtl
-    and hwmodel's synthesis side."""
-    top = _package_root("lba_core").parent
-    paths = [*(_package_root("lba_core")).rglob("*.py"), *_package_root("rtl").rglob("*.py")]
-    hwmodel = _package_root("hwmodel")
-    paths += [path for path in hwmodel.rglob("*") if path.is_file() and path.suffix in (".py", ".csv", ".lib", ".json", ".gz")
-              and "__pycache__" not in path.parts
-              and not (path.parent == hwmodel and (path.name in _PRESENTATION_MODULES or path.name.startswith("cmd_")))]
-    return _files_hash(top, paths)
+    """The sources (and data files) every area number comes from: :data:`AREA_SOURCES`."""
+    return sources_hash(AREA_SOURCES)
 
 
 def _version(distribution: str) -> str:

@@ -1,5 +1,5 @@
 """The cost axes of the sweep report's accuracy plots: NAND2 gate equivalents (Yosys generic gates), and,
-from the standard-cell targets, MAC area in µm² and energy per MAC in pJ (hwmodel.silicon_report's
+from the standard-cell targets, MAC area in µm² and energy per MAC in pJ (hwmodel.synthesis.silicon's
 ``<library>_um2`` / ``<library>_pj_per_mac`` columns).
 
 A silicon plot needs its column in results.csv: an old sweep folder, or a sweep without a standard-cell
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .flows.libraries import LIBRARIES
+from ..synthesis.flows.libraries import LIBRARIES
 
 ENERGY_PLOT = "accuracy_vs_energy"
 AREA_PLOT = "accuracy_vs_um2"

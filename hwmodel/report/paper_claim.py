@@ -9,7 +9,7 @@ import pandas as pd
 from lba_core import FloatFormat, MacConfig
 from lba_core.fileio import atomic_write_text
 
-from .area import area_table, baseline_name, write_area_report
+from ..synthesis.area import area_table, baseline_name, write_area_report
 
 #: The paper's comparison: FP8 inputs with standard and 12-bit accumulators.
 PAPER_INPUTS = ("e4m3", "e5m2")

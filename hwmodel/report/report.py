@@ -13,7 +13,7 @@ Data files of a report folder (written by the sweep, read by :func:`build_report
   validation example got from the zero-shot and the fine-tuned model. Without it the report still shows
   the accuracies, but no intervals and no comparison with the fp32 accumulator (and says so).
 
-The statistics (hwmodel.stats): a 95% Wilson interval over the test examples for every accuracy; for every
+The statistics (hwmodel.report.stats): a 95% Wilson interval over the test examples for every accuracy; for every
 row a paired comparison with the fp32-accumulator row of the same inputs, rounding and chunking on the same
 examples and seeds, with Holm's adjustment over the rows compared; a row "differs beyond noise" when the
 adjusted p-value is below 0.05.
@@ -41,12 +41,13 @@ import pandas as pd  # noqa: E402
 from lba_core import ConfigError, FormatError, parse_format, standard_name  # noqa: E402
 from lba_core.fileio import atomic_write_bytes, atomic_write_text, markdown_table, replace_marked_block  # noqa: E402
 
-from . import minilm_workload, stats  # noqa: E402
+from ..workloads import minilm as minilm_workload  # noqa: E402
+from . import stats
 from .cost_plots import GE_AXIS, SILICON_PLOTS, CostAxis, silicon_axes, silicon_caption, silicon_markdown  # noqa: E402
 from .heatmap import (  # noqa: E402
     HEATMAP, LAYER_EVENTS_FILE, LayerEventsError, heatmap_caption, heatmap_markdown, plot_layer_heatmap, read_layer_events,
 )
-from .flows.libraries import LIBRARIES  # noqa: E402
+from ..synthesis.flows.libraries import LIBRARIES  # noqa: E402
 
 RESULTS_FILE = "results.csv"
 PREDICTIONS_FILE = "predictions.json"

@@ -61,7 +61,7 @@ class AccuracySpec:
 
 @dataclass(frozen=True)
 class MiniLMSpec:
-    """The MiniLM workload (hwmodel.minilm_workload): all-MiniLM-L6-v2 on every floating-point accumulator of
+    """The MiniLM workload (hwmodel.workloads.minilm): all-MiniLM-L6-v2 on every floating-point accumulator of
     the grid, beside the digits model (``enabled``) or as the sweep's model (``accuracy.model = "minilm"``)."""
 
     enabled: bool = False
@@ -89,7 +89,7 @@ class SweepSpec:
     #: Energy per MAC (gate-level activity on the digits ResNet's operands) for the ASIC targets.
     energy: bool = False
     jobs: int = 2
-    #: Where the accuracy and synthesis points run: "local" worker processes or "ray" tasks (hwmodel.jobs.Executor);
+    #: Where the accuracy and synthesis points run: "local" worker processes or "ray" tasks (hwmodel.execution.jobs.Executor);
     #: results are the same bits either way, so neither is part of a point's identity.
     executor: str = "local"
     ray_address: str | None = None
@@ -269,7 +269,7 @@ def _fixed_pairs(value: Any) -> tuple[str, ...]:
 
 
 def _executor(value: Any) -> str:
-    from .jobs import EXECUTORS, RAY_MISSING, ray_installed
+    from ..execution.jobs import EXECUTORS, RAY_MISSING, ray_installed
 
     if value not in EXECUTORS:
         raise ValueError(f"expected one of {', '.join(EXECUTORS)}, got {value!r}")
@@ -301,7 +301,7 @@ def _check_executor(spec: "SweepSpec", where: str) -> None:
 
 
 def _check_energy(spec: "SweepSpec", where: str) -> None:
-    from .flows.libraries import LIBRARIES
+    from ..synthesis.flows.libraries import LIBRARIES
 
     if spec.energy and not set(spec.targets) & set(LIBRARIES):
         raise ConfigError(f"{where}: energy per MAC has no effect without a standard-cell target "
@@ -443,7 +443,7 @@ _DIGITS_ONLY = ("data", "epochs_baseline", "epochs", "lr", "lr_baseline", "seeds
 def _check_minilm(spec: SweepSpec, given: dict[str, str], where: str) -> None:
     """Settings that would have no effect are errors; ``given`` maps the fields set (``minilm.<field>`` or
     ``accuracy.<field>``) to the names the user wrote (key or option)."""
-    from .minilm_workload import stages, uses_minilm
+    from ..workloads.minilm import stages, uses_minilm
 
     def named(fields) -> str:
         return ", ".join(sorted(given[f] for f in fields))

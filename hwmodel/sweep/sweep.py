@@ -4,7 +4,7 @@ Order of work: the accuracy points first (each chooses its accumulator bias, e.g
 synthesis of exactly the configurations that were trained, bias included, so a row's area and accuracy
 describe one circuit (``e4m7_b11``). Area-only sweeps synthesize the formats as given.
 
-Every saved result is keyed by the hash of what determines it (hwmodel.provenance): points live in
+Every saved result is keyed by the hash of what determines it (hwmodel.execution.provenance): points live in
 ``<out>/points/accuracy-<hash>.json`` and ``baseline-<hash>.pt``, synthesis results in the content-addressed
 cache. A rerun reuses what matches and recomputes what changed, and says so. A report folder belongs to one
 model, data set and kind (area-only or not); another one is refused. A run adds and updates rows; rows of the
@@ -31,15 +31,16 @@ from lba_core import FloatFormat, MacConfig
 from lba_core.errors import ConfigError
 from lba_core.fileio import atomic_write, atomic_write_text, writable_folder
 
-from . import minilm_workload, provenance
-from .area import area_sweep, write_area_report
-from .cache import ResultCache
-from .flows.operands import StreamSpec
-from .heatmap import layer_event_rows, layer_event_table, write_layer_events
-from .interrupt import Interrupted
-from .jobs import Executor, executor_session, worker_pool
-from .report import predictions_from_points, write_results
-from .sweepspec import SweepSpec
+from ..workloads import minilm as minilm_workload
+from ..execution import provenance
+from ..synthesis.area import area_sweep, write_area_report
+from ..execution.cache import ResultCache
+from ..synthesis.flows.operands import StreamSpec
+from ..report.heatmap import layer_event_rows, layer_event_table, write_layer_events
+from ..execution.interrupt import Interrupted
+from ..execution.jobs import Executor, executor_session, worker_pool
+from ..report.report import predictions_from_points, write_results
+from .spec import SweepSpec
 
 #: Threads per training process. Fixed, not derived from the machine, because torch's float reductions
 #: depend on the thread count: the same sweep gives the same bits on any machine with the same libraries.
@@ -444,7 +445,7 @@ def run_sweep(
 ) -> Path:
     """Run (or resume) a sweep; returns the path of its index.html.
 
-    ``synthesis`` are keyword options of :func:`hwmodel.area.area_sweep` (cache, blocks, progress, timeout_s).
+    ``synthesis`` are keyword options of :func:`hwmodel.synthesis.area.area_sweep` (cache, blocks, progress, timeout_s).
     On SIGINT/SIGTERM (:class:`Interrupted`) the finished points stay saved and the exception says how many.
     """
     with executor_session(_executor(spec), spec.jobs):  # one Ray connection for the points and every synthesis stage
@@ -494,7 +495,7 @@ def _run_sweep(spec: SweepSpec, out_dir: "str | Path", *, synthesis: dict[str, A
                  blocks) for cfg, trained_cfg in zip(configs, trained)]
     current = pd.DataFrame(rows)
     if spec.array is not None:
-        from .pe_array import add_array_columns
+        from ..synthesis.pe_array import add_array_columns
 
         log(f"costing each configuration as a {spec.array} PE array")
         current = add_array_columns(current, trained, *spec.array_shape(), workers=spec.jobs, cache=synthesis["cache"],

@@ -2,7 +2,7 @@
 
 :func:`area_sweep` turns a list of configurations into one table row each, with the reduction against the
 FP32-accumulator baseline and the analytical cost model beside the synthesized GE; :func:`write_area_report`
-writes that table as area.csv and area.md. Synthesis itself is hwmodel.mac_synth's.
+writes that table as area.csv and area.md. Synthesis itself is hwmodel.synthesis.mac_synth's.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pandas as pd
 from lba_core import ConfigError, FloatFormat, MacConfig
 from lba_core.fileio import atomic_write_text, markdown_table
 
-from .cache import ResultCache
+from ..execution.cache import ResultCache
 from .costmodel import WIDTH_COLUMNS, cost_model_text, mac_widths, sweep_cost_model
-from .jobs import Executor
+from ..execution.jobs import Executor
 from .mac_synth import check_configs, synthesize_configs
 
 BASELINE_ACC = FloatFormat.parse("fp32")
@@ -123,14 +123,14 @@ def area_sweep(
     """One row per configuration (plus the ``baseline``-accumulator twin of each, if missing): widths, MAC
     gates/GE/transistors/depth/LUTs, FMAq figures, per-block GE, ``ge_reduction`` and the cost model; for
     the silicon targets (sky130, nangate45; ice40/ecp5 place and route) the MAC's ``<target>_um2``,
-    ``_period_ns``, ``_fmax_mhz``, ``_loop_ns``, ``_luts``... (hwmodel.silicon_report), and with ``energy``
+    ``_period_ns``, ``_fmax_mhz``, ``_loop_ns``, ``_luts``... (hwmodel.synthesis.silicon), and with ``energy``
     ``<library>_pj_per_mac`` (real operands), ``_pj_per_mac_random``, ``_pj_per_inference`` (one inference of
-    the operands' model, hwmodel.flows.operands.StreamSpec ``stream_spec``; default the digits ResNet) and
-    ``_energy_vs_opensta`` (the energy model's check). ``executor`` (hwmodel.jobs.Executor, default
+    the operands' model, hwmodel.synthesis.flows.operands.StreamSpec ``stream_spec``; default the digits ResNet) and
+    ``_energy_vs_opensta`` (the energy model's check). ``executor`` (hwmodel.execution.jobs.Executor, default
     local workers) runs the synthesis jobs that are not cached; the table does not depend on it."""
     from .flows.targets import ASIC_TARGETS, silicon_reports
     from .flows.nextpnr import PNR_TARGETS
-    from .silicon_report import silicon_row
+    from .silicon import silicon_row
     from .synth import TARGETS as YOSYS_TARGETS
 
     baseline = FloatFormat.parse(baseline)
@@ -192,7 +192,7 @@ def write_area_report(df: pd.DataFrame, out_dir: Path | str, title: str = "MAC a
         f"# {title}",
         (
             "MAC unit (`mac`: FMAq + accumulator register) synthesized with Yosys to generic gates; GE in NAND2 "
-            "equivalents (NanGate 45 nm cell areas, hwmodel/data/cell_area.csv); depth = longest combinational "
+            "equivalents (NanGate 45 nm cell areas, hwmodel/synthesis/data/cell_area.csv); depth = longest combinational "
             f"path in gates; `ge_reduction` = 1 − GE / GE of the same inputs with a {baseline_name(df)} "
             "accumulator; `ge_model` = the analytical cost model."
         ),

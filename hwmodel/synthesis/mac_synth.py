@@ -21,8 +21,8 @@ import lba_core
 import rtl
 from lba_core import MacConfig
 
-from .cache import ResultCache, content_key
-from .jobs import Executor, run_cached
+from ..execution.cache import ResultCache, content_key
+from ..execution.jobs import Executor, run_cached
 from .synth import Design, check_targets, synthesize_designs, yosys_version
 
 TOPS = ("fmaq", "mac")
@@ -134,11 +134,11 @@ def synthesize_configs(
     pipeline: int = 0,
     executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
-    """``{"fmaq": report, "mac": report, "config": {...}}`` per configuration (see hwmodel.synth for a report).
+    """``{"fmaq": report, "mac": report, "config": {...}}`` per configuration (see hwmodel.synthesis.synth for a report).
 
     ``blocks`` adds the per-block breakdown of the tops in ``block_tops`` (one more Yosys run each);
     ``pipeline`` N > 0 synthesizes the MAC with N product registers (rtl.PipelinedMAC); ``executor`` runs the
-    exports and Yosys runs that are not cached (hwmodel.jobs.Executor, default local workers)."""
+    exports and Yosys runs that are not cached (hwmodel.execution.jobs.Executor, default local workers)."""
     configs = check_configs(configs)
     targets = check_targets(targets)
     cache = cache if cache is not None else ResultCache(None)

@@ -30,8 +30,8 @@ from rtl.pe_array import (
     tile_counts,
 )
 
-from .cache import ResultCache, content_key
-from .jobs import Executor, run_cached
+from ..execution.cache import ResultCache, content_key
+from ..execution.jobs import Executor, run_cached
 from .mac_synth import generator_fingerprint
 from .synth import GLUE_BLOCK, Design, synthesize_designs
 
@@ -73,7 +73,7 @@ def asic_array(
     timeout_s: float | None,
     executor: Executor | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per standard-cell library (hwmodel.flows, area recipe): the array's µm² and leakage, the tiles'
+    """Per standard-cell library (hwmodel.synthesis.flows, area recipe): the array's µm² and leakage, the tiles'
     mapped figures times their counts. No OpenSTA timing here: its Verilog reader rejects the mapped tiles'
     netlists (a concatenation on the left of an assign), so timing stays the generic logic depth."""
     from .flows.liberty import MappingJob, area_report
@@ -114,7 +114,7 @@ def synthesize_array(
 ) -> dict[str, Any]:
     """The ``hwmodel synth --array RxC --json`` object: area (GE), timing (logic depth), per-tile and
     per-block figures across the array, and the accumulator's share of the array's area; with ``libraries``
-    (hwmodel.flows ASIC targets) also µm² and leakage in each library under ``silicon``."""
+    (hwmodel.synthesis.flows ASIC targets) also µm² and leakage in each library under ``silicon``."""
     depth = buffer_depth(rows, depth)
     check_array(rows, cols, cfg, "weight-stationary", depth)
     cache = cache if cache is not None else ResultCache(None)

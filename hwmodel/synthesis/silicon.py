@@ -1,4 +1,4 @@
-"""Silicon figures as table rows: µm², timing, energy per MAC and FPGA results of hwmodel.flows.targets,
+"""Silicon figures as table rows: µm², timing, energy per MAC and FPGA results of hwmodel.synthesis.flows.targets,
 flattened per configuration, with ratios against the FP32-accumulator twin of the same inputs.
 
 Used by ``hwmodel paper-claim`` (paper_claim_silicon.csv/.md) and by the sweep's silicon columns.
@@ -16,7 +16,7 @@ from lba_core.fileio import atomic_write_text, markdown_table, replace_marked_bl
 
 #: Figures of the MAC per ASIC library, as (column suffix, report key or path of keys). The energy of one
 #: inference of the operands' model is the sum over its layers of MACs per image x pJ/MAC on that layer's
-#: operands (hwmodel.flows.energy); ``energy_vs_opensta`` is the estimator / OpenSTA report_power ratio
+#: operands (hwmodel.synthesis.flows.energy); ``energy_vs_opensta`` is the estimator / OpenSTA report_power ratio
 #: under the same global activity (the energy model's check).
 ASIC_COLUMNS = (
     ("um2", "area_um2"),
@@ -122,7 +122,7 @@ def write_silicon_claim(configs: Sequence[MacConfig], silicon: Sequence[dict[str
 
 
 README_MARKERS = ("<!-- silicon_claim: generated from reports/paper_claim/paper_claim_silicon.csv by "
-                  "hwmodel.silicon_report.update_readme -->", "<!-- /silicon_claim -->")
+                  "hwmodel.synthesis.silicon.update_readme -->", "<!-- /silicon_claim -->")
 #: The README's summary: e4m7 vs fp32 accumulator, per input format, each figure as a ratio.
 SUMMARY_FIGURES = (("sky130_um2", "sky130 µm²"), ("sky130_period_ns", "sky130 period"),
                    ("sky130_pj_per_mac", "sky130 pJ/MAC"), ("sky130_pj_per_mac_random", "sky130 pJ/MAC random"),
@@ -156,7 +156,7 @@ def ratio_summary(csv_path: Path | str, acc: str = "e4m7") -> str:
 
 
 FPGA_README_MARKERS = ("<!-- fpga_claim: generated from reports/paper_claim/synth_<input>_<acc>_fpga.json by "
-                       "hwmodel.silicon_report.update_readme -->", "<!-- /fpga_claim -->")
+                       "hwmodel.synthesis.silicon.update_readme -->", "<!-- /fpga_claim -->")
 #: The FPGA summary's rows: (device, report key, label).
 FPGA_SUMMARY_FIGURES = (("ice40", "luts", "iCE40 HX8K LUTs"), ("ice40", "ffs", "iCE40 HX8K FFs"),
                         ("ice40", "fmax_mhz", "iCE40 HX8K Fmax MHz"), ("ecp5", "luts", "ECP5 25k LUTs"),

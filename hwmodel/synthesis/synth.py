@@ -4,7 +4,7 @@ Flows (one Yosys run each, cached by content, run in parallel over processes):
 
 - ``generic``: ``synth -flatten``, flip-flops legalized to plain D flip-flops (their enable and reset become
   gates), ``abc -g AND,NAND,OR,NOR,XOR,XNOR,ANDNOT,ORNOT,MUX``; cell counts, GE from the cell-area table
-  (hwmodel/data/cell_area.csv), transistors from ``stat -tech cmos`` and logic depth from ``ltp -noff``.
+  (hwmodel/synthesis/data/cell_area.csv), transistors from ``stat -tech cmos`` and logic depth from ``ltp -noff``.
 - ``blocks``: the same mapping without flattening, on the hierarchical Verilog; cells per block, each module
   filed under the block the design's map names (rtl.module_blocks), the flat ``generic`` run stays canonical.
 - ``ice40``, ``xilinx``, ``xilinx_nodsp``, ``ecp5``: the vendor ``synth_*`` scripts; LUT, carry, FF, DSP counts.
@@ -26,8 +26,8 @@ from typing import Any
 from rtl import BLOCK_NAMES
 from rtl.yosys import YosysError, run_yosys, yosys_version
 
-from .cache import ResultCache, content_key
-from .jobs import Executor, run_cached
+from ..execution.cache import ResultCache, content_key
+from ..execution.jobs import Executor, run_cached
 
 #: Targets a user can ask for; ``generic`` always runs, it provides the gate-level figures.
 TARGETS = ("generic", "ice40", "xilinx", "ecp5")
@@ -114,7 +114,7 @@ class SynthJob:
 # --------------------------------------------------------------------------------------------- cell areas
 def cell_areas_ge() -> dict[str, float]:
     """Area in NAND2 gate equivalents of every Yosys generic cell the generic flow can produce."""
-    text = resources.files("hwmodel").joinpath("data/cell_area.csv").read_text()
+    text = resources.files("hwmodel.synthesis").joinpath("data/cell_area.csv").read_text()
     rows = list(csv.DictReader(line for line in text.splitlines() if not line.startswith("#")))
     areas = {row["yosys_cell"]: float(row["area_um2"]) for row in rows}
     nand2 = areas["$_NAND_"]
@@ -129,7 +129,7 @@ def short_cell_name(yosys_cell: str) -> str:
 def gate_equivalents(cells: dict[str, int], areas: dict[str, float]) -> float:
     unknown = sorted(set(cells) - set(areas))
     if unknown:
-        raise SynthesisError(f"no area for generic cells {unknown} in hwmodel/data/cell_area.csv")
+        raise SynthesisError(f"no area for generic cells {unknown} in hwmodel/synthesis/data/cell_area.csv")
     return round(sum(count * areas[cell] for cell, count in cells.items()), 3)
 
 

@@ -31,13 +31,13 @@ import pandas as pd
 from lba_core import ConfigError, FloatFormat, MacConfig, standard_name
 from lba_core.fileio import atomic_write, atomic_write_text, markdown_table
 
-from . import provenance
+from ..execution import provenance
 
 MINILM_FILE = "minilm.csv"
 STAGES = ("zero-shot", "fine-tuned")
 METRICS = (("mean_cosine", "mean cosine"), ("spearman", "Spearman"), ("top1", "top-1"))
 REFERENCE_ACC = "fp32"
-SENTENCES = Path(__file__).resolve().parents[1] / "data" / "sentences"
+SENTENCES = Path(__file__).resolve().parents[2] / "data" / "sentences"
 EVAL_FILE, FINETUNE_FILE = SENTENCES / "eval.txt", SENTENCES / "finetune.txt"
 #: Evaluation sentences per batch (the activation scales are per tensor: fixed batches, identical inputs).
 EVAL_BATCH = 49
@@ -105,7 +105,7 @@ def _tools() -> dict[str, str]:
 
 
 def point_determinants(spec, cfg: MacConfig, stage: str) -> dict[str, Any]:
-    from .sweep import POINT_THREADS
+    from ..sweep.sweep import POINT_THREADS
 
     determinants = {
         "kind": "minilm", "cfg": cfg.to_dict(), "bias_mode": bias_mode(spec, cfg), "stage": stage,
@@ -136,7 +136,7 @@ def _point_job(cfg_dict: dict, mode: str, stage: str, sentence_settings: dict, d
     from lba_train.bias import resolve_bias
     from lba_train.layers import LayerOptions
 
-    from .sweep import POINT_THREADS, _limit_threads
+    from ..sweep.sweep import POINT_THREADS, _limit_threads
 
     _limit_threads(POINT_THREADS)
     started = time.perf_counter()
@@ -168,7 +168,7 @@ def _paths(points: Path, key: str) -> tuple[Path, Path]:
 def _read(points: Path, key: str) -> dict | None:
     import numpy as np
 
-    from .sweep import _read_point
+    from ..sweep.sweep import _read_point
 
     record_path, arrays_path = _paths(points, key)
     record = _read_point(record_path, key)
@@ -184,7 +184,7 @@ def _read(points: Path, key: str) -> dict | None:
 def _write(points: Path, key: str, record: dict) -> None:
     import numpy as np
 
-    from .sweep import _write_point
+    from ..sweep.sweep import _write_point
 
     record_path, arrays_path = _paths(points, key)
     arrays = {name: record.pop(name) for name in ("embeddings", "reference")}
@@ -208,7 +208,7 @@ def run_points(spec, configs: list[MacConfig], points: Path, log: Log, run: Mini
 
     from tqdm import tqdm
 
-    from .jobs import Executor, worker_pool
+    from ..execution.jobs import Executor, worker_pool
 
     wanted = [(cfg, stage) for cfg in minilm_configs(configs) for stage in stages(spec)]
     run.total = len(wanted)

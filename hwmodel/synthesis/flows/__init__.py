@@ -1,6 +1,6 @@
 """External silicon flows behind the one tool runner (rtl.yosys.run_tool) and the one cached job runner
-(hwmodel.jobs.run_cached): standard-cell mapping (liberty), static timing (opensta), switching energy
-(energy), FPGA place and route (nextpnr). hwmodel.flows.targets combines them per configuration."""
+(hwmodel.execution.jobs.run_cached): standard-cell mapping (liberty), static timing (opensta), switching energy
+(energy), FPGA place and route (nextpnr). hwmodel.synthesis.flows.targets combines them per configuration."""
 
 from rtl.yosys import ToolError
 

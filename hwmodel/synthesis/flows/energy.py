@@ -1,7 +1,7 @@
 """Energy per MAC from switching activity: a gate-level simulation of the mapped netlist, toggles per net, and
 the library's pin capacitances, internal-power tables and leakage.
 
-Simulation. The mapped netlist (hwmodel.flows.liberty's compact connectivity) is evaluated cycle by cycle
+Simulation. The mapped netlist (hwmodel.synthesis.flows.liberty's compact connectivity) is evaluated cycle by cycle
 from the Boolean ``function`` and ``ff`` groups of the same .lib the mapper used, zero delay, many
 independent MAC units (lanes) at once as NumPy Boolean vectors. This is chosen over Icarus/Verilator with
 vendor cell models because it needs no cell models (NanGate ships none here), reads no VCD, and is checked
@@ -524,7 +524,7 @@ class EnergyJob:
 
     @property
     def key(self) -> str:
-        from ..cache import content_key
+        from ...execution.cache import content_key
         from .libraries import get_library as library_of
 
         return content_key("energy", ENERGY_MODEL_VERSION, self.library, self.top, self.config_json,
@@ -536,7 +536,7 @@ class EnergyJob:
 
         from lba_core import MacConfig
 
-        from ..cache import ResultCache
+        from ...execution.cache import ResultCache
         from .libraries import library_data
 
         cfg = MacConfig.from_dict(json.loads(self.config_json))

@@ -11,7 +11,7 @@ Two recipes, named in every result:
 
 The flattened run also writes the mapped netlist in the plain form the 2019 OpenSTA reads (undefined bits
 tied to 0, debug wires purged, no attributes or expressions) and a compact connectivity (cells and their pin
-bits) for the gate-level activity simulation in hwmodel.flows.energy.
+bits) for the gate-level activity simulation in hwmodel.synthesis.flows.energy.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cache import content_key
+from ...execution.cache import content_key
 from ..synth import parse_blocks
 from rtl.yosys import run_yosys, yosys_version
 from .libraries import get_library, leakage_unit_nw, library_data
@@ -96,7 +96,7 @@ class MappingJob:
 
     @property
     def key(self) -> str:
-        # A hierarchical mapping's result is per-module cells (hwmodel.synth.parse_blocks): tagged so that an
+        # A hierarchical mapping's result is per-module cells (hwmodel.synthesis.synth.parse_blocks): tagged so that an
         # entry of the older per-block shape is never read as one.
         tag = ("per-module cells",) if self.hierarchical else ()
         return content_key("liberty.map", self.verilog, yosys_version(), self.script,

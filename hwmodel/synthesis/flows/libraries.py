@@ -1,6 +1,6 @@
 """The standard-cell libraries the ASIC targets map to, and the facts the flows read from their .lib files.
 
-The .lib files are vendored gzipped under ``hwmodel/data/liberty/`` (provenance and licences in the README
+The .lib files are vendored gzipped under ``hwmodel/synthesis/data/liberty/`` (provenance and licences in the README
 there). :func:`library_data` extracts, once per library file and cached on disk, what the area, leakage and
 energy figures need: per cell its area, leakage, input-pin capacitances, output functions, flip-flop
 behaviour and internal-power tables. The extraction is a small reader of Liberty's group/attribute syntax
@@ -18,7 +18,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from ..cache import ResultCache, content_key
+from ...execution.cache import ResultCache, content_key
 
 LIBERTY_FOLDER = "data/liberty"
 
@@ -44,7 +44,7 @@ class Library:
         return gzip.decompress(self.compressed()).decode()
 
     def compressed(self) -> bytes:
-        return resources.files("hwmodel").joinpath(f"{LIBERTY_FOLDER}/{self.file}").read_bytes()
+        return resources.files("hwmodel.synthesis").joinpath(f"{LIBERTY_FOLDER}/{self.file}").read_bytes()
 
     def fingerprint(self) -> str:
         """Hash of the .lib file: part of every cache key of a flow that reads it."""

@@ -24,7 +24,7 @@ from typing import Any
 
 from rtl.yosys import ToolError, run_tool, run_yosys, tool_executable, yosys_version
 
-from ..cache import content_key
+from ...execution.cache import content_key
 from . import ToolMissing
 
 SEEDS = (1, 2, 3)

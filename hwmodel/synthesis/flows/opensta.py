@@ -11,7 +11,7 @@ optimistic against a placed-and-routed design.
   the input-to-register path (data inputs arriving at the clock edge) is reported separately, and Fmax
   takes the worse of the two.
 - ``report_power`` with ``set_power_activity -global`` (the same activity and duty on every net) is the
-  reference the energy estimator of hwmodel.flows.energy is validated against.
+  reference the energy estimator of hwmodel.synthesis.flows.energy is validated against.
 
 The 2019 OpenSTA exits 0 even after ``Error:`` lines; any such line fails the run here.
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 from rtl.yosys import ToolError, run_tool, tool_executable
 
-from ..cache import content_key
+from ...execution.cache import content_key
 from . import ToolMissing
 from .libraries import get_library
 

@@ -24,13 +24,13 @@ import numpy as np
 
 from lba_core import FixedFormat, FloatFormat, MacConfig
 
-from ..cache import ResultCache, content_key
+from ...execution.cache import ResultCache, content_key
 
 
 #: The pretrained Transformer (``StreamSpec(model=MINILM)``; needs the ``transformers`` extra): its operands
 #: are those of the first ``images`` sentences of the repository's evaluation sentences.
 MINILM = "minilm"
-MINILM_SENTENCES = Path(__file__).resolve().parents[2] / "data" / "sentences" / "eval.txt"
+MINILM_SENTENCES = Path(__file__).resolve().parents[3] / "data" / "sentences" / "eval.txt"
 
 
 @dataclass(frozen=True)

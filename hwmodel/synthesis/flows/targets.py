@@ -1,5 +1,5 @@
 """The silicon targets of ``hwmodel synth --target``: ASIC libraries (mapping, static timing, energy) and FPGA
-place and route, run as cached parallel jobs over the designs that hwmodel.mac_synth exports.
+place and route, run as cached parallel jobs over the designs that hwmodel.synthesis.mac_synth exports.
 
 :func:`silicon_reports` returns, per configuration, ``{top: {target: report}}``: for an ASIC library the
 headline figures of the area recipe (``area_um2``, ``cells``, ``leakage_nw``, ``delay_ns`` or ``period_ns``
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..cache import ResultCache
-from ..jobs import Executor, run_cached
+from ...execution.cache import ResultCache
+from ...execution.jobs import Executor, run_cached
 from ..synth import TARGETS as YOSYS_TARGETS, Design, block_breakdown
 from .libraries import LIBRARIES, library_data
 from .liberty import RECIPES, MappingJob, area_report
@@ -45,7 +45,7 @@ def asic_reports(
     executor: Executor | None = None,
 ) -> list[dict[str, dict[str, Any]]]:
     """Mapping, per-block area (headline recipe, tops with hierarchical Verilog) and timing of every design;
-    with ``configs`` and a ``stream_spec`` (hwmodel.flows.operands.StreamSpec) also the energy per MAC of
+    with ``configs`` and a ``stream_spec`` (hwmodel.synthesis.flows.operands.StreamSpec) also the energy per MAC of
     the headline recipe on real and random operands."""
     if not libraries:
         return [{top: {} for top in per_config} for per_config in designs]
@@ -100,7 +100,7 @@ def asic_reports(
 
 def add_energy(reports, designs, configs, mapped, libraries, stream_spec, cache: ResultCache, workers: int,
                progress: bool, executor: Executor | None = None) -> None:
-    """Energy per MAC (hwmodel.flows.energy) of each headline mapping, at the clock of the same
+    """Energy per MAC (hwmodel.synthesis.flows.energy) of each headline mapping, at the clock of the same
     configuration's MAC, on the real operand streams of ``stream_spec`` and on random ones. Integer and
     fixed-point configurations are simulated like floating-point ones: the streams hold the codes of their
     input formats, and their MAC has the same ports."""
@@ -174,7 +174,7 @@ def silicon_reports(
     executor: Executor | None = None,
 ) -> list[dict[str, dict[str, Any]]]:
     """``{top: {target: report}}`` per configuration for the ASIC and place-and-route targets among
-    ``targets`` (the others are hwmodel.synth's Yosys flows); ``energy`` adds the energy per MAC (operands
+    ``targets`` (the others are hwmodel.synthesis.synth's Yosys flows); ``energy`` adds the energy per MAC (operands
     from ``stream_spec``, default: the digits ResNet); ``executor`` runs the flows that are not cached."""
     from ..mac_synth import TOPS, default_workers, export_designs
     from .nextpnr import PNR_TARGETS

@@ -1,0 +1,7 @@
+"""``python -m hwmodel.cli``: the ``hwmodel`` command."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Workloads a sweep measures besides the digits models: MiniLM sentence embeddings (minilm)."""
