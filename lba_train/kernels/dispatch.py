@@ -32,10 +32,13 @@ def _numba_gemm(x: torch.Tensor, w: torch.Tensor, plan: GemmPlan, count: bool) -
     if plan.binary32_step is not None:
         from . import numba_binary32
 
-        values, events = numba_binary32.gemm(
-            x.to(torch.float32).contiguous().numpy(), w.to(torch.float32).contiguous().numpy(), plan.product,
-            plan.acc, plan.chunk_size or 0, plan.binary32_step, count,
-        )
+        x32, w32 = x.to(torch.float32).contiguous().numpy(), w.to(torch.float32).contiguous().numpy()
+        values, events = numba_binary32.gemm(x32, w32, plan.product, plan.acc, plan.chunk_size or 0,
+                                             plan.binary32_step, count)
+        if plan.binary32_fallback:
+            from . import range_fallback
+
+            values, events, _ = range_fallback.finish(values, events, x32, w32, plan, count)
     else:
         from . import numba_gemm
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .plan import STEP_ROUND_TO_ODD, RoundSpec
+from .plan import STEP_NATIVE, STEP_ROUND_TO_ODD, RoundSpec
 
 TILE_ROWS = 4
 TILE_COLS = 64
@@ -43,7 +43,10 @@ def binary32_spec(spec: RoundSpec) -> tuple:
     # subnormal quantum, so the addition rounds |v| to the quantum (ties to even) and the subtraction is exact.
     magic = np.float32(2.0 ** (spec.emin - spec.man_bits + BINARY32_FRACTION_BITS)) if spec.clamp else None
     rtz_quantum = np.float32(2.0 ** (spec.emin - spec.man_bits)) if spec.clamp and spec.toward_zero else None
-    return (unit, half, keep, np.float32(spec.max_value), flush_below, clamp_below, magic, rtz_quantum)
+    # Formats reaching 2^128 (emax >= 128) saturate beyond binary32's range: Inf, whose lanes are finished on
+    # binary64 lanes (plan.range_fallback_holds).
+    max_value = np.float32(spec.max_value) if spec.max_value <= float(np.finfo(np.float32).max) else np.float32(np.inf)
+    return (unit, half, keep, max_value, flush_below, clamp_below, magic, rtz_quantum)
 
 
 @njit(cache=True)
@@ -92,12 +95,15 @@ def accumulate32(previous, addend, acc, to_odd):
     """R_acc(previous + addend) of the exact sum: (value, overflowed, underflowed).
 
     ``to_odd`` None: the binary32 sum itself, which the plan proved exact (STEP_EXACT_SUM) or harmless to
-    round once more (STEP_ROUND_TWICE).
+    round once more (STEP_ROUND_TWICE). ``acc`` None: the binary32 sum is R_acc of the exact sum
+    (STEP_NATIVE: 24 significant bits, RNE, nothing flushed; no event but swamping can occur).
     """
     if to_odd is not None:
         total = sum_to_odd32(previous, addend)
     else:
         total = previous + addend
+    if acc is None:
+        return total, False, False
     return round32(total, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7])
 
 
@@ -169,7 +175,8 @@ def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
     """Y[b] = X[b] @ W[b] for C-contiguous float32 arrays (B, M, K), (B, K, N); returns (Y float32, events).
 
     ``prod_spec`` is None without a product format; ``chunk`` <= 0: one chain; ``step`` is the plan's
-    ``binary32_step``. The operands are padded
+    ``binary32_step`` (with STEP_NATIVE or a range fallback, lanes that left binary32's range end as Inf or
+    NaN: ``range_fallback.finish`` recomputes them). The operands are padded
     here to whole tiles with zeros; events = [overflow, underflow, swamp] step counts (zeros unless ``count``).
     """
     batch, rows, length = x.shape
@@ -185,7 +192,8 @@ def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
     tile_events = np.zeros((tiles, 3), dtype=np.int64)
     prod = None if prod_spec is None else binary32_spec(prod_spec)
     to_odd = True if step == STEP_ROUND_TO_ODD else None
-    gemm_tiles(x, w, prod, binary32_spec(acc_spec), to_odd, chunk, out, tile_events if count else None)
+    acc = None if step == STEP_NATIVE else binary32_spec(acc_spec)
+    gemm_tiles(x, w, prod, acc, to_odd, chunk, out, tile_events if count else None)
     if padded_rows != rows or padded_columns != columns:
         out = out[:, :rows, :columns]
     return out, tile_events.sum(axis=0)

@@ -78,6 +78,8 @@ STEP_ROUND_TO_ODD = "round-to-odd"
 STEP_GENERAL = "general"
 # Binary32 lanes only: the binary32 sum, rounded once more to the accumulator, with no TwoSum (RNE only).
 STEP_ROUND_TWICE = "round-twice"
+# Binary32 lanes only: the binary32 sum is the accumulator's rounding (23 fraction bits, RNE, no flush).
+STEP_NATIVE = "native"
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,11 @@ class GemmPlan:
     ``binary32_step`` is the algorithm for kernels that carry values in binary32 lanes (twice the SIMD
     width), None where :func:`binary32_lanes_hold` is false: STEP_EXACT_SUM when binary32 holds every sum,
     STEP_ROUND_TWICE when rounding the binary32 sum once more equals one rounding (:func:`round_twice_holds`),
-    else STEP_ROUND_TO_ODD at binary32's 24 bits.
+    STEP_NATIVE when the binary32 sum is the rounding (:func:`native_sum_holds`), else STEP_ROUND_TO_ODD at
+    binary32's 24 bits.
+
+    ``binary32_fallback``: sums may leave binary32's range (accumulators with emax >= 127, e8m23 and bf16);
+    such lanes end as Inf or NaN and the kernel recomputes them on binary64 lanes (docs/simulator.md).
     """
 
     product: RoundSpec | None
@@ -105,6 +111,7 @@ class GemmPlan:
     chunk_size: int | None
     step: str
     binary32_step: str | None = None
+    binary32_fallback: bool = False
 
     def steps_per_output(self, length: int) -> int:
         """Roundings R_acc per dot product of ``length`` products: the MACs plus the chunk-adder steps."""
@@ -127,8 +134,11 @@ def check_exact_products(cfg: MacConfig, datapath: DatapathPlan) -> None:
         raise ConfigError(f"lba_matmul: exact products of {a.name} x {b.name} operands leave the binary64 range")
 
 
-def plan_gemm(cfg: MacConfig) -> GemmPlan:
-    """Check that cfg can be simulated exactly and choose the step algorithm."""
+def plan_gemm(cfg: MacConfig, datapath: DatapathPlan | None = None) -> GemmPlan:
+    """Check that cfg can be simulated exactly and choose the step algorithm.
+
+    ``datapath``: ``derive_datapath(cfg)`` where the caller has it already (derived here otherwise).
+    """
     if not isinstance(cfg, MacConfig):
         raise ConfigError(f"lba_matmul: cfg must be a lba_core.MacConfig, got {type(cfg).__name__}")
     if cfg.fixed_acc:
@@ -138,7 +148,7 @@ def plan_gemm(cfg: MacConfig) -> GemmPlan:
         )
     # Every product, accumulator and chunk value is a multiple of 2^grid (roundings only coarsen a value's grid)
     # and below 2^top in magnitude.
-    datapath = derive_datapath(cfg)
+    datapath = derive_datapath(cfg) if datapath is None else datapath
     check_exact_products(cfg, datapath)
     grid, top = datapath.product_quantum_exponent, datapath.sum_bound_exponent
     rounded_formats = [cfg.acc] + ([cfg.product] if cfg.product is not None else [])
@@ -155,12 +165,14 @@ def plan_gemm(cfg: MacConfig) -> GemmPlan:
         step = STEP_EXACT_SUM
     else:
         step = STEP_ROUND_TO_ODD
+    lane_step = binary32_step(cfg, datapath) if binary32_lanes_hold(cfg, datapath) else None
     return GemmPlan(
         product=specs[1] if cfg.product is not None else None,
         acc=specs[0],
         chunk_size=cfg.chunk_size,
         step=step,
-        binary32_step=binary32_step(cfg, datapath) if binary32_lanes_hold(cfg, datapath) else None,
+        binary32_step=lane_step,
+        binary32_fallback=lane_step is not None and datapath.sum_bound_exponent > BINARY32_MAX_EXPONENT,
     )
 
 
@@ -168,22 +180,30 @@ def binary32_lanes_hold(cfg: MacConfig, datapath: DatapathPlan) -> bool:
     """Whether the exact-sum or round-to-odd step is exact when carried out in binary32 (docs/simulator.md).
 
     Operand values and exact products must be binary32 numbers, every non-zero value of the chain a normal
-    one (all are multiples of 2^product_quantum_exponent), no sum may reach 2^128, every rounded format has
-    at most 21 fraction bits (round to odd at 24 bits, then once more) and, with a subnormal clamp, the
-    magic constant 2^(emin - man_bits + 23) of the fixed-quantum rounding is a normal binary32 number.
+    one (all are multiples of 2^product_quantum_exponent), every rounded format has at most 21 fraction bits
+    (round to odd at 24 bits, then once more) or the accumulator is the native 23-bit one, and, with a
+    subnormal clamp, the magic constant 2^(emin - man_bits + 23) of the fixed-quantum rounding is a normal
+    binary32 number. No sum may reach 2^128, unless the step is native or round-twice (whose lanes that do
+    end as Inf or NaN and are finished on binary64 lanes, :func:`range_fallback_holds`).
     """
     a, b = cfg.a_format, cfg.b_format
     rounded_formats = [cfg.acc] + ([cfg.product] if cfg.product is not None else [])
     clamped = [fmt for fmt in rounded_formats if cfg.underflow and fmt.subnormals]
     magic_exponent = BINARY32_SIGNIFICAND_BITS - 1
-    return (
+    operands_hold = (
         all(isinstance(fmt, FloatFormat) for fmt in (a, b))
         and datapath.multiplier_sig_bits <= BINARY32_SIGNIFICAND_BITS
         and all(fmt.emax < BINARY32_MAX_EXPONENT and fmt.emin - fmt.man_bits >= BINARY32_MIN_QUANTUM_EXPONENT
                 for fmt in (a, b))
-        and all(fmt.man_bits <= BINARY32_MAX_MAN_BITS for fmt in rounded_formats)
         and datapath.product_quantum_exponent >= BINARY32_MIN_NORMAL_EXPONENT
-        and datapath.sum_bound_exponent <= BINARY32_MAX_EXPONENT
+        and datapath.exact_product_exponent_range[1] < BINARY32_MAX_EXPONENT  # exact products below 2^128
+    )
+    if not operands_hold:
+        return False
+    native = native_sum_holds(cfg, datapath)
+    return (
+        all(fmt.man_bits <= BINARY32_MAX_MAN_BITS for fmt in rounded_formats if not (native and fmt is cfg.acc))
+        and (datapath.sum_bound_exponent <= BINARY32_MAX_EXPONENT or range_fallback_holds(cfg, datapath))
         and all(BINARY32_MIN_NORMAL_EXPONENT <= fmt.emin - fmt.man_bits + magic_exponent < BINARY32_MAX_EXPONENT
                 for fmt in clamped)
     )
@@ -191,23 +211,71 @@ def binary32_lanes_hold(cfg: MacConfig, datapath: DatapathPlan) -> bool:
 
 def binary32_step(cfg: MacConfig, datapath: DatapathPlan) -> str:
     """The binary32-lane step for a configuration where binary32_lanes_hold (docs/simulator.md)."""
+    if native_sum_holds(cfg, datapath):
+        return STEP_NATIVE
     if datapath.sum_bound_exponent - datapath.product_quantum_exponent <= BINARY32_SIGNIFICAND_BITS:
         return STEP_EXACT_SUM
-    return STEP_ROUND_TWICE if round_twice_holds(cfg) else STEP_ROUND_TO_ODD
+    return STEP_ROUND_TWICE if round_twice_holds(cfg, datapath) else STEP_ROUND_TO_ODD
 
 
-def round_twice_holds(cfg: MacConfig) -> bool:
-    """Whether R_acc(fl32(acc + p)) = R_acc(acc + p) for every step (Figueroa's theorem, docs/simulator.md).
+def native_sum_holds(cfg: MacConfig, datapath: DatapathPlan) -> bool:
+    """Whether the binary32 sum fl32(acc + p) is R_acc(acc + p) wherever it is finite (docs/simulator.md).
 
-    Both addends have at most P = man_bits + 1 significant bits (products, and chunk sums when chunked),
-    binary32 has 24 >= 2P + 1, the rounding is to nearest on an unbounded exponent range (RNE, no subnormal
-    clamp; saturation and flush act on the rounded value afterwards), and binary32 neither overflows nor
-    underflows (binary32_lanes_hold).
+    The accumulator has binary32's 24 significant bits, rounds to nearest even, its saturation lies at or
+    beyond binary32's overflow threshold (emax >= 127: a sum that saturates overflows binary32, and the lane
+    is finished on binary64 lanes), and no non-zero sum lies below its min_normal (every value is a multiple
+    of 2^product_quantum_exponent >= 2^emin), so neither flush nor subnormal clamp ever acts.
+    """
+    acc = cfg.acc
+    return (
+        acc.man_bits == BINARY32_SIGNIFICAND_BITS - 1
+        and cfg.rounding == "rne"
+        and acc.emax >= BINARY32_MAX_EXPONENT
+        and datapath.product_quantum_exponent >= max(acc.emin, BINARY32_MIN_NORMAL_EXPONENT)
+    )
+
+
+def range_fallback_holds(cfg: MacConfig, datapath: DatapathPlan) -> bool:
+    """Whether lanes whose sums leave binary32's range can be detected at the end (as Inf or NaN).
+
+    For the native and round-twice steps only: a binary32 sum at or past 2^128 is +-Inf, and Inf or NaN
+    stays non-finite through every later step (the bit-pattern rounding of an Inf or NaN with at least one
+    kept fraction bit does not leave the all-ones exponent, and max_value is Inf in binary32 for emax >= 128;
+    for emax = 127 the saturation clamps it to max_value, which is then R_acc of the sum). Round-to-odd's
+    TwoSum of an Inf could produce a finite neighbour, so it keeps the 2^128 bound.
     """
     precision = cfg.acc.man_bits + 1
     return (
-        cfg.rounding == "rne"
-        and not (cfg.underflow and cfg.acc.subnormals)
-        and BINARY32_SIGNIFICAND_BITS >= 2 * precision + 1
-        and derive_datapath(cfg).product_sig_bits <= precision
+        cfg.acc.man_bits >= 1
+        and (precision == BINARY32_SIGNIFICAND_BITS and native_sum_holds(cfg, datapath)
+             or round_twice_holds(cfg, datapath))
+    )
+
+
+def round_twice_holds(cfg: MacConfig, datapath: DatapathPlan | None = None) -> bool:
+    """Whether R_acc(fl32(acc + p)) = R_acc(acc + p) for every step (docs/simulator.md, "Round-twice").
+
+    Rounding to nearest on an unbounded exponent range (RNE, no subnormal clamp; saturation and flush act on
+    the rounded value afterwards), binary32 neither underflows (binary32_lanes_hold) nor overflows (or the
+    lane is finished on binary64 lanes), and with P = acc.man_bits + 1 and Pp the products' significant bits:
+
+    - Pp <= P (products and chunk sums no wider than the accumulator): P + P <= 23 (Figueroa's theorem,
+      24 >= 2P + 1);
+    - Pp > P: P + Pp <= 23, and no accumulator value is swamped whole by a product that is a midpoint of the
+      accumulator's grid: every non-zero accumulator value exceeds 2^(B - 25), B = product_bound_exponent.
+    """
+    datapath = derive_datapath(cfg) if datapath is None else datapath
+    precision = cfg.acc.man_bits + 1
+    product_bits = datapath.product_sig_bits
+    if cfg.rounding != "rne" or (cfg.underflow and cfg.acc.subnormals):
+        return False
+    if product_bits <= precision:
+        return 2 * precision <= BINARY32_SIGNIFICAND_BITS - 1
+    # The smallest non-zero accumulator value: min_normal with flush, else the chain's grid 2^q0.
+    smallest = datapath.product_quantum_exponent
+    if cfg.underflow:
+        smallest = max(smallest, cfg.acc.emin)
+    return (
+        precision + product_bits <= BINARY32_SIGNIFICAND_BITS - 1
+        and smallest > datapath.product_bound_exponent - BINARY32_SIGNIFICAND_BITS - 1
     )
