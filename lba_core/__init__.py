@@ -7,7 +7,7 @@ The bottom layer of the toolkit: pure Python, no torch, no amaranth. ``rtl`` and
 from .config import ROUNDING_MODES, MacConfig, paper_acc_bias
 from .datapath import DatapathPlan, derive_datapath
 from .errors import ConfigError, FormatError
-from .fused import FUSED_PRESETS, FusedAccumulator, parse_fused
+from .fused import FUSED_PRESETS, FusedAccumulator, parse_acc, parse_fused
 from .fused_reference import fdpa, fused_dot, fused_matmul_reference
 from .formats import OVERFLOW_MODES, FixedFormat, FloatFormat, floor_log2, parse_format, standard_name
 from .reference import (
@@ -46,6 +46,7 @@ __all__ = [
     "fused_dot",
     "fused_matmul_reference",
     "paper_acc_bias",
+    "parse_acc",
     "parse_fused",
     "parse_format",
     "standard_name",

@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import ConfigError, FormatError
 from .formats import FixedFormat, FloatFormat, parse_format
-from .fused import FUSED_PRESETS, FusedAccumulator, check_fused_mac, is_fused_spelling, parse_fused
+from .fused import FusedAccumulator, check_fused_mac, parse_acc
 
 ROUNDING_MODES = ("rne", "rtz")
 
@@ -42,17 +42,10 @@ class MacConfig:
             value = getattr(self, name)
             if value is None and name in ("product", "weight"):
                 continue
-            if name == "acc" and (isinstance(value, FusedAccumulator) or is_fused_spelling(value)):
-                try:
-                    object.__setattr__(self, name, parse_fused(value))
-                except ConfigError as error:
-                    raise ConfigError(f"MacConfig.acc: {error}") from None
-                continue
             try:
-                object.__setattr__(self, name, parse_format(value))
+                object.__setattr__(self, name, parse_acc(value) if name == "acc" else parse_format(value))
             except FormatError as error:
-                hint = f"; or a fused accumulator ({', '.join(FUSED_PRESETS)}, docs §9)" if name == "acc" else ""
-                raise ConfigError(f"MacConfig.{name}: {error}{hint}") from None
+                raise ConfigError(f"MacConfig.{name}: {error}") from None
         if isinstance(self.acc, FusedAccumulator):
             check_fused_mac(self.acc, {"input": self.input, "weight": self.weight}, self.product,
                             self.rounding.lower() if isinstance(self.rounding, str) else self.rounding,

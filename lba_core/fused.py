@@ -237,6 +237,21 @@ def is_fused_spelling(text: Any) -> bool:
     return base in FUSED_PRESETS or base.startswith("fdpa")
 
 
+def parse_acc(spec: "str | FloatFormat | FixedFormat | FusedAccumulator") -> "FloatFormat | FixedFormat | FusedAccumulator":
+    """The one parse of an accumulator spelling, wherever one is accepted (MacConfig.acc, --acc, TOML): a fused
+    accumulator (``hopper-fp8``, ``hopper-fp8+promote128``, ``fdpa...``) or a number format (``e4m7``, ``int32``).
+    Raises FormatError with one line naming what was expected."""
+    if isinstance(spec, FusedAccumulator) or is_fused_spelling(spec):
+        try:
+            return parse_fused(spec)
+        except ConfigError as error:
+            raise FormatError(str(error)) from None
+    try:
+        return parse_format(spec)
+    except FormatError as error:
+        raise FormatError(f"{error}; or a fused accumulator ({', '.join(FUSED_PRESETS)}, docs §9)") from None
+
+
 def check_fused_mac(acc: FusedAccumulator, operands: dict[str, Any], product: Any, rounding: str,
                     chunk_size: Any, underflow: Any) -> None:
     """The MacConfig fields a fused accumulator fixes: raise ConfigError naming the first one that disagrees.

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from lba_core import FUSED_PRESETS, ConfigError, FloatFormat, FusedAccumulator, MacConfig, parse_fused
+from lba_core import FUSED_PRESETS, ConfigError, FloatFormat, FormatError, FusedAccumulator, MacConfig, parse_acc, parse_fused
 from lba_core.fused import is_fused_spelling
 
 PRESET_ROWS = {  # name: (L, F, output, rounding, inputs), as MMA-Sim 2.1.1 builds the units
@@ -48,6 +48,15 @@ def test_promotion_suffix_and_field():
     from dataclasses import replace
     assert replace(acc, promote_every=64).name == "hopper-fp8+promote64"
     assert replace(acc, promote_every=None).name == "hopper-fp8"
+
+
+def test_parse_acc_is_the_one_accumulator_parse():
+    assert parse_acc("hopper-fp8") == FUSED_PRESETS["hopper-fp8"] and parse_acc("e4m7") == FloatFormat(4, 7)
+    assert parse_acc("int32").name == "int32"
+    with pytest.raises(FormatError, match="FusedAccumulator.promote_every"):
+        parse_acc("hopper-fp8+promote7")
+    with pytest.raises(FormatError, match="malformed float format 'e4q7'.*fused accumulator \\(hopper-fp8"):
+        parse_acc("e4q7")
 
 
 def test_general_fields():
