@@ -13,7 +13,7 @@ CLUSTER_STAMP := $(VENV)/.installed-cluster
 # torch's and Numba's OpenMP thread pools busy-wait by default and starve each other on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv sysdeps test test-full test-cluster sweep readme report-check cosim fused-check bench paper-claim experiments minilm clean
+.PHONY: help venv sysdeps test test-full test-cluster sweep readme report-check cosim fused-check bench gemm-exactness paper-claim experiments minilm clean
 
 help:
 	@echo "make sweep      the main job: area, digits accuracy and MiniLM zero-shot of the default sweep -> reports/ (installs the transformers extra)"
@@ -25,6 +25,7 @@ help:
 	@echo "make cosim      full RTL cosimulation (Amaranth + Verilog simulators) against the reference"
 	@echo "make fused-check the fused tensor-core accumulators (docs/arithmetic.md §9) against MMA-Sim, full vector set"
 	@echo "make bench      simulator, estimator and synthesis benchmarks"
+	@echo "make gemm-exactness  the simulator's fast lanes against the binary64 kernels on >= 10^7 MACs per format, and 120 random configurations against lba_core"
 	@echo "make paper-claim  synthesized MAC area, FP8 inputs, fp32/fp16/bf16/12-bit accumulators -> reports/paper_claim"
 	@echo "make experiments  fine-tuning demo, gradient-estimator study and the paper's questions Q1/Q5/Q9 -> reports/ (about 1 h 45 min)"
 	@echo "make minilm     MiniLM zero-shot and distilled on six accumulators -> reports/minilm (long; installs the transformers extra)"
@@ -85,6 +86,9 @@ cosim: venv
 
 fused-check: venv
 	$(PY) -m pytest -m slow -n 0 -s tests/test_fused_mmasim.py
+
+gemm-exactness: venv
+	$(PY) -m pytest -q -n 0 -m slow tests/test_gemm_fast_lanes.py tests/test_gemm_kernels.py
 
 bench: venv
 	$(PY) benchmarks/gemm.py
