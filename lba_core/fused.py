@@ -31,6 +31,17 @@ _GENERAL = re.compile(
 )
 
 
+_FP8 = ("e4m3", "e5m2")
+#: name: (L, F, output, output rounding, inputs) of each preset, as MMA-Sim 2.1.1 builds the unit.
+PRESET_PARAMETERS = {
+    "hopper-fp8": (32, 13, "e8m13_sub", "rtz", _FP8),  # WGMMA m64nNk32.f32.e4m3/e5m2: RZ-E8M13
+    "hopper-fp8-f16": (32, 13, "e5m10_sub", "rne", _FP8),  # WGMMA m64nNk32.f16.e4m3/e5m2: RNE-FP16
+    "hopper-fp16": (16, 25, "e8m23_sub", "rtz", ("fp16",)),  # WGMMA m64nNk16.f32.f16.f16: RZ-FP32
+    "hopper-bf16": (16, 25, "e8m23_sub", "rtz", ("bf16",)),  # WGMMA m64nNk16.f32.bf16.bf16: RZ-FP32
+    "blackwell-fp8": (32, 25, "e8m23_sub", "rtz", _FP8),  # tcgen05.mma kind::f8f6f4 .f32: RZ-FP32
+}
+
+
 def default_e_zero(output: FloatFormat) -> int:
     """The exponent a zero term (product or addend) gets: the output's smallest normal exponent minus 7."""
     return output.emin - E_ZERO_OFFSET
@@ -47,7 +58,8 @@ class FusedAccumulator:
     rounded by the contract's R_F (§2, saturating). ``promote_every`` (a multiple of ``group``) restarts the chain
     from +0 every that many products and adds its result into an fp32 register with one RNE rounding.
     ``e_zero`` is the exponent of a zero term (default: :func:`default_e_zero`). ``inputs`` lists the operand
-    formats the unit takes (``None``: any floating-point format). ``name`` is the spelling; empty derives it.
+    formats the unit takes (``None``: any floating-point format). ``name`` is the spelling, a preset's or
+    :attr:`general_name` (which does not carry ``inputs``), with ``+promote<N>``; empty derives it.
     """
 
     group: int
@@ -111,13 +123,16 @@ class FusedAccumulator:
         base = match.group("base") if match else self.name.strip().lower()
         if not base:
             base = self.general_name
-        elif base in FUSED_PRESETS and _unit(FUSED_PRESETS[base]) != _unit(self):
+        elif base in PRESET_PARAMETERS and _preset_unit(base) != _unit(self):
             raise ConfigError(
                 f"FusedAccumulator.name={base!r} is a preset name but the fields differ from the preset; "
                 "leave name empty for a general accumulator"
             )
-        elif base.startswith("fdpa") and base != self.general_name:
-            raise ConfigError(f"FusedAccumulator.name={base!r} does not match its fields ({self.general_name})")
+        elif base not in PRESET_PARAMETERS and base != self.general_name:
+            raise ConfigError(
+                f"FusedAccumulator.name={base!r} is neither a preset ({', '.join(PRESET_PARAMETERS)}) nor the spelling of "
+                f"its fields ({self.general_name}); leave it empty"
+            )
         suffix = "" if self.promote_every is None else f"+promote{self.promote_every}"
         object.__setattr__(self, "name", base + suffix)
 
@@ -163,6 +178,12 @@ def _unit(acc: FusedAccumulator) -> tuple:
     return (acc.group, acc.fraction_bits, acc.output, acc.output_rounding, acc.ieee_output, acc.e_zero, acc.inputs)
 
 
+def _preset_unit(name: str) -> tuple:
+    group, frac, output, rounding, inputs = PRESET_PARAMETERS[name]
+    fmt = FloatFormat.parse(output)
+    return (group, frac, fmt, rounding, True, default_e_zero(fmt), _input_names(inputs))
+
+
 def _same_widths(a: FloatFormat, b: FloatFormat) -> bool:
     return (a.exp_bits, a.man_bits, a.bias) == (b.exp_bits, b.man_bits, b.bias)
 
@@ -180,23 +201,12 @@ def _input_names(inputs: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _preset(name: str, group: int, fraction_bits: int, output: str, rounding: str, inputs: tuple[str, ...]):
-    return FusedAccumulator(group, fraction_bits, FloatFormat.parse(output), rounding, True, None, name, None, inputs)
-
-
-FP8_INPUTS = ("e4m3", "e5m2")
-
 #: The shipped tensor-core accumulators, parameters from MMA-Sim 2.1.1 (``mmasim.nv_ptx.sim``, arXiv 2511.10909),
 #: which its authors report bit-identical to the hardware; see docs/arithmetic.md §9 for each row's source.
-FUSED_PRESETS: dict[str, FusedAccumulator] = {}
-for _args in (
-    ("hopper-fp8", 32, 13, "e8m13_sub", "rtz", FP8_INPUTS),  # WGMMA m64nNk32.f32.e4m3/e5m2: RZ-E8M13
-    ("hopper-fp8-f16", 32, 13, "e5m10_sub", "rne", FP8_INPUTS),  # WGMMA m64nNk32.f16.e4m3/e5m2: RNE-FP16
-    ("hopper-fp16", 16, 25, "e8m23_sub", "rtz", ("fp16",)),  # WGMMA m64nNk16.f32.f16.f16: RZ-FP32
-    ("hopper-bf16", 16, 25, "e8m23_sub", "rtz", ("bf16",)),  # WGMMA m64nNk16.f32.bf16.bf16: RZ-FP32
-    ("blackwell-fp8", 32, 25, "e8m23_sub", "rtz", FP8_INPUTS),  # tcgen05.mma kind::f8f6f4 .f32: RZ-FP32
-):
-    FUSED_PRESETS[_args[0]] = _preset(*_args)
+FUSED_PRESETS: dict[str, FusedAccumulator] = {
+    name: FusedAccumulator(group, frac, FloatFormat.parse(output), rounding, True, None, name, None, inputs)
+    for name, (group, frac, output, rounding, inputs) in PRESET_PARAMETERS.items()
+}
 
 
 def parse_fused(name: "str | FusedAccumulator") -> FusedAccumulator:

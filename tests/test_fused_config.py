@@ -82,7 +82,8 @@ def test_general_fields():
     (dict(inputs="e4m3"), "FusedAccumulator.inputs must be None or a tuple"),
     (dict(inputs=("e4m3", "q")), "FusedAccumulator.inputs: malformed"),
     (dict(name="hopper-fp8", fraction_bits=12), "FusedAccumulator.name='hopper-fp8' is a preset name"),
-    (dict(name="fdpa32f12-e8m13_sub-rtz"), "does not match its fields"),
+    (dict(name="fdpa32f12-e8m13_sub-rtz"), "is neither a preset .* nor the spelling of its fields"),
+    (dict(name="e4m7"), "FusedAccumulator.name='e4m7' is neither a preset"),
 ])
 def test_bad_fields_name_the_field(fields, match):
     base = dict(group=32, fraction_bits=13, output="e8m13_sub")
