@@ -213,3 +213,24 @@ def test_promotion_specials_and_bad_input():
     with pytest.raises(ValueError, match="1..32 products"):
         fdpa([1.0] * 33, [1.0] * 33, 0.0, cfg)
     assert isinstance(cfg.acc, FusedAccumulator)
+
+
+def test_matmul_per_operand_scales():
+    """fused_matmul_reference forms each block's scale as RNE_fp32(s_a * s_b), then one FMA per block."""
+    import numpy as np
+
+    from lba_core import fused_matmul_reference
+
+    cfg = MacConfig(input="e4m3_sub", acc="hopper-fp8+promote32")
+    rng = random.Random(11)
+    A = np.array([[float(cfg.a_format.decode(random_code(rng, cfg.a_format, True))) for _ in range(40)] for _ in range(2)])
+    B = np.array([[float(cfg.b_format.decode(random_code(rng, cfg.b_format, True))) for _ in range(3)] for _ in range(40)])
+    sa = np.array([[1.1, 3.0], [0.7, 1 / 3]])
+    sb = np.array([[0.9, 1.3, 2.0], [5.0, 0.1, 1.0]])
+    Y = fused_matmul_reference(A, B, cfg, scales_a=sa, scales_b=sb)
+    for i in range(2):
+        for k in range(3):
+            scales = [float(gmpy2.mpfr(gmpy2.mpq(Fraction(sa[i, j]) * Fraction(sb[j, k])), 24)) for j in range(2)]
+            assert Y[i, k] == fused_dot(A[i].tolist(), B[:, k].tolist(), cfg, scales=scales)
+    with pytest.raises(ValueError, match="both scales_a and scales_b"):
+        fused_matmul_reference(A, B, cfg, scales_a=sa)
