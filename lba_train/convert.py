@@ -19,18 +19,24 @@ from .layers import (
     LBA_LAYER_TYPES, LBAConv1d, LBAConv2d, LBALinear, LBAMatMul, LBAModule, LayerOptions, MatMul,
     is_transformers_conv1d, resolve_layer_options,
 )
+from .coverage import AccumulatorCoverage, measure_macs
 from .products import (
-    PRODUCTS_NAME, AccumulatorCoverage, LBAProducts, UnfusedMultiheadAttention, add_suspension, attach_products,
-    measure_macs, products_of,
+    PRODUCTS_NAME, LBAProducts, UnfusedMultiheadAttention, add_suspension, attach_products, products_of,
 )
+from .recurrent import UNFUSED_RECURRENT
 
 SkipRule = str | type | Callable[[str, nn.Module], bool]
 
 _FLOAT_TO_LBA = ((nn.Linear, LBALinear), (nn.Conv1d, LBAConv1d), (nn.Conv2d, LBAConv2d), (MatMul, LBAMatMul))
 
-#: Modules with matrix products that lbaify cannot convert; they stay in float and are reported as such.
+#: Modules whose products reach the accumulator only through the interception of torch functions (their
+#: forward calls F.conv3d, F.conv_transpose*, F.bilinear, or they are unrolled: _UNFUSED); with
+#: ``intercept=False`` they stay in float and are reported as such.
 UNCONVERTED_TYPES = (nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Bilinear,
-                     nn.MultiheadAttention)
+                     nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)
+
+#: Modules torch runs as one fused kernel, swapped (exact type) for the same computation op by op.
+_UNFUSED = {nn.MultiheadAttention: UnfusedMultiheadAttention, **UNFUSED_RECURRENT}
 
 
 def _lba_class(module: nn.Module) -> type | None:
@@ -95,15 +101,17 @@ def lbaify(
     inplace: bool = False,
     intercept: bool = True,
     example_inputs=None,
+    strict: bool = False,
     **legacy_options,
 ) -> nn.Module:
     """Put every matrix product of ``model``'s forward on the accumulator of ``cfg``; returns the model.
 
     Modules are swapped at any depth: nn.Linear and transformers' Conv1D -> LBALinear, nn.Conv1d/Conv2d ->
     LBAConv1d/LBAConv2d, :class:`MatMul` -> LBAMatMul. With ``intercept`` (default), the products the forward
-    computes with torch functions (torch.matmul, bmm, baddbmm, addmm, F.linear,
-    F.scaled_dot_product_attention: attention in most transformers) go to the accumulator too
-    (lba_train.products), with the same ``options``.
+    computes with torch functions (torch.matmul, bmm, addmm, einsum, F.linear, F.conv*, F.conv_transpose*,
+    F.bilinear, F.scaled_dot_product_attention, ...: docs/operations.md lists them) go to the accumulator too
+    (lba_train.products), with the same ``options``; nn.MultiheadAttention, nn.RNN/LSTM/GRU and their cells
+    are swapped for the same computation op by op (lba_train.recurrent), whose products are intercepted.
 
     ``options`` (a :class:`LayerOptions`) says how the converted layers compute: estimator, event counting,
     per-channel and power-of-two scales. ``skip``: a module name, a module type, a predicate
@@ -115,7 +123,9 @@ def lbaify(
     The returned model's ``lba_coverage`` (an :class:`AccumulatorCoverage`) lists what was converted and what
     stays in float; with ``example_inputs`` (a tensor, a tuple of positional inputs or a dict of keyword
     inputs) it also has the share of one forward's MACs that run on the accumulator (see
-    :func:`accumulator_coverage`). A warning says when nothing was converted.
+    :func:`accumulator_coverage`). A warning names every module whose forward MACs stay in float (outside what
+    ``skip``/``keep_first_last`` asked for) with its share of the example forward's MACs, and every module of a
+    kind that stays in float; ``strict=True`` raises a ConfigError instead.
 
     The loose keywords of earlier releases (``estimator=``, ``collect_stats=``, ...) still work with a
     DeprecationWarning, as does ``skip`` given as the third positional argument.
@@ -128,18 +138,22 @@ def lbaify(
         warnings.warn("lbaify: skip as the third positional argument is deprecated; pass skip=...",
                       DeprecationWarning, stacklevel=2)
         skip, options = options, None
+    if not isinstance(strict, bool):
+        raise ConfigError(f"lbaify: strict must be True or False, got {strict!r}")
     options = resolve_layer_options(options, legacy_options, "lbaify")
     rules = _skip_rules(skip)
     target = model if inplace else copy.deepcopy(model)
+    needs_interception = []  # with intercept=False: modules whose products stay in float, with what is inside
     for name, module in list(target.named_modules()):
-        if type(module) is not nn.MultiheadAttention or any(_matches(rule, name, module) for rule in rules):
+        if any(_matches(rule, name, module) for rule in rules):
             continue
-        if intercept:  # F.multi_head_attention_forward dispatches as a whole: compute it op by op instead
-            target = _replace(target, name, UnfusedMultiheadAttention.from_float(module))
-        else:
-            warnings.warn(f"lbaify: {name or 'model'} is nn.MultiheadAttention, whose products need intercept=True; "
-                          "it stays in high precision")
-            rules.append(name)
+        if not intercept and isinstance(module, UNCONVERTED_TYPES):
+            needs_interception.append(name)
+        unfused = _UNFUSED.get(type(module))
+        if unfused is None or not intercept:
+            continue
+        # F.multi_head_attention_forward and the fused RNN kernels dispatch as a whole: compute them op by op
+        target = _replace(target, name, unfused.from_float(module))
     modules = dict(target.named_modules())
     skipped = [name for name, module in modules.items() if any(_matches(rule, name, module) for rule in rules)]
     candidates = [(name, module) for name, module in modules.items() if _lba_class(module) is not None]
@@ -148,8 +162,9 @@ def lbaify(
     coverage = AccumulatorCoverage(intercepts_products=intercept)
     for name in skipped + kept:
         coverage.kept_float[name] = type(modules[name]).__name__
+        coverage.kept_by_request.append(name)
     for name, module in candidates:
-        if name in kept or any(prefix in skipped for prefix in _ancestry(name)):
+        if name in kept or any(prefix in skipped or prefix in needs_interception for prefix in _ancestry(name)):
             continue
         layer = _lba_class(module).from_float(module, cfg, options)
         if not is_transformers_conv1d(module) and not isinstance(module, MatMul):
@@ -160,8 +175,7 @@ def lbaify(
         coverage.converted[name] = type(layer).__name__
     for name, module in modules.items():
         inside_kept = any(prefix in coverage.kept_float for prefix in _ancestry(name))
-        if isinstance(module, UNCONVERTED_TYPES) and not isinstance(module, UnfusedMultiheadAttention) and not (
-                inside_kept):
+        if isinstance(module, UNCONVERTED_TYPES) and not intercept and not inside_kept:
             coverage.kept_float[name] = type(module).__name__
     if intercept:
         own_products = [layer for _, layer in lba_layers(target) if not isinstance(layer, LBAProducts)]
@@ -173,8 +187,10 @@ def lbaify(
             for name in [*coverage.converted, *coverage.kept_float]:
                 add_suspension(target.get_submodule(name), existing)
     target.lba_coverage = coverage
+    _report_float(coverage, strict)
     if example_inputs is not None:
         accumulator_coverage(target, example_inputs)
+        _report_float(coverage, strict)
     if not any(not isinstance(layer, LBAProducts) for _, layer in lba_layers(target)):
         if not intercept:
             warnings.warn("lbaify: nothing was converted: the model has no Linear, Conv1d, Conv2d, Conv1D or "
@@ -182,10 +198,35 @@ def lbaify(
         elif coverage.macs_accumulator is None:
             warnings.warn("lbaify: no layer was converted; only products computed with torch functions during "
                           "forward will run on the accumulator (pass example_inputs= to measure the share)")
-    if coverage.macs_accumulator == 0:
-        warnings.warn(f"lbaify: none of the {coverage.macs_float:,} MACs of the example forward runs on the "
-                      "accumulator")
     return target
+
+
+def _report_float(coverage: AccumulatorCoverage, strict: bool) -> None:
+    """Warn (``strict``: raise) about products that stay in float although nobody asked: before a measurement,
+    the modules of a kind that needs the interception; after it, every module with float MACs."""
+    if coverage.macs_accumulator is None:
+        unasked = {name: kind for name, kind in coverage.kept_float.items() if name not in coverage.kept_by_request}
+        if not unasked:
+            return
+        message = ("lbaify: the products of " + ", ".join(f"{name or 'model'} ({kind})" for name, kind in
+                                                          unasked.items())
+                   + " stay in float (they need intercept=True)")
+    else:
+        unasked = coverage.unrequested_float()
+        if not unasked:
+            if coverage.macs_accumulator == 0:
+                warnings.warn(f"lbaify: none of the {coverage.macs_float:,} MACs of the example forward runs on "
+                              "the accumulator", stacklevel=3)
+            return
+        total = coverage.macs_accumulator + coverage.macs_float
+        share = sum(unasked.values()) / total
+        lead = (f"none of the {coverage.macs_float:,} MACs of the example forward runs on the accumulator"
+                if coverage.macs_accumulator == 0 else
+                f"{100 * share:.2f}% of the example forward's {total:,} MACs stay in float")
+        message = f"lbaify: {lead}: {coverage.float_report()}"
+    if strict:
+        raise ConfigError(message + " (strict=True)")
+    warnings.warn(message, stacklevel=3)
 
 
 def accumulator_coverage(model: nn.Module, example_inputs) -> AccumulatorCoverage:
@@ -198,7 +239,8 @@ def accumulator_coverage(model: nn.Module, example_inputs) -> AccumulatorCoverag
         raise ConfigError("accumulator_coverage needs a model converted by lbaify")
     args, kwargs = _example_call(example_inputs)
     layers = [layer for _, layer in lba_layers(model)]
-    coverage.macs_accumulator, coverage.float_ops = measure_macs(model, layers, args, kwargs)
+    coverage.macs_accumulator, floats = measure_macs(model, layers, args, kwargs)
+    coverage.float_ops, coverage.float_sources = floats.macs, floats.sources
     coverage.macs_float = sum(coverage.float_ops.values())
     return coverage
 

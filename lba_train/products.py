@@ -21,16 +21,20 @@ F.multi_head_attention_forward is one, so lbaify swaps nn.MultiheadAttention for
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from .gemm import lba_matmul
+from . import attention, einsum, lowering
+from .attention import UnfusedMultiheadAttention
+from .coverage import AccumulatorCoverage
+from .gemm import lba_bmm, lba_matmul
 from .layers import LBAMatMul
+
+__all__ = ["AccumulatorCoverage", "LBAProducts", "PRODUCTS_NAME", "UnfusedMultiheadAttention", "add_suspension",
+           "attach_products", "products_of"]
 
 #: Name of the interceptor in lba_layers() and event tables, and of the model attribute that holds it.
 PRODUCTS_NAME = "lba_products"
@@ -106,23 +110,87 @@ class LBAProducts(LBAMatMul):
 
     def scaled_dot_product_attention(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                                      scale=None, enable_gqa=False) -> torch.Tensor:
-        """The math of F.scaled_dot_product_attention with both products on the accumulator; the scale, the
-        mask and the softmax are the float epilogue between them."""
-        if enable_gqa:
-            repeats = query.shape[-3] // key.shape[-3]
-            key, value = key.repeat_interleave(repeats, -3), value.repeat_interleave(repeats, -3)
-        scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
-        scores = self(query, key.transpose(-2, -1)) * scale
-        if is_causal:
-            causal = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
-            scores = scores.masked_fill(~causal, float("-inf"))
-        if attn_mask is not None:
-            scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else (
-                scores + attn_mask)
-        weights = torch.softmax(scores, dim=-1)
-        if dropout_p > 0:
-            weights = F.dropout(weights, dropout_p, training=True)
-        return self(weights, value)
+        """F.scaled_dot_product_attention with both products on the accumulator (lba_train.attention)."""
+        return attention.scaled_dot_product_attention(self, query, key, value, attn_mask, dropout_p, is_causal,
+                                                      scale, enable_gqa)
+
+    # ------------------------------------------------------------------ lowered products (lba_train.lowering)
+    def _values(self, qa: torch.Tensor, qb: torch.Tensor) -> torch.Tensor:
+        """Accumulator values (float64) of qa @ qb for quantized operands; a 2-D qb is one GEMM for all rows."""
+        if qb.dim() == 2:
+            rows = qa.reshape(-1, qa.shape[-1])
+            if self.exact_accumulation:
+                y = rows.to(torch.float64) @ qb.to(torch.float64)
+            else:
+                y = lba_matmul(rows, qb, self.cfg, estimator=self.estimator, stats=self.stats)
+            return y.reshape(*qa.shape[:-1], qb.shape[-1]).to(torch.float64)
+        batch = torch.broadcast_shapes(qa.shape[:-2], qb.shape[:-2])
+        left = qa.expand(*batch, *qa.shape[-2:]).reshape(-1, *qa.shape[-2:])
+        right = qb.expand(*batch, *qb.shape[-2:]).reshape(-1, *qb.shape[-2:])
+        if self.exact_accumulation:
+            y = torch.bmm(left.to(torch.float64), right.to(torch.float64))
+        else:
+            y = lba_bmm(left, right, self.cfg, estimator=self.estimator, stats=self.stats)
+        return y.reshape(*batch, qa.shape[-2], qb.shape[-1]).to(torch.float64)
+
+    def _lowered(self, lower, exact, x: torch.Tensor, weight: torch.Tensor, bias, *geometry) -> torch.Tensor:
+        """``lower(product, qx, qw, *geometry)`` on the quantized operands, rescaled, plus the bias in float.
+        With exact accumulation, ``exact`` (the torch function) on the quantized operands in float64, so that
+        the MAC count of the wide pass is torch's."""
+        qx, x_scale = self.input_quantizer(x)
+        qw, w_scale = self.weight_quantizer(weight)
+        if self.exact_accumulation:
+            y = exact(qx.to(torch.float64), qw.to(torch.float64), None, *geometry)
+        else:
+            y = lower(self._values, qx, qw, *geometry)
+        y = (y.to(torch.float64) * (x_scale * w_scale)).to(torch.promote_types(x.dtype, weight.dtype))
+        return y if bias is None else y + bias.reshape(-1, *([1] * (weight.dim() - 2)))
+
+    def convolution(self, exact, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> torch.Tensor:
+        return self._lowered(lowering.convolution, exact, x, weight, bias, stride, padding, dilation, groups)
+
+    def conv_transpose(self, exact, x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                       dilation=1) -> torch.Tensor:
+        return self._lowered(lowering.conv_transpose, exact, x, weight, bias, stride, padding, output_padding,
+                             groups, dilation)
+
+    def bilinear(self, input1, input2, weight, bias=None) -> torch.Tensor:
+        """nn.Bilinear's x1^T W_o x2 as two sums on the accumulator: over x1's features first (one product of
+        x1 with W arranged (I1, O * I2)), then, per output, over x2's features."""
+        out_features, in1, in2 = weight.shape
+        leading = input1.shape[:-1]
+        partial = self(input1.reshape(-1, in1), weight.permute(1, 0, 2).reshape(in1, out_features * in2))
+        y = self(partial.reshape(-1, out_features, in2), input2.reshape(-1, in2, 1)).reshape(*leading, out_features)
+        return y if bias is None else y + bias
+
+    def einsum(self, *args) -> torch.Tensor:
+        equation, operands = einsum.parse_arguments(args)
+        if len(operands) < 2:
+            return torch.einsum(equation, *operands)  # one operand: sums and diagonals, no products
+        return einsum.einsum(self, equation, operands)
+
+    def tensordot(self, a, b, dims=2) -> torch.Tensor:
+        return lowering.tensordot(self, a, b, dims)
+
+    def addbmm(self, input, batch1, batch2, *, beta=1, alpha=1) -> torch.Tensor:
+        return _epilogue(input, self(*lowering.addbmm_operands(batch1, batch2)), beta, alpha)
+
+    def addmv(self, input, mat, vec, *, beta=1, alpha=1) -> torch.Tensor:
+        return _epilogue(input, self.matmul(mat, vec), beta, alpha)
+
+    def inner(self, a, b) -> torch.Tensor:
+        if a.dim() == 0 or b.dim() == 0:
+            return a * b  # a scaling, no sum
+        return lowering.tensordot(self, a, b, ([-1], [-1]))
+
+    def multi_dot(self, tensors) -> torch.Tensor:
+        return lowering.multi_dot(self.matmul, tensors)
+
+    def chain_matmul(self, *matrices) -> torch.Tensor:
+        return lowering.multi_dot(self.matmul, matrices)
+
+    def rmatmul(self, b, a) -> torch.Tensor:
+        return self.matmul(a, b)
 
     def extra_repr(self) -> str:
         return f"torch-function products, {self._lba_repr()}"
@@ -134,19 +202,53 @@ def _epilogue(input: torch.Tensor, product: torch.Tensor, beta, alpha) -> torch.
     return scaled + (input if beta == 1 else beta * input) if beta != 0 else scaled
 
 
+def _convolution(exact):
+    return lambda products, *args, **kwargs: products.convolution(exact, *args, **kwargs)
+
+
+def _conv_transpose(exact):
+    return lambda products, *args, **kwargs: products.conv_transpose(exact, *args, **kwargs)
+
+
+#: torch function -> LBAProducts method (the products lbaify intercepts; docs/operations.md lists them).
 _HANDLERS = {
     torch.matmul: LBAProducts.matmul,
     torch.Tensor.matmul: LBAProducts.matmul,
     torch.Tensor.__matmul__: LBAProducts.matmul,
+    torch.Tensor.__rmatmul__: LBAProducts.rmatmul,
+    torch.linalg.matmul: LBAProducts.matmul,
     torch.mm: LBAProducts.matmul,
     torch.Tensor.mm: LBAProducts.matmul,
+    torch.mv: LBAProducts.matmul,
+    torch.Tensor.mv: LBAProducts.matmul,
+    torch.dot: LBAProducts.matmul,
+    torch.Tensor.dot: LBAProducts.matmul,
+    torch.vdot: LBAProducts.matmul,
+    torch.Tensor.vdot: LBAProducts.matmul,
+    torch.inner: LBAProducts.inner,
+    torch.Tensor.inner: LBAProducts.inner,
     torch.bmm: LBAProducts.__call__,
     torch.Tensor.bmm: LBAProducts.__call__,
     torch.addmm: LBAProducts.addmm,
     torch.Tensor.addmm: LBAProducts.addmm,
     torch.baddbmm: LBAProducts.baddbmm,
     torch.Tensor.baddbmm: LBAProducts.baddbmm,
+    torch.addbmm: LBAProducts.addbmm,
+    torch.Tensor.addbmm: LBAProducts.addbmm,
+    torch.addmv: LBAProducts.addmv,
+    torch.Tensor.addmv: LBAProducts.addmv,
+    torch.tensordot: LBAProducts.tensordot,
+    torch.einsum: LBAProducts.einsum,
+    torch.linalg.multi_dot: LBAProducts.multi_dot,
+    torch.chain_matmul: LBAProducts.chain_matmul,
     F.linear: LBAProducts.linear,
+    F.bilinear: LBAProducts.bilinear,
+    F.conv1d: _convolution(F.conv1d),
+    F.conv2d: _convolution(F.conv2d),
+    F.conv3d: _convolution(F.conv3d),
+    F.conv_transpose1d: _conv_transpose(F.conv_transpose1d),
+    F.conv_transpose2d: _conv_transpose(F.conv_transpose2d),
+    F.conv_transpose3d: _conv_transpose(F.conv_transpose3d),
     F.scaled_dot_product_attention: LBAProducts.scaled_dot_product_attention,
 }
 
@@ -159,87 +261,12 @@ class _Interception(TorchFunctionMode):
         self.products = products
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+        kwargs = dict(kwargs or {})
         handler = _HANDLERS.get(func)
-        if handler is None or self.products.suspended or "out" in kwargs:
+        if handler is None or self.products.suspended or kwargs.get("out") is not None:
             return func(*args, **kwargs)
+        kwargs.pop("out", None)  # torch.tensordot hands out=None on
         return handler(self.products, *args, **kwargs)
-
-
-def _additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """nn.MultiheadAttention's mask convention as an additive mask: a boolean True means "not allowed"."""
-    if mask is None:
-        return None
-    if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
-    return mask.to(dtype)
-
-
-class UnfusedMultiheadAttention(nn.MultiheadAttention):
-    """nn.MultiheadAttention computed op by op with F.linear and torch.matmul (the math of
-    F.multi_head_attention_forward), so that the products interception puts them on the accumulator.
-    Same parameters and state dict; ``is_causal`` is a hint, as in nn.MultiheadAttention (``attn_mask``
-    carries the mask)."""
-
-    @classmethod
-    def from_float(cls, module: nn.MultiheadAttention) -> UnfusedMultiheadAttention:
-        parameter = module.out_proj.weight
-        layer = cls(module.embed_dim, module.num_heads, module.dropout, module.in_proj_bias is not None,
-                    module.bias_k is not None, module.add_zero_attn, module.kdim, module.vdim, module.batch_first,
-                    device=parameter.device, dtype=parameter.dtype)
-        layer.load_state_dict(module.state_dict())
-        layer.train(module.training)
-        return layer
-
-    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
-                average_attn_weights=True, is_causal=False):
-        del is_causal
-        unbatched = query.dim() == 2
-        if unbatched:
-            query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
-            key_padding_mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(0)
-        elif self.batch_first:
-            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
-        length, batch, _ = query.shape
-        heads, head_dim = self.num_heads, self.head_dim
-        if self._qkv_same_embed_dim:
-            weights = self.in_proj_weight.chunk(3)
-        else:
-            weights = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
-        biases = (None,) * 3 if self.in_proj_bias is None else self.in_proj_bias.chunk(3)
-        q, k, v = (F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
-        mask = _additive_mask(attn_mask, q.dtype)
-        padding = _additive_mask(key_padding_mask, q.dtype)
-        if self.bias_k is not None:
-            k = torch.cat([k, self.bias_k.repeat(1, batch, 1)])
-            v = torch.cat([v, self.bias_v.repeat(1, batch, 1)])
-            mask = None if mask is None else F.pad(mask, (0, 1))
-            padding = None if padding is None else F.pad(padding, (0, 1))
-        q, k, v = (t.reshape(t.shape[0], batch, heads, head_dim).permute(1, 2, 0, 3) for t in (q, k, v))
-        if self.add_zero_attn:
-            k = torch.cat([k, k.new_zeros(batch, heads, 1, head_dim)], dim=2)
-            v = torch.cat([v, v.new_zeros(batch, heads, 1, head_dim)], dim=2)
-            mask = None if mask is None else F.pad(mask, (0, 1))
-            padding = None if padding is None else F.pad(padding, (0, 1))
-        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(head_dim)
-        if mask is not None:
-            scores = scores + (mask.reshape(batch, heads, *mask.shape[-2:]) if mask.dim() == 3 else mask)
-        if padding is not None:
-            scores = scores + padding.reshape(batch, 1, 1, -1)
-        attention = torch.softmax(scores, dim=-1)
-        if self.dropout > 0 and self.training:
-            attention = F.dropout(attention, self.dropout)
-        output = self.out_proj(torch.matmul(attention, v).permute(2, 0, 1, 3).reshape(length, batch, -1))
-        if self.batch_first and not unbatched:
-            output = output.transpose(0, 1)
-        if not need_weights:
-            returned = None
-        else:
-            returned = attention.mean(dim=1) if average_attn_weights else attention
-        if unbatched:
-            output = output.squeeze(1)
-            returned = None if returned is None else returned.squeeze(0)
-        return output, returned
 
 
 def products_of(model: nn.Module) -> LBAProducts | None:
@@ -265,138 +292,3 @@ def attach_products(model: nn.Module, products: LBAProducts, own_products: list[
 def add_suspension(module: nn.Module, products: LBAProducts) -> None:
     module.register_forward_pre_hook(products.suspend)
     module.register_forward_hook(products.resume, always_call=True)
-
-
-# ---------------------------------------------------------------------------------------------------- coverage
-@dataclass
-class AccumulatorCoverage:
-    """What of a converted model runs on the accumulator and what stays in float.
-
-    ``converted``: module name -> LBA layer type; ``kept_float``: module name -> type of the modules with
-    products that stay in float (skipped, kept first/last, or of a kind lbaify cannot convert);
-    ``intercepts_products``: whether torch-function products are intercepted. After
-    :func:`accumulator_coverage` ran a forward: ``macs_accumulator`` and ``macs_float`` (multiply-accumulates
-    of that forward) and ``float_ops`` (float MACs per operator).
-    """
-
-    converted: dict[str, str] = field(default_factory=dict)
-    kept_float: dict[str, str] = field(default_factory=dict)
-    intercepts_products: bool = True
-    macs_accumulator: int | None = None
-    macs_float: int | None = None
-    float_ops: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def accumulator_share(self) -> float | None:
-        """Fraction of the measured forward's MACs that ran on the accumulator (None before a measurement)."""
-        if self.macs_accumulator is None:
-            return None
-        total = self.macs_accumulator + self.macs_float
-        return self.macs_accumulator / total if total else 0.0
-
-    def summary(self) -> str:
-        kinds: dict[str, int] = {}
-        for kind in self.converted.values():
-            kinds[kind] = kinds.get(kind, 0) + 1
-        parts = [f"{len(self.converted)} layers on the accumulator ("
-                 + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) + ")"]
-        if self.intercepts_products:
-            parts.append("torch-function products intercepted")
-        if self.kept_float:
-            parts.append(f"{len(self.kept_float)} kept in float ({', '.join(self.kept_float)})")
-        if self.macs_accumulator is not None:
-            parts.append(f"{100 * self.accumulator_share:.2f}% of {self.macs_accumulator + self.macs_float:,} "
-                         "forward MACs on the accumulator")
-            if self.float_ops:
-                parts.append("float MACs: " + ", ".join(f"{op} {macs:,}" for op, macs in self.float_ops.items()))
-        return "; ".join(parts)
-
-
-def _macs_of_call(op, args, out) -> int:
-    """Multiply-accumulates of one aten call that computes products (0 for every other operator)."""
-    if op in (aten.mm, aten.addmm, aten.bmm, aten.baddbmm):
-        a, b = args[-2], args[-1]
-        return math.prod(a.shape) * b.shape[-1]
-    if op in (aten.mv, aten.addmv):
-        return math.prod(args[-2].shape)
-    if op is aten.dot:
-        return args[0].numel()
-    if op is aten.convolution:
-        weight, transposed = args[1], args[6]
-        per_output = math.prod(weight.shape[1:])
-        return args[0].numel() * per_output if transposed else out.numel() * per_output
-    if op in _ATTENTION_OPS:
-        query, key, value = args[:3]
-        return math.prod(query.shape[:-1]) * key.shape[-2] * (query.shape[-1] + value.shape[-1])
-    return 0
-
-
-aten = torch.ops.aten
-_ATTENTION_OPS = tuple(
-    getattr(aten, name) for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
-                                     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
-    if hasattr(aten, name)
-)
-
-
-class _MacCounter(TorchDispatchMode):
-    """Counts the MACs of the products that run in torch, per aten operator; with ``outside_only``, only those
-    outside the LBA layers (whose kernels may use torch's matmul for exact partial sums)."""
-
-    def __init__(self, layers: list[nn.Module], outside_only: bool) -> None:
-        super().__init__()
-        self.macs: dict[str, int] = {}
-        self.depth = 0  # LBA layers currently running
-        self.outside_only = outside_only
-        self.handles = []
-        for layer in layers:
-            self.handles.append(layer.register_forward_pre_hook(self._enter_layer))
-            self.handles.append(layer.register_forward_hook(self._leave_layer, always_call=True))
-
-    def _enter_layer(self, _module, _args) -> None:
-        self.depth += 1
-
-    def _leave_layer(self, _module, _args, _output) -> None:
-        self.depth -= 1
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
-        return super().__exit__(*exc)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        macs = _macs_of_call(func.overloadpacket, args, out)
-        if macs and not (self.outside_only and self.depth):
-            name = func.overloadpacket.__name__
-            self.macs[name] = self.macs.get(name, 0) + macs
-        return out
-
-
-def _torch_macs(model: nn.Module, layers: list[nn.Module], args: tuple, kwargs: dict, outside_only: bool):
-    """MACs per aten operator of the products that ran in torch during one forward (outside ``layers``)."""
-    with _MacCounter(layers, outside_only) as counter:
-        model(*args, **kwargs)
-    return counter.macs
-
-
-def measure_macs(model: nn.Module, layers: list[nn.Module], args: tuple, kwargs: dict) -> tuple[int, dict]:
-    """(MACs of the forward on the accumulator, float MACs per operator), from two forwards: as converted
-    (what runs in torch outside the LBA layers is float) and with ``exact_accumulation`` on every LBA layer
-    (then every product runs in torch, so the count is the total). Counters and modes are restored."""
-    saved = [(layer, layer.stats, layer.exact_accumulation) for layer in layers]
-    was_training = model.training
-    try:
-        model.eval()
-        for layer in layers:
-            layer.stats = None
-        with torch.no_grad():
-            float_ops = _torch_macs(model, layers, args, kwargs, outside_only=True)
-            for layer in layers:
-                layer.exact_accumulation = True
-            total = sum(_torch_macs(model, layers, args, kwargs, outside_only=False).values())
-    finally:
-        for layer, stats, exact in saved:
-            layer.stats, layer.exact_accumulation = stats, exact
-        model.train(was_training)
-    return total - sum(float_ops.values()), float_ops
