@@ -28,15 +28,17 @@ from .quantize import fits_dtype, quantize_operand
 STE = "ste"
 
 
-def _check_call(cfg: MacConfig, estimator: str, stats: EventStats | None, caller: str) -> None:
+def _check_call(cfg: MacConfig, estimator: str, stats: EventStats | None, caller: str):
+    """Check a call's configuration and options before any work; returns the kernels' plan (derived once)."""
     if not isinstance(cfg, MacConfig):
         raise TypeError(f"{caller}: cfg must be a lba_core.MacConfig, got {type(cfg).__name__}")
-    check_config(cfg)  # rejects configurations the kernels cannot simulate exactly, before any work
+    plan = check_config(cfg)  # rejects configurations the kernels cannot simulate exactly, before any work
     check_estimator(estimator, caller)
     if cfg.fixed_acc and estimator != STE:
         raise ValueError(f"{caller}: estimator {estimator!r} needs a floating-point accumulator; {cfg.acc.name} takes 'ste'")
     if stats is not None and not isinstance(stats, EventStats):
         raise TypeError(f"{caller}: stats must be a lba_train.events.EventStats or None, got {type(stats).__name__}")
+    return plan
 
 
 def _check_tensor(tensor, name: str, caller: str) -> None:
@@ -60,10 +62,10 @@ class _LBAMatMulFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w, cfg, estimator, stats):
+    def forward(ctx, x, w, cfg, estimator, stats, plan):
         x_q = quantize_operand(x, cfg.a_format, "lba_matmul")
         w_q = quantize_operand(w, cfg.b_format, "lba_matmul")
-        values = batched_gemm_values(x_q, w_q, cfg, stats=stats)
+        values = batched_gemm_values(x_q, w_q, cfg, stats=stats, plan=plan)
         ctx.save_for_backward(x_q, w_q)
         ctx.cfg, ctx.estimator = cfg, estimator
         ctx.x_dtype = x.dtype if x.is_floating_point() else torch.float32
@@ -85,7 +87,7 @@ class _LBAMatMulFunction(torch.autograd.Function):
             grad_w = torch.stack([pair[1] for pair in pairs])
         grad_x = grad_x.to(ctx.x_dtype) if grad_x is not None and ctx.needs_input_grad[0] else None
         grad_w = grad_w.to(ctx.w_dtype) if grad_w is not None and ctx.needs_input_grad[1] else None
-        return grad_x, grad_w, None, None, None
+        return grad_x, grad_w, None, None, None, None
 
 
 def lba_matmul(
@@ -97,7 +99,7 @@ def lba_matmul(
     it, else float64. ``stats`` (an EventStats) receives the steps and events of this product.
     """
     caller = "lba_matmul"
-    _check_call(cfg, estimator, stats, caller)
+    plan = _check_call(cfg, estimator, stats, caller)
     _check_tensor(x, "x", caller)
     _check_tensor(w, "w", caller)
     if w.dim() != 2:
@@ -109,7 +111,8 @@ def lba_matmul(
     if x.device != w.device:
         raise ValueError(f"{caller}: x and w are on different devices ({x.device} and {w.device})")
     leading = x.shape[:-1]
-    y = _LBAMatMulFunction.apply(x.reshape(1, math.prod(leading), x.shape[-1]), w.unsqueeze(0), cfg, estimator, stats)
+    y = _LBAMatMulFunction.apply(x.reshape(1, math.prod(leading), x.shape[-1]), w.unsqueeze(0), cfg, estimator, stats,
+                                 plan)
     return y.reshape(*leading, w.shape[1])
 
 
@@ -122,14 +125,14 @@ def lba_bmm(
     batch is one kernel call.
     """
     caller = "lba_bmm"
-    _check_call(cfg, estimator, stats, caller)
+    plan = _check_call(cfg, estimator, stats, caller)
     _check_tensor(a, "a", caller)
     _check_tensor(b, "b", caller)
     if a.dim() != 3 or b.dim() != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
         raise ValueError(f"{caller}: expected (B, M, K) and (B, K, N), got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.device != b.device:
         raise ValueError(f"{caller}: a and b are on different devices ({a.device} and {b.device})")
-    return _LBAMatMulFunction.apply(a, b, cfg, estimator, stats)
+    return _LBAMatMulFunction.apply(a, b, cfg, estimator, stats, plan)
 
 
 def lba_linear(
@@ -168,26 +171,37 @@ def _pair(value, name: str, caller: str) -> tuple[int, int]:
     return pair
 
 
-def conv2d_gemm_operands(
+def conv2d_grouped_operands(
     x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
     dilation: tuple[int, int], groups: int,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A conv2d as matrix products, by im2col: per group, (patches (B, L, K), filters (K, C_out/groups)).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A conv2d as one batched matrix product, by im2col, the groups as the batch: (patches (G, B*L, K),
+    filters (G, K, C_out/G)).
 
     K runs over (C_in/groups, kh, kw) with kw fastest, the contract's order (docs/arithmetic.md §5); L over
-    the output positions, row-major. The one place that lowers a convolution: lba_conv2d and the bias
-    calibration use it. Arguments are as checked by lba_conv2d (4-D x and weight, explicit integer pairs).
+    the output positions, row-major, after the batch index. The one place that lowers a convolution:
+    lba_conv2d and the bias calibration use it (through :func:`conv2d_gemm_operands`). Arguments are as
+    checked by lba_conv2d (4-D x and weight, explicit integer pairs).
     """
     out_channels, group_channels, kernel_h, kernel_w = weight.shape
     # (B, C_in * kh * kw, L) with the channel slowest and kw fastest.
     columns = F.unfold(x, (kernel_h, kernel_w), dilation=dilation, padding=padding, stride=stride)
+    batch, _, positions = columns.shape
     per_group = group_channels * kernel_h * kernel_w
-    group_out = out_channels // groups
-    return [
-        (columns[:, g * per_group : (g + 1) * per_group, :].transpose(1, 2),
-         weight[g * group_out : (g + 1) * group_out].reshape(group_out, per_group).T)
-        for g in range(groups)
-    ]
+    patches = columns.reshape(batch, groups, per_group, positions).permute(1, 0, 3, 2)
+    patches = patches.reshape(groups, batch * positions, per_group)
+    filters = weight.reshape(groups, out_channels // groups, per_group).transpose(1, 2)
+    return patches, filters
+
+
+def conv2d_gemm_operands(
+    x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
+    dilation: tuple[int, int], groups: int,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`conv2d_grouped_operands` per group: (patches (B, L, K), filters (K, C_out/groups))."""
+    patches, filters = conv2d_grouped_operands(x, weight, stride, padding, dilation, groups)
+    batch = x.shape[0]
+    return [(patches[g].reshape(batch, -1, patches.shape[2]), filters[g]) for g in range(groups)]
 
 
 def lba_conv2d(
@@ -239,7 +253,10 @@ def lba_conv2d(
     out_w = (width + 2 * padding[1] - dilation[1] * (kernel_w - 1) - 1) // stride[1] + 1
     if out_h < 1 or out_w < 1:
         raise ValueError(f"{caller}: the kernel {kernel_h}x{kernel_w} does not fit the padded input {height}x{width}")
-    outputs = [lba_matmul(patches, filters, cfg, estimator=estimator, stats=stats)
-               for patches, filters in conv2d_gemm_operands(x, weight, stride, padding, dilation, groups)]
-    y = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, out_channels, out_h, out_w)
+    # One kernel call for all groups (depthwise convolutions included): the groups are the batch.
+    patches, filters = conv2d_grouped_operands(x, weight, stride, padding, dilation, groups)
+    plan = _check_call(cfg, estimator, stats, caller)
+    y = _LBAMatMulFunction.apply(patches, filters, cfg, estimator, stats, plan)  # (G, B*L, C_out/G)
+    y = y.reshape(groups, batch, out_h * out_w, out_channels // groups).permute(1, 0, 3, 2)
+    y = y.reshape(batch, out_channels, out_h, out_w)
     return y if bias is None else y + _bias(bias, out_channels, y.dtype, caller).view(1, -1, 1, 1)

@@ -118,9 +118,12 @@ def select_kernel(device: torch.device, kernel: str = "auto") -> Kernel:
     return chosen
 
 
-def check_config(cfg: MacConfig) -> None:
-    """Reject, before any work, a configuration no kernel can simulate exactly."""
-    int_gemm.plan_fixed_gemm(cfg) if cfg.fixed_acc else plan_gemm(cfg)
+def check_config(cfg: MacConfig) -> GemmPlan | int_gemm.FixedGemmPlan:
+    """Reject, before any work, a configuration no kernel can simulate exactly; else return its plan.
+
+    The one derivation of the plan per product: callers hand it on to :func:`batched_gemm_values`.
+    """
+    return int_gemm.plan_fixed_gemm(cfg) if cfg.fixed_acc else plan_gemm(cfg)
 
 
 def _check_operands(x_q: torch.Tensor, w_q: torch.Tensor, dims: int, shapes: str, caller: str) -> None:
@@ -139,26 +142,26 @@ def batched_gemm_values(
     *,
     stats: EventStats | None = None,
     kernel: str = "auto",
+    plan: GemmPlan | int_gemm.FixedGemmPlan | None = None,
 ) -> torch.Tensor:
     """The accumulator values of X[b] @ W[b] for every b, in one kernel call.
 
     ``x_q`` is (B, M, K), ``w_q`` (B, K, N), float32 or float64 values already in the operand formats, on
     one device. Returns (B, M, N) on that device, float32 or float64 as the kernel produced it (exact);
-    when ``stats`` is given, the steps and events of all B products are added to it.
+    when ``stats`` is given, the steps and events of all B products are added to it. ``plan``: what
+    ``check_config(cfg)`` returned, where the caller has it (derived here otherwise).
     """
-    check_config(cfg)
+    plan = check_config(cfg) if plan is None else plan
     _check_operands(x_q, w_q, 3, "X (B, M, K) and W (B, K, N)", "batched_gemm_values")
     if cfg.fixed_acc:
         # Integer/fixed-point accumulators (docs/arithmetic.md §8) have their own portable kernel.
         if kernel not in ("auto", "torch"):
             raise ValueError(f"gemm_values: {cfg.acc.name} accumulators run on the PyTorch int_gemm kernel, not {kernel!r}")
-        plan = int_gemm.plan_fixed_gemm(cfg)
-        parts = [int_gemm.gemm_values(x.to(torch.float64), w.to(torch.float64), cfg, stats is not None)
+        parts = [int_gemm.gemm_values(x.to(torch.float64), w.to(torch.float64), cfg, stats is not None, plan)
                  for x, w in zip(x_q, w_q)]
         values = torch.stack([part[0] for part in parts]) if parts else x_q.new_zeros(0, x_q.shape[1], w_q.shape[2])
         overflow, underflow, swamp = (sum(part[1][i] for part in parts) for i in range(3))
     else:
-        plan = plan_gemm(cfg)
         chosen = select_kernel(x_q.device, kernel)
         values, (overflow, underflow, swamp) = chosen.run(x_q, w_q, plan, stats is not None)
     if stats is not None:
@@ -181,7 +184,7 @@ def gemm_values(
     ``x_q`` is (M, K), ``w_q`` (K, N), both float32 or float64 on one device. Returns float64 (M, N) on that
     device; when ``stats`` is given, the steps and events of this product are added to it.
     """
-    check_config(cfg)
+    plan = check_config(cfg)
     _check_operands(x_q, w_q, 2, "X (M, K) and W (K, N)", "gemm_values")
-    values = batched_gemm_values(x_q.unsqueeze(0), w_q.unsqueeze(0), cfg, stats=stats, kernel=kernel)
+    values = batched_gemm_values(x_q.unsqueeze(0), w_q.unsqueeze(0), cfg, stats=stats, kernel=kernel, plan=plan)
     return values[0].to(torch.float64)

@@ -88,12 +88,14 @@ def plan_fixed_gemm(cfg: MacConfig) -> FixedGemmPlan:
     )
 
 
-def gemm_values(x_q: torch.Tensor, w_q: torch.Tensor, cfg: MacConfig, count: bool) -> tuple[torch.Tensor, list[int]]:
+def gemm_values(x_q: torch.Tensor, w_q: torch.Tensor, cfg: MacConfig, count: bool,
+                plan: FixedGemmPlan | None = None) -> tuple[torch.Tensor, list[int]]:
     """Accumulator values (float64, (M, N)) of X @ W and the [overflow, underflow, swamp] counts.
 
-    ``x_q`` (M, K) and ``w_q`` (K, N) are float64 values of the operand formats, on one device.
+    ``x_q`` (M, K) and ``w_q`` (K, N) are float64 values of the operand formats, on one device; ``plan`` is
+    ``plan_fixed_gemm(cfg)`` where the caller has it.
     """
-    plan = plan_fixed_gemm(cfg)
+    plan = plan_fixed_gemm(cfg) if plan is None else plan
     rows = x_q.shape[0]
     values = x_q.new_zeros((rows, w_q.shape[1]))
     events = [0, 0, 0]

@@ -1,0 +1,63 @@
+"""Per-call overhead of the GEMM functions: the plan is derived once per call, a grouped or depthwise
+convolution is one kernel call, and its values equal the per-group products (docs/simulator.md)."""
+
+from __future__ import annotations
+
+import torch
+
+import lba_core.datapath
+import lba_train.gemm
+from lba_core import MacConfig
+from lba_train import lba_conv2d, lba_linear, lba_matmul
+from lba_train.events import EventStats
+from lba_train.gemm import conv2d_gemm_operands
+from lba_train.kernels import dispatch, plan
+
+
+def counting(monkeypatch, module, name: str) -> list:
+    calls = []
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_the_plan_and_the_datapath_are_derived_once_per_call(monkeypatch):
+    x, w = torch.randn(3, 40), torch.randn(40, 5)
+    plans = counting(monkeypatch, dispatch, "plan_gemm")
+    datapaths = counting(monkeypatch, plan, "derive_datapath")
+    fixed_plans = counting(monkeypatch, dispatch.int_gemm, "plan_fixed_gemm")
+    for cfg in [MacConfig("e4m3", "e4m7"), MacConfig("e4m3", "fp32", chunk_size=8)]:
+        plans.clear(), datapaths.clear()
+        lba_matmul(x, w, cfg)
+        assert len(plans) == 1 and len(datapaths) == 1, cfg.name
+        plans.clear(), datapaths.clear()
+        lba_linear(x, w.T, torch.zeros(5), cfg, stats=EventStats())
+        assert len(plans) == 1 and len(datapaths) == 1, cfg.name
+    lba_matmul(x, w, MacConfig("int8", "int24"))
+    assert len(fixed_plans) == 1
+
+
+def test_a_depthwise_and_a_grouped_convolution_are_one_kernel_call(monkeypatch):
+    cfg = MacConfig("e4m3", "e5m6", chunk_size=4)
+    generator = torch.Generator().manual_seed(4)
+    calls = counting(monkeypatch, lba_train.gemm, "batched_gemm_values")
+    for channels, out_channels, groups, stride, padding in [(6, 6, 6, 1, 1), (8, 12, 4, 2, 0), (3, 4, 1, 1, 2)]:
+        x = torch.randn(2, channels, 7, 6, generator=generator) * 3
+        weight = torch.randn(out_channels, channels // groups, 3, 3, generator=generator)
+        calls.clear()
+        stats = EventStats()
+        together = lba_conv2d(x, weight, None, cfg, stride, padding, groups=groups, stats=stats)
+        assert len(calls) == 1
+        # The same outputs, group by group, as separate products (the previous lowering).
+        loop_stats = EventStats()
+        parts = [lba_matmul(patches, filters, cfg, stats=loop_stats)
+                 for patches, filters in conv2d_gemm_operands(x, weight, (stride, stride), (padding, padding),
+                                                              (1, 1), groups)]
+        expected = torch.cat(parts, dim=2).transpose(1, 2).reshape(together.shape)
+        assert torch.equal(together, expected)
+        assert stats == loop_stats
