@@ -5,7 +5,7 @@ The bottom layer of the toolkit: pure Python, no torch, no amaranth. ``rtl`` and
 """
 
 from .config import ROUNDING_MODES, MacConfig, paper_acc_bias
-from .datapath import DatapathPlan, derive_datapath
+from .datapath import DatapathPlan, FixedDatapathPlan, derive_datapath, derive_fixed_datapath
 from .errors import ConfigError, FormatError
 from .fused import FUSED_PRESETS, FusedAccumulator, parse_acc, parse_fused
 from .fused_reference import fdpa, fused_dot, fused_matmul_reference
@@ -27,6 +27,7 @@ __all__ = [
     "ROUNDING_MODES",
     "ConfigError",
     "DatapathPlan",
+    "FixedDatapathPlan",
     "DotResult",
     "FixedFormat",
     "FloatFormat",
@@ -39,6 +40,7 @@ __all__ = [
     "Step",
     "accumulate",
     "derive_datapath",
+    "derive_fixed_datapath",
     "dot",
     "floor_log2",
     "fdpa",

@@ -3,6 +3,8 @@
 The RTL generator sizes its signals from :class:`DatapathPlan`, the simulator's kernel plan reads the
 products' grid and the sums' range from it, the bias rule takes the largest product from it and the area cost
 model its bit widths, so a change here reaches all of them (docs/rtl.md, "Datapath widths").
+:class:`FixedDatapathPlan` is the same for integer and fixed-point accumulators (docs/arithmetic.md §8): the
+fixed-point MAC circuit (rtl.intmac) and the simulator's int_gemm kernel both read it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 from .config import MacConfig
 from .errors import ConfigError
-from .formats import FloatFormat, floor_log2
+from .formats import FixedFormat, FloatFormat, floor_log2
 from .reference import round_to_format
 
 
@@ -124,4 +126,96 @@ def derive_datapath(cfg: MacConfig) -> DatapathPlan:
         product_bound_exponent=product_bound,
         sum_bound_exponent=max(acc.emax + 1, product_bound) + 1,
         largest_product_exponent=floor_log2(largest) if largest else None,
+    )
+
+
+def operand_grid(fmt: FloatFormat | FixedFormat) -> tuple[int, int, int]:
+    """(quantum exponent q, significand bits, exponent of 2 above the largest magnitude) of an operand format.
+
+    Every value is an integer of at most ``significand bits`` bits times a power of two >= 2^q.
+    """
+    if isinstance(fmt, FixedFormat):
+        return -fmt.frac_bits, fmt.width, fmt.width - 1 - fmt.frac_bits
+    return fmt.emin - fmt.man_bits, fmt.man_bits + 1, fmt.emax + 1
+
+
+def operand_exponent_span(fmt: FloatFormat) -> int:
+    """Largest exponent code above the smallest binade: codes 1 .. 2^E - 1 (0 counts as 1)."""
+    return (1 << fmt.exp_bits) - 2
+
+
+@dataclass(frozen=True)
+class FixedDatapathPlan:
+    """The datapath of a MAC with an integer/fixed-point accumulator of F fraction bits (docs/arithmetic.md §8).
+
+    Every exact product a*b is an integer number of units 2^-G, G = ``grid_exponent`` = -(qa + qb); the
+    product moves onto the accumulator's grid 2^-F by ``grid_shift`` = F - G (left when >= 0, else a
+    rounding right shift). Widths are those of the circuit: multiplier output, exponent-code sum, the
+    magnitude in units of 2^-G after the exponent shift, the product on the grid, the signed adder.
+    """
+
+    cfg: MacConfig
+    float_operands: bool
+    a_grid: tuple[int, int, int]  # operand_grid of the input format
+    b_grid: tuple[int, int, int]  # operand_grid of the weight format
+    sig_bits: int  # multiplier output magnitude (significand or integer product)
+    exp_bits: int  # exponent-sum width (0 for integer operands)
+    exact_bits: int  # magnitude in units of 2^-G after the exponent shift
+    grid_exponent: int  # G: exact products are integers times 2^-G
+    grid_shift: int  # F - G: left (> 0) or rounding right (< 0) shift onto the grid
+    product_bits: int  # magnitude of the product on the grid
+    sum_bits: int  # signed adder width
+
+    @property
+    def aligned(self) -> bool:
+        return self.float_operands or self.grid_shift != 0
+
+    @property
+    def grid_exact(self) -> bool:
+        """Every exact product lies on the accumulator's grid (no product rounds)."""
+        return self.grid_shift >= 0
+
+    @property
+    def exact_product_sig_bits(self) -> int:
+        """Significant bits of an exact product as integer times power of two."""
+        return self.a_grid[1] + self.b_grid[1]
+
+    @property
+    def product_top_exponent(self) -> int:
+        """|a*b| < 2^this."""
+        return self.a_grid[2] + self.b_grid[2]
+
+
+def derive_fixed_datapath(cfg: MacConfig) -> FixedDatapathPlan:
+    """The datapath of cfg with an integer/fixed-point accumulator. Pure arithmetic on the formats: whether a
+    circuit or a kernel exists is checked by ``rtl.check_fixed_config`` and ``lba_train.kernels.int_gemm``.
+    Raises ConfigError for a floating-point accumulator. With one floating-point and one integer operand (which
+    the simulator takes and no circuit builds) the integer operand counts as one binade."""
+    a, b, acc = cfg.a_format, cfg.b_format, cfg.acc
+    if not cfg.fixed_acc:
+        raise ConfigError(f"{cfg.name}: the fixed-point datapath needs an integer or fixed-point accumulator")
+    a_grid, b_grid = operand_grid(a), operand_grid(b)
+    grid = -(a_grid[0] + b_grid[0])
+    if isinstance(a, FixedFormat) and isinstance(b, FixedFormat):
+        sig_bits, exp_bits = a.width + b.width - 1, 0
+        exact_bits = sig_bits
+    else:
+        sig_bits = a_grid[1] + b_grid[1]
+        span = sum(operand_exponent_span(fmt) for fmt in (a, b) if isinstance(fmt, FloatFormat))
+        exp_bits = max(1, span.bit_length())
+        exact_bits = sig_bits + span
+    shift = acc.frac_bits - grid
+    product_bits = max(exact_bits + shift if shift >= 0 else exact_bits + shift + 1, 1)
+    return FixedDatapathPlan(
+        cfg=cfg,
+        float_operands=isinstance(a, FloatFormat) and isinstance(b, FloatFormat),
+        a_grid=a_grid,
+        b_grid=b_grid,
+        sig_bits=sig_bits,
+        exp_bits=exp_bits,
+        exact_bits=exact_bits,
+        grid_exponent=grid,
+        grid_shift=shift,
+        product_bits=product_bits,
+        sum_bits=max(acc.width, product_bits + 1) + 1,
     )

@@ -18,72 +18,29 @@ and ``mac`` (rtl.export_verilog), so synthesis and cosimulation treat them like 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from lba_core import ConfigError, FixedFormat, FloatFormat, MacConfig
+from lba_core import ConfigError, FixedDatapathPlan, FixedFormat, FloatFormat, MacConfig, derive_fixed_datapath
 
 from .blocks import EVENT_FIELDS, add_block, connect_fields, event_ports
 from .mac import accumulate_into_register, mac_ports
 
 
-@dataclass(frozen=True)
-class FixedDatapath:
-    """Widths of a fixed-point MAC, derived once from its configuration."""
-
-    cfg: MacConfig
-    float_operands: bool
-    sig_bits: int  # multiplier output magnitude (significand or integer product)
-    exp_bits: int  # exponent-sum width (0 for integer operands)
-    exact_bits: int  # magnitude in units of 2^-G after the exponent shift
-    grid_shift: int  # F - G: left (> 0) or rounding right (< 0) shift onto the grid
-    product_bits: int  # magnitude of the product on the grid
-    sum_bits: int  # signed adder width
-
-    @property
-    def aligned(self) -> bool:
-        return self.float_operands or self.grid_shift != 0
-
-
-def operand_exponent_span(fmt: FloatFormat) -> int:
-    """Largest exponent code above the smallest binade: codes 1 .. 2^E - 1 (0 counts as 1)."""
-    return (1 << fmt.exp_bits) - 2
+#: The widths of a fixed-point MAC, derived once in lba_core.datapath (the simulator's int_gemm reads it too).
+FixedDatapath = FixedDatapathPlan
 
 
 def check_fixed_config(cfg: MacConfig) -> FixedDatapath:
     """The datapath of a fixed-point MAC, or a ConfigError naming what no circuit implements."""
     if not cfg.fixed_acc:
         raise ConfigError(f"{cfg.name}: the fixed-point MAC needs an integer or fixed-point accumulator")
-    a, b, acc = cfg.a_format, cfg.b_format, cfg.acc
-    if isinstance(a, FixedFormat) != isinstance(b, FixedFormat):
+    if isinstance(cfg.a_format, FixedFormat) != isinstance(cfg.b_format, FixedFormat):
         raise ConfigError(f"{cfg.name}: the RTL needs both operands floating point or both integer/fixed point")
     if cfg.chunk_size is not None:
         raise ConfigError(f"{cfg.name}: the fixed-point MAC circuit accumulates in one chain (chunk_size=None)")
-    if isinstance(a, FixedFormat):
-        sig_bits, exp_bits, grid = a.width + b.width - 1, 0, a.frac_bits + b.frac_bits
-        exact_bits = sig_bits
-    else:
-        sig_bits = a.man_bits + b.man_bits + 2
-        span = operand_exponent_span(a) + operand_exponent_span(b)
-        exp_bits = max(1, span.bit_length())
-        grid = -((a.emin - a.man_bits) + (b.emin - b.man_bits))
-        exact_bits = sig_bits + span
-    shift = acc.frac_bits - grid
-    product_bits = exact_bits + shift if shift >= 0 else exact_bits + shift + 1
-    product_bits = max(product_bits, 1)
-    return FixedDatapath(
-        cfg=cfg,
-        float_operands=not isinstance(a, FixedFormat),
-        sig_bits=sig_bits,
-        exp_bits=exp_bits,
-        exact_bits=exact_bits,
-        grid_shift=shift,
-        product_bits=product_bits,
-        sum_bits=max(acc.width, product_bits + 1) + 1,
-    )
+    return derive_fixed_datapath(cfg)
 
 
 class FixedMultiplier(wiring.Component):

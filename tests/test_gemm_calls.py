@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 
-import lba_core.datapath
 import lba_train.gemm
 from lba_core import MacConfig
 from lba_train import lba_conv2d, lba_linear, lba_matmul
@@ -31,6 +30,7 @@ def test_the_plan_and_the_datapath_are_derived_once_per_call(monkeypatch):
     plans = counting(monkeypatch, dispatch, "plan_gemm")
     datapaths = counting(monkeypatch, plan, "derive_datapath")
     fixed_plans = counting(monkeypatch, dispatch.int_gemm, "plan_fixed_gemm")
+    fixed_datapaths = counting(monkeypatch, dispatch.int_gemm, "derive_fixed_datapath")
     for cfg in [MacConfig("e4m3", "e4m7"), MacConfig("e4m3", "fp32", chunk_size=8)]:
         plans.clear(), datapaths.clear()
         lba_matmul(x, w, cfg)
@@ -39,7 +39,21 @@ def test_the_plan_and_the_datapath_are_derived_once_per_call(monkeypatch):
         lba_linear(x, w.T, torch.zeros(5), cfg, stats=EventStats())
         assert len(plans) == 1 and len(datapaths) == 1, cfg.name
     lba_matmul(x, w, MacConfig("int8", "int24"))
-    assert len(fixed_plans) == 1
+    assert len(fixed_plans) == 1 and len(fixed_datapaths) == 1
+
+
+def test_the_fixed_point_datapath_is_one_derivation_for_the_circuit_and_the_kernel():
+    """rtl.check_fixed_config returns lba_core's FixedDatapathPlan; int_gemm's shifts come from the same grid."""
+    import rtl
+    from lba_core import derive_fixed_datapath
+    from lba_train.kernels.int_gemm import plan_fixed_gemm
+
+    for cfg in [MacConfig("int8", "int24"), MacConfig("e4m3", "fx20.8_sat"), MacConfig("e4m3", "fx24.20")]:
+        path = derive_fixed_datapath(cfg)
+        assert rtl.check_fixed_config(cfg) == path
+        kernel = plan_fixed_gemm(cfg)
+        assert (kernel.a_shift, kernel.b_shift) == (-path.a_grid[0], cfg.acc.frac_bits + path.a_grid[0])
+        assert kernel.grid_exact == (path.grid_shift >= 0)
 
 
 def test_a_depthwise_and_a_grouped_convolution_are_one_kernel_call(monkeypatch):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lba_core import ConfigError, FixedFormat, FloatFormat, MacConfig
+from lba_core import ConfigError, FixedFormat, MacConfig, derive_fixed_datapath
 
 BINARY64_SIGNIFICAND_BITS = 53
 #: Grid units of one product must stay below this so that acc + p never overflows int64.
@@ -51,22 +51,13 @@ class FixedGemmPlan:
         return length + -(-length // self.chunk_size)
 
 
-def operand_grid(fmt: FloatFormat | FixedFormat) -> tuple[int, int, int]:
-    """(quantum exponent q, significand bits, exponent of 2 above the largest magnitude) of an operand format.
-
-    Every value is an integer of at most ``significand bits`` bits times a power of two >= 2^q.
-    """
-    if isinstance(fmt, FixedFormat):
-        return -fmt.frac_bits, fmt.width, fmt.width - 1 - fmt.frac_bits
-    return fmt.emin - fmt.man_bits, fmt.man_bits + 1, fmt.emax + 1
-
-
 def plan_fixed_gemm(cfg: MacConfig) -> FixedGemmPlan:
     """Check that cfg can be simulated exactly on binary64 operands and int64 grid units."""
     if not cfg.fixed_acc:
         raise ConfigError(f"{cfg.name}: plan_fixed_gemm needs a fixed-point accumulator")
-    qa, bits_a, top_a = operand_grid(cfg.a_format)
-    qb, bits_b, top_b = operand_grid(cfg.b_format)
+    datapath = derive_fixed_datapath(cfg)
+    qa, bits_a, top_a = datapath.a_grid
+    qb, bits_b, top_b = datapath.b_grid
     if bits_a + bits_b > BINARY64_SIGNIFICAND_BITS:
         raise ConfigError(
             f"lba_matmul: exact products of {cfg.a_format.name} x {cfg.b_format.name} need {bits_a + bits_b} "
@@ -82,7 +73,7 @@ def plan_fixed_gemm(cfg: MacConfig) -> FixedGemmPlan:
         acc=cfg.acc,
         toward_zero=cfg.rounding == "rtz",
         chunk_size=cfg.chunk_size,
-        grid_exact=frac + qa + qb >= 0,
+        grid_exact=datapath.grid_exact,
         a_shift=-qa,
         b_shift=frac + qa,
     )
