@@ -89,7 +89,7 @@ fused-check: venv
 	$(PY) -m pytest -m slow -n 0 -s tests/test_fused_mmasim.py
 
 fused-cosim: venv
-	$(PY) -m pytest -m slow -n 0 tests/test_rtl_fdpa_cosim.py
+	$(PY) -m pytest -m slow -n 0 tests/test_rtl_fdpa_cosim.py tests/test_rtl_fdpa_synth.py
 
 gemm-exactness: venv
 	$(PY) -m pytest -q -n 0 -m slow tests/test_gemm_fast_lanes.py tests/test_gemm_kernels.py

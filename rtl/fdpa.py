@@ -52,10 +52,14 @@ def fdpa_ports(plan: FdpaPlan) -> dict:
 class FusedDotProductAdd(wiring.Component):
     """The FDPA unit of ``plan`` (rtl.fdpa_plan.plan_fdpa), combinational or with ``pipeline`` register stages."""
 
-    def __init__(self, plan: FdpaPlan, pipeline: int = 0):
+    def __new__(cls, plan: FdpaPlan, pipeline: int = 0):
+        # Checked before the object exists: a rejected unit leaves no never-elaborated Amaranth object behind.
         if not isinstance(plan, FdpaPlan):
             raise ConfigError(f"FusedDotProductAdd needs an rtl.fdpa_plan.FdpaPlan, got {type(plan).__name__}")
         check_fdpa_pipeline(pipeline)
+        return super().__new__(cls)
+
+    def __init__(self, plan: FdpaPlan, pipeline: int = 0):
         self.plan, self.pipeline = plan, pipeline
         self.cuts = frozenset(PIPELINE_CUTS[:pipeline])
         super().__init__(fdpa_ports(plan))

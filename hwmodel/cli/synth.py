@@ -192,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
     from ..synthesis.flows.targets import silicon_reports
 
     cfg = config_from_args(args)
+    if cfg.fused_acc:  # the fused dot-product-add unit (rtl.fdpa): one top, hwmodel.synthesis.fdpa_synth
+        return run_fused(args, cfg)
     check_pipeline(cfg, args.pipeline)  # a bad --pipeline fails here, before any work
     stream_spec = stream_spec_from_args(args)
     yosys_targets = [target for target in args.target if target in YOSYS_TARGETS]
@@ -229,4 +231,33 @@ def run_array(args: argparse.Namespace) -> int:
     except ToolError as error:
         return yosys_failure("synth", error)
     print(json.dumps(result, indent=1) if args.json else format_array_report(result))
+    return 0
+
+
+def run_fused(args: argparse.Namespace, cfg) -> int:
+    """``hwmodel synth --acc hopper-fp8`` (any fused accumulator): the FDPA unit's gates, GE, per-block area and,
+    for sky130/nangate45, µm² and OpenSTA delay; no energy per MAC (its operand streams drive MAC ports)."""
+    from ..synthesis.fdpa_synth import FDPA_TOP, synthesize_fdpa
+
+    if args.operands != "resnet":
+        raise ConfigError("--operands drives the energy per MAC, which is not measured for a fused accumulator")
+    kwargs = synthesis_kwargs(args)
+    try:
+        result = synthesize_fdpa(cfg, args.target, blocks=kwargs["blocks"], cache=kwargs["cache"],
+                                 workers=args.jobs or 1, progress=True, timeout_s=args.timeout, pipeline=args.pipeline)
+    except ToolError as error:
+        return yosys_failure("synth", error)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    report = result[FDPA_TOP]
+    lines = [f"configuration {result['config']['name']} (FDPA unit, L = {result['config']['group']}, "
+             f"F = {result['config']['fraction_bits']}, pipeline {args.pipeline})",
+             f"{FDPA_TOP}: {report['gates']} generic cells ({report['flops']} flip-flops), {report['ge']:.1f} GE, "
+             f"{report['transistors']} transistors, depth {report['depth']} gates"]
+    lines += [f"  block {block:<16} {figures['gates']:>6} cells {figures['ge']:>9.1f} GE"
+              for block, figures in report["blocks"].items()]
+    lines += [f"  {target}: {asic_line(figures)} [{figures['corner']}]"
+              for target, figures in report.items() if isinstance(figures, dict) and "area_um2" in figures]
+    print("\n".join(lines))
     return 0
