@@ -2,6 +2,11 @@
 
 One *step* is one rounding R_acc of the chain: every FMAq and, with chunking, every chunk-adder step. A step
 counts once per event it raised (overflow, underflow, swamp), so the rates are fractions of steps.
+
+Fused (tensor-core) accumulators (docs/arithmetic.md §9) round once per group: their steps are the FDPA and
+promotion roundings, and instead of swamping they report truncation (:meth:`EventStats.record_truncation`):
+how many non-zero product terms were truncated to zero, and the share of the product mass sum |a*b| that
+truncation removed.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ class EventStats:
     overflow: int = 0
     underflow: int = 0
     swamp: int = 0
+    terms: int = 0  # fused accumulators: non-zero product terms
+    terms_zeroed: int = 0  # ... of which truncated to zero
+    mass: float = 0.0  # ... the sum of their |a*b|
+    mass_truncated: float = 0.0  # ... and the part of it truncation removed
 
     def record(self, steps: int, overflow: int, underflow: int, swamp: int) -> None:
         """Add the counts of one GEMM (or any batch of steps)."""
@@ -30,11 +39,22 @@ class EventStats:
         self.underflow += int(underflow)
         self.swamp += int(swamp)
 
+    def record_truncation(self, terms: int, zeroed: int, mass: float, truncated: float) -> None:
+        """Add a fused GEMM's truncation counts: non-zero product terms, those truncated to zero, their summed
+        |a*b| and the part of it truncated away (docs/arithmetic.md §9)."""
+        if terms < 0 or zeroed < 0 or zeroed > terms or mass < 0 or truncated < 0:
+            raise ValueError(f"truncation counts must be non-negative with zeroed <= terms, got {(terms, zeroed, mass, truncated)}")
+        self.terms += int(terms)
+        self.terms_zeroed += int(zeroed)
+        self.mass += float(mass)
+        self.mass_truncated += float(truncated)
+
     def merge(self, other: EventStats) -> EventStats:
         """Add ``other``'s counts into this one (in place) and return self, so merges chain."""
         if not isinstance(other, EventStats):
             raise TypeError(f"EventStats.merge expects an EventStats, got {type(other).__name__}")
         self.record(other.steps, other.overflow, other.underflow, other.swamp)
+        self.record_truncation(other.terms, other.terms_zeroed, other.mass, other.mass_truncated)
         return self
 
     def reset(self) -> None:
@@ -60,6 +80,16 @@ class EventStats:
         return self.rate("swamp")
 
     @property
+    def zeroed_term_rate(self) -> float:
+        """Fused accumulators: the fraction of non-zero product terms truncated to zero (0.0 before any)."""
+        return self.terms_zeroed / self.terms if self.terms else 0.0
+
+    @property
+    def truncated_mass_share(self) -> float:
+        """Fused accumulators: the share of the product mass sum |a*b| that truncation removed (0.0 before any)."""
+        return self.mass_truncated / self.mass if self.mass else 0.0
+
+    @property
     def rates(self) -> dict[str, float]:
         return {event: self.rate(event) for event in EVENTS}
 
@@ -69,4 +99,7 @@ class EventStats:
         for event in EVENTS:
             data[event] = getattr(self, event)
             data[f"{event}_rate"] = self.rate(event)
+        if self.terms:  # fused accumulators only, so that the sequential chains' rows keep their columns
+            data.update(terms=self.terms, terms_zeroed=self.terms_zeroed, zeroed_term_rate=self.zeroed_term_rate,
+                        truncated_mass_share=self.truncated_mass_share)
         return data

@@ -22,6 +22,7 @@ from lba_core import MacConfig
 from .estimators import check_estimator
 from .events import EventStats
 from .kernels import check_config
+from .kernels.fused_plan import result_dtype as fused_result_dtype
 from .kernels.dispatch import batched_gemm_values
 from .quantize import fits_dtype, quantize_operand
 
@@ -36,6 +37,8 @@ def _check_call(cfg: MacConfig, estimator: str, stats: EventStats | None, caller
     check_estimator(estimator, caller)
     if cfg.fixed_acc and estimator != STE:
         raise ValueError(f"{caller}: estimator {estimator!r} needs a floating-point accumulator; {cfg.acc.name} takes 'ste'")
+    if cfg.fused_acc and estimator != STE:  # the estimators model a sequential chain's steps (docs/simulator.md)
+        raise ValueError(f"{caller}: estimator {estimator!r} models a sequential chain; the fused accumulator {cfg.acc.name} takes 'ste'")
     if stats is not None and not isinstance(stats, EventStats):
         raise TypeError(f"{caller}: stats must be a lba_train.events.EventStats or None, got {type(stats).__name__}")
     return plan
@@ -52,6 +55,8 @@ def _check_tensor(tensor, name: str, caller: str) -> None:
 
 def output_dtype(cfg: MacConfig) -> torch.dtype:
     """float32 when it holds every accumulator value of cfg exactly, else float64."""
+    if cfg.fused_acc:
+        return fused_result_dtype(check_config(cfg))
     return torch.float32 if fits_dtype(cfg.acc, torch.float32, cfg.underflow) else torch.float64
 
 

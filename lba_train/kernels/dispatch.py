@@ -21,6 +21,8 @@ from lba_core import MacConfig
 
 from ..events import EventStats
 from . import int_gemm, torch_gemm
+from .fused_gemm import fused_batched_values
+from .fused_plan import fused_spec
 from .plan import GemmPlan, plan_gemm
 
 NUMBA_AVAILABLE = importlib.util.find_spec("numba") is not None
@@ -123,6 +125,8 @@ def check_config(cfg: MacConfig) -> GemmPlan | int_gemm.FixedGemmPlan:
 
     The one derivation of the plan per product: callers hand it on to :func:`batched_gemm_values`.
     """
+    if cfg.fused_acc:  # tensor-core fused accumulators (docs/arithmetic.md §9): kernels in fused_gemm
+        return fused_spec(cfg)
     return int_gemm.plan_fixed_gemm(cfg) if cfg.fixed_acc else plan_gemm(cfg)
 
 
@@ -153,6 +157,8 @@ def batched_gemm_values(
     """
     plan = check_config(cfg) if plan is None else plan
     _check_operands(x_q, w_q, 3, "X (B, M, K) and W (B, K, N)", "batched_gemm_values")
+    if cfg.fused_acc:  # tensor-core fused accumulators: their own kernels, steps and events (fused_gemm)
+        return fused_batched_values(x_q, w_q, plan, cfg.acc.name, kernel, stats)
     if cfg.fixed_acc:
         # Integer/fixed-point accumulators (docs/arithmetic.md §8) have their own portable kernel.
         if kernel not in ("auto", "torch"):
