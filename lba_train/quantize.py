@@ -26,7 +26,7 @@ _TORCH_DTYPE_LIMITS = {
 }
 
 
-def _scale_by_power_of_two(x: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+def scale_by_power_of_two(x: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
     """x * 2^exponent, exact; split in two so that 2^exponent itself never overflows binary64."""
     half = torch.div(exponent, 2, rounding_mode="floor")
     return torch.ldexp(torch.ldexp(x, half), exponent - half)
@@ -53,9 +53,9 @@ def round_tensor(
     if underflow and fmt.subnormals:
         exponent = exponent.clamp(min=fmt.emin)
     quantum_exponent = exponent - fmt.man_bits
-    steps = _scale_by_power_of_two(magnitude, -quantum_exponent)
+    steps = scale_by_power_of_two(magnitude, -quantum_exponent)
     steps = torch.round(steps) if rounding == "rne" else torch.floor(steps)  # torch.round ties to even
-    rounded = _scale_by_power_of_two(steps, quantum_exponent)
+    rounded = scale_by_power_of_two(steps, quantum_exponent)
     max_value = float(fmt.max_value)
     overflow = rounded > max_value
     rounded = torch.where(overflow, torch.full_like(rounded, max_value), rounded)
@@ -71,12 +71,12 @@ def round_to_grid(x: torch.Tensor, fmt: FixedFormat, rounding: str) -> tuple[tor
 
     Exact on float64: scaling by 2^F is exact and every grid value below 2^53 is a binary64 integer.
     """
-    scaled = _scale_by_power_of_two(x, torch.full_like(x, fmt.frac_bits, dtype=torch.int64))
+    scaled = scale_by_power_of_two(x, torch.full_like(x, fmt.frac_bits, dtype=torch.int64))
     steps = torch.round(scaled) if rounding == "rne" else torch.trunc(scaled)
     overflow = (steps > fmt.max_int) | (steps < fmt.min_int)
     steps = steps.clamp(fmt.min_int, fmt.max_int)
     underflowed = (steps == 0) & (x != 0)
-    values = _scale_by_power_of_two(steps, torch.full_like(x, -fmt.frac_bits, dtype=torch.int64)) + 0.0
+    values = scale_by_power_of_two(steps, torch.full_like(x, -fmt.frac_bits, dtype=torch.int64)) + 0.0
     return values, overflow, underflowed
 
 

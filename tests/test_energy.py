@@ -14,15 +14,10 @@ import numpy as np
 import pytest
 
 from hwmodel.execution.cache import ResultCache
-from hwmodel.synthesis.flows.energy import (
-    compile_netlist,
-    energy_per_cycle,
-    function_to_python,
-    layer_stimulus,
-    net_energies,
-    simulate,
-    when_probability,
-)
+from hwmodel.synthesis.flows.energy import layer_stimulus
+from hwmodel.synthesis.flows.liberty_functions import function_to_python
+from hwmodel.synthesis.flows.netlist_sim import compile_netlist, simulate
+from hwmodel.synthesis.flows.power import energy_per_cycle, net_energies, when_probability
 from hwmodel.synthesis.flows.libraries import library_data
 from hwmodel.synthesis.flows.liberty import MappingJob
 from hwmodel.synthesis.flows.opensta import UNIFORM_ACTIVITY, UNIFORM_POWER_PERIOD_NS, TimingJob

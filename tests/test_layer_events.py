@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from hwmodel.report.heatmap import LAYER_EVENTS_FILE, LARGEST_K_MARK, layer_event_rows, largest_k_layers
-from hwmodel.report.report import ReportError, build_report, write_results
+from hwmodel.report.data import ReportError
+from hwmodel.report.report import build_report, write_results
 from hwmodel.sweep.spec import check_option
 from lba_core import ConfigError, MacConfig
 from lba_train import build_model, layer_dot_products, lbaify

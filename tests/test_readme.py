@@ -25,7 +25,7 @@ def _script(path: str):
 
 
 def test_main_result_equals_the_committed_default_sweep(monkeypatch):
-    from hwmodel.report.report import README_MARKERS, readme_summary
+    from hwmodel.report.markdown import README_MARKERS, readme_summary
 
     monkeypatch.chdir(ROOT)  # the links in the section are relative to the README
     assert marked_block(README, *README_MARKERS) == readme_summary("reports/default").strip()

@@ -15,15 +15,9 @@ import pandas as pd
 import pytest
 
 from hwmodel.cli import main
-from hwmodel.report.report import (
-    ReportError,
-    build_report,
-    place_labels,
-    predictions_from_points,
-    read_predictions,
-    statistics,
-    write_results,
-)
+from hwmodel.report.data import ReportError, predictions_from_points, read_predictions, statistics
+from hwmodel.report.plots import place_labels
+from hwmodel.report.report import build_report, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = 200

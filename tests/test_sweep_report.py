@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hwmodel.report.report import build_report, pareto_front, write_results
+from hwmodel.report.plots import pareto_front
+from hwmodel.report.report import build_report, write_results
 from hwmodel.sweep.spec import SweepSpec, load_sweep_spec
 from lba_core import ConfigError
 

@@ -21,7 +21,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report.report import ReportError, build_report, update_readme  # imported here so that `hwmodel report --help` stays fast
+    from ..report.data import ReportError  # imported here so that `hwmodel report --help` stays fast
+    from ..report.markdown import update_readme
+    from ..report.report import build_report
 
     from lba_core import ConfigError
 

@@ -14,15 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from lba_core import standard_name
+from lba_core.fileio import atomic_write_text
 
-from lba_core import standard_name  # noqa: E402
-from lba_core.fileio import atomic_write_text  # noqa: E402
+from .figures import save_figure, subplots
 
 LAYER_EVENTS_FILE = "layer_events.csv"
 HEATMAP = "layer_events"
@@ -125,8 +123,6 @@ def plot_layer_heatmap(table: pd.DataFrame, configs: Sequence[str], out: Path) -
     """``out``/layer_events.png and .svg: swamp rate (and the more frequent of underflow and overflow) per
     layer (rows, the model's order) and accumulator (columns, the table's order), in percent of the layer's
     accumulation steps; row labels give K, and mark the largest-K layers. None when there is nothing to draw."""
-    from .report import _save  # report imports this module: the plots' one writer, imported when drawing
-
     configs = [config for config in configs if config in set(table["config"])]
     if not configs:
         return None
@@ -138,7 +134,7 @@ def plot_layer_heatmap(table: pd.DataFrame, configs: Sequence[str], out: Path) -
     events = ["swamp", *filter(None, [_informative_second_event(table)])]
     columns = [standard_name(label) for label in _column_labels(table, configs)]
     indexed = table.set_index(["layer", "config"])
-    figure, axes = plt.subplots(1, len(events), figsize=(1.8 + (0.48 * len(configs) + 1.0) * len(events),
+    figure, axes = subplots(1, len(events), figsize=(1.8 + (0.48 * len(configs) + 1.0) * len(events),
                                                          1.3 + 0.4 * len(layers)), squeeze=False)
     for ax, event in zip(axes[0], events):
         grid = np.full((len(layers), len(configs)), np.nan)
@@ -160,7 +156,7 @@ def plot_layer_heatmap(table: pd.DataFrame, configs: Sequence[str], out: Path) -
         ax.set_title(f"{event} [% of accumulation steps]", fontsize=9)
         figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=7)
     figure.tight_layout()
-    return _save(figure, out / HEATMAP)
+    return save_figure(figure, out / HEATMAP)
 
 
 def heatmap_caption(table: pd.DataFrame) -> str:

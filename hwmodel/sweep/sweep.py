@@ -39,12 +39,11 @@ from ..synthesis.flows.operands import StreamSpec
 from ..report.heatmap import layer_event_rows, layer_event_table, write_layer_events
 from ..execution.interrupt import Interrupted
 from ..execution.jobs import Executor, executor_session, worker_pool
-from ..report.report import predictions_from_points, write_results
+from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
+from ..report.data import predictions_from_points
+from ..report.report import write_results
 from .spec import SweepSpec
 
-#: Threads per training process. Fixed, not derived from the machine, because torch's float reductions
-#: depend on the thread count: the same sweep gives the same bits on any machine with the same libraries.
-POINT_THREADS = 1
 SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "results.csv"
 POINTS = "points"
@@ -100,45 +99,13 @@ def area_determinants(spec: SweepSpec, cfg: MacConfig, blocks: bool) -> dict[str
     }
 
 
-# ------------------------------------------------------------------------------------------- points
-def _read_point(path: Path, key: str) -> dict[str, Any] | None:
-    """A finished point whose key matches, or None (absent, half-written, or of other settings)."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or not record.get("complete") or record.get("key") != key:
-        return None
-    return record
-
-
-def _write_point(path: Path, record: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps({**record, "complete": True}, indent=1, sort_keys=True))
-
-
-def _point_path(points: Path, kind: str, key: str, suffix: str = ".json") -> Path:
-    return points / f"{kind}-{key[:provenance.SHORT_HASH]}{suffix}"
-
-
-def _limit_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    try:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
-
-
 def _baseline_job(accuracy: dict, path: str) -> float:
     import torch
 
     from lba_train.data import load_data
     from lba_train.train import train_baseline
 
-    _limit_threads(POINT_THREADS)
+    limit_threads(POINT_THREADS)
     data = load_data(accuracy["data"], seed=accuracy["seed"])
     trained = train_baseline(accuracy["model"], data, accuracy["epochs_baseline"], seed=accuracy["seed"],
                              lr=accuracy["lr_baseline"], progress=False, width=accuracy["width"],
@@ -155,7 +122,7 @@ def _accuracy_job(cfg_dict: dict, bias_mode: str, accuracy: dict, baseline_path:
     from lba_train.bias import with_acc_bias
     from lba_train.data import load_data
 
-    _limit_threads(POINT_THREADS)
+    limit_threads(POINT_THREADS)
     cfg = MacConfig.from_dict(cfg_dict)
     baseline = torch.load(baseline_path, weights_only=False, map_location="cpu")
     options = FinetuneOptions(epochs=tuple(accuracy["epochs"]), lr=tuple(accuracy["lr"]), bias=bias_mode,
@@ -193,7 +160,7 @@ def run_accuracy(spec: SweepSpec, configs: list[MacConfig], points: Path, log: L
 
     def saved(cfg: MacConfig, seed: int, trained: MacConfig) -> dict | None:
         key = provenance.settings_hash(accuracy_determinants(spec, trained if seed != seeds[0] else cfg, seed))
-        return _read_point(_point_path(points, "accuracy", key), key)
+        return read_point(point_path(points, "accuracy", key), key)
 
     for cfg in configs:
         base = saved(cfg, seeds[0], cfg)
@@ -214,7 +181,7 @@ def run_accuracy(spec: SweepSpec, configs: list[MacConfig], points: Path, log: L
 def _compute(spec: SweepSpec, configs: list[MacConfig], seeds: list[int], points: Path, found: dict,
              run: AccuracyRun, log: Log, progress: bool) -> None:
     accuracy = asdict(spec.accuracy)
-    baseline_path = _point_path(points, "baseline", provenance.settings_hash(baseline_determinants(spec)), ".pt")
+    baseline_path = point_path(points, "baseline", provenance.settings_hash(baseline_determinants(spec)), ".pt")
     missing = run.total - len(found)
     gpus = 1.0 if spec.accuracy.device == "cuda" else 0.0
     with worker_pool(max(1, min(spec.jobs, missing)), _executor(spec), gpus_per_task=gpus) as pool:
@@ -251,7 +218,7 @@ def _compute(spec: SweepSpec, configs: list[MacConfig], seeds: list[int], points
                     key = provenance.settings_hash(determinants)
                     record = {**future.result(), "key": key, "determinants": determinants,
                               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                    _write_point(_point_path(points, "accuracy", key), record)
+                    write_point(point_path(points, "accuracy", key), record)
                     found[cfg.name, seed] = record
                     run.saved += 1
                     if seed == seeds[0]:

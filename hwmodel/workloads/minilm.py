@@ -32,6 +32,7 @@ from lba_core import ConfigError, FloatFormat, MacConfig, standard_name
 from lba_core.fileio import atomic_write, atomic_write_text, markdown_table
 
 from ..execution import provenance
+from ..execution.points import POINT_THREADS, limit_threads, read_point, write_point
 
 MINILM_FILE = "minilm.csv"
 STAGES = ("zero-shot", "fine-tuned")
@@ -105,8 +106,6 @@ def _tools() -> dict[str, str]:
 
 
 def point_determinants(spec, cfg: MacConfig, stage: str) -> dict[str, Any]:
-    from ..sweep.sweep import POINT_THREADS
-
     determinants = {
         "kind": "minilm", "cfg": cfg.to_dict(), "bias_mode": bias_mode(spec, cfg), "stage": stage,
         **_sentence_settings(spec), "files": _sentence_files_hash(),
@@ -136,9 +135,7 @@ def _point_job(cfg_dict: dict, mode: str, stage: str, sentence_settings: dict, d
     from lba_train.bias import resolve_bias
     from lba_train.layers import LayerOptions
 
-    from ..sweep.sweep import POINT_THREADS, _limit_threads
-
-    _limit_threads(POINT_THREADS)
+    limit_threads(POINT_THREADS)
     started = time.perf_counter()
     work = _workload(**sentence_settings)
     cfg = resolve_bias(MacConfig.from_dict(cfg_dict), mode)
@@ -168,10 +165,8 @@ def _paths(points: Path, key: str) -> tuple[Path, Path]:
 def _read(points: Path, key: str) -> dict | None:
     import numpy as np
 
-    from ..sweep.sweep import _read_point
-
     record_path, arrays_path = _paths(points, key)
-    record = _read_point(record_path, key)
+    record = read_point(record_path, key)
     if record is None:
         return None
     try:
@@ -184,12 +179,10 @@ def _read(points: Path, key: str) -> dict | None:
 def _write(points: Path, key: str, record: dict) -> None:
     import numpy as np
 
-    from ..sweep.sweep import _write_point
-
     record_path, arrays_path = _paths(points, key)
     arrays = {name: record.pop(name) for name in ("embeddings", "reference")}
     atomic_write(arrays_path, lambda stream: np.savez(stream, **arrays))
-    _write_point(record_path, record)  # last: a point counts as saved only with its embeddings in place
+    write_point(record_path, record)  # last: a point counts as saved only with its embeddings in place
     record.update(arrays)
 
 

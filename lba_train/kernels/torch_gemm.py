@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..quantize import _scale_by_power_of_two
+from ..quantize import scale_by_power_of_two
 from .plan import GemmPlan, RoundSpec
 
 
@@ -35,10 +35,10 @@ def round_sum(a: torch.Tensor, b: torch.Tensor, spec: RoundSpec) -> tuple[torch.
     if spec.clamp:
         exponent = exponent.clamp(min=spec.emin)
     quantum_exponent = exponent - spec.man_bits
-    scaled = _scale_by_power_of_two(magnitude, -quantum_exponent)
+    scaled = scale_by_power_of_two(magnitude, -quantum_exponent)
     steps = torch.floor(scaled)
     rest = scaled - steps
-    scaled_error = _scale_by_power_of_two(error, -quantum_exponent)
+    scaled_error = scale_by_power_of_two(error, -quantum_exponent)
     borrow = (rest == 0) & (error < 0)
     steps = steps - borrow.to(steps.dtype)
     beyond_half = torch.where(
@@ -47,7 +47,7 @@ def round_sum(a: torch.Tensor, b: torch.Tensor, spec: RoundSpec) -> tuple[torch.
     if not spec.toward_zero:
         odd = torch.remainder(steps, 2) == 1
         steps = steps + ((beyond_half > 0) | ((beyond_half == 0) & odd)).to(steps.dtype)
-    rounded = _scale_by_power_of_two(steps, quantum_exponent)
+    rounded = scale_by_power_of_two(steps, quantum_exponent)
     overflowed = (rounded > spec.max_value) | ~finite
     rounded = torch.where(overflowed, torch.full_like(rounded, spec.max_value), rounded)
     if spec.flush:

@@ -1,0 +1,90 @@
+"""The compact results table people read: the columns with units, constant columns as sentences."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from lba_core import standard_name
+
+from ..synthesis.flows.libraries import LIBRARIES
+from .data import PHASES, REFERENCE_ACC, has_values, is_reference
+from .prose import accumulator_names, capitalized, p_text, rate_text
+
+
+def _interval_text(mean, low, high) -> str:
+    if pd.isna(mean):
+        return "–"
+    if pd.isna(low):
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} ({100 * low:.1f}–{100 * high:.1f})"
+
+
+def compact_table(df: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
+    """(header, rows, constants): the columns people read, with units; columns that do not vary (inputs,
+    rounding, chunking, the float baseline) become sentences in ``constants``; empty columns are left out."""
+    reference_name = standard_name(df["baseline_acc"].dropna().iloc[0]) if has_values(df, "baseline_acc") else REFERENCE_ACC
+    stat = table.set_index("config")
+    columns: list[tuple[str, list[str]]] = [("Accumulator", accumulator_names(df))]
+    constants = []
+    for column, title in (("input", "Inputs"), ("rounding", "Rounding"), ("chunk", "Chunk")):
+        if column in df:
+            values = df[column].fillna("–").astype(str).tolist()
+            if len(set(values)) > 1:
+                columns.append((title, values))
+            else:
+                constants.append(f"{title.lower()}: {'one chunk' if column == 'chunk' and values[0] == '0' else values[0]}")
+    cell = lambda value, text: "–" if pd.isna(value) else text(value)  # noqa: E731
+    if "acc_bits" in df:
+        columns.append(("Bits", [cell(v, lambda v: f"{int(v)}") for v in df["acc_bits"]]))
+    if "ge" in df:
+        columns.append(("MAC area [GE]", [cell(v, lambda v: f"{v:,.0f}") for v in df["ge"]]))
+    if "ge_reduction" in df:
+        columns.append((f"Area vs {reference_name}", [cell(v, lambda v: f"{-100 * v:+.0f}%" if v else "0%")
+                                                     for v in df["ge_reduction"]]))
+    for target in LIBRARIES:  # standard-cell figures of the same MAC (docs/hwmodel.md, silicon flows)
+        if f"{target}_um2" in df:
+            columns.append((f"{target} area [µm²]", [cell(v, lambda v: f"{v:,.0f}") for v in df[f"{target}_um2"]]))
+        if f"{target}_fmax_mhz" in df:
+            columns.append((f"{target} Fmax [MHz]", [cell(v, lambda v: f"{v:,.0f}") for v in df[f"{target}_fmax_mhz"]]))
+        if f"{target}_pj_per_mac" in df:  # hwmodel sweep --energy
+            columns.append((f"{target} energy [pJ/MAC]", [cell(v, lambda v: f"{v:.3f}") for v in df[f"{target}_pj_per_mac"]]))
+        if f"{target}_pj_per_inference" in df:
+            columns.append((f"{target} energy per inference [nJ]",
+                            [cell(v, lambda v: f"{v / 1000:,.1f}") for v in df[f"{target}_pj_per_inference"]]))
+    if "array_ge" in df:  # hwmodel sweep --array RxC (docs/pe_array.md)
+        array = df["array"].dropna().iloc[0] if df["array"].notna().any() else "array"
+        columns.append((f"{array} array area [GE]", [cell(v, lambda v: f"{v:,.0f}") for v in df["array_ge"]]))
+        columns.append(("Accumulator share of array", [cell(v, lambda v: f"{100 * v:.1f}%")
+                                                       for v in df["array_accumulator_share"]]))
+    for phase, words in PHASES:
+        column = f"top1_{phase}"
+        if column not in df:
+            continue
+        if f"{phase}_mean" in stat:
+            texts = [_interval_text(df.at[i, column], stat.at[c, f"{phase}_low"], stat.at[c, f"{phase}_high"])
+                     for i, c in zip(df.index, df["config"])]
+        else:
+            texts = [_interval_text(v, None, None) for v in df[column]]
+        columns.append((f"{capitalized(words)} top-1 [%]" + (" (95% interval)" if f"{phase}_mean" in stat else ""), texts))
+    if "stage2_seed_sd" in stat and stat["stage2_seed_sd"].notna().any():
+        columns.append(("Seed sd [points]", [cell(stat.at[c, "stage2_seed_sd"], lambda v: f"{100 * v:.1f}") for c in df["config"]]))
+    if "stage2_diff" in stat:
+        def versus(config, key, text):
+            if is_reference(df.set_index("config").at[config, "acc"]):
+                return "reference"
+            return cell(stat.at[config, key], text)
+
+        columns += [
+            (f"Δ fine-tuned vs {REFERENCE_ACC} [points]", [versus(c, "stage2_diff", lambda v: f"{100 * v:+.1f}") for c in df["config"]]),
+            (f"Same prediction as {REFERENCE_ACC} [%]", [versus(c, "stage2_agreement", lambda v: f"{100 * v:.1f}") for c in df["config"]]),
+            ("Beyond noise? (p, Holm)", [versus(c, "stage2_p_holm", lambda v, c=c: (
+                "yes" if stat.at[c, "stage2_beyond_noise"] else "no") + f" ({p_text(v)})") for c in df["config"]]),
+        ]
+    if "swamp_rate" in df:
+        columns.append(("Swamped adds [%]", [cell(v, rate_text) for v in df["swamp_rate"]]))
+    if has_values(df, "top1_baseline"):
+        constants.append(f"float model (no LBA): {100 * df['top1_baseline'].dropna().iloc[0]:.1f}% top-1")
+    columns = [(title, values) for title, values in columns if any(v not in ("–", "") for v in values)]
+    header = [title for title, _ in columns]
+    rows = [[values[i] for _, values in columns] for i in range(len(df))]
+    return header, rows, constants
