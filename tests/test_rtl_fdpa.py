@@ -124,3 +124,12 @@ def test_verilator_sample(tmp_path, comparisons):
     paths = export_fdpa_verilog(cfg, tmp_path / "rtl")
     got = simulate_fdpa_verilog(plan, paths["fdpa"], vectors, tmp_path / "sim", "verilator")
     check(f"verilator fdpa.v {cfg.name}", cfg, vectors, got, comparisons)
+
+
+def test_hwmodel_verilog_emits_the_fdpa_unit(tmp_path, capsys):
+    from hwmodel.cli.app import main
+
+    assert main(["verilog", "--in", "e4m3", "--weight", "e5m2", "--acc", "hopper-fp8", "--pipeline", "1", "-o", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.split() == ["fdpa:", str(tmp_path / "fdpa.v"), "config:", str(tmp_path / "fdpa.json")]
+    info = json.loads((tmp_path / "fdpa.json").read_text())
+    assert info["acc"]["name"] == "hopper-fp8" and info["latency_cycles"] == 1 and info["ports"]["a_31"] == 8

@@ -101,8 +101,13 @@ def run(args: argparse.Namespace) -> int:
             rows, cols, array_config(args), args.out, depth=args.depth, hierarchical=args.hierarchical
         )
     else:
-        paths = rtl.export_verilog(config_from_args(args), args.out, hierarchical=args.hierarchical,
-                                   pipeline=args.pipeline)
+        cfg = config_from_args(args)
+        if cfg.fused_acc:  # the fused dot-product-add unit: fdpa.v and fdpa.json (rtl.fdpa_export)
+            from rtl.fdpa_export import export_fdpa_verilog
+
+            paths = export_fdpa_verilog(cfg, args.out, pipeline=args.pipeline, hierarchical=args.hierarchical)
+        else:
+            paths = rtl.export_verilog(cfg, args.out, hierarchical=args.hierarchical, pipeline=args.pipeline)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
