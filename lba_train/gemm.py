@@ -23,7 +23,7 @@ from .estimators import check_estimator
 from .events import EventStats
 from .kernels import check_config
 from .kernels.fused_plan import result_dtype as fused_result_dtype
-from .kernels.dispatch import batched_gemm_values
+from .kernels.dispatch import KERNELS, batched_gemm_values
 from .quantize import fits_dtype, quantize_operand
 
 STE = "ste"
@@ -49,8 +49,20 @@ def _check_tensor(tensor, name: str, caller: str) -> None:
         raise TypeError(f"{caller}: {name} must be a torch.Tensor, got {type(tensor).__name__}")
     if tensor.is_complex():
         raise TypeError(f"{caller}: {name} is complex; the accumulator works on real values")
-    if tensor.is_floating_point() and torch.isnan(tensor).any():
+    if not tensor.is_floating_point():
+        raise ValueError(f"{caller}: {name} has dtype {tensor.dtype}; pass a floating-point tensor (float16, "
+                         "bfloat16, float32 or float64), whose values are rounded into the operand format")
+    if torch.isnan(tensor).any():
         raise ValueError(f"{caller}: {name} contains NaN, which no format can hold")
+    if torch.isinf(tensor).any():
+        raise ValueError(f"{caller}: {name} contains +-inf, which the operand formats cannot hold (finite values "
+                         "beyond a format's largest saturate to it; scale the operands first, as the LBA layers do)")
+
+
+def _check_kernel(kernel, caller: str) -> str:
+    if kernel != "auto" and kernel not in KERNELS:
+        raise ValueError(f"{caller}: unknown GEMM kernel {kernel!r}; choose auto or one of {', '.join(KERNELS)}")
+    return kernel
 
 
 def output_dtype(cfg: MacConfig) -> torch.dtype:
@@ -67,10 +79,10 @@ class _LBAMatMulFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w, cfg, estimator, stats, plan):
+    def forward(ctx, x, w, cfg, estimator, stats, plan, kernel):
         x_q = quantize_operand(x, cfg.a_format, "lba_matmul")
         w_q = quantize_operand(w, cfg.b_format, "lba_matmul")
-        values = batched_gemm_values(x_q, w_q, cfg, stats=stats, plan=plan)
+        values = batched_gemm_values(x_q, w_q, cfg, stats=stats, plan=plan, kernel=kernel)
         ctx.save_for_backward(x_q, w_q)
         ctx.cfg, ctx.estimator = cfg, estimator
         ctx.x_dtype = x.dtype if x.is_floating_point() else torch.float32
@@ -92,19 +104,26 @@ class _LBAMatMulFunction(torch.autograd.Function):
             grad_w = torch.stack([pair[1] for pair in pairs])
         grad_x = grad_x.to(ctx.x_dtype) if grad_x is not None and ctx.needs_input_grad[0] else None
         grad_w = grad_w.to(ctx.w_dtype) if grad_w is not None and ctx.needs_input_grad[1] else None
-        return grad_x, grad_w, None, None, None, None
+        return grad_x, grad_w, None, None, None, None, None
 
 
 def lba_matmul(
-    x: torch.Tensor, w: torch.Tensor, cfg: MacConfig, *, estimator: str = STE, stats: EventStats | None = None
+    x: torch.Tensor, w: torch.Tensor, cfg: MacConfig, *, estimator: str = STE, stats: EventStats | None = None,
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """X @ W with every output accumulated on the MAC of ``cfg``, bit-exact to ``lba_core.dot``.
 
     ``x`` is (..., K), ``w`` is (K, N); the result is (..., N), float32 when the accumulator format fits in
-    it, else float64. ``stats`` (an EventStats) receives the steps and events of this product.
+    it, else float64. ``stats`` (an EventStats) receives the steps and events of this product. ``kernel``:
+    "auto" or a kernel by name ("triton", "numba", "torch"; docs/simulator.md).
+
+    Operands are floating-point tensors whose values are rounded into the operand formats (RNE, R_F of
+    docs/arithmetic.md §3); finite values beyond a format's largest value saturate to it. Integer and bool
+    tensors, NaN and +-inf raise ValueError naming the argument.
     """
     caller = "lba_matmul"
     plan = _check_call(cfg, estimator, stats, caller)
+    _check_kernel(kernel, caller)
     _check_tensor(x, "x", caller)
     _check_tensor(w, "w", caller)
     if w.dim() != 2:
@@ -117,27 +136,29 @@ def lba_matmul(
         raise ValueError(f"{caller}: x and w are on different devices ({x.device} and {w.device})")
     leading = x.shape[:-1]
     y = _LBAMatMulFunction.apply(x.reshape(1, math.prod(leading), x.shape[-1]), w.unsqueeze(0), cfg, estimator, stats,
-                                 plan)
+                                 plan, kernel)
     return y.reshape(*leading, w.shape[1])
 
 
 def lba_bmm(
-    a: torch.Tensor, b: torch.Tensor, cfg: MacConfig, *, estimator: str = STE, stats: EventStats | None = None
+    a: torch.Tensor, b: torch.Tensor, cfg: MacConfig, *, estimator: str = STE, stats: EventStats | None = None,
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """Batched (B, M, K) @ (B, K, N) on the accumulator, for products of two activations (attention).
 
     ``a`` takes the input format, ``b`` the weight format (the same unless cfg.weight is set). The whole
-    batch is one kernel call.
+    batch is one kernel call (``kernel`` and the operand rules as in :func:`lba_matmul`).
     """
     caller = "lba_bmm"
     plan = _check_call(cfg, estimator, stats, caller)
+    _check_kernel(kernel, caller)
     _check_tensor(a, "a", caller)
     _check_tensor(b, "b", caller)
     if a.dim() != 3 or b.dim() != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
         raise ValueError(f"{caller}: expected (B, M, K) and (B, K, N), got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.device != b.device:
         raise ValueError(f"{caller}: a and b are on different devices ({a.device} and {b.device})")
-    return _LBAMatMulFunction.apply(a, b, cfg, estimator, stats, plan)
+    return _LBAMatMulFunction.apply(a, b, cfg, estimator, stats, plan, kernel)
 
 
 def lba_linear(
@@ -261,7 +282,7 @@ def lba_conv2d(
     # One kernel call for all groups (depthwise convolutions included): the groups are the batch.
     patches, filters = conv2d_grouped_operands(x, weight, stride, padding, dilation, groups)
     plan = _check_call(cfg, estimator, stats, caller)
-    y = _LBAMatMulFunction.apply(patches, filters, cfg, estimator, stats, plan)  # (G, B*L, C_out/G)
+    y = _LBAMatMulFunction.apply(patches, filters, cfg, estimator, stats, plan, "auto")  # (G, B*L, C_out/G)
     y = y.reshape(groups, batch, out_h * out_w, out_channels // groups).permute(1, 0, 3, 2)
     y = y.reshape(batch, out_channels, out_h, out_w)
     return y if bias is None else y + _bias(bias, out_channels, y.dtype, caller).view(1, -1, 1, 1)

@@ -36,14 +36,29 @@ CHECKPOINT_FILE = "finetune.pt"
 RESULTS_FILE = "accuracy.json"
 
 
-def _batches(loader, device):
-    for inputs, labels in loader:
+def check_loader(loader, name: str, caller: str) -> None:
+    """A clear TypeError, before any work, for what cannot be a loader of (inputs, labels) batches."""
+    if loader is None or isinstance(loader, (str, bytes, torch.Tensor, dict)) or not hasattr(loader, "__iter__"):
+        raise TypeError(f"{caller}: {name} must be a DataLoader (an iterable of (inputs, labels) batches), "
+                        f"got {type(loader).__name__}")
+
+
+def _batches(loader, device, caller: str = "evaluate", name: str = "loader"):
+    for batch in loader:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2
+                and all(isinstance(part, torch.Tensor) for part in batch)):
+            raise TypeError(f"{caller}: {name} must yield (inputs, labels) pairs of tensors, got a batch of type "
+                            f"{type(batch).__name__}")
+        inputs, labels = batch
         yield inputs.to(device), labels.to(device)
 
 
 def predict(model: nn.Module, loader, device: str = "cpu", progress: bool = False,
             desc: str = "eval") -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted class and label of every example of ``loader``, in its order (the model is left in its mode)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"evaluate: model must be an nn.Module, got {type(model).__name__}")
+    check_loader(loader, "loader", "evaluate")
     was_training = model.training
     model.eval()
     predicted, labels = [], []
@@ -387,8 +402,8 @@ class _FinetuneRun:
                                                         "baseline")
         self.log(f"[{self.cfg.name}] baseline: {100 * self.progress.accuracies['baseline']:.2f}%")
         torch.manual_seed(options.seed)  # the calibration batches come from the shuffled training loader
-        calibration = [inputs for (inputs, _), _ in zip(_batches(self.train_loader, device),
-                                                        range(options.calibration_batches))]
+        batches = _batches(self.train_loader, device, "finetune", "train_loader")
+        calibration = [inputs for (inputs, _), _ in zip(batches, range(options.calibration_batches))]
         # chosen once, on rank 0 (the same batches as a single process would take), and sent to every rank
         chosen = from_rank0(resolve_bias(self.cfg, options.bias, self.model, calibration) if self.ranks.writes
                             else None, self.ranks)
@@ -483,6 +498,10 @@ def finetune(model: nn.Module, train_loader, val_loader, cfg: MacConfig, *legacy
     Under ``torchrun --nproc_per_node=N`` (or with torch.distributed initialised) it trains with
     DistributedDataParallel on a per-rank shard of ``train_loader`` (see :mod:`lba_train.distributed`).
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"finetune: model must be an nn.Module, got {type(model).__name__}")
+    check_loader(train_loader, "train_loader", "finetune")
+    check_loader(val_loader, "val_loader", "finetune")
     if not isinstance(cfg, MacConfig):
         raise ConfigError(f"finetune needs a lba_core.MacConfig, got {type(cfg).__name__}")
     if legacy_args or legacy_kwargs:

@@ -230,9 +230,12 @@ def test_bad_input_is_refused_with_a_clear_error():
         lba_conv2d(torch.randn(1, 3, 4, 4), torch.randn(2, 1, 2, 2), None, cfg, groups=2)
 
 
-def test_infinite_operands_saturate_to_the_format_maximum():
+def test_infinite_operands_are_refused_and_large_finite_ones_saturate():
+    """+-inf is an error naming the operand (issue 27); a finite value beyond the format saturates (R_F)."""
     cfg = MacConfig("e4m3", "e5m10")
-    y = lba_matmul(torch.tensor([[float("inf"), 1.0]]), torch.tensor([[1.0], [1.0]]), cfg)
+    with pytest.raises(ValueError, match="x contains"):
+        lba_matmul(torch.tensor([[float("inf"), 1.0]]), torch.tensor([[1.0], [1.0]]), cfg)
+    y = lba_matmul(torch.tensor([[1e30, 1.0]]), torch.tensor([[1.0], [1.0]]), cfg)
     assert y.item() == reference_dot([480.0, 1.0], [1.0, 1.0], cfg)
 
 
