@@ -151,7 +151,7 @@ def resolve_bias(cfg: MacConfig, mode: str, model: nn.Module | None = None, batc
     """``cfg`` with its accumulator bias chosen by ``mode``: "format" (unchanged), "paper" or "calibrate"
     (needs the lbaified ``model`` and a few input ``batches``). An integer/fixed-point accumulator has no
     exponent bias: its binary point is part of its format, so every mode returns it unchanged."""
-    if mode in BIAS_MODES and cfg.fixed_acc:
+    if mode in BIAS_MODES and (cfg.fixed_acc or cfg.fused_acc):  # fused: the output format is the unit's
         return cfg
     if mode == "format":
         return cfg

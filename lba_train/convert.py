@@ -44,6 +44,8 @@ def _lba_class(module: nn.Module) -> type | None:
         return None
     if is_transformers_conv1d(module):
         return LBALinear
+    if getattr(module, "padding_mode", "zeros") != "zeros":
+        return None  # it pads with F.pad, then calls F.conv*d: intercepted (docs/operations.md)
     for float_type, lba_type in _FLOAT_TO_LBA:
         if isinstance(module, float_type):
             return lba_type
@@ -270,7 +272,7 @@ def set_lba_config(
     for _, layer in layers:
         if cfg is not None:
             layer.set_config(cfg)
-        if underflow is not None:
+        if underflow is not None and not layer.cfg.fused_acc:  # a fused unit has no underflow switch (docs §9)
             layer.set_underflow(underflow)
         if estimator is not None:
             layer.estimator = estimator
