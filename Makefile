@@ -13,7 +13,7 @@ CLUSTER_STAMP := $(VENV)/.installed-cluster
 # torch's and Numba's OpenMP thread pools busy-wait by default and starve each other on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv sysdeps test test-full test-cluster sweep readme report-check cosim fused-check fused-cosim bench gemm-exactness paper-claim experiments minilm clean
+.PHONY: help venv sysdeps test test-full test-cluster sweep readme report-check cosim fused-check fused-error fused-cosim bench gemm-exactness paper-claim experiments minilm clean
 
 help:
 	@echo "make sweep      the main job: area, digits accuracy and MiniLM zero-shot of the default sweep -> reports/ (installs the transformers extra)"
@@ -23,7 +23,8 @@ help:
 	@echo "make test-cluster  multi-process checks (finetune under torchrun, gloo on CPU; sweep on a local Ray instance)"
 	@echo "make report-check  render reports/default/index.html in headless Chromium, check it, keep a screenshot"
 	@echo "make cosim      full RTL cosimulation (Amaranth + Verilog simulators) against the reference"
-	@echo "make fused-check the fused tensor-core accumulators (docs/arithmetic.md §9) against MMA-Sim, full vector set"
+	@echo "make fused-check the fused tensor-core accumulators (docs/arithmetic.md §9) against MMA-Sim, full vector set (reference, Numba and Triton kernels)"
+	@echo "make fused-error the error study of hopper-fp8 with and without promotion -> reports/fused_error (a few minutes)"
 	@echo "make fused-cosim the FDPA unit's RTL (rtl/fdpa.py) in Verilator (>= 10^6 groups) and Amaranth (>= 10^4) against lba_core.fdpa and MMA-Sim"
 	@echo "make bench      simulator, estimator and synthesis benchmarks"
 	@echo "make gemm-exactness  the simulator's fast lanes against the binary64 kernels on >= 10^7 MACs per format, and 120 random configurations against lba_core"
@@ -86,7 +87,10 @@ cosim: venv
 	$(PY) -m pytest -m slow tests/test_cosim_full.py tests/test_pe_array.py
 
 fused-check: venv
-	$(PY) -m pytest -m slow -n 0 -s tests/test_fused_mmasim.py
+	$(PY) -m pytest -m slow -n 0 -s tests/test_fused_mmasim.py tests/test_fused_kernels.py
+
+fused-error: venv
+	$(PY) experiments/fused_error_study.py --out reports/fused_error
 
 fused-cosim: venv
 	$(PY) -m pytest -m slow -n 0 tests/test_rtl_fdpa_cosim.py tests/test_rtl_fdpa_synth.py

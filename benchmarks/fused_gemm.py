@@ -1,0 +1,64 @@
+"""Benchmark of the fused (tensor-core) CPU kernel against the sequential e4m7 chain, in one process.
+
+Times ``lba_matmul(x, w, MacConfig(input="e4m3", acc=acc))`` at 256 x 1024 x 256 for e4m7 (the sequential chain)
+and the fused accumulators hopper-fp8, hopper-fp8+promote128 and blackwell-fp8 (binary64 lanes), rounds
+interleaved (every accumulator once per round), best and median in ms, the load average before and after.
+Target (issue 24): hopper-fp8 no slower than e4m7 at this size.
+
+Run: ``python benchmarks/fused_gemm.py [--rounds 15] [--threads N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+from lba_core import MacConfig
+from lba_train import lba_matmul
+from lba_train.quantize import quantize
+
+SHAPE = (256, 1024, 256)
+ACCUMULATORS = ("e4m7", "hopper-fp8", "hopper-fp8+promote128", "blackwell-fp8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
+    parser.add_argument("--threads", type=int, help="Numba threads (default: every logical CPU)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--rounds and --threads must be positive")
+    import numba
+
+    if args.threads is not None:
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    m, k, n = SHAPE
+    generator = torch.Generator().manual_seed(0)
+    x = quantize(torch.randn(m, k, generator=generator) * 2, "e4m3")
+    w = quantize(torch.randn(k, n, generator=generator) * 2, "e4m3")
+    configs = {acc: MacConfig(input="e4m3", acc=acc) for acc in ACCUMULATORS}
+    for cfg in configs.values():
+        lba_matmul(x, w, cfg)  # compile or load every kernel variant first
+    times = {acc: [] for acc in ACCUMULATORS}
+    before = os.getloadavg()
+    for _ in range(args.rounds):
+        for acc, cfg in configs.items():
+            started = time.perf_counter()
+            lba_matmul(x, w, cfg)
+            times[acc].append(time.perf_counter() - started)
+    after = os.getloadavg()
+    print(f"{m}x{k}x{n}, {args.rounds} interleaved rounds, {numba.get_num_threads()} Numba threads, "
+          f"{os.cpu_count()} CPUs; load average before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, "
+          f"after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
+    for acc, values in times.items():
+        print(f"{acc:24s} best {1e3 * min(values):8.1f} ms   median {1e3 * statistics.median(values):8.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
