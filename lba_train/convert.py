@@ -1,6 +1,7 @@
 """lbaify: put every matrix product of any model on the low-bit-width accumulator (module swapping for
-Linear, Conv1d, Conv2d, transformers' Conv1D and MatMul; lba_train.products for the torch-function products);
-helpers to reconfigure the converted layers, read their event counters and measure what runs where."""
+Linear, Conv1d, Conv2d, transformers' Conv1D and MatMul; unrolled attention and recurrent layers;
+lba_train.products for the torch-function products; docs/operations.md); helpers to reconfigure the converted
+layers, read their event counters and measure what runs where (lba_train.coverage)."""
 
 from __future__ import annotations
 

@@ -10,17 +10,17 @@ and estimator. Modules that compute their own products (the LBA layers, and floa
 precision by ``skip`` or ``keep_first_last``) suspend the interception while they run, so that nothing is
 converted twice and nothing skipped is converted.
 
-Intercepted: torch.matmul / Tensor.matmul / ``@``, torch.mm, torch.bmm, torch.baddbmm, torch.addmm and
-F.linear, F.scaled_dot_product_attention (its math: QK^T, scale, mask, softmax, dropout, ·V). Calls with
-``out=`` and everything else run unchanged in float. Composite Python functions that dispatch as a whole
-cannot be looked into (their body runs with the mode popped): nn.MultiheadAttention's
-F.multi_head_attention_forward is one, so lbaify swaps nn.MultiheadAttention for
-:class:`UnfusedMultiheadAttention`, the same computation op by op, whose products the mode sees.
+Intercepted (:data:`_HANDLERS`; docs/operations.md gives the order of every sum): torch.matmul /
+Tensor.matmul / ``@`` / linalg.matmul, mm, bmm, mv, dot, vdot, inner, addmm, baddbmm, addbmm, addmv,
+tensordot, einsum (lba_train.einsum), linalg.multi_dot and chain_matmul (left to right), F.linear,
+F.bilinear, F.conv1d/2d/3d and F.conv_transpose1d/2d/3d (lba_train.lowering) and
+F.scaled_dot_product_attention (lba_train.attention). Calls with ``out=`` and everything else run unchanged
+in float. Composite Python functions that dispatch as a whole cannot be looked into: lbaify swaps
+nn.MultiheadAttention and the recurrent layers for unrolled equivalents (lba_train.attention,
+lba_train.recurrent) whose products the mode sees.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F

@@ -79,7 +79,8 @@ def test_lstm_with_a_linear_head_is_no_longer_reported_at_100_percent():
     assert coverage.macs_accumulator + coverage.macs_float == total
     assert coverage.macs_accumulator == 2 * 16 * 4 and coverage.float_ops == {"mkldnn_rnn_layer": total - 128}
     share = f"{100 * (total - 128) / total:.2f}%"
-    assert any("rnn (LSTM)" in str(w.message) and share in str(w.message) for w in caught), [str(w.message) for w in caught]
+    messages = [str(w.message) for w in caught]
+    assert any("rnn (LSTM)" in message and share in message for message in messages), messages
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing stays in float: no warning
         converted = lbaify(_LSTMHead(), CFG, example_inputs=x)
@@ -141,3 +142,14 @@ def test_what_skip_keeps_in_float_is_reported_but_not_warned_about():
     coverage = converted.lba_coverage
     assert coverage.kept_by_request == ["rnn"] and list(coverage.float_sources) == ["rnn (LSTM)"]
     assert 0 < coverage.accumulator_share < 0.02
+
+
+def test_convolutions_with_other_padding_modes_are_intercepted():
+    """A Conv2d with padding_mode='reflect' pads with F.pad and calls F.conv2d: on the accumulator too."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"))
+    x = torch.randn(1, 2, 5, 5, generator=torch.Generator().manual_seed(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no layer was swapped: only intercepted products
+        converted = lbaify(model, CFG, example_inputs=x)
+    assert converted.lba_coverage.accumulator_share == 1.0 and converted.lba_coverage.macs_accumulator == 25 * 3 * 18
+    torch.testing.assert_close(converted(x), model(x), rtol=2e-2, atol=2e-2)

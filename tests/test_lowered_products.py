@@ -88,8 +88,8 @@ def _conv_transpose_terms(qx, qw, batch, out, position, stride, padding, dilatio
 
 
 CONVOLUTIONS = [
-    ("nn.Conv3d", nn.Conv3d(4, 6, (3, 2, 3), stride=(2, 1, 1), padding=1, dilation=(1, 2, 1), groups=2), (2, 4, 5, 5, 4),
-     False),
+    ("nn.Conv3d", nn.Conv3d(4, 6, (3, 2, 3), stride=(2, 1, 1), padding=1, dilation=(1, 2, 1), groups=2),
+     (2, 4, 5, 5, 4), False),
     ("F.conv1d same", nn.Conv1d(3, 4, 4, padding="same", dilation=2), (2, 3, 9), False),
     ("F.conv2d", nn.Conv2d(2, 4, 3, stride=2, padding=(0, 1), groups=2), (1, 2, 6, 5), False),
     ("nn.ConvTranspose1d", nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2, dilation=2),
