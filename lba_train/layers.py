@@ -111,6 +111,30 @@ class LBAModule(nn.Module):
         self.weight_quantizer = TensorQuantizer(
             cfg.b_format, per_channel=per_channel_weights, channel_dim=0, power_of_two=power_of_two_scales
         )
+        self._weight_cache: tuple | None = None  # (key, amax, quantized weight, scale): see quantized_weight
+
+    def quantized_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``weight_quantizer(self.weight)``, cached while neither the weight nor the quantizer changes.
+
+        Only for a frozen weight (no gradient wanted: ``requires_grad`` off or grad mode off), where the
+        result carries no autograd graph. The key holds the weight's storage, dtype, device and ``_version``
+        (bumped by every in-place update: optimizer steps, ``copy_``, ``load_state_dict``) and the quantizer's
+        format, scaling options, A2Q bound and calibrated range (the same tensor object at the same version).
+        """
+        weight, quantizer = self.weight, self.weight_quantizer
+        if torch.is_grad_enabled() and weight.requires_grad:
+            self._weight_cache = None
+            return quantizer(weight)
+        amax = quantizer.amax
+        key = (weight.data_ptr(), weight.dtype, weight.device, weight.shape, weight._version, quantizer.fmt,
+               quantizer.per_channel, quantizer.channel_dim, quantizer.power_of_two, quantizer.l1_bound,
+               None if amax is None else amax._version)
+        cached = self._weight_cache
+        if cached is None or cached[0] != key or cached[1] is not amax:
+            with torch.no_grad():
+                quantized, scale = quantizer(weight)
+            self._weight_cache = cached = (key, amax, quantized, scale)
+        return cached[2], cached[3]
 
     @property
     def cfg(self) -> MacConfig:
@@ -186,7 +210,7 @@ class LBALinear(nn.Linear, LBAModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, a_scale = self.input_quantizer(x)
-        b, b_scale = self.weight_quantizer(self.weight)
+        b, b_scale = self.quantized_weight()
         if self.exact_accumulation:
             y = F.linear(a.to(torch.float64), b.to(torch.float64))
         else:
@@ -278,7 +302,7 @@ class LBAConv2d(_LBAConvolution, nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, a_scale = self.input_quantizer(x)
-        b, b_scale = self.weight_quantizer(self.weight)
+        b, b_scale = self.quantized_weight()
         if self.exact_accumulation:
             y = F.conv2d(
                 a.to(torch.float64), b.to(torch.float64), None, self.stride, self.explicit_padding, self.dilation,
@@ -312,7 +336,7 @@ class LBAConv1d(_LBAConvolution, nn.Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, a_scale = self.input_quantizer(x)
-        b, b_scale = self.weight_quantizer(self.weight)
+        b, b_scale = self.quantized_weight()
         if self.exact_accumulation:
             y = F.conv1d(a.to(torch.float64), b.to(torch.float64), None, self.stride, self.explicit_padding,
                          self.dilation, self.groups)

@@ -3,6 +3,8 @@ convolution is one kernel call, and its values equal the per-group products (doc
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 import lba_train.gemm
@@ -75,3 +77,46 @@ def test_a_depthwise_and_a_grouped_convolution_are_one_kernel_call(monkeypatch):
         expected = torch.cat(parts, dim=2).transpose(1, 2).reshape(together.shape)
         assert torch.equal(together, expected)
         assert stats == loop_stats
+
+
+def test_frozen_weights_are_quantized_once_and_requantized_when_they_change(monkeypatch):
+    """The layer's weight quantization is cached for frozen weights, keyed on the tensor's _version: in-place
+    updates, load_state_dict and a fine-tuning step (requires_grad: never cached) all see the new weight."""
+    from lba_train.layers import LBALinear
+
+    cfg = MacConfig("e4m3", "e4m7")
+    torch.manual_seed(0)
+    layer = LBALinear(24, 6, cfg=cfg)
+    x = torch.randn(5, 24)
+    calls = counting(monkeypatch, layer.weight_quantizer, "forward")
+
+    def fresh():  # the same layer, its weight quantized anew (its quantizer calls are not counted)
+        counted = len(calls)
+        other = copy.deepcopy(layer)
+        other._weight_cache = None
+        with torch.no_grad():
+            y = other(x)
+        del calls[counted:]
+        return y
+
+    layer.weight.requires_grad_(False)
+    first = layer(x)
+    assert torch.equal(layer(x), first) and len(calls) == 1  # cached
+    with torch.no_grad():
+        layer.weight.mul_(0.5)  # in place: _version bumps
+    assert torch.equal(layer(x), fresh()) and len(calls) == 2
+    layer.load_state_dict({"weight": torch.randn(6, 24), "bias": layer.bias.detach().clone()})
+    assert torch.equal(layer(x), fresh()) and len(calls) == 3
+    layer.weight_quantizer.freeze(torch.tensor(1.0))  # a calibrated range: new quantizer state
+    assert torch.equal(layer(x), fresh()) and len(calls) == 4
+    # Fine-tuning: the weight wants a gradient, so it is quantized with its graph every time.
+    layer.weight.requires_grad_(True)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    before = layer(x)
+    before.sum().backward()
+    assert layer.weight.grad is not None and len(calls) == 5
+    optimizer.step()
+    after = layer(x)
+    assert not torch.equal(after, before) and len(calls) == 6
+    with torch.no_grad():  # evaluation during fine-tuning: cached from the updated weight, then reused
+        assert torch.equal(layer(x), after) and torch.equal(layer(x), after) and len(calls) == 7

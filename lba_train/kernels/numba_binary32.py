@@ -23,6 +23,14 @@ from .plan import STEP_NATIVE, STEP_ROUND_TO_ODD, RoundSpec
 
 TILE_ROWS = 4
 TILE_COLS = 64
+#: Narrower tiles for products with few columns (attention's per-head products): less zero padding.
+NARROW_TILE_COLS = (32,)
+
+
+def tile_width(columns: int) -> int:
+    """The tile's column count for an output of ``columns`` columns: the narrowest that holds them, up to 64."""
+    return next((width for width in NARROW_TILE_COLS if columns <= width), TILE_COLS)
+
 BINARY32_FRACTION_BITS = 23
 
 
@@ -108,18 +116,23 @@ def accumulate32(previous, addend, acc, to_odd):
 
 
 @njit(cache=True)
-def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events):
-    """Every chain of one TILE_ROWS x TILE_COLS tile, k in order; writes ``out`` and adds to ``events``."""
+def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events, width):
+    """Every chain of one TILE_ROWS x len(width) tile, k in order; writes ``out`` and adds to ``events``.
+
+    ``width`` is a tuple whose length is the tile's column count: a compile-time constant for Numba (one
+    specialization per tile width), so LLVM unrolls the column loop over whole registers.
+    """
+    columns = len(width)
     length = x.shape[1]
-    partial = np.zeros((TILE_ROWS, TILE_COLS), np.float32)
-    total = np.zeros((TILE_ROWS, TILE_COLS), np.float32)
+    partial = np.zeros((TILE_ROWS, columns), np.float32)
+    total = np.zeros((TILE_ROWS, columns), np.float32)
     overflows = underflows = swamps = 0
     for k in range(length):
-        w_row = w[k, column0 : column0 + TILE_COLS]
+        w_row = w[k, column0 : column0 + columns]
         for r in range(TILE_ROWS):
             a = x[row0 + r, k]
             lanes = partial[r]
-            for j in range(TILE_COLS):
+            for j in range(columns):
                 p = a * w_row[j]  # exact: plan_gemm checked that products fit in binary32
                 product_overflowed = product_underflowed = False
                 if prod is not None:
@@ -137,7 +150,7 @@ def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events):
             for r in range(TILE_ROWS):
                 sums = total[r]
                 lanes = partial[r]
-                for j in range(TILE_COLS):
+                for j in range(columns):
                     previous = sums[j]
                     addend = lanes[j]
                     value, overflowed, underflowed = accumulate32(previous, addend, acc, to_odd)
@@ -147,7 +160,7 @@ def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events):
                         overflows += overflowed
                         underflows += underflowed
                         swamps += (addend != np.float32(0.0)) & (value == previous)
-    out[row0 : row0 + TILE_ROWS, column0 : column0 + TILE_COLS] = total if chunk > 0 else partial
+    out[row0 : row0 + TILE_ROWS, column0 : column0 + columns] = total if chunk > 0 else partial
     if events is not None:
         events[0] += overflows
         events[1] += underflows
@@ -155,20 +168,20 @@ def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events):
 
 
 @njit(parallel=True, cache=True)
-def gemm_tiles(x, w, prod, acc, to_odd, chunk, out, tile_events):
+def gemm_tiles(x, w, prod, acc, to_odd, chunk, out, tile_events, width):
     """out[b] = x[b] @ w[b] on the accumulator for padded (B, M, K), (B, K, N); events per tile unless None."""
     row_tiles = x.shape[1] // TILE_ROWS
-    column_tiles = w.shape[2] // TILE_COLS
+    column_tiles = w.shape[2] // len(width)
     per_entry = row_tiles * column_tiles
     for tile in prange(x.shape[0] * per_entry):
         entry = tile // per_entry
         within = tile % per_entry
         row0 = (within // column_tiles) * TILE_ROWS
-        column0 = (within % column_tiles) * TILE_COLS
+        column0 = (within % column_tiles) * len(width)
         if tile_events is None:
-            run_tile(x[entry], w[entry], row0, column0, prod, acc, to_odd, chunk, out[entry], None)
+            run_tile(x[entry], w[entry], row0, column0, prod, acc, to_odd, chunk, out[entry], None, width)
         else:
-            run_tile(x[entry], w[entry], row0, column0, prod, acc, to_odd, chunk, out[entry], tile_events[tile])
+            run_tile(x[entry], w[entry], row0, column0, prod, acc, to_odd, chunk, out[entry], tile_events[tile], width)
 
 
 def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
@@ -181,19 +194,20 @@ def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
     """
     batch, rows, length = x.shape
     columns = w.shape[2]
+    tile_columns = tile_width(columns)
     padded_rows = -(-rows // TILE_ROWS) * TILE_ROWS
-    padded_columns = -(-columns // TILE_COLS) * TILE_COLS
+    padded_columns = -(-columns // tile_columns) * tile_columns
     if padded_rows != rows:
         x = np.concatenate([x, np.zeros((batch, padded_rows - rows, length), np.float32)], axis=1)
     if padded_columns != columns:
         w = np.concatenate([w, np.zeros((batch, length, padded_columns - columns), np.float32)], axis=2)
     out = np.empty((batch, padded_rows, padded_columns), np.float32)
-    tiles = batch * (padded_rows // TILE_ROWS) * (padded_columns // TILE_COLS)
+    tiles = batch * (padded_rows // TILE_ROWS) * (padded_columns // tile_columns)
     tile_events = np.zeros((tiles, 3), dtype=np.int64)
     prod = None if prod_spec is None else binary32_spec(prod_spec)
     to_odd = True if step == STEP_ROUND_TO_ODD else None
     acc = None if step == STEP_NATIVE else binary32_spec(acc_spec)
-    gemm_tiles(x, w, prod, acc, to_odd, chunk, out, tile_events if count else None)
+    gemm_tiles(x, w, prod, acc, to_odd, chunk, out, tile_events if count else None, (0,) * tile_columns)
     if padded_rows != rows or padded_columns != columns:
         out = out[:, :rows, :columns]
     return out, tile_events.sum(axis=0)
