@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from lba_core import ConfigError, FormatError  # noqa: E402
 from lba_core.fileio import os_error_text  # noqa: E402
 
-from ..execution.interrupt import Interrupted  # noqa: E402
+from ..execution.interrupt import Interrupted, signals_interrupt  # noqa: E402
 
 PACKAGE = "lba-toolkit"
 
@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with signals_interrupt():  # SIGTERM (timeout, schedulers) as Ctrl-C: workers stopped, temp folders removed
+            return int(args.func(args) or 0)
     except (ConfigError, FormatError) as error:
         parser.exit(2, f"hwmodel {args.command}: error: {error}\n")
     except Interrupted as stop:  # SIGINT/SIGTERM inside a command that handles them: one line, what was kept

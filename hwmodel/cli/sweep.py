@@ -17,6 +17,7 @@ from lba_core import ConfigError
 from .synth import synthesis_kwargs, synthesis_options, yosys_failure
 from ..sweep.spec import DEFAULT_ACCUMULATORS, MAIN_JOB, MiniLMSpec, SweepSpec, check_buildable, load_sweep_spec
 from rtl.yosys import ToolError
+from ..synthesis.limits import check_array_size, check_datapath_width
 
 #: Report folder of an area-only sweep without --name, so that it never replaces the main report.
 AREA_ONLY_NAME = "area"
@@ -150,6 +151,21 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     return apply_options(spec, values, from_file=args.config is not None)
 
 
+#: Options that make a sweep other than the main job (its grid); without --name such a sweep is refused
+#: rather than written into the main job's folder (docs/sweep.md, "Report folders").
+GRID_OPTIONS = ("inputs", "acc", "product", "rounding", "chunk", "baseline", "array", "fixed")
+
+
+def check_main_job_folder(args: argparse.Namespace, spec: SweepSpec) -> None:
+    """Only the main job (``hwmodel sweep`` without a grid option) writes reports/<main job's name>: an ad-hoc
+    grid without --name would replace the committed report, so it is refused before any work."""
+    given = [option for option in GRID_OPTIONS if getattr(args, option) is not None]
+    if args.name is None and args.config is None and given and spec.name == MAIN_JOB.name:
+        flag = "--in" if given[0] == "inputs" else "--" + given[0]
+        raise ConfigError(f"--name: a sweep with its own grid ({flag} ...) needs --name; the report folder "
+                          f"{args.reports / MAIN_JOB.name} belongs to the main job (hwmodel sweep without grid options)")
+
+
 def check_reports_root(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise ConfigError(f"--reports {root}: is a file, not a folder")
@@ -161,7 +177,11 @@ def run(args: argparse.Namespace) -> int:
 
     with signals_interrupt():
         spec = spec_from_args(args)
-        check_buildable(spec)
+        check_main_job_folder(args, spec)
+        if spec.array_shape() is not None:
+            check_array_size(*spec.array_shape())
+        for cfg in check_buildable(spec):
+            check_datapath_width(cfg)
         check_reports_root(args.reports)
         synthesis = synthesis_kwargs(args)
         out = args.reports / spec.name

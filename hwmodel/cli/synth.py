@@ -19,6 +19,7 @@ from ..execution.cache import CACHE_ENV_VAR, ResultCache, default_cache_dir
 from .verilog import array_config, array_options, check_array_args, config_from_args, rtl_options
 from rtl.yosys import ToolError
 from ..synthesis.flows.targets import known_targets
+from ..synthesis.limits import check_datapath_width
 from ..synthesis.synth import TARGETS as YOSYS_TARGETS
 from ..synthesis.synth import YosysError
 
@@ -97,8 +98,10 @@ def synthesis_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def yosys_failure(command: str, error: Exception) -> int:
-    """Report a Yosys failure (its message names the kept log) without a traceback; exit status 1."""
-    print(f"hwmodel {command}: error: {error}", file=sys.stderr)
+    """Report a Yosys failure (its message names the kept log) without a traceback; exit status 1. An error
+    without a kept log (a timeout, a missing tool) is its first line only: the log's tail is gone with it."""
+    text = str(error) if getattr(error, "log_path", None) is not None else (str(error).splitlines() or [""])[0]
+    print(f"hwmodel {command}: error: {text}", file=sys.stderr)
     return 1
 
 
@@ -192,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     from ..synthesis.flows.targets import silicon_reports
 
     cfg = config_from_args(args)
+    check_datapath_width(cfg)  # too wide for Yosys: one line with the limit, before any work
     if cfg.fused_acc:  # the fused dot-product-add unit (rtl.fdpa): one top, hwmodel.synthesis.fdpa_synth
         return run_fused(args, cfg)
     check_pipeline(cfg, args.pipeline)  # a bad --pipeline fails here, before any work

@@ -10,6 +10,9 @@ import argparse
 import dataclasses
 
 from lba_core import ROUNDING_MODES, ConfigError, FloatFormat, MacConfig, parse_format
+from lba_core.fileio import writable_folder
+
+from ..synthesis.limits import check_array_size
 
 
 def rtl_options(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +61,8 @@ def array_config(args: argparse.Namespace) -> MacConfig:
 def check_array_args(parser_name: str, args: argparse.Namespace) -> None:
     if args.depth is not None and args.array is None:
         raise SystemExit(f"hwmodel {parser_name}: error: --depth needs --array")
+    if args.array is not None:
+        check_array_size(*args.array)  # resource limit, before any work
 
 
 def config_from_args(args: argparse.Namespace) -> MacConfig:
@@ -95,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     import rtl  # imported here so that `hwmodel --help` does not load Amaranth
 
     check_array_args("verilog", args)
+    writable_folder(args.out, "-o")  # before any circuit is built: no half-built export, no temp folder left
     if args.array is not None:
         rows, cols = args.array
         paths = rtl.export_pe_array_verilog(

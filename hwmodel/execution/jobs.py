@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -219,8 +220,9 @@ def worker_pool(workers: int, executor: Executor | None = None, *,
     """A process pool that never outlives the block: see the module docstring. ``gpus_per_task`` is what each
     Ray task declares besides its CPU (Ray then places it on a node with a free GPU); local workers ignore it.
 
-    On success the pool is shut down normally. A failure other than an interruption keeps the scratch
-    folder when it is not empty, because a failed Yosys run's log (named in its error) is kept there.
+    On success the pool is shut down normally. A failure whose error names a log kept in the scratch folder
+    (a failed Yosys run's ``log_path``) keeps the folder; any other failure, a timeout or an interruption
+    removes it.
     """
     if executor is not None and executor.kind == "ray":
         with _ray_pool(workers, executor, gpus_per_task) as pool:
@@ -239,15 +241,27 @@ def worker_pool(workers: int, executor: Executor | None = None, *,
     except (Interrupted, KeyboardInterrupt):
         _kill_workers(pool)
         raise
-    except BaseException:
+    except BaseException as error:
         _kill_workers(pool)
-        keep_scratch = any(Path(scratch).iterdir())
+        keep_scratch = _holds_log(error, Path(scratch))
         raise
     else:
         pool.shutdown(wait=True)
     finally:
         if not keep_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def progress_bars(progress: bool) -> bool:
+    """Whether to draw progress bars: asked for and stderr is a terminal (a log file gets no bar lines)."""
+    return progress and sys.stderr.isatty()
+
+
+def _holds_log(error: BaseException, scratch: Path) -> bool:
+    """Whether ``error`` names a kept log inside ``scratch`` (a failed tool run's, e.g. rtl.yosys.ToolError's
+    ``log_path``): only then does the scratch folder outlive the pool (a timeout's error names none)."""
+    log_path = getattr(error, "log_path", None)
+    return log_path is not None and Path(log_path).is_relative_to(scratch) and Path(log_path).exists()
 
 
 def each_result(futures: dict[Future, Any]) -> Iterator[tuple[Any, Any]]:
@@ -276,7 +290,7 @@ def run_cached(
     if not missing:
         return results
     with (
-        tqdm(total=len(missing), desc=desc, unit="run", disable=not progress, leave=False) as bar,
+        tqdm(total=len(missing), desc=desc, unit="run", disable=not progress_bars(progress), leave=False) as bar,
         worker_pool(min(workers, len(missing)), executor) as pool,
     ):
         futures = {pool.submit(_run, jobs[indices[0]]): key for key, indices in missing.items()}

@@ -201,7 +201,7 @@ def run_points(spec, configs: list[MacConfig], points: Path, log: Log, run: Mini
 
     from tqdm import tqdm
 
-    from ..execution.jobs import Executor, worker_pool
+    from ..execution.jobs import Executor, progress_bars, worker_pool
 
     wanted = [(cfg, stage) for cfg in minilm_configs(configs) for stage in stages(spec)]
     run.total = len(wanted)
@@ -221,7 +221,7 @@ def run_points(spec, configs: list[MacConfig], points: Path, log: Log, run: Mini
     with worker_pool(max(1, min(spec.jobs, len(missing))), Executor(spec.executor, spec.ray_address)) as pool:
         pending = {pool.submit(_point_job, cfg.to_dict(), bias_mode(spec, cfg), stage, _sentence_settings(spec),
                                _distill_settings(spec)): (cfg, stage, key) for cfg, stage, key in missing}
-        with tqdm(total=len(missing), desc="MiniLM points", unit="point", file=sys.stderr, disable=not progress) as bar:
+        with tqdm(total=len(missing), desc="MiniLM points", unit="point", file=sys.stderr, disable=not progress_bars(progress)) as bar:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
