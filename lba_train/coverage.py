@@ -79,7 +79,8 @@ class AccumulatorCoverage:
         if self.intercepts_products:
             parts.append("torch-function products intercepted")
         if self.kept_float:
-            parts.append(f"{len(self.kept_float)} kept in float ({', '.join(self.kept_float)})")
+            names = ", ".join(name or "model" for name in self.kept_float)
+            parts.append(f"{len(self.kept_float)} kept in float ({names})")
         if self.macs_accumulator is not None:
             parts.append(f"{100 * self.accumulator_share:.2f}% of {self.macs_accumulator + self.macs_float:,} "
                          "forward MACs on the accumulator")

@@ -153,3 +153,40 @@ def test_convolutions_with_other_padding_modes_are_intercepted():
         converted = lbaify(model, CFG, example_inputs=x)
     assert converted.lba_coverage.accumulator_share == 1.0 and converted.lba_coverage.macs_accumulator == 25 * 3 * 18
     torch.testing.assert_close(converted(x), model(x), rtol=2e-2, atol=2e-2)
+
+
+class _Everything(nn.Module):
+    """One of each product torch functions compute: all intercepted."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.Parameter(torch.randn(8, 4, 6))
+        self.bilinear = nn.Bilinear(4, 6, 5)
+        self.conv3d = nn.Conv3d(2, 3, 3, padding=1)
+        self.transposed = nn.ConvTranspose2d(2, 3, 3, stride=2)
+
+    def forward(self, x):  # x: (2, 8)
+        y = torch.einsum("bi,ijk->bjk", x, self.mix).sum(1)
+        total = self.bilinear(x[:, :4], y).sum() + self.conv3d(x.reshape(-1, 2, 2, 2, 1)).sum()
+        total = total + self.transposed(x.reshape(-1, 2, 2, 2)).sum()
+        total = total + F.conv1d(x.unsqueeze(1), torch.ones(1, 1, 3)).sum()
+        rows, columns = x.reshape(2, 1, 8).expand(2, 4, 8), x.reshape(2, 8, 1).expand(2, 8, 4)
+        total = total + torch.addbmm(torch.zeros(4, 4), rows, columns).sum()
+        total = total + torch.linalg.multi_dot([x[0], x.T, x[:, :3]]).sum() + torch.tensordot(x, x, ([0], [0])).sum()
+        return total + torch.inner(x, x).sum() + torch.mv(x, x[0]).sum() + torch.linalg.matmul(x, x.T).sum()
+
+
+def test_every_intercepted_product_counts_on_the_accumulator():
+    x = torch.randn(2, 8, generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(4)
+    model = _Everything()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no layer was swapped: only intercepted products
+        converted = lbaify(model, CFG, example_inputs=x)
+    assert converted.lba_coverage.accumulator_share == 1.0, converted.lba_coverage.summary()
+    with pytest.warns(UserWarning) as caught:
+        kept = lbaify(model, CFG, intercept=False, example_inputs=x)
+    message = " ".join(str(w.message) for w in caught)
+    for name in ("conv3d (Conv3d)", "transposed (ConvTranspose2d)", "bilinear (Bilinear)", "<model> (_Everything)"):
+        assert name in message
+    assert kept.lba_coverage.accumulator_share == 0.0
