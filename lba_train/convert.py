@@ -47,6 +47,9 @@ def _lba_class(module: nn.Module) -> type | None:
         return LBALinear
     if getattr(module, "padding_mode", "zeros") != "zeros":
         return None  # it pads with F.pad, then calls F.conv*d: intercepted (docs/operations.md)
+    if getattr(module, "padding", None) == "same" and any(
+            d * (k - 1) % 2 for k, d in zip(module.kernel_size, module.dilation)):
+        return None  # asymmetric 'same' padding: F.conv*d, intercepted (lba_train.lowering pads as torch does)
     for float_type, lba_type in _FLOAT_TO_LBA:
         if isinstance(module, float_type):
             return lba_type

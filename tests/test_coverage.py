@@ -145,13 +145,15 @@ def test_what_skip_keeps_in_float_is_reported_but_not_warned_about():
 
 
 def test_convolutions_with_other_padding_modes_are_intercepted():
-    """A Conv2d with padding_mode='reflect' pads with F.pad and calls F.conv2d: on the accumulator too."""
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"))
+    """A Conv2d with padding_mode='reflect' pads with F.pad and calls F.conv2d, one with an even kernel and
+    padding='same' pads asymmetrically: both on the accumulator through the interception."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), nn.Conv2d(3, 2, 2, padding="same"))
     x = torch.randn(1, 2, 5, 5, generator=torch.Generator().manual_seed(3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no layer was swapped: only intercepted products
         converted = lbaify(model, CFG, example_inputs=x)
-    assert converted.lba_coverage.accumulator_share == 1.0 and converted.lba_coverage.macs_accumulator == 25 * 3 * 18
+    assert converted.lba_coverage.accumulator_share == 1.0
+    assert converted.lba_coverage.macs_accumulator == 25 * 3 * 18 + 25 * 2 * 12
     torch.testing.assert_close(converted(x), model(x), rtol=2e-2, atol=2e-2)
 
 
