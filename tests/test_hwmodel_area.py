@@ -185,7 +185,7 @@ def test_synth_all_targets(cache_dir, capsys):
 
 def test_estimate_needs_enough_basis_points(sweep, cache_dir, capsys):
     with pytest.raises(SystemExit) as caught:
-        main(["estimate", "--in", "e4m3", "--acc", "e6m20", "--basis", ",".join(SWEEP_ACCS),
+        main(["estimate", "--in", "e4m3", "--acc", "e4m6", "--basis", ",".join(SWEEP_ACCS),
               "--cache-dir", str(cache_dir)])
     assert caught.value.code == 2
     assert "needs more than 5 distinct points" in capsys.readouterr().err
