@@ -224,3 +224,31 @@ def test_new_kernels_match_the_old_on_ten_million_macs(acc, comparisons):
     macs, mismatches = new_vs_old(acc, 256, 1024, 48, 2)
     comparisons(f"binary32 vs binary64 lanes, {acc}, 256x1024x48", macs, mismatches)
     assert macs >= 10**7 and mismatches == 0
+
+
+NEW_STEP_CONFIGS = [
+    MacConfig("e4m3", "e8m23", product="e5m10"),  # native accumulator after a rounded product
+    MacConfig("e4m3", "e8m23", chunk_size=5),
+    MacConfig("e5m2", "bf16", chunk_size=3),
+    MacConfig("e4m3", "e4m3", chunk_size=4),  # round-twice with 8-bit products into a 4-bit accumulator
+    MacConfig("e4m3", "e4m3", product="e5m6"),
+]
+
+
+@pytest.mark.parametrize("cfg", NEW_STEP_CONFIGS, ids=[cfg.name for cfg in NEW_STEP_CONFIGS])
+def test_new_steps_match_the_reference_element_by_element(cfg, comparisons):
+    """Products, chunking and product formats on the new steps, four data kinds, values and events."""
+    from support.gemm import operands
+
+    assert plan_gemm(cfg).binary32_step in (STEP_NATIVE, STEP_ROUND_TWICE)
+    rng = np.random.default_rng(len(cfg.name))
+    mismatches = compared = 0
+    for kind in ["codes", "saturation", "cancellation", "gaussian"]:
+        x, w = operands(cfg, 5, 23, 40, kind, rng)
+        expected, expected_stats = reference_gemm(x, w, cfg)
+        stats = EventStats()
+        got = gemm_values(x, w, cfg, stats=stats).numpy()
+        mismatches += int(np.sum(got != expected)) + (stats != expected_stats)
+        compared += expected.size
+    comparisons(f"{plan_gemm(cfg).binary32_step} {cfg.name} vs lba_core.dot", compared, mismatches)
+    assert mismatches == 0

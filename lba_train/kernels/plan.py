@@ -202,7 +202,8 @@ def binary32_lanes_hold(cfg: MacConfig, datapath: DatapathPlan) -> bool:
         return False
     native = native_sum_holds(cfg, datapath)
     return (
-        all(fmt.man_bits <= BINARY32_MAX_MAN_BITS for fmt in rounded_formats if not (native and fmt is cfg.acc))
+        (native or cfg.acc.man_bits <= BINARY32_MAX_MAN_BITS)
+        and (cfg.product is None or cfg.product.man_bits <= BINARY32_MAX_MAN_BITS)
         and (datapath.sum_bound_exponent <= BINARY32_MAX_EXPONENT or range_fallback_holds(cfg, datapath))
         and all(BINARY32_MIN_NORMAL_EXPONENT <= fmt.emin - fmt.man_bits + magic_exponent < BINARY32_MAX_EXPONENT
                 for fmt in clamped)
