@@ -131,7 +131,8 @@ def test_width_is_validated(value):
 def test_width_is_part_of_the_provenance():
     from dataclasses import replace
 
-    from hwmodel.sweep.sweep import _identity, accuracy_determinants, energy_streams
+    from hwmodel.sweep.sweep import _identity, energy_streams
+    from hwmodel.workloads.digits import accuracy_determinants
     from hwmodel.sweep.spec import SweepSpec
 
     spec = SweepSpec()

@@ -165,7 +165,7 @@ def test_device_misuse_is_one_line_before_work(extra, expected, capsys, tmp_path
 
 @needs_ray
 def test_cuda_points_on_a_ray_cluster_declare_a_gpu_and_have_their_own_keys() -> None:
-    from hwmodel.sweep.sweep import accuracy_determinants, baseline_determinants
+    from hwmodel.workloads.digits import accuracy_determinants, baseline_determinants
     from hwmodel.sweep.spec import SweepSpec, apply_options
     from lba_core import MacConfig
 

@@ -18,64 +18,41 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm import tqdm
 
 from lba_core import FloatFormat, MacConfig
 from lba_core.errors import ConfigError
-from lba_core.fileio import atomic_write, atomic_write_text, writable_folder
+from lba_core.fileio import atomic_write_text, writable_folder
 
-from ..workloads import minilm as minilm_workload
 from ..execution import provenance
-from ..synthesis.area import area_sweep, write_area_report
 from ..execution.cache import ResultCache
-from ..synthesis.flows.operands import StreamSpec
-from ..report.heatmap import layer_event_rows, layer_event_table, write_layer_events
 from ..execution.interrupt import Interrupted
-from ..execution.jobs import Executor, executor_session, worker_pool
-from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
+from ..execution.jobs import executor_session
+from ..execution.points import POINT_THREADS
 from ..report.data import predictions_from_points
+from ..report.heatmap import layer_event_rows, layer_event_table, write_layer_events
 from ..report.report import write_results
+from ..synthesis.area import area_sweep, write_area_report
+from ..synthesis.flows.operands import StreamSpec
+from ..workloads import minilm as minilm_workload
+from ..workloads.digits import AccuracyRun, Log, executor_of, run_accuracy
 from .spec import SweepSpec
 
 SWEEP_FILE = "sweep.json"
+
+
 RESULTS_FILE = "results.csv"
+
+
 POINTS = "points"
+
+
 #: What a report folder is about; a run with other values needs another folder.
 IDENTITY_KEYS = ("model", "data")
-
-Log = Callable[[str], None]
-
-
-# ------------------------------------------------------------------------------------------- determinants
-def baseline_determinants(spec: SweepSpec) -> dict[str, Any]:
-    accuracy = spec.accuracy
-    return {
-        "kind": "baseline", "model": accuracy.model, "data": provenance.data_fingerprint(accuracy.data),
-        "width": accuracy.width, "epochs": accuracy.epochs_baseline, "lr": accuracy.lr_baseline, "seed": accuracy.seed,
-        "threads": POINT_THREADS, "source": provenance.accuracy_source_hash(), "tools": provenance.accuracy_tools(),
-        **({"device": accuracy.device} if accuracy.device != "cpu" else {}),  # CPU points keep their old keys
-    }
-
-
-def accuracy_determinants(spec: SweepSpec, cfg: MacConfig, seed: int | None = None) -> dict[str, Any]:
-    """What one accuracy point depends on. The base seed's point chooses the bias of ``cfg`` (the requested
-    configuration); a further fine-tuning ``seed`` trains the configuration that point chose, bias as is."""
-    accuracy = spec.accuracy
-    determinants = {
-        "kind": "accuracy", "cfg": cfg.to_dict(), "bias_mode": spec.bias_mode(cfg),
-        "epochs": list(accuracy.epochs), "lr": list(accuracy.lr), "estimator": accuracy.estimator,
-        "baseline": baseline_determinants(spec),
-    }
-    if seed is not None and seed != accuracy.seed:
-        determinants.update(bias_mode="format", finetune_seed=seed)
-    return determinants
 
 
 def energy_streams(spec: SweepSpec) -> StreamSpec | None:
@@ -99,135 +76,6 @@ def area_determinants(spec: SweepSpec, cfg: MacConfig, blocks: bool) -> dict[str
     }
 
 
-def _baseline_job(accuracy: dict, path: str) -> float:
-    import torch
-
-    from lba_train.data import load_data
-    from lba_train.train import train_baseline
-
-    limit_threads(POINT_THREADS)
-    data = load_data(accuracy["data"], seed=accuracy["seed"])
-    trained = train_baseline(accuracy["model"], data, accuracy["epochs_baseline"], seed=accuracy["seed"],
-                             lr=accuracy["lr_baseline"], progress=False, width=accuracy["width"],
-                             device=accuracy["device"])
-    atomic_write(path, lambda stream: torch.save({"state": trained.state, "accuracy": trained.accuracy}, stream))
-    return trained.accuracy
-
-
-def _accuracy_job(cfg_dict: dict, bias_mode: str, accuracy: dict, baseline_path: str, seed: int) -> dict[str, Any]:
-    """One accuracy point: the split and the baseline of the base seed, fine-tuned with ``seed``."""
-    import torch
-
-    from lba_train import FinetuneOptions, LayerOptions, run_accuracy_point
-    from lba_train.bias import with_acc_bias
-    from lba_train.data import load_data
-
-    limit_threads(POINT_THREADS)
-    cfg = MacConfig.from_dict(cfg_dict)
-    baseline = torch.load(baseline_path, weights_only=False, map_location="cpu")
-    options = FinetuneOptions(epochs=tuple(accuracy["epochs"]), lr=tuple(accuracy["lr"]), bias=bias_mode,
-                              layers=LayerOptions(estimator=accuracy["estimator"]), seed=seed,
-                              device=accuracy["device"])
-    bundle = load_data(accuracy["data"], seed=accuracy["seed"])
-    record = run_accuracy_point(cfg, accuracy["model"], bundle, options=options, baseline_state=baseline["state"],
-                                width=accuracy["width"])
-    trained = with_acc_bias(cfg, record["acc_bias"]) if isinstance(cfg.acc, FloatFormat) else cfg
-    if trained.name != record["cfg"]:
-        raise AssertionError(f"trained configuration {record['cfg']} is not {trained.name}")
-    return {**record, "mac_config": trained.to_dict()}
-
-
-@dataclass
-class AccuracyRun:
-    """Accuracy records by requested configuration name, one per seed in seed order; counts for messages.
-    Filled as points arrive, so an interrupted run still knows how many it saved."""
-
-    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    total: int = 0
-    saved: int = 0
-
-
-def _seeds(spec: SweepSpec) -> list[int]:
-    return [spec.accuracy.seed + index for index in range(spec.accuracy.seeds)]
-
-
-def run_accuracy(spec: SweepSpec, configs: list[MacConfig], points: Path, log: Log, run: AccuracyRun,
-                 progress: bool = True) -> None:
-    """Every configuration at every seed; matching saved points are reused, the rest run in parallel."""
-    seeds = _seeds(spec)
-    run.total = len(configs) * len(seeds)
-    found: dict[tuple[str, int], dict] = {}
-
-    def saved(cfg: MacConfig, seed: int, trained: MacConfig) -> dict | None:
-        key = provenance.settings_hash(accuracy_determinants(spec, trained if seed != seeds[0] else cfg, seed))
-        return read_point(point_path(points, "accuracy", key), key)
-
-    for cfg in configs:
-        base = saved(cfg, seeds[0], cfg)
-        if base is not None:
-            found[cfg.name, seeds[0]] = base
-            trained = MacConfig.from_dict(base["mac_config"])
-            for seed in seeds[1:]:
-                record = saved(cfg, seed, trained)
-                if record is not None:
-                    found[cfg.name, seed] = record
-    run.saved = len(found)
-    log(f"accuracy: reusing {len(found)} of {run.total} points" + (" (all finished)" if len(found) == run.total else ""))
-    if len(found) < run.total:
-        _compute(spec, configs, seeds, points, found, run, log, progress)
-    run.records = {cfg.name: [found[cfg.name, seed] for seed in seeds] for cfg in configs}
-
-
-def _compute(spec: SweepSpec, configs: list[MacConfig], seeds: list[int], points: Path, found: dict,
-             run: AccuracyRun, log: Log, progress: bool) -> None:
-    accuracy = asdict(spec.accuracy)
-    baseline_path = point_path(points, "baseline", provenance.settings_hash(baseline_determinants(spec)), ".pt")
-    missing = run.total - len(found)
-    gpus = 1.0 if spec.accuracy.device == "cuda" else 0.0
-    with worker_pool(max(1, min(spec.jobs, missing)), _executor(spec), gpus_per_task=gpus) as pool:
-        if baseline_path.is_file():
-            log(f"reusing the float baseline {baseline_path.name}")
-        else:
-            log(f"training the float baseline: {spec.accuracy.model} on {spec.accuracy.data}, "
-                f"{spec.accuracy.epochs_baseline} epochs")
-            score = pool.submit(_baseline_job, accuracy, str(baseline_path)).result()
-            log(f"float baseline: {100 * score:.2f}%")
-        pending: dict[Future, tuple[MacConfig, MacConfig, int]] = {}
-
-        def submit(cfg: MacConfig, trained: MacConfig, seed: int) -> None:
-            mode = spec.bias_mode(cfg) if seed == seeds[0] else "format"
-            future = pool.submit(_accuracy_job, trained.to_dict(), mode, accuracy, str(baseline_path), seed)
-            pending[future] = (cfg, trained, seed)
-
-        def submit_further_seeds(cfg: MacConfig, trained: MacConfig) -> None:
-            for seed in seeds[1:]:
-                if (cfg.name, seed) not in found:
-                    submit(cfg, trained, seed)
-
-        for cfg in configs:
-            if (cfg.name, seeds[0]) in found:
-                submit_further_seeds(cfg, MacConfig.from_dict(found[cfg.name, seeds[0]]["mac_config"]))
-            else:
-                submit(cfg, cfg, seeds[0])
-        with tqdm(total=missing, desc="accuracy points", unit="point", file=sys.stderr, disable=not progress) as bar:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    cfg, trained, seed = pending.pop(future)
-                    determinants = accuracy_determinants(spec, trained if seed != seeds[0] else cfg, seed)
-                    key = provenance.settings_hash(determinants)
-                    record = {**future.result(), "key": key, "determinants": determinants,
-                              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                    write_point(point_path(points, "accuracy", key), record)
-                    found[cfg.name, seed] = record
-                    run.saved += 1
-                    if seed == seeds[0]:
-                        submit_further_seeds(cfg, MacConfig.from_dict(record["mac_config"]))
-                    bar.set_postfix_str(f"{record['acc_format']} seed {seed}: {100 * record['stage2']:.1f}%")
-                    bar.update()
-
-
-# ------------------------------------------------------------------------------------------- area
 class _CacheMiss(Exception):
     pass
 
@@ -265,8 +113,9 @@ def _cached_areas(spec: SweepSpec, configs: list[MacConfig], synthesis: dict[str
     return sum(area_is_cached(cfg, spec, synthesis) for cfg in configs)
 
 
-# ------------------------------------------------------------------------------------------- the table
 PHASES = ("baseline", "zero_shot", "stage1", "stage2")
+
+
 EVENTS = ("overflow", "underflow", "swamp")
 
 
@@ -303,7 +152,6 @@ def _row(cfg: MacConfig, spec: SweepSpec, area: dict[str, Any] | None, records: 
     return row
 
 
-# ------------------------------------------------------------------------------------------- the folder
 def _identity(spec: SweepSpec) -> dict[str, Any]:
     if spec.area_only:
         return {"kind": "area"}
@@ -390,7 +238,6 @@ def _merge(earlier: pd.DataFrame | None, earlier_requested: dict[str, str], curr
     return merged, names
 
 
-# ------------------------------------------------------------------------------------------- the run
 def run_settings(spec: SweepSpec, blocks: bool) -> dict[str, Any]:
     """Run-wide settings (everything but the grid and the report name): rows of one table share them."""
     accuracy = {key: value for key, value in asdict(spec.accuracy).items()
@@ -415,12 +262,8 @@ def run_sweep(
     ``synthesis`` are keyword options of :func:`hwmodel.synthesis.area.area_sweep` (cache, blocks, progress, timeout_s).
     On SIGINT/SIGTERM (:class:`Interrupted`) the finished points stay saved and the exception says how many.
     """
-    with executor_session(_executor(spec), spec.jobs):  # one Ray connection for the points and every synthesis stage
+    with executor_session(executor_of(spec), spec.jobs):  # one Ray connection for the points and every synthesis stage
         return _run_sweep(spec, out_dir, synthesis=synthesis, log=log, progress=progress)
-
-
-def _executor(spec: SweepSpec) -> Executor:
-    return Executor(spec.executor, spec.ray_address)
 
 
 def _run_sweep(spec: SweepSpec, out_dir: "str | Path", *, synthesis: dict[str, Any] | None, log: Log,
@@ -449,7 +292,7 @@ def _run_sweep(spec: SweepSpec, out_dir: "str | Path", *, synthesis: dict[str, A
         cached = _cached_areas(spec, trained, synthesis)
         log(f"synthesis: reusing {cached} of {len(trained)} points from the cache (targets: {', '.join(spec.targets)})")
         area_table = area_sweep(trained, spec.targets, jobs=spec.jobs, baseline=spec.baseline_acc, energy=spec.energy,
-                                executor=_executor(spec), stream_spec=energy_streams(spec),
+                                executor=executor_of(spec), stream_spec=energy_streams(spec),
                                 **{"progress": progress, **synthesis})
     except Interrupted as stop:
         saved, total = ((run.saved + minilm_run.saved, run.total + minilm_run.total) if spec.accuracy.enabled
@@ -466,7 +309,7 @@ def _run_sweep(spec: SweepSpec, out_dir: "str | Path", *, synthesis: dict[str, A
 
         log(f"costing each configuration as a {spec.array} PE array")
         current = add_array_columns(current, trained, *spec.array_shape(), workers=spec.jobs, cache=synthesis["cache"],
-                                    executor=_executor(spec))
+                                    executor=executor_of(spec))
     requested = {row["config"]: cfg.name for row, cfg in zip(rows, configs)}
     table, requested = _merge(earlier_rows, (earlier or {}).get("requested", {}), current, requested)
     area_rows = _merge_area(out, earlier, settings, area_table)

@@ -1,1 +1,2 @@
-"""Workloads a sweep measures besides the digits models: MiniLM sentence embeddings (minilm)."""
+"""The workloads a sweep measures: the digits models' accuracy points (digits) and MiniLM sentence embeddings
+(minilm)."""
