@@ -92,6 +92,7 @@ CONVOLUTIONS = [
      (2, 4, 5, 5, 4), False),
     ("F.conv1d same", nn.Conv1d(3, 4, 4, padding="same", dilation=2), (2, 3, 9), False),
     ("F.conv2d", nn.Conv2d(2, 4, 3, stride=2, padding=(0, 1), groups=2), (1, 2, 6, 5), False),
+    ("F.conv2d same, even kernel", nn.Conv2d(2, 3, (2, 3), padding="same"), (1, 2, 4, 5), False),
     ("nn.ConvTranspose1d", nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2, dilation=2),
      (2, 4, 5), True),
     ("nn.ConvTranspose2d", nn.ConvTranspose2d(2, 3, (3, 2), stride=(2, 3), padding=(2, 0)), (2, 2, 3, 4), True),
@@ -99,6 +100,7 @@ CONVOLUTIONS = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's own float convolution
 @pytest.mark.parametrize(("label", "module", "shape", "transposed"), CONVOLUTIONS, ids=[c[0] for c in CONVOLUTIONS])
 def test_convolutions_equal_the_reference(label, module, shape, transposed, comparisons):
     torch.manual_seed(0)
