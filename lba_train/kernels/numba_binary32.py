@@ -5,9 +5,11 @@ zero), every exact product a binary32 number and every format at most 21 fractio
 "Binary32 lanes"). One step is: the exact product a*b (binary32 holds it), R_prod if the configuration has a
 product format, then R_acc(acc + p) either from the exact binary32 sum (STEP_EXACT_SUM) or from the sum
 rounded to odd at 24 bits by TwoSum (STEP_ROUND_TO_ODD) or from the rounded binary32 sum where rounding
-twice is proven harmless (STEP_ROUND_TWICE), followed by one rounding on the bit pattern.
+twice is proven harmless (STEP_ROUND_TWICE), followed by one rounding on the bit pattern, or the binary32 sum
+alone where it is the accumulator's rounding (STEP_NATIVE, fp32).
 
-Outputs are cut into tiles of TILE_ROWS x TILE_COLS (compile-time constants, so that LLVM unrolls and
+Outputs are cut into tiles of TILE_ROWS x TILE_COLS, or 32 columns for narrow products (compile-time
+constants, so that LLVM unrolls and
 vectorizes the column loop over whole AVX-512 / AVX2 registers); operands are zero-padded to whole tiles by
 the caller (a zero product never changes an accumulator and raises no event). Tiles of all batch entries run
 in parallel (``prange``); each walks k = 0 .. K-1 in the contract's order, so results do not depend on the
