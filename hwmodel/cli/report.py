@@ -21,9 +21,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report.data import ReportError  # imported here so that `hwmodel report --help` stays fast
-    from ..report.markdown import update_readme
-    from ..report.report import build_report
+    from ..report.data import ReportError, read_results  # imported here so that `hwmodel report --help` stays fast
 
     from lba_core import ConfigError
 
@@ -32,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
     if args.readme is not None and not args.readme.is_file():
         raise SystemExit(f"hwmodel report: error: --readme {args.readme} is not a file")
     try:
+        read_results(args.directory)  # a foreign or edited results.csv fails here, before plotting loads
+        from ..report.markdown import update_readme
+        from ..report.report import build_report
+
         index = build_report(args.directory)
         print(f"report: {index}")
         if args.readme is not None:

@@ -56,6 +56,23 @@ NUMERIC_COLUMNS = ("acc_bits", "gates", "ge", "transistors", "depth", "luts", "g
 REQUIRED_COLUMNS = ("config", "acc")
 
 
+#: Columns a sweep writes only with another one (zero-shot and fine-tuned accuracy come together, a reduction
+#: is computed from GE; ``<name>_sd`` needs ``<name>``): a results.csv with one and not the other was edited
+#: (a column renamed or dropped), and a report built from it would drop a column and describe the rest wrongly.
+COLUMN_NEEDS = {"top1_zero_shot": "top1_stage2", "top1_stage2": "top1_zero_shot", "ge_reduction": "ge"}
+
+
+def missing_column(header: Sequence[str]) -> tuple[str, str] | None:
+    """(missing, present): the first column that a column of ``header`` comes with (:data:`COLUMN_NEEDS`,
+    ``<name>_sd``) and that is not there, and that column; None when the header is whole."""
+    present = set(header)
+    for column in header:
+        needed = COLUMN_NEEDS.get(column, column[:-3] if column.endswith("_sd") else None)
+        if needed is not None and needed not in present:
+            return needed, column
+    return None
+
+
 class ReportError(Exception):
     """The report folder's data cannot make a report; the message says which file and what is wrong."""
 
@@ -80,6 +97,10 @@ def read_results(out: Path) -> pd.DataFrame:
     if missing:
         raise ReportError(f"{path}: no column {', '.join(missing)} (header: {','.join(header[:6])}...); "
                           "is this a sweep's results.csv?")
+    absent = missing_column(header)
+    if absent is not None:
+        raise ReportError(f"{path}: no column {absent[0]}, which a sweep writes with {absent[1]} (renamed or "
+                          "removed?); nothing was rewritten")
     for number, fields in enumerate(lines[1:], start=2):
         if len(fields) != len(header):
             raise ReportError(f"{path}: line {number} has {len(fields)} fields, the header {len(header)} "

@@ -116,9 +116,13 @@ def rate_text(rate: float) -> str:
 
 
 def statistics_words(table: pd.DataFrame) -> str:
-    if "stage2_test" not in table or table["stage2_test"].isna().all():
+    if "stage2_low" not in table or table["stage2_low"].isna().all():
         return ("No per-example predictions in this folder (predictions.json): accuracies are shown without "
                 "intervals or comparisons; rerun the sweep to get them.")
+    if "stage2_test" not in table or table["stage2_test"].isna().all():
+        return (f"Intervals: 95% Wilson intervals over the test examples. No row is compared with an "
+                f"{REFERENCE_ACC}-accumulator row: this sweep has none with the same inputs, so there are no "
+                "paired differences or p-values.")
     test = table["stage2_test"].dropna().iloc[0]
     method = ("the exact McNemar test on the examples only one of the two models gets right" if test == "exact McNemar"
               else "a t-test whose variance combines example-to-example and seed-to-seed variation (two-way "
