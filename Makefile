@@ -87,7 +87,7 @@ cosim: venv
 	$(PY) -m pytest -m slow tests/test_cosim_full.py tests/test_pe_array.py
 
 fused-check: venv
-	$(PY) -m pytest -m slow -n 0 -s tests/test_fused_mmasim.py tests/test_fused_kernels.py
+	$(PY) -m pytest -m slow -n 0 -s tests/test_fused_mmasim.py tests/test_fused_kernels.py tests/test_fused_layers.py
 
 fused-error: venv
 	$(PY) experiments/fused_error_study.py --out reports/fused_error

@@ -55,10 +55,11 @@ def triton_matmul(cfg: MacConfig, A, B, C) -> np.ndarray:
     return values[0].numpy()
 
 
-def compare(cfg: MacConfig, run, outputs: int, seed: int, cols: int, max_rows: int = 1024) -> tuple[int, int]:
+def compare(cfg: MacConfig, run, outputs: int, seed: int, cols: int, max_rows: int = 1024,
+            kinds: tuple[str, ...] = KINDS) -> tuple[int, int]:
     """(outputs compared, mismatches) of ``run`` against MMA-Sim on fused_cases."""
     compared = bad = 0
-    for case in fused_cases(cfg, outputs, seed=seed, cols=cols, max_rows=max_rows):
+    for case in fused_cases(cfg, outputs, seed=seed, cols=cols, max_rows=max_rows, kinds=kinds):
         bad += mismatches(mmasim_matmul(cfg, case.A, case.B, case.C), run(cfg, case.A, case.B, case.C))
         compared += case.outputs
     return compared, bad
@@ -67,16 +68,17 @@ def compare(cfg: MacConfig, run, outputs: int, seed: int, cols: int, max_rows: i
 @pytest.mark.parametrize("acc,a,b", SAMPLE_CONFIGS, ids=lambda x: str(x))
 def test_numba_kernel_matches_mmasim_sample(acc, a, b):
     cfg = MacConfig(input=a, weight=b, acc=acc)
-    compared, bad = compare(cfg, numba_matmul, outputs=20 * len(KINDS) * 8, seed=11, cols=8)
-    assert compared >= 20 * len(KINDS) * 8 and bad == 0
+    compared, bad = compare(cfg, numba_matmul, outputs=4 * len(KINDS) * 8, seed=11, cols=8)
+    assert compared >= 4 * len(KINDS) * 8 and bad == 0
 
 
 @pytest.mark.skipif(not TRITON, reason="Triton is not installed or was imported before TRITON_INTERPRET=1")
-@pytest.mark.parametrize("acc,a,b", SAMPLE_CONFIGS[:2] + SAMPLE_CONFIGS[-1:], ids=lambda x: str(x))
-def test_triton_kernel_matches_mmasim_sample(acc, a, b):
-    cfg = MacConfig(input=a, weight=b, acc=acc)
-    compared, bad = compare(cfg, triton_matmul, outputs=2 * len(KINDS) * 8, seed=12, cols=8)
-    assert compared >= 2 * len(KINDS) * 8 and bad == 0
+def test_triton_kernel_matches_mmasim_sample():
+    """The interpreter walks every k in Python: three kinds on mixed e5m2 x e4m3 (the full set is slow)."""
+    cfg = MacConfig(input="e5m2_sub", weight="e4m3_sub", acc="hopper-fp8")
+    kinds = ("random", "overflow", "short_k")
+    compared, bad = compare(cfg, triton_matmul, outputs=3 * 16, seed=12, cols=16, kinds=kinds)
+    assert compared >= 3 * 16 and bad == 0
 
 
 def test_kernels_match_the_reference_on_an_addend_and_the_zero_exponent():

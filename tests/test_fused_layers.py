@@ -88,6 +88,7 @@ def test_lbaify_runs_a_model_and_reports_truncation_per_layer():
     assert rows[0]["steps"] == 8 * 32 * 2  # K = 64: two FDPAs per output
 
 
+@pytest.mark.slow  # about 20 s: make fused-check
 def test_finetune_runs_with_a_fused_accumulator():
     from lba_train.data import load_digits_data, make_bundle
     from lba_train.models import build_model
