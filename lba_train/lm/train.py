@@ -113,3 +113,11 @@ def train_lm(train: dict[str, bytes], validation: dict[str, bytes], cfg: LMConfi
     result.seconds = time.perf_counter() - started
     model.eval()
     return result
+
+
+def unigram_bits_per_byte(train: dict[str, bytes], test: dict[str, bytes]) -> float:
+    """The baseline a language model must beat: test bits per byte under the training split's byte
+    frequencies (add-one smoothed over the 256 byte values)."""
+    counts = torch.bincount(byte_stream(train), minlength=256).to(torch.float64) + 1.0
+    log_p = torch.log2(counts / counts.sum())
+    return float(-log_p[byte_stream(test)].mean())

@@ -1,0 +1,172 @@
+"""The language-model workload (lba_train.lm): corpus split, windows, model and KV cache, bootstrap, evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lba_core import ConfigError, MacConfig
+from lba_train import lbaify
+from lba_train.lm.checkpoint import load_model, save_model
+from lba_train.lm.corpus import ARCHIVE, DEFAULT_CACHE, MANIFEST, split_documents
+from lba_train.lm.evaluate import LMEvalOptions, evaluate_accumulators, freeze_operand_ranges
+from lba_train.lm.model import ByteLM, LMConfig, decode_logits
+from lba_train.lm.stats import bootstrap_mean, paired_difference
+from lba_train.lm.train import LMTrainOptions, train_lm
+from lba_train.lm.windows import evaluation_windows
+
+TINY = LMConfig(d_model=16, heads=2, layers=1, d_ff=32, context=16)
+FP32 = MacConfig(input="e4m3", acc="fp32")
+NARROW = MacConfig(input="e4m3", acc="e4m3")
+
+
+def tiny_text(documents: int = 6) -> dict[str, bytes]:
+    words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jolly kings".split()
+    rng = np.random.default_rng(1)
+    return {f"doc{i}": " ".join(rng.choice(words, size=120)).encode() for i in range(documents)}
+
+
+def tiny_model(seed: int = 0) -> ByteLM:
+    torch.manual_seed(seed)
+    return ByteLM(TINY).eval()
+
+
+def test_split_is_by_document_and_fixed():
+    docs = tiny_text(8)
+    corpus = split_documents(docs, test=2, validation=1)
+    names = [set(corpus.train), set(corpus.validation), set(corpus.test)]
+    assert sum(map(len, names)) == 8 and not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+    assert (len(corpus.test), len(corpus.validation)) == (2, 1)
+    assert split_documents(dict(reversed(list(docs.items()))), test=2, validation=1) == corpus
+    with pytest.raises(ConfigError, match="leave at least one"):
+        split_documents(docs, test=4, validation=4)
+    with pytest.raises(ConfigError, match="non-empty bytes"):
+        split_documents({"a": "text"})
+
+
+def test_evaluation_windows_are_cut_per_document():
+    docs = {"a": bytes(range(10)), "b": bytes(range(100, 107))}
+    windows = evaluation_windows(docs, 4)
+    assert windows.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [100, 101, 102, 103]]
+    assert evaluation_windows(docs, 4, 2).tolist() == [[0, 1, 2, 3], [100, 101, 102, 103]]
+    with pytest.raises(ConfigError, match="no document has 20 bytes"):
+        evaluation_windows(docs, 20)
+
+
+def test_bootstrap_intervals():
+    values = np.arange(20, dtype=float)
+    interval = bootstrap_mean(values, resamples=500)
+    assert interval.value == pytest.approx(9.5) and interval.low < 9.5 < interval.high
+    assert bootstrap_mean(values, resamples=500) == interval  # seeded
+    shifted = paired_difference(values + 0.25, values, resamples=500)
+    assert (shifted.value, shifted.low, shifted.high) == (0.25, 0.25, 0.25)
+    assert math.isnan(bootstrap_mean([1.0, math.nan]).low)
+    with pytest.raises(ValueError, match="same windows"):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+def test_kv_cache_float_matches_full_forward_closely():
+    model = tiny_model()
+    ids = torch.randint(0, 256, (2, TINY.context), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full, cached = model(ids), decode_logits(model, ids)
+    # torch's float32 BLAS sums in a shape-dependent order: close, not bit-identical (docs/lm.md)
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [FP32, NARROW], ids=["fp32", "e4m3"])
+def test_kv_cache_on_the_accumulator_is_bit_identical(cfg):
+    model = lbaify(tiny_model(), cfg, intercept=False).eval()
+    ids = torch.randint(0, 256, (2, TINY.context), generator=torch.Generator().manual_seed(1))
+    freeze_operand_ranges(model, ids)
+    with torch.no_grad():
+        full = model(ids)
+        assert torch.equal(decode_logits(model, ids), full)
+        assert torch.equal(decode_logits(model, ids, step=5), full)
+    assert torch.isfinite(full).all()
+
+
+def test_every_product_runs_on_the_accumulator():
+    ids = torch.randint(0, 256, (1, TINY.context), generator=torch.Generator().manual_seed(2))
+    converted = lbaify(tiny_model(), NARROW, example_inputs=ids)
+    coverage = converted.lba_coverage
+    assert coverage.macs_float == 0 and coverage.macs_accumulator > 0
+    kinds = sorted(set(coverage.converted.values()))
+    assert kinds == ["LBALinear", "LBAMatMul"] and "head" in coverage.converted
+
+
+def test_user_text_and_model_end_to_end(tmp_path):
+    corpus = split_documents(tiny_text(6), test=2, validation=1)
+    result = train_lm(corpus.train, corpus.validation, TINY,
+                      LMTrainOptions(steps=4, batch=2, log_every=2, validation_windows=2, threads=1))
+    assert [entry["step"] for entry in result.log] == [2, 4]
+    assert all(math.isfinite(entry["validation_bpb"]) for entry in result.log)
+    save_model(result.model, tmp_path / "lm.pt")
+    model = load_model(tmp_path / "lm.pt")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, result.model.state_dict()[name])
+    options = LMEvalOptions(windows=4, calibration_windows=2, batch=2, resamples=200)
+    evaluation = evaluate_accumulators(model, corpus.test, corpus.train, [FP32, NARROW], options)
+    base, narrow = evaluation.points
+    assert (base.name, narrow.name, narrow.baseline, base.delta_bpb) == (FP32.name, NARROW.name, FP32.name, None)
+    assert base.windows == 4 and base.tokens == 4 * TINY.context
+    assert abs(base.bpb.value - evaluation.float_bpb.value) < 0.05 and base.top1.value > 0.9
+    assert narrow.delta_bpb.value == pytest.approx(narrow.bpb.value - base.bpb.value)
+    assert narrow.kl_bits.value > base.kl_bits.value >= 0
+    narrow_rows = {row["layer"]: row for row in narrow.layers}
+    assert narrow_rows["head"]["steps"] > 0 and narrow_rows["head"]["nan"] == 0
+    assert narrow.nan == 0 and narrow.inf == 0 and narrow.seconds > 0
+    json.dumps(evaluation.as_dict())  # JSON-ready
+
+
+def test_committed_manifest_and_model():
+    manifest = json.loads(MANIFEST.read_text())
+    splits = [entry["split"] for entry in manifest["documents"].values()]
+    assert (splits.count("test"), splits.count("validation"), len(splits)) == (4, 3, 42)
+    assert sum(entry["bytes"] for entry in manifest["documents"].values()) > 4_000_000
+    model = load_model()
+    cfg = model.cfg
+    assert cfg.d_model >= 256 and cfg.d_ff >= 1024 and cfg.context >= 256
+
+
+@pytest.mark.skipif(not (DEFAULT_CACHE / ARCHIVE).is_file(), reason="the corpus archive is not fetched (.cache/lm)")
+def test_pinned_corpus_matches_the_manifest():
+    from lba_train.lm.corpus import load_corpus
+
+    corpus = load_corpus()
+    assert corpus.sizes()["test"]["documents"] == 4
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "experiments"))
+    return importlib.import_module("lm_zero_shot")
+
+
+def test_runner_bias_rule_and_refusals(runner, tmp_path, capsys):
+    fp32, fp16, e4m3 = runner.accumulator_configs("e4m3", ["fp32", "fp16", "e4m3"])
+    assert (fp32.acc.bias, fp16.acc.bias) == (127, 15)  # standard formats keep their bias
+    assert e4m3.acc.bias != MacConfig(input="e4m3", acc="e4m3").acc.bias  # the paper's rule
+    for argv, message in ((["--accs", "e4m3,bogus"], "'bogus'"), (["--windows", "0"], "--windows"),
+                          (["--model", str(tmp_path / "none.pt")], "--model")):
+        with pytest.raises(SystemExit):
+            runner.main(argv)
+        assert message in capsys.readouterr().err
+
+
+def test_runner_report_from_an_evaluation(runner):
+    corpus = split_documents(tiny_text(6), test=2, validation=1)
+    options = LMEvalOptions(windows=2, calibration_windows=1, batch=2, resamples=50)
+    evaluation = evaluate_accumulators(tiny_model(), corpus.test, corpus.train, [FP32, NARROW], options)
+    result = {"command": "c", "date": "d", "machine": "m", "load_before": (1.0, 1.0, 1.0),
+              "load_after": (2.0, 2.0, 2.0), "seconds": 3.0, "model": "tiny", "context": TINY.context,
+              "evaluation": evaluation.as_dict()}
+    text = runner.markdown(result)
+    assert text.count("\n| e4m3xe4m3-") == 2 and "| — |" in text
