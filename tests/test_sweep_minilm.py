@@ -59,9 +59,9 @@ def test_missing_extra_is_one_line_before_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(minilm, "extra_missing", lambda: f"module 'transformers' is not installed; {minilm.EXTRA_HINT}")
     reports = tmp_path / "reports"
     message = fails(["sweep", "--acc", "e4m7", "--accuracy", "--model", "minilm", "--no-blocks", "--target", "generic",
-                     "--reports", str(reports), "--cache-dir", str(tmp_path / "cache")], capsys)
+                     "--reports", str(reports), "--cache-dir", str(tmp_path / "cache"), "--name", "m"], capsys)
     assert "pip install '.[transformers]'" in message and len(message.strip().splitlines()) == 1, message
-    assert not (reports / "default" / "points").exists() and not list(reports.rglob("*.json"))
+    assert not (reports / "m" / "points").exists() and not list(reports.rglob("*.json"))
 
 
 def test_hwmodel_train_refuses_minilm(capsys):
