@@ -74,6 +74,7 @@ SMALL = [
     MacConfig(input="e3m2_sub", acc="fdpa4f3-e4m3_sub-rtz"),
     MacConfig(input="e3m2", weight="e2m1_sub", acc="fdpa3f6-e4m4-rne-sat"),
     MacConfig(input="e4m3_sub", weight="e5m2_sub", acc="fdpa8f11-e5m10_sub-rne"),
+    MacConfig(input="e3m2_sub", weight="e2m1_sub", acc="fdpa1f5-e4m3_sub-rne"),  # L = 1
 ]
 
 

@@ -91,6 +91,7 @@ AMARANTH_CASES = [
     (MacConfig(input="e3m2", weight="e2m1_sub", acc="fdpa3f6-e4m4-rne-sat"), 2_000, 0),
     (MacConfig(input="e4m3_sub", weight="e5m2_sub", acc="fdpa8f11-e5m10_sub-rne"), 1_500, 0),
     (MacConfig(input="e4m3_sub", acc="fdpa4f25-e8m23_sub-rtz"), 1_500, 3),
+    (MacConfig(input="e3m2_sub", weight="e2m1_sub", acc="fdpa5f0-e4m3_sub-rtz"), 500, 0),  # F = 0
     (MacConfig(input="e4m3", weight="e5m2", acc="hopper-fp8"), 400, 2),
     (MacConfig(input="e5m2_sub", acc="hopper-fp8-f16"), 300, 0),
     (MacConfig(input="fp16", acc="hopper-fp16"), 300, 4),
