@@ -57,17 +57,15 @@ def _record(seed: int) -> dict:
 
 
 def test_layer_rows_sum_the_seeds_and_match_the_whole_model_rates():
-    from hwmodel.sweep.sweep import _row
-    from hwmodel.sweep.spec import SweepSpec
+    from hwmodel.workloads.digits import row_columns
 
     records = [_record(0), _record(1)]
     rows = layer_event_rows("c", "e4m3", records)
     assert [row["layer"] for row in rows] == ["net.1", "net.3"]  # a layer that never accumulated is left out
     assert [row["seeds"] for row in rows] == [2, 2] and rows[0]["swamp"] == 201 and rows[1]["steps"] == 25600
     assert rows[1]["swamp_rate"] == pytest.approx(1799 / 25600) and rows[0]["underflow_rate"] == pytest.approx(6 / 12800)
-    cfg = SweepSpec().configs()[0]
-    whole = _row(cfg, SweepSpec(), None, [{**record, "mac_config": cfg.to_dict(), "key": "k", **dict.fromkeys(
-        ("baseline", "zero_shot", "stage1", "stage2"), 0.9)} for record in records], False)
+    whole = row_columns([{**record, **dict.fromkeys(("baseline", "zero_shot", "stage1", "stage2"), 0.9)}
+                         for record in records])
     for event in ("overflow", "underflow", "swamp"):
         summed = sum(row[event] for row in rows) / sum(row["steps"] for row in rows)
         assert summed == pytest.approx(whole[f"{event}_rate"])

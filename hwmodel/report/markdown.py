@@ -9,7 +9,8 @@ import pandas as pd
 
 from lba_core.fileio import atomic_write_text, markdown_table, replace_marked_block
 
-from ..workloads import minilm as minilm_workload
+from ..workloads import registry
+from ..workloads.base import ReportSection
 from .cost_plots import CostAxis, silicon_markdown
 from .data import NOTES_FILE, has_values, read_optional_text, read_predictions, read_results, statistics
 from .heatmap import heatmap_markdown
@@ -23,9 +24,9 @@ README_MARKERS = ("<!-- sweep_results: generated from reports/default by `hwmode
                   "README.md` -->", "<!-- /sweep_results -->")
 
 
-def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str, minilm: pd.DataFrame | None = None) -> str:
+def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str, sections: list[ReportSection] = ()) -> str:
     """Headline, comparison sentences, the compact table and the words on statistics: results.md without its
-    title, and the README's section for the main job."""
+    title, and the README's section for the main job; then the workloads' ``sections``."""
     header, rows, constants = compact_table(df, table)
     parts = [f"**{headline(df, table)}**", ""]
     zero_shot_differences = differences_sentence(df, table, "zero_shot") if "zero_shot_p" in table else ""
@@ -35,8 +36,7 @@ def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str, minilm: 
     if constants:
         parts += [capitalized("; ".join(constants)) + ".", ""]
     parts += [statistics_words(table), ""]
-    if minilm is not None:
-        parts += [minilm_workload.markdown_section(minilm)]
+    parts += [section.markdown for section in sections]
     note = block_note(df)
     if note:
         parts += [note, ""]
@@ -47,13 +47,13 @@ def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str, minilm: 
 
 def write_markdown(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str,
                    layer_events: pd.DataFrame | None = None, silicon: dict[str, CostAxis] | None = None,
-                   minilm: pd.DataFrame | None = None) -> Path:
-    """results.md: the summary (with the MiniLM table when the sweep had that workload), then (for a sweep with accuracy) the per-layer events' heat map and the
+                   sections: list[ReportSection] = ()) -> Path:
+    """results.md: the summary (with the workloads' sections, e.g. the MiniLM table), then (for a sweep with accuracy) the per-layer events' heat map and the
     accuracy-vs-silicon plots drawn (``silicon``), or why they are missing."""
     events = "\n" + heatmap_markdown(layer_events) if layer_events is not None or has_values(df, "top1_stage2") else ""
     if has_values(df, "top1_stage2"):
         events += "\n" + silicon_markdown(df, silicon or {}, "stage2_low" in table)
-    return atomic_write_text(out / "results.md", f"# {title}\n\n{summary_markdown(df, table, notes, minilm)}{events}")
+    return atomic_write_text(out / "results.md", f"# {title}\n\n{summary_markdown(df, table, notes, sections)}{events}")
 
 
 def readme_summary(out_dir: "str | Path") -> str:
@@ -66,8 +66,8 @@ def readme_summary(out_dir: "str | Path") -> str:
              if (out / f"{name}.png").is_file()]
     links = f"Full report: [{out.as_posix()}/index.html]({out.as_posix()}/index.html), " \
             f"table with every column: [{out.as_posix()}/results.csv]({out.as_posix()}/results.csv)."
-    minilm = minilm_workload.read_table(out)
-    return "\n\n".join([summary_markdown(df, table, read_optional_text(out / NOTES_FILE), minilm).strip(), _run_sentence(out),
+    sections = registry.report_sections(out)
+    return "\n\n".join([summary_markdown(df, table, read_optional_text(out / NOTES_FILE), sections).strip(), _run_sentence(out),
                         links, *plots]).replace("\n\n\n", "\n\n")
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from lba_core.fileio import atomic_write_text
 
-from ..workloads import minilm as minilm_workload
+from ..workloads.base import ReportSection
 from .cost_plots import silicon_axes
 from .data import PREDICTIONS_FILE, RESULTS_FILE, SCREENSHOT_FILE, STATS_FILE, has_values
 from .heatmap import HEATMAP, LAYER_EVENTS_FILE, heatmap_caption, heatmap_markdown
@@ -53,7 +53,7 @@ def _flat_text(value) -> str:
 
 
 def write_index_html(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str, plots: list[str],
-                     layer_events: pd.DataFrame | None = None, minilm: pd.DataFrame | None = None) -> Path:
+                     layer_events: pd.DataFrame | None = None, sections: list[ReportSection] = ()) -> Path:
     header, rows, constants = compact_table(df, table)
     shaded = pareto_front(df).tolist() if has_values(df, "ge", "top1_stage2") else [False] * len(df)
     findings = [s for s in (differences_sentence(df, table, "zero_shot") if "zero_shot_p" in table else "",) if s]
@@ -96,7 +96,7 @@ footer {{ margin-top: 2em; font-size: 0.8em; color: #666; }}
 {_html_table(header, rows, shaded)}
 <p class="caption">{html.escape(caption)}</p>
 <p class="method">{html.escape(statistics_words(table))}</p>
-{"" if minilm is None else minilm_workload.html_section(minilm)}{figures}
+{"".join(section.html for section in sections)}{figures}
 {_footer(out, notes)}
 </body></html>
 """

@@ -28,7 +28,7 @@ import pandas as pd
 
 from lba_core.fileio import atomic_write_text
 
-from ..workloads import minilm as minilm_workload
+from ..workloads import registry
 from .cost_plots import CostAxis, silicon_axes
 from .data import (
     NOTES_FILE, PREDICTIONS_FILE, RESULTS_FILE, STATS_FILE, TITLE_FILE, ReportError, dump_predictions, has_values,
@@ -61,7 +61,7 @@ def build_report(out_dir: "str | Path", title: str | None = None, notes: str | N
         layer_events = layer_events[layer_events["config"].isin(df["config"])]
         layer_events = layer_events if len(layer_events) else None
     table = statistics(df, predictions)
-    minilm = minilm_workload.read_table(out)
+    sections = registry.report_sections(out)
     if predictions is not None:
         atomic_write_text(out / STATS_FILE, table.to_csv(index=False, float_format="%.6g"))
     silicon = {name: axis for name, axis in silicon_axes(df).items()
@@ -70,11 +70,11 @@ def build_report(out_dir: "str | Path", title: str | None = None, notes: str | N
                                plot_area_blocks(df, out),
                                layer_events is not None and plot_layer_heatmap(layer_events, list(df["config"]), out))
              if name] + list(silicon)
-    write_markdown(df, table, out, title, notes, layer_events, silicon, minilm)
+    write_markdown(df, table, out, title, notes, layer_events, silicon, sections)
     for name in set(PLOTS) - set(plots) | set(RETIRED_PLOTS):  # a plot the data no longer supports
         for suffix in (".png", ".svg"):
             (out / name).with_suffix(suffix).unlink(missing_ok=True)
-    return write_index_html(df, table, out, title, notes, plots, layer_events, minilm)
+    return write_index_html(df, table, out, title, notes, plots, layer_events, sections)
 
 
 def _title(out: Path, df: pd.DataFrame) -> str:

@@ -15,7 +15,6 @@ versions go into ``sweep.json``, not ``results.csv``, so two runs of the same sw
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import time
 from dataclasses import asdict
@@ -38,8 +37,8 @@ from ..report.heatmap import layer_event_rows, layer_event_table, write_layer_ev
 from ..report.report import write_results
 from ..synthesis.area import area_sweep, write_area_report
 from ..synthesis.flows.operands import StreamSpec
-from ..workloads import minilm as minilm_workload
-from ..workloads.digits import AccuracyRun, Log, executor_of, run_accuracy
+from ..workloads import registry
+from ..workloads.base import Log, PointRun, RowPart, executor_of
 from .spec import SweepSpec
 
 SWEEP_FILE = "sweep.json"
@@ -113,42 +112,27 @@ def _cached_areas(spec: SweepSpec, configs: list[MacConfig], synthesis: dict[str
     return sum(area_is_cached(cfg, spec, synthesis) for cfg in configs)
 
 
-PHASES = ("baseline", "zero_shot", "stage1", "stage2")
-
-
-EVENTS = ("overflow", "underflow", "swamp")
-
-
-def _row(cfg: MacConfig, spec: SweepSpec, area: dict[str, Any] | None, records: list[dict[str, Any]] | None,
-         blocks: bool) -> dict[str, Any]:
-    """One row: the trained-and-synthesized configuration, its settings hash, area, accuracies (mean over the
-    seeds, and their sample standard deviation), event rates (mean over the seeds)."""
-    trained = MacConfig.from_dict(records[0]["mac_config"]) if records else cfg
+def result_row(trained: MacConfig, spec: SweepSpec, area: dict[str, Any] | None, parts: list[RowPart],
+               blocks: bool) -> dict[str, Any]:
+    """One row: the measured-and-synthesized configuration ``trained``, its settings hash, area, then the
+    workloads' columns (``parts``, e.g. accuracies and event rates)."""
     determinants: dict[str, Any] = {"area": area_determinants(spec, trained, blocks)}
-    if records:
-        determinants["accuracy"] = [record["key"] for record in records]
+    for part in parts:
+        determinants.update(part.determinants)
     row: dict[str, Any] = {
         "config": trained.name,
         "input": trained.input.name,
         "acc": trained.acc.name,
         "acc_bias": getattr(trained.acc, "bias", None),
-        "bias_mode": spec.bias_mode(cfg) if records else "format",
+        "bias_mode": parts[0].bias_mode if parts else "format",
         "rounding": trained.rounding,
         "chunk": trained.chunk_size or 0,
         "acc_bits": trained.acc.width,
         "settings_hash": provenance.settings_hash(determinants)[: provenance.SHORT_HASH],
     }
     row.update({key: value for key, value in (area or {}).items() if key not in row})
-    if records:
-        row["seeds"] = len(records)
-        for phase in PHASES:
-            values = [record[phase] for record in records]
-            row[f"top1_{phase}"] = statistics.fmean(values)
-            if phase in ("zero_shot", "stage2") and len(values) > 1:
-                row[f"top1_{phase}_sd"] = statistics.stdev(values)
-        for event in EVENTS:
-            row[f"{event}_rate"] = statistics.fmean(record.get(f"events_{event}", 0) / max(record.get("events_steps", 0), 1)
-                                                   for record in records)
+    for part in parts:
+        row.update(part.columns)
     return row
 
 
@@ -244,8 +228,10 @@ def run_settings(spec: SweepSpec, blocks: bool) -> dict[str, Any]:
                 if (key, value) != ("device", "cpu")}  # sweeps from before the device setting trained on the CPU
     settings = {"accuracy": accuracy, "targets": list(spec.targets), "blocks": blocks,
                 "baseline_acc": FloatFormat.parse(spec.baseline_acc).name, "product": spec.product, "array": spec.array}
-    if minilm_workload.uses_minilm(spec):
-        settings["minilm"] = minilm_workload.settings_of(spec)
+    for workload in registry.selected(spec):
+        extra = workload.settings(spec)
+        if extra is not None:
+            settings[workload.name] = extra
     return json.loads(json.dumps(settings))
 
 
@@ -274,35 +260,34 @@ def _run_sweep(spec: SweepSpec, out_dir: "str | Path", *, synthesis: dict[str, A
     earlier = check_output(out, spec)
     settings = run_settings(spec, blocks)
     earlier_rows = _earlier_rows(out, earlier, settings, log)  # a damaged table fails here, before any work
-    minilm_workload.check_available(spec)
+    workloads = registry.selected(spec)
+    for workload in workloads:
+        workload.check(spec)
     configs = spec.configs()
     points = out / POINTS
     started = time.perf_counter()
-    run, minilm_run = AccuracyRun(), minilm_workload.MiniLMRun()
-    digits = spec.accuracy.enabled and spec.accuracy.model != "minilm"
+    runs = {workload.name: PointRun() for workload in workloads}
     try:
-        if digits:
-            run_accuracy(spec, configs, points, log, run, progress)
-        if minilm_workload.uses_minilm(spec):
-            minilm_workload.run_points(spec, configs, points, log, minilm_run, progress)
-        trained = [MacConfig.from_dict(run.records[cfg.name][0]["mac_config"]) if cfg.name in run.records else cfg
-                   for cfg in configs]
-        if spec.accuracy.enabled and not digits:  # MiniLM is the model: synthesize what it ran
-            trained = minilm_workload.trained_configs(spec, configs, minilm_run)
+        for workload in workloads:
+            workload.run(spec, configs, points, log, runs[workload.name], progress)
+        trained = [_circuit(spec, cfg, workloads, runs) for cfg in configs]  # synthesize what was measured
         cached = _cached_areas(spec, trained, synthesis)
         log(f"synthesis: reusing {cached} of {len(trained)} points from the cache (targets: {', '.join(spec.targets)})")
         area_table = area_sweep(trained, spec.targets, jobs=spec.jobs, baseline=spec.baseline_acc, energy=spec.energy,
                                 executor=executor_of(spec), stream_spec=energy_streams(spec),
                                 **{"progress": progress, **synthesis})
     except Interrupted as stop:
-        saved, total = ((run.saved + minilm_run.saved, run.total + minilm_run.total) if spec.accuracy.enabled
-                        else (_cached_areas(spec, configs, synthesis), len(configs)))
+        saved, total = ((sum(run.saved for run in runs.values()), sum(run.total for run in runs.values()))
+                        if spec.accuracy.enabled else (_cached_areas(spec, configs, synthesis), len(configs)))
         raise stop.with_message(f"interrupted: {saved} of {total} points saved; rerun the same command to finish") from None
-    records = run.records
     area_by_name = {row["config"]: row for row in area_table.to_dict("records")}
-    # a row is named after its circuit: the digits point's configuration, else what MiniLM ran
-    rows = [_row(cfg if cfg.name in records else trained_cfg, spec, area_by_name[trained_cfg.name], records.get(cfg.name),
-                 blocks) for cfg, trained_cfg in zip(configs, trained)]
+    parts = [[part for workload in workloads if (part := workload.row(spec, cfg, runs[workload.name])) is not None]
+             for cfg in configs]
+    records = {cfg.name: [record for part in cfg_parts for record in part.records]
+               for cfg, cfg_parts in zip(configs, parts) if cfg_parts}
+    # a row is named after its circuit: the configuration the workloads measured
+    rows = [result_row(trained_cfg, spec, area_by_name[trained_cfg.name], cfg_parts, blocks)
+            for trained_cfg, cfg_parts in zip(trained, parts)]
     current = pd.DataFrame(rows)
     if spec.array is not None:
         from ..synthesis.pe_array import add_array_columns
@@ -313,12 +298,12 @@ def _run_sweep(spec: SweepSpec, out_dir: "str | Path", *, synthesis: dict[str, A
     requested = {row["config"]: cfg.name for row, cfg in zip(rows, configs)}
     table, requested = _merge(earlier_rows, (earlier or {}).get("requested", {}), current, requested)
     area_rows = _merge_area(out, earlier, settings, area_table)
-    if digits:
+    if records:
         layers = [layer for row, cfg in zip(rows, configs) if cfg.name in records
                   for layer in layer_event_rows(row["config"], row["acc"], records[cfg.name])]
         write_layer_events(out, layer_event_table(layers), list(table["config"]))
-    if minilm_workload.uses_minilm(spec):
-        minilm_workload.write_table(out, minilm_workload.table(spec, configs, minilm_run), earlier, settings)
+    for workload in workloads:
+        workload.write_tables(out, spec, configs, runs[workload.name], earlier, settings)
     minutes = (time.perf_counter() - started) / 60
     _write_sweep_file(out, spec, settings, requested, records, earlier, minutes)
     kind = "MAC area" if spec.area_only else "area and accuracy"
@@ -329,6 +314,15 @@ def _run_sweep(spec: SweepSpec, out_dir: "str | Path", *, synthesis: dict[str, A
                 if cfg.name in records and all("predictions" in record for record in records[cfg.name])}
     predictions = predictions_from_points(measured) if measured else None
     return write_results(table, out, title=title, notes=notes, predictions=predictions)
+
+
+def _circuit(spec: SweepSpec, cfg: MacConfig, workloads, runs: dict[str, PointRun]) -> MacConfig:
+    """The circuit the first workload that measured ``cfg`` as the sweep's model ran (bias resolved), else ``cfg``."""
+    for workload in workloads:
+        circuit = workload.circuit(spec, cfg, runs[workload.name])
+        if circuit is not None:
+            return circuit
+    return cfg
 
 
 def _merge_area(out: Path, earlier: dict[str, Any] | None, settings: dict[str, Any], area: pd.DataFrame) -> pd.DataFrame:
@@ -351,22 +345,7 @@ def _notes(spec: SweepSpec, table: pd.DataFrame) -> str:
         parts.append(f"Energy per MAC: gate-level switching of each mapped MAC at its own minimum clock period, on "
                      f"the operands of {streams.describe()}, and on uniformly random codes; energy per inference = "
                      "the sum over that model's layers of MACs per image x pJ/MAC on the layer's operands.")
-    if spec.accuracy.enabled and spec.accuracy.model == "minilm":
-        parts.append(minilm_workload.notes(spec))
-    elif not spec.area_only:
-        accuracy = spec.accuracy
-        calibrated = [row["acc"] for _, row in table.iterrows() if row.get("bias_mode") not in ("format", None)]
-        standard = [row["acc"] for _, row in table.iterrows() if row.get("bias_mode") == "format"]
-        parts.append(
-            f"Accuracy: {accuracy.model} on {accuracy.data}, baseline {accuracy.epochs_baseline} epochs, fine-tuning "
-            f"{accuracy.epochs[0]}+{accuracy.epochs[1]} epochs, lr {accuracy.lr[0]:g}/{accuracy.lr[1]:g}, seed "
-            f"{accuracy.seed}, estimator {accuracy.estimator}. Each row is one circuit: the accumulator bias that was "
-            f"trained is the bias that was synthesized (column acc_bias)."
-        )
-        if calibrated:
-            parts.append(f"Bias chosen by '{accuracy.bias}': {', '.join(calibrated)}.")
-        if standard:
-            parts.append(f"Bias as given (standard or explicit): {', '.join(standard)}.")
+    parts += [words for workload in registry.selected(spec) if (words := workload.notes(spec, table))]
     return " ".join(parts)
 
 

@@ -7,11 +7,11 @@ workloads)."""
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,18 @@ from lba_core import FloatFormat, MacConfig
 from lba_core.fileio import atomic_write
 
 from ..execution import provenance
-from ..execution.jobs import Executor, progress_bars, worker_pool
+from ..execution.jobs import progress_bars, worker_pool
 from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
+from .base import Log, PointRun, ReportSection, RowPart, executor_of
 
+#: The digits models (lba_train.models), the sweep's ``accuracy.model`` values this workload runs.
+MODELS = ("mlp", "resnet", "transformer")
 
-Log = Callable[[str], None]
+#: The accuracies of a point (top1_<phase> columns of results.csv).
+PHASES = ("baseline", "zero_shot", "stage1", "stage2")
+
+#: The accumulator events of a point (<event>_rate columns of results.csv).
+EVENTS = ("overflow", "underflow", "swamp")
 
 
 def baseline_determinants(spec) -> dict[str, Any]:
@@ -90,21 +97,11 @@ def _accuracy_job(cfg_dict: dict, bias_mode: str, accuracy: dict, baseline_path:
     return {**record, "mac_config": trained.to_dict()}
 
 
-@dataclass
-class AccuracyRun:
-    """Accuracy records by requested configuration name, one per seed in seed order; counts for messages.
-    Filled as points arrive, so an interrupted run still knows how many it saved."""
-
-    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    total: int = 0
-    saved: int = 0
-
-
 def _seeds(spec) -> list[int]:
     return [spec.accuracy.seed + index for index in range(spec.accuracy.seeds)]
 
 
-def run_accuracy(spec, configs: list[MacConfig], points: Path, log: Log, run: AccuracyRun,
+def run_accuracy(spec, configs: list[MacConfig], points: Path, log: Log, run: PointRun,
                  progress: bool = True) -> None:
     """Every configuration at every seed; matching saved points are reused, the rest run in parallel."""
     seeds = _seeds(spec)
@@ -132,7 +129,7 @@ def run_accuracy(spec, configs: list[MacConfig], points: Path, log: Log, run: Ac
 
 
 def _compute(spec, configs: list[MacConfig], seeds: list[int], points: Path, found: dict,
-             run: AccuracyRun, log: Log, progress: bool) -> None:
+             run: PointRun, log: Log, progress: bool) -> None:
     accuracy = asdict(spec.accuracy)
     baseline_path = point_path(points, "baseline", provenance.settings_hash(baseline_determinants(spec)), ".pt")
     missing = run.total - len(found)
@@ -180,6 +177,70 @@ def _compute(spec, configs: list[MacConfig], seeds: list[int], points: Path, fou
                     bar.update()
 
 
-def executor_of(spec) -> Executor:
-    """Where the spec's points and synthesis run: local worker processes or Ray tasks."""
-    return Executor(spec.executor, spec.ray_address)
+def row_columns(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A configuration's accuracy columns from its seeds' records: accuracies (mean over the seeds, and the
+    sample standard deviation of the zero-shot and fine-tuned ones), event rates (mean over the seeds)."""
+    columns: dict[str, Any] = {"seeds": len(records)}
+    for phase in PHASES:
+        values = [record[phase] for record in records]
+        columns[f"top1_{phase}"] = statistics.fmean(values)
+        if phase in ("zero_shot", "stage2") and len(values) > 1:
+            columns[f"top1_{phase}_sd"] = statistics.stdev(values)
+    for event in EVENTS:
+        columns[f"{event}_rate"] = statistics.fmean(record.get(f"events_{event}", 0) / max(record.get("events_steps", 0), 1)
+                                                    for record in records)
+    return columns
+
+
+class DigitsWorkload:
+    """The digits models' accuracy points (the Workload protocol, hwmodel.workloads.base)."""
+
+    name = "digits"
+
+    def selected(self, spec) -> bool:
+        return spec.accuracy.enabled and spec.accuracy.model in MODELS
+
+    def check(self, spec) -> None:
+        return None
+
+    def run(self, spec, configs: list[MacConfig], points: Path, log: Log, run: PointRun, progress: bool) -> None:
+        run_accuracy(spec, configs, points, log, run, progress)
+
+    def circuit(self, spec, cfg: MacConfig, run: PointRun) -> MacConfig | None:
+        records = run.records.get(cfg.name)
+        return MacConfig.from_dict(records[0]["mac_config"]) if records else None
+
+    def row(self, spec, cfg: MacConfig, run: PointRun) -> RowPart | None:
+        records = run.records.get(cfg.name)
+        if not records:
+            return None
+        return RowPart(bias_mode=spec.bias_mode(cfg), determinants={"accuracy": [record["key"] for record in records]},
+                       columns=row_columns(records), records=records)
+
+    def write_tables(self, out: Path, spec, configs: list[MacConfig], run: PointRun, earlier: dict | None,
+                     settings: dict[str, Any]) -> None:
+        return None  # the rows are in results.csv (the sweep writes the per-layer events of their records)
+
+    def settings(self, spec) -> dict[str, Any] | None:
+        return None  # the spec's accuracy settings, already in every report folder's settings
+
+    def notes(self, spec, table) -> str:
+        if not self.selected(spec):
+            return ""
+        accuracy = spec.accuracy
+        calibrated = [row["acc"] for _, row in table.iterrows() if row.get("bias_mode") not in ("format", None)]
+        standard = [row["acc"] for _, row in table.iterrows() if row.get("bias_mode") == "format"]
+        parts = [
+            f"Accuracy: {accuracy.model} on {accuracy.data}, baseline {accuracy.epochs_baseline} epochs, fine-tuning "
+            f"{accuracy.epochs[0]}+{accuracy.epochs[1]} epochs, lr {accuracy.lr[0]:g}/{accuracy.lr[1]:g}, seed "
+            f"{accuracy.seed}, estimator {accuracy.estimator}. Each row is one circuit: the accumulator bias that was "
+            f"trained is the bias that was synthesized (column acc_bias)."
+        ]
+        if calibrated:
+            parts.append(f"Bias chosen by '{accuracy.bias}': {', '.join(calibrated)}.")
+        if standard:
+            parts.append(f"Bias as given (standard or explicit): {', '.join(standard)}.")
+        return " ".join(parts)
+
+    def report_section(self, out: Path) -> ReportSection | None:
+        return None  # the report's main table is the digits table

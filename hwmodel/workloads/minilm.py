@@ -19,7 +19,6 @@ import io
 import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from functools import cache
 from importlib import metadata
@@ -33,6 +32,7 @@ from lba_core.fileio import atomic_write, atomic_write_text, markdown_table
 
 from ..execution import provenance
 from ..execution.points import POINT_THREADS, limit_threads, read_point, write_point
+from .base import Log, PointRun, ReportSection, RowPart, executor_of
 
 MINILM_FILE = "minilm.csv"
 STAGES = ("zero-shot", "fine-tuned")
@@ -42,18 +42,23 @@ SENTENCES = Path(__file__).resolve().parents[2] / "data" / "sentences"
 EVAL_FILE, FINETUNE_FILE = SENTENCES / "eval.txt", SENTENCES / "finetune.txt"
 #: Evaluation sentences per batch (the activation scales are per tensor: fixed batches, identical inputs).
 EVAL_BATCH = 49
-
-Log = Callable[[str], None]
+#: The sweep's ``accuracy.model`` value that makes MiniLM the sweep's model.
+MODELS = ("minilm",)
 
 
 # ------------------------------------------------------------------------------------------- what runs
+def is_model(spec) -> bool:
+    """Whether MiniLM is the sweep's model (not only a workload beside the digits model)."""
+    return spec.accuracy.enabled and spec.accuracy.model in MODELS
+
+
 def uses_minilm(spec) -> bool:
-    return spec.accuracy.enabled and (spec.accuracy.model == "minilm" or spec.minilm.enabled)
+    return spec.accuracy.enabled and (spec.accuracy.model in MODELS or spec.minilm.enabled)
 
 
 def stages(spec) -> tuple[str, ...]:
     """Zero-shot always; fine-tuned when asked, and by default when MiniLM is the sweep's model."""
-    finetune = spec.minilm.finetune if spec.minilm.finetune is not None else spec.accuracy.model == "minilm"
+    finetune = spec.minilm.finetune if spec.minilm.finetune is not None else spec.accuracy.model in MODELS
     return STAGES if finetune else STAGES[:1]
 
 
@@ -186,22 +191,14 @@ def _write(points: Path, key: str, record: dict) -> None:
     record.update(arrays)
 
 
-class MiniLMRun:
-    """Records by (requested configuration name, stage); counts for the interruption message."""
-
-    def __init__(self) -> None:
-        self.records: dict[tuple[str, str], dict] = {}
-        self.total = 0
-        self.saved = 0
-
-
-def run_points(spec, configs: list[MacConfig], points: Path, log: Log, run: MiniLMRun, progress: bool = True) -> None:
-    """Every (configuration, stage) point; matching saved points are reused, the rest run in parallel."""
+def run_points(spec, configs: list[MacConfig], points: Path, log: Log, run: PointRun, progress: bool = True) -> None:
+    """Every (configuration, stage) point; matching saved points are reused, the rest run in parallel. The
+    records are keyed by (requested configuration name, stage)."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from tqdm import tqdm
 
-    from ..execution.jobs import Executor, progress_bars, worker_pool
+    from ..execution.jobs import progress_bars, worker_pool
 
     wanted = [(cfg, stage) for cfg in minilm_configs(configs) for stage in stages(spec)]
     run.total = len(wanted)
@@ -218,7 +215,7 @@ def run_points(spec, configs: list[MacConfig], points: Path, log: Log, run: Mini
         f"{spec.minilm.sentences or 'all'} evaluation sentences)")
     if not missing:
         return
-    with worker_pool(max(1, min(spec.jobs, len(missing))), Executor(spec.executor, spec.ray_address)) as pool:
+    with worker_pool(max(1, min(spec.jobs, len(missing))), executor_of(spec)) as pool:
         pending = {pool.submit(_point_job, cfg.to_dict(), bias_mode(spec, cfg), stage, _sentence_settings(spec),
                                _distill_settings(spec)): (cfg, stage, key) for cfg, stage, key in missing}
         with tqdm(total=len(missing), desc="MiniLM points", unit="point", file=sys.stderr, disable=not progress_bars(progress)) as bar:
@@ -235,15 +232,15 @@ def run_points(spec, configs: list[MacConfig], points: Path, log: Log, run: Mini
                     bar.update()
 
 
-def trained_configs(spec, configs: list[MacConfig], run: MiniLMRun) -> list[MacConfig]:
-    """With MiniLM as the sweep's model: the configurations as MiniLM ran them (bias resolved), so that the
-    synthesized circuit is the one measured."""
-    return [MacConfig.from_dict(run.records[cfg.name, STAGES[0]]["mac_config"]) if (cfg.name, STAGES[0]) in run.records
-            else cfg for cfg in configs]
+def circuit(spec, cfg: MacConfig, run: PointRun) -> MacConfig | None:
+    """With MiniLM as the sweep's model: the configuration as MiniLM ran it (bias resolved), so that the
+    synthesized circuit is the one measured; else None."""
+    record = run.records.get((cfg.name, STAGES[0])) if is_model(spec) else None
+    return None if record is None else MacConfig.from_dict(record["mac_config"])
 
 
 # ------------------------------------------------------------------------------------------- the table
-def table(spec, configs: list[MacConfig], run: MiniLMRun) -> pd.DataFrame:
+def table(spec, configs: list[MacConfig], run: PointRun) -> pd.DataFrame:
     """One row per configuration and stage, with bootstrap intervals and the paired comparison with the
     fp32-accumulator row of the same inputs, rounding, chunking and stage."""
     import torch
@@ -381,3 +378,38 @@ def html_section(frame: pd.DataFrame) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
     return (f'<h2 id="minilm">MiniLM sentence embeddings</h2>\n<table><tr>{head}</tr>{body}</table>\n'
             f'<p class="caption">{html.escape(_caption(frame))}</p>\n')
+
+
+class MiniLMWorkload:
+    """MiniLM sentence embeddings (the Workload protocol, hwmodel.workloads.base)."""
+
+    name = "minilm"
+
+    def selected(self, spec) -> bool:
+        return uses_minilm(spec)
+
+    def check(self, spec) -> None:
+        check_available(spec)
+
+    def run(self, spec, configs: list[MacConfig], points: Path, log: Log, run: PointRun, progress: bool) -> None:
+        run_points(spec, configs, points, log, run, progress)
+
+    def circuit(self, spec, cfg: MacConfig, run: PointRun) -> MacConfig | None:
+        return circuit(spec, cfg, run)
+
+    def row(self, spec, cfg: MacConfig, run: PointRun) -> RowPart | None:
+        return None  # its rows are in minilm.csv
+
+    def write_tables(self, out: Path, spec, configs: list[MacConfig], run: PointRun, earlier: dict | None,
+                     settings: dict[str, Any]) -> None:
+        write_table(out, table(spec, configs, run), earlier, settings)
+
+    def settings(self, spec) -> dict[str, Any] | None:
+        return settings_of(spec)
+
+    def notes(self, spec, table: pd.DataFrame) -> str:
+        return notes(spec) if is_model(spec) else ""
+
+    def report_section(self, out: Path) -> ReportSection | None:
+        frame = read_table(out)
+        return None if frame is None else ReportSection(markdown_section(frame), html_section(frame))

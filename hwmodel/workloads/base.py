@@ -1,0 +1,109 @@
+"""The ``Workload`` protocol: what a sweep measures besides area, one implementation per module of this package,
+named in one registry (:mod:`hwmodel.workloads.registry`). The sweep and the report loop over the registry's
+workloads that a spec selects and never branch on a workload's name.
+
+A workload says
+
+- whether a spec runs it (:meth:`Workload.selected`) and, before any work, whether it can (:meth:`Workload.check`);
+- what determines a point and how the points run (:meth:`Workload.run`: saved points are reused, the rest run on
+  the spec's executor, local worker processes or Ray tasks, see :func:`executor_of`; counts go into a
+  :class:`PointRun` as points arrive, so an interrupted sweep still says how many it saved);
+- which circuit it measured for a requested configuration, when it is the sweep's model (:meth:`Workload.circuit`:
+  a row's area and accuracy then describe one circuit);
+- the columns it adds to a configuration's row of ``results.csv`` (:meth:`Workload.row`, a :class:`RowPart`)
+  and the tables it writes beside it (:meth:`Workload.write_tables`);
+- the run-wide settings that the rows of a report folder share (:meth:`Workload.settings`) and its words in
+  the report's notes (:meth:`Workload.notes`);
+- its report section and README block, read back from the folder (:meth:`Workload.report_section`).
+
+``spec`` arguments are :class:`hwmodel.sweep.spec.SweepSpec` objects (not imported: the sweep sits above its
+workloads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from lba_core import MacConfig
+
+from ..execution.jobs import Executor
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class PointRun:
+    """A workload's points of one sweep, by its own key (e.g. requested configuration name), filled as they
+    arrive; ``total`` points asked for, ``saved`` of them saved (reused or computed)."""
+
+    records: dict[Any, Any] = field(default_factory=dict)
+    total: int = 0
+    saved: int = 0
+
+
+@dataclass(frozen=True)
+class RowPart:
+    """A workload's part of one configuration's row of ``results.csv``.
+
+    ``determinants`` join the row's settings hash (keyed as given, e.g. ``{"accuracy": [point keys]}``);
+    ``bias_mode`` is how the row's accumulator bias was chosen; ``columns`` follow the area columns;
+    ``records`` are the point records behind the row (one per seed: the per-layer events, the per-example
+    predictions and the measurement times are read from them)."""
+
+    bias_mode: str
+    determinants: dict[str, Any]
+    columns: dict[str, Any]
+    records: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A workload's section of a report folder: in results.md and the README block (``markdown``) and in
+    index.html (``html``)."""
+
+    markdown: str
+    html: str
+
+
+class Workload(Protocol):
+    #: The registry's name of the workload (also its key in sweep.json's settings).
+    name: str
+
+    def selected(self, spec) -> bool:
+        """Whether the spec runs this workload."""
+
+    def check(self, spec) -> None:
+        """Before any work: raise ConfigError (one line) when the workload cannot run (e.g. a missing extra)."""
+
+    def run(self, spec, configs: list[MacConfig], points: Path, log: Log, run: PointRun, progress: bool) -> None:
+        """Every point of ``configs``; saved points under ``points`` that match are reused."""
+
+    def circuit(self, spec, cfg: MacConfig, run: PointRun) -> MacConfig | None:
+        """The circuit measured for the requested ``cfg`` (bias resolved) when this workload is the sweep's
+        model; None otherwise."""
+
+    def row(self, spec, cfg: MacConfig, run: PointRun) -> RowPart | None:
+        """This workload's part of ``cfg``'s row of results.csv, or None (its results are in its own table)."""
+
+    def write_tables(self, out: Path, spec, configs: list[MacConfig], run: PointRun, earlier: dict | None,
+                     settings: dict[str, Any]) -> None:
+        """The workload's own tables in the report folder (``earlier``: the previous run's sweep.json)."""
+
+    def settings(self, spec) -> dict[str, Any] | None:
+        """Run-wide settings beyond the spec's accuracy settings (sweep.json ``settings[name]``), or None."""
+
+    def notes(self, spec, table: pd.DataFrame) -> str:
+        """The report notes' words on this workload ("" for none)."""
+
+    def report_section(self, out: Path) -> ReportSection | None:
+        """The section the folder's data give for this workload, or None (absent: older folders too)."""
+
+
+def executor_of(spec) -> Executor:
+    """Where the spec's points and synthesis run: local worker processes or Ray tasks."""
+    return Executor(spec.executor, spec.ray_address)
