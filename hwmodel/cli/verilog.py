@@ -100,20 +100,17 @@ def run(args: argparse.Namespace) -> int:
     import rtl  # imported here so that `hwmodel --help` does not load Amaranth
 
     check_array_args("verilog", args)
-    writable_folder(args.out, "-o")  # before any circuit is built: no half-built export, no temp folder left
+    cfg = array_config(args) if args.array is not None else config_from_args(args)
+    writable_folder(args.out, "-o")  # after the options, before any circuit: no half-built export, no temp folder
     if args.array is not None:
         rows, cols = args.array
-        paths = rtl.export_pe_array_verilog(
-            rows, cols, array_config(args), args.out, depth=args.depth, hierarchical=args.hierarchical
-        )
-    else:
-        cfg = config_from_args(args)
-        if cfg.fused_acc:  # the fused dot-product-add unit: fdpa.v and fdpa.json (rtl.fdpa_export)
-            from rtl.fdpa_export import export_fdpa_verilog
+        paths = rtl.export_pe_array_verilog(rows, cols, cfg, args.out, depth=args.depth, hierarchical=args.hierarchical)
+    elif cfg.fused_acc:  # the fused dot-product-add unit: fdpa.v and fdpa.json (rtl.fdpa_export)
+        from rtl.fdpa_export import export_fdpa_verilog
 
-            paths = export_fdpa_verilog(cfg, args.out, pipeline=args.pipeline, hierarchical=args.hierarchical)
-        else:
-            paths = rtl.export_verilog(cfg, args.out, hierarchical=args.hierarchical, pipeline=args.pipeline)
+        paths = export_fdpa_verilog(cfg, args.out, pipeline=args.pipeline, hierarchical=args.hierarchical)
+    else:
+        paths = rtl.export_verilog(cfg, args.out, hierarchical=args.hierarchical, pipeline=args.pipeline)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
