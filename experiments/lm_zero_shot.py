@@ -65,6 +65,9 @@ def markdown(result: dict) -> str:
         f"Model: {result['model']}; {evaluation['windows']} test windows of {result['context']} scored bytes "
         f"(Shakespeare, test split); float32 model: {evaluation['float_bpb']['value']:.4f} bits/byte "
         f"[{evaluation['float_bpb']['low']:.4f}, {evaluation['float_bpb']['high']:.4f}].", "",
+        f"Operand scaling: static max-abs ranges from {evaluation['options']['calibration_windows']} training "
+        f"windows, widened by 2^{evaluation['options'].get('margin_log2', 0)}"
+        f"{' (plain max-abs: the naive scaling)' if evaluation['options'].get('margin_log2', 0) == 0 else ''}. "
         "Intervals: 95% percentile bootstrap over windows; Δ is paired with the first row.", "",
         "| accumulator | bits/byte [95%] | Δ vs fp32 acc [95%] | KL to float (bits/byte) | top-1 agreement | "
         "overflow | underflow | swamp | NaN/Inf | s |",
@@ -89,18 +92,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accs", type=_formats, default=list(DEFAULT_ACCS), help="accumulators; the first is the baseline")
     parser.add_argument("--windows", type=int, default=LMEvalOptions.windows, help="test windows")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--margin", type=int, default=0,
+                        help="operand scaling margin: every operand range widened by 2**margin (0: plain max-abs)")
     parser.add_argument("--model", type=Path, default=DEFAULT_WEIGHTS, help="a model saved by scripts/train_lm.py")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the corpus archive is fetched to")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "lm_zero_shot", help="report folder")
     args = parser.parse_args(argv)
     if args.windows < 1:
         parser.error(f"--windows must be positive, got {args.windows}")
+    if args.margin < 0:
+        parser.error(f"--margin must be a non-negative integer, got {args.margin}")
     if not args.model.is_file():
         parser.error(f"--model {args.model}: no such file")
     configs = accumulator_configs(args.input, args.accs)
     model = load_model(args.model)
     corpus = load_corpus(args.cache)
-    options = LMEvalOptions(windows=args.windows, threads=args.threads)
+    options = LMEvalOptions(windows=args.windows, threads=args.threads, margin_log2=args.margin)
     load_before, started = os.getloadavg(), time.perf_counter()
     evaluation = evaluate_accumulators(
         model, corpus.test, corpus.train, configs, options,

@@ -170,3 +170,16 @@ def test_runner_report_from_an_evaluation(runner):
               "evaluation": evaluation.as_dict()}
     text = runner.markdown(result)
     assert text.count("\n| e4m3xe4m3-") == 2 and "| — |" in text
+
+
+def test_margin_widens_every_operand_range():
+    ids = torch.randint(0, 256, (2, TINY.context), generator=torch.Generator().manual_seed(3))
+    plain, wide = (lbaify(tiny_model(), NARROW, intercept=False) for _ in range(2))
+    freeze_operand_ranges(plain, ids)
+    freeze_operand_ranges(wide, ids, margin_log2=2)
+    for (name, a), (_, b) in zip(plain.named_modules(), wide.named_modules()):
+        if hasattr(a, "input_quantizer"):
+            assert torch.equal(b.input_quantizer.amax, 4 * a.input_quantizer.amax), name
+            assert b.weight_quantizer.frozen
+    with pytest.raises(ConfigError, match="margin_log2"):
+        LMEvalOptions(margin_log2=-1)

@@ -43,11 +43,16 @@ class LMEvalOptions:
     seed: int = 0
     layer_options: LayerOptions = field(default_factory=LayerOptions)
     threads: int | None = None
+    #: Every operand range (activations and weights) widened by 2**margin before scaling, so that the largest
+    #: operand lands 2**-margin below the input format's maximum; 0 = plain max-abs scaling.
+    margin_log2: int = 0
 
     def __post_init__(self) -> None:
         for name in ("windows", "calibration_windows", "batch", "resamples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"LMEvalOptions.{name} must be positive, got {getattr(self, name)}")
+        if not isinstance(self.margin_log2, int) or self.margin_log2 < 0:
+            raise ConfigError(f"LMEvalOptions.margin_log2 must be a non-negative integer, got {self.margin_log2!r}")
 
 
 @dataclass
@@ -106,9 +111,11 @@ def _operand_quantizers(model: nn.Module) -> list[nn.Module]:
 
 
 @torch.no_grad()
-def freeze_operand_ranges(model: nn.Module, windows: torch.Tensor, batch: int = 8) -> int:
+def freeze_operand_ranges(model: nn.Module, windows: torch.Tensor, batch: int = 8, margin_log2: int = 0) -> int:
     """Fix every activation operand's max-abs range of ``model`` (converted by lbaify) to the largest seen on
-    the input ``windows`` (exact accumulation, no events counted). Returns how many ranges were fixed."""
+    the input ``windows`` (exact accumulation, no events counted). With ``margin_log2`` > 0 every range, the
+    weights' too, is widened by 2**margin_log2 (operands scaled down by that power of two). Returns how many
+    ranges were fixed."""
     quantizers = _operand_quantizers(model)
     observed: dict[nn.Module, torch.Tensor] = {}
 
@@ -131,8 +138,13 @@ def freeze_operand_ranges(model: nn.Module, windows: torch.Tensor, batch: int = 
             hook.remove()
         for layer, exact, stats in saved:
             layer.exact_accumulation, layer.stats = exact, stats
+    widen = 2.0 ** margin_log2
     for quantizer in quantizers:
-        quantizer.freeze(observed[quantizer])
+        quantizer.freeze(observed[quantizer] * widen)
+    if margin_log2:
+        for _, layer in lba_layers(model):
+            if not isinstance(layer, (LBAMatMul, LBAProducts)):
+                layer.weight_quantizer.freeze(layer.weight_quantizer.observed_amax(layer.weight) * widen)
     return len(quantizers)
 
 
@@ -184,7 +196,7 @@ def evaluate_point(model: ByteLM, cfg: MacConfig, windows: torch.Tensor, calibra
         torch.set_num_threads(options.threads)
     started = time.perf_counter()
     converted = lbaify(model, cfg, options.layer_options, intercept=False).eval()
-    freeze_operand_ranges(converted, calibration, options.batch)
+    freeze_operand_ranges(converted, calibration, options.batch, options.margin_log2)
     counts, handles = _nonfinite_hooks(converted)
     try:
         outputs = model_outputs(converted, windows, options.batch)
