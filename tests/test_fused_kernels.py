@@ -147,3 +147,20 @@ def test_triton_kernel_matches_mmasim_full(acc, a, b):
     compared, bad = compare(cfg, triton_matmul, outputs=TRITON_FULL_OUTPUTS, seed=2027, cols=32)
     print(f"triton (interpreted) {cfg.name}: {compared} outputs vs MMA-Sim, {bad} mismatches")
     assert compared >= TRITON_FULL_OUTPUTS and bad == 0
+
+
+@pytest.mark.skipif(not TRITON, reason="Triton is not installed or was imported before TRITON_INTERPRET=1")
+def test_dispatch_reaches_both_kernels_by_name_with_the_same_events():
+    from lba_train.events import EventStats
+    from lba_train.kernels.dispatch import batched_gemm_values
+
+    cfg = MacConfig(input="e4m3_sub", weight="e5m2_sub", acc="hopper-fp8+promote64")
+    gen = torch.Generator().manual_seed(3)
+    x = torch.from_numpy(np.ldexp(torch.randint(-15, 16, (2, 3, 70), generator=gen).double().numpy(), -2))
+    w = torch.from_numpy(np.ldexp(torch.randint(-7, 8, (2, 70, 5), generator=gen).double().numpy(), -9))
+    stats = {name: EventStats() for name in ("numba", "triton")}
+    values = {name: batched_gemm_values(x, w, cfg, stats=stats[name], kernel=name) for name in stats}
+    assert mismatches(values["numba"].numpy(), values["triton"].numpy()) == 0
+    assert stats["numba"] == stats["triton"] and stats["numba"].steps == 2 * 3 * 5 * (3 + 2)
+    with pytest.raises(ValueError, match="runs on the numba or triton kernel, not 'torch'"):
+        batched_gemm_values(x, w, cfg, kernel="torch")
