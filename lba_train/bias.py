@@ -3,10 +3,15 @@
 With max-abs operand scaling the MAC sees products up to ``max_a * max_b``, far above the range of a
 default-biased narrow accumulator, so the bias decides where the accumulator's binades sit. The bias is a
 hardware knob (it is part of the accumulator format the RTL is generated for).
+
+A fixed-bias accumulator (fp16, bf16, fp32, a format with an explicit bias) keeps its bias; "margin" then
+scales the operands down instead, by a per-layer power of two chosen on the same calibration data
+(:func:`calibrate_scale_margins`), which is what one would do with such an accumulator in practice.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import torch
@@ -18,7 +23,7 @@ from lba_core import ConfigError, FloatFormat, MacConfig, derive_datapath, paper
 from .convert import lba_layers
 from .layers import LBAMatMul
 
-BIAS_MODES = ("format", "paper", "calibrate")
+BIAS_MODES = ("format", "paper", "calibrate", "margin")
 
 #: Partial sums per layer and batch whose magnitudes are recorded (evenly spaced output rows).
 CALIBRATION_ROWS = 256
@@ -93,7 +98,10 @@ def observe_partial_sums(model: nn.Module, batches) -> dict[str, Counter]:
 
     def record(name):
         def hook(layer, _inputs, _output):
-            a, b = captured[id(layer.input_quantizer)], captured[id(layer.weight_quantizer)]
+            a = captured[id(layer.input_quantizer)]
+            # a frozen weight may come from the layer's cache without a call of its quantizer
+            b = captured.pop(id(layer.weight_quantizer), None)
+            b = layer.quantized_weight()[0] if b is None else b
             histograms[name].update(partial_sum_exponents(layer, a, b))
 
         return hook
@@ -119,19 +127,26 @@ def observe_partial_sums(model: nn.Module, batches) -> dict[str, Counter]:
     return histograms
 
 
-def calibrated_bias(cfg: MacConfig, histogram: Counter, overflow_fraction: float = 1e-4) -> int:
-    """The bias whose top binade is the highest exponent left after ignoring the largest
-    ``overflow_fraction`` of the observed values (so at most that fraction would saturate)."""
+def top_exponent(histogram: Counter, overflow_fraction: float = 1e-4) -> int | None:
+    """The highest observed exponent left after ignoring the largest ``overflow_fraction`` of the observed
+    values (the headroom rule of both the bias and the margin calibration), or None for no values."""
     total = sum(histogram.values())
     if total == 0:
-        return cfg.acc.bias
+        return None
     allowed = overflow_fraction * total
     above = 0
     for exponent in sorted(histogram, reverse=True):
         above += histogram[exponent]
         if above > allowed:
-            return (1 << cfg.acc.exp_bits) - 1 - exponent
+            return exponent
     raise AssertionError("unreachable: the loop covers every observed value")
+
+
+def calibrated_bias(cfg: MacConfig, histogram: Counter, overflow_fraction: float = 1e-4) -> int:
+    """The bias whose top binade is the highest exponent left after ignoring the largest
+    ``overflow_fraction`` of the observed values (so at most that fraction would saturate)."""
+    exponent = top_exponent(histogram, overflow_fraction)
+    return cfg.acc.bias if exponent is None else (1 << cfg.acc.exp_bits) - 1 - exponent
 
 
 def calibrate_bias_config(
@@ -147,13 +162,77 @@ def calibrate_bias_config(
     return with_acc_bias(cfg, min(biases))
 
 
+def margin_exponent(cfg: MacConfig, histogram: Counter, overflow_fraction: float = 1e-4) -> int:
+    """m >= 0, the smallest power-of-two operand margin with which the calibrated partial sums fit the
+    accumulator ``cfg.acc`` as it is (bias kept): with E the :func:`top_exponent` of the histogram (the
+    bias calibration's headroom rule, at most ``overflow_fraction`` of the values above binade E) and T the
+    accumulator's top binade (floor(log2 max)), m = max(0, E - T), so binade E lands on binade T."""
+    exponent = top_exponent(histogram, overflow_fraction)
+    if exponent is None:
+        return 0
+    _, top = math.frexp(float(cfg.acc.max_value))
+    return max(0, exponent - (top - 1))
+
+
+def calibrate_scale_margins(
+    model: nn.Module, cfg: MacConfig, batches, overflow_fraction: float = 1e-4
+) -> dict[str, int]:
+    """Per LBA layer of the (lbaified) ``model``, the :func:`margin_exponent` of its partial sums observed
+    on ``batches`` by :func:`observe_partial_sums` (the bias calibration's data and exact sums), observed
+    with the model's margins cleared, so the answer does not depend on margins set before."""
+    previous = scale_margins(model)
+    set_scale_margins(model, {name: 0 for name in previous})
+    try:
+        histograms = observe_partial_sums(model, batches)
+    finally:
+        set_scale_margins(model, previous)
+    if not any(histograms.values()):
+        raise ConfigError("margin calibration saw no partial sums: does the model have LBA layers, and any data?")
+    return {name: margin_exponent(cfg, histogram, overflow_fraction) for name, histogram in histograms.items()}
+
+
+def set_scale_margins(model: nn.Module, margins: dict[str, int]) -> None:
+    """Give each named LBA layer the total operand margin ``margins[name]`` (m, a binade count): the
+    activation (first operand) scale takes ceil(m / 2) binades and the weight (second operand) floor(m / 2),
+    so that neither operand moves further toward underflow than it must. Their product's scale is 2^m
+    larger; the layer's rescale after the accumulation multiplies by it, which undoes the shift exactly."""
+    layers = dict(lba_layers(model))
+    unknown = sorted(set(margins) - set(layers))
+    if unknown:
+        raise ConfigError(f"scale margins name layers the model does not have: {', '.join(unknown)}")
+    for name, margin in margins.items():
+        if int(margin) != margin or margin < 0:
+            raise ConfigError(f"scale margin of layer {name!r} must be a whole number >= 0, got {margin!r}")
+        layers[name].input_quantizer.margin = (int(margin) + 1) // 2
+        layers[name].weight_quantizer.margin = int(margin) // 2
+
+
+def scale_margins(model: nn.Module) -> dict[str, int]:
+    """Each LBA layer's total operand margin m (both operands' binades together), in layer order."""
+    return {name: layer.input_quantizer.margin + layer.weight_quantizer.margin for name, layer in lba_layers(model)}
+
+
+def describe_scale_margins(margins: dict[str, int]) -> str:
+    """A compact per-layer summary for a table cell: the margins in layer order joined by "/" (e.g.
+    "5/6/4"), "0" when no layer has one, "" for no layers."""
+    values = list(margins.values())
+    return "0" if values and not any(values) else "/".join(str(value) for value in values)
+
+
 def resolve_bias(cfg: MacConfig, mode: str, model: nn.Module | None = None, batches=None) -> MacConfig:
     """``cfg`` with its accumulator bias chosen by ``mode``: "format" (unchanged), "paper" or "calibrate"
-    (needs the lbaified ``model`` and a few input ``batches``). An integer/fixed-point accumulator has no
-    exponent bias: its binary point is part of its format, so every mode returns it unchanged."""
+    (needs the lbaified ``model`` and a few input ``batches``), or "margin": the bias unchanged and the
+    ``model``'s operand scaling margins set by :func:`calibrate_scale_margins` (needs model and batches).
+    An integer/fixed-point accumulator has no exponent bias: its binary point is part of its format, so
+    every mode returns it unchanged (and "margin" sets no margin)."""
     if mode in BIAS_MODES and (cfg.fixed_acc or cfg.fused_acc):  # fused: the output format is the unit's
         return cfg
     if mode == "format":
+        return cfg
+    if mode == "margin":
+        if model is None or batches is None:
+            raise ConfigError("bias='margin' needs the converted model and a few batches of inputs")
+        set_scale_margins(model, calibrate_scale_margins(model, cfg, batches))
         return cfg
     if mode == "paper":
         return paper_bias_config(cfg)

@@ -128,7 +128,7 @@ class LBAModule(nn.Module):
         amax = quantizer.amax
         key = (weight.data_ptr(), weight.dtype, weight.device, weight.shape, weight._version, quantizer.fmt,
                quantizer.per_channel, quantizer.channel_dim, quantizer.power_of_two, quantizer.l1_bound,
-               None if amax is None else amax._version)
+               quantizer.margin, None if amax is None else amax._version)
         cached = self._weight_cache
         if cached is None or cached[0] != key or cached[1] is not amax:
             with torch.no_grad():

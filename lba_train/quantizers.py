@@ -87,6 +87,10 @@ class TensorQuantizer(nn.Module):
         self.power_of_two = bool(power_of_two)
         #: A2Q (lba_train.ptq.apply_a2q): cap on the L1 norm of each channel's quantized values, or None.
         self.l1_bound: float | None = None
+        #: Operand scaling margin (lba_train.bias "margin" mode): the scale is multiplied by 2^margin, so the
+        #: scaled operands sit ``margin`` binades below the format's maximum; an exact power-of-two shift,
+        #: undone exactly with the rest of the scale after the accumulation.
+        self.margin = 0
         self.register_buffer("amax", None)
 
     @property
@@ -111,6 +115,8 @@ class TensorQuantizer(nn.Module):
         """The scale, shaped to broadcast against ``x`` (float64)."""
         amax = self.amax if self.frozen else self.observed_amax(x)
         scale = max_abs_scale(amax, self.fmt, self.power_of_two).to(x.device)
+        if self.margin:
+            scale = torch.ldexp(scale, torch.tensor(self.margin, device=scale.device))
         if self.per_channel:
             shape = [1] * x.dim()
             shape[self.channel_dim] = -1
@@ -126,5 +132,6 @@ class TensorQuantizer(nn.Module):
     def extra_repr(self) -> str:
         kind = f"per-channel(dim={self.channel_dim})" if self.per_channel else "per-tensor"
         scale = "power-of-two" if self.power_of_two else "exact"
-        return f"{self.fmt.name}, {kind}, {scale} scale, {'static' if self.frozen else 'dynamic'} max-abs"
+        margin = f", margin 2^-{self.margin}" if self.margin else ""
+        return f"{self.fmt.name}, {kind}, {scale} scale{margin}, {'static' if self.frozen else 'dynamic'} max-abs"
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from lba_core import ConfigError, MacConfig
 from lba_core.fileio import atomic_write, atomic_write_text
 
-from .bias import BIAS_MODES, resolve_bias
+from .bias import BIAS_MODES, describe_scale_margins, resolve_bias, scale_margins, set_scale_margins
 from .convert import event_stats_table, layer_dot_products, lba_layers, lbaify, set_collect_stats, set_lba_config
 from .data import DataBundle, load_data
 from .distributed import current_ranks, from_rank0, mean_over_ranks, rank_device, shard_loader, wrap_for_training
@@ -311,6 +311,7 @@ class _Progress:
     stage: int = 0  # the stage in progress (len(stages) when done)
     epoch: int = 0  # epochs of that stage already trained
     chosen_cfg: dict | None = None  # the configuration with the chosen bias, once zero-shot is measured
+    scale_margins: dict[str, int] = field(default_factory=dict)  # per LBA layer (bias mode "margin")
     seconds: float = 0.0  # spent by earlier, interrupted runs
     predictions: dict[str, list[int]] = field(default_factory=dict)  # per evaluated phase, per example
     labels: list[int] = field(default_factory=list)
@@ -371,6 +372,7 @@ class _FinetuneRun:
             raise ConfigError(f"{self.checkpoint_path} belongs to another configuration; use another checkpoint_dir")
         self.model.load_state_dict(saved["model"])
         self.progress = _Progress(**saved["progress"])
+        set_scale_margins(self.model, self.progress.scale_margins)
         self.optimizer_state = saved["optimizer"]
         self.log(f"resuming from {self.checkpoint_path}: stage {self.progress.stage + 1}, epoch {self.progress.epoch}")
 
@@ -408,6 +410,9 @@ class _FinetuneRun:
         chosen = from_rank0(resolve_bias(self.cfg, options.bias, self.model, calibration) if self.ranks.writes
                             else None, self.ranks)
         set_lba_config(self.model, chosen)
+        margins = from_rank0(scale_margins(self.model) if self.ranks.writes else None, self.ranks)
+        set_scale_margins(self.model, margins)  # "margin" mode sets them on rank 0's model
+        self.progress.scale_margins = margins
         integer_ptq(self.model, chosen, calibration)  # integer operands only: per-channel weights, frozen ranges
         self.progress.chosen_cfg = chosen.to_dict()
         self.log(f"accumulator {chosen.acc.name} (bias mode {options.bias!r}, bias {getattr(chosen.acc, 'bias', None)})")
@@ -587,6 +592,7 @@ def run_accuracy_point(
         "cfg": result.cfg.name,
         "acc_format": result.cfg.acc.name,
         "acc_bias": getattr(result.cfg.acc, "bias", None),  # None: integer/fixed-point accumulators have none
+        "scale_margin": describe_scale_margins(scale_margins(result.model)),  # per LBA layer, "0": none
         **result.accuracies(),
         **{f"events_{event}": count for event, count in totals.items()},
         "seconds": result.seconds,
