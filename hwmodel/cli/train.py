@@ -24,13 +24,11 @@ from lba_core.fileio import atomic_write, atomic_write_text, markdown_table, wri
 from lba_train.data import load_data
 from lba_train.distributed import Ranks, current_ranks, from_rank0
 from lba_train.layers import LayerOptions
-from lba_train.train import RESULTS_FILE, FinetuneOptions, run_accuracy_point, train_baseline
+from lba_train.train import ACCURACY_KEYS, RESULTS_FILE, FinetuneOptions, run_accuracy_point, train_baseline
 
 from ..execution import provenance
 from ..execution.interrupt import Interrupted, signals_interrupt
 from ..sweep.spec import check_option
-
-ACCURACY_KEYS = ("baseline", "exact_acc", "zero_shot", "stage1", "stage1_nouf", "stage2")
 
 
 def register(subparsers) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lba_core import ConfigError, FormatError, parse_format, standard_name
+from lba_core import ConfigError, FormatError, parse_format
 
+from ..workloads.comparison import GROUP_COLUMNS, REFERENCE_ACC, is_reference
 from . import stats
 
 
@@ -38,13 +39,6 @@ SCREENSHOT_FILE = "screenshot.png"
 
 #: Accuracy phases that get intervals and paired comparisons: (column suffix, words).
 PHASES = (("zero_shot", "zero-shot"), ("stage2", "fine-tuned"))
-
-
-REFERENCE_ACC = "fp32"
-
-
-#: Columns that tell configurations apart besides the accumulator; a comparison pairs rows equal in these.
-GROUP_COLUMNS = ("input", "weight", "product", "rounding", "chunk")
 
 
 NUMERIC_COLUMNS = ("acc_bits", "gates", "ge", "transistors", "depth", "luts", "ge_reduction", "seeds",
@@ -188,10 +182,6 @@ def read_predictions(out: Path, df: pd.DataFrame) -> Predictions | None:
 
 def has_values(df: pd.DataFrame, *columns: str) -> bool:
     return all(column in df and df[column].notna().any() for column in columns)
-
-
-def is_reference(acc: str) -> bool:
-    return standard_name(acc) == REFERENCE_ACC
 
 
 def reference_rows(df: pd.DataFrame) -> pd.Series:

@@ -18,10 +18,13 @@ from typing import Any
 
 from lba_core import ROUNDING_MODES, ConfigError, FloatFormat, FormatError, MacConfig, parse_format
 
+from ..synthesis.flows.targets import known_targets
+from ..workloads import registry
+
 #: Yosys flows (generic, FPGA resource counts) and silicon targets (standard cells; ice40/ecp5 also place
 #: and route).
-TARGETS = ("generic", "ice40", "xilinx", "ecp5", "sky130", "nangate45")
-MODELS = ("mlp", "resnet", "transformer", "minilm")
+TARGETS = known_targets()
+MODELS = registry.MODELS
 DEFAULT_ACCUMULATORS = ("fp32", "fp16", "bf16", "e5m6", "e4m7", "e3m8", "e4m3", "e5m2")
 #: Integer and fixed-point rows beside the floating-point grid (docs/arithmetic.md §8), as "INPUT:ACC": INT8 x INT8
 #: into 32 bits (exact) and into 16 bits saturating, and e4m3 products into an exact Kulisch-style register

@@ -73,6 +73,8 @@ class ReportSection:
 class Workload(Protocol):
     #: The registry's name of the workload (also its key in sweep.json's settings).
     name: str
+    #: The sweep's ``accuracy.model`` values that make this workload the sweep's model (may be empty).
+    models: tuple[str, ...]
 
     def selected(self, spec) -> bool:
         """Whether the spec runs this workload."""

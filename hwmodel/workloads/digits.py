@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from lba_core import FloatFormat, MacConfig
 from lba_core.fileio import atomic_write
+from lba_train.models import MODEL_NAMES
 
 from ..execution import provenance
 from ..execution.jobs import progress_bars, worker_pool
@@ -26,7 +27,7 @@ from ..execution.points import POINT_THREADS, limit_threads, point_path, read_po
 from .base import Log, PointRun, ReportSection, RowPart, executor_of
 
 #: The digits models (lba_train.models), the sweep's ``accuracy.model`` values this workload runs.
-MODELS = ("mlp", "resnet", "transformer")
+MODELS = MODEL_NAMES
 
 #: The accuracies of a point (top1_<phase> columns of results.csv).
 PHASES = ("baseline", "zero_shot", "stage1", "stage2")
@@ -196,6 +197,7 @@ class DigitsWorkload:
     """The digits models' accuracy points (the Workload protocol, hwmodel.workloads.base)."""
 
     name = "digits"
+    models = MODELS
 
     def selected(self, spec) -> bool:
         return spec.accuracy.enabled and spec.accuracy.model in MODELS

@@ -33,11 +33,11 @@ from lba_core.fileio import atomic_write, atomic_write_text, markdown_table
 from ..execution import provenance
 from ..execution.points import POINT_THREADS, limit_threads, read_point, write_point
 from .base import Log, PointRun, ReportSection, RowPart, executor_of
+from .comparison import config_group, is_reference
 
 MINILM_FILE = "minilm.csv"
 STAGES = ("zero-shot", "fine-tuned")
 METRICS = (("mean_cosine", "mean cosine"), ("spearman", "Spearman"), ("top1", "top-1"))
-REFERENCE_ACC = "fp32"
 SENTENCES = Path(__file__).resolve().parents[2] / "data" / "sentences"
 EVAL_FILE, FINETUNE_FILE = SENTENCES / "eval.txt", SENTENCES / "finetune.txt"
 #: Evaluation sentences per batch (the activation scales are per tensor: fixed batches, identical inputs).
@@ -252,13 +252,13 @@ def table(spec, configs: list[MacConfig], run: PointRun) -> pd.DataFrame:
     for stage in stages(spec):
         references = {}
         for cfg in chosen:
-            if standard_name(cfg.acc.name) == REFERENCE_ACC and (cfg.name, stage) in run.records:
-                references.setdefault(_group(cfg), cfg.name)
+            if is_reference(cfg.acc.name) and (cfg.name, stage) in run.records:
+                references.setdefault(config_group(cfg), cfg.name)
         for cfg in chosen:
             record = run.records.get((cfg.name, stage))
             if record is None:
                 continue
-            reference_name = references.get(_group(cfg))
+            reference_name = references.get(config_group(cfg))
             baseline = None if reference_name in (None, cfg.name) else run.records[reference_name, stage]
             result = minilm.bootstrap_metrics(
                 torch.from_numpy(record["embeddings"]), torch.from_numpy(record["reference"]),
@@ -281,10 +281,6 @@ def table(spec, configs: list[MacConfig], run: PointRun) -> pd.DataFrame:
             row["settings_hash"] = record["key"][:provenance.SHORT_HASH]
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _group(cfg: MacConfig) -> tuple:
-    return cfg.input.name, cfg.rounding, cfg.chunk_size, None if cfg.product is None else cfg.product.name
 
 
 def write_table(out: Path, frame: pd.DataFrame, earlier: dict | None, settings: dict) -> None:
@@ -384,6 +380,7 @@ class MiniLMWorkload:
     """MiniLM sentence embeddings (the Workload protocol, hwmodel.workloads.base)."""
 
     name = "minilm"
+    models = MODELS
 
     def selected(self, spec) -> bool:
         return uses_minilm(spec)

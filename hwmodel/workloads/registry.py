@@ -15,6 +15,10 @@ WORKLOADS: tuple[Workload, ...] = (
 )
 
 
+#: Every ``accuracy.model`` value of a sweep, from the workloads.
+MODELS = tuple(model for workload in WORKLOADS for model in workload.models)
+
+
 def selected(spec) -> tuple[Workload, ...]:
     """The registry's workloads that ``spec`` runs, in registry order."""
     return tuple(workload for workload in WORKLOADS if workload.selected(spec))

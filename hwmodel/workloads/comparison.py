@@ -1,0 +1,25 @@
+"""Which rows a comparison pairs, decided once for every table (results.csv, minilm.csv, the reports): the
+reference accumulator, and the columns that must be equal for two rows to be compared."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lba_core import MacConfig, standard_name
+
+#: The accumulator every row is compared with (its "fp32 reference row").
+REFERENCE_ACC = "fp32"
+
+#: Columns that tell configurations apart besides the accumulator; a comparison pairs rows equal in these.
+GROUP_COLUMNS = ("input", "weight", "product", "rounding", "chunk")
+
+
+def is_reference(acc: str) -> bool:
+    """Whether an accumulator (any spelling: ``e8m23``, ``fp32``) is the reference accumulator."""
+    return standard_name(acc) == REFERENCE_ACC
+
+
+def config_group(cfg: MacConfig) -> tuple[Any, ...]:
+    """The values of :data:`GROUP_COLUMNS` for a configuration (its row's grouping key)."""
+    return (cfg.input.name, None if cfg.weight is None else cfg.weight.name,
+            None if cfg.product is None else cfg.product.name, cfg.rounding, cfg.chunk_size or 0)
