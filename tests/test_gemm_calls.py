@@ -120,3 +120,29 @@ def test_frozen_weights_are_quantized_once_and_requantized_when_they_change(monk
     assert not torch.equal(after, before) and len(calls) == 6
     with torch.no_grad():  # evaluation during fine-tuning: cached from the updated weight, then reused
         assert torch.equal(layer(x), after) and torch.equal(layer(x), after) and len(calls) == 7
+
+
+def test_narrow_tiles_of_a_batch_match_the_reference(comparisons):
+    """Batches of products with <= 32 columns run on 32-column tiles: values and events vs lba_core.dot."""
+    import numpy as np
+    from support.gemm import batched_operands, reference_gemm
+
+    from lba_train.kernels import numba_binary32
+    from lba_train.kernels.dispatch import batched_gemm_values
+
+    rng = np.random.default_rng(32)
+    mismatches = compared = 0
+    for cfg, columns in [(MacConfig("e4m3", "e4m7"), 20), (MacConfig("e4m3", "e5m10", chunk_size=4), 32),
+                         (MacConfig("e4m3", "fp32"), 7)]:
+        assert numba_binary32.tile_width(3, columns) == 32 and numba_binary32.tile_width(1, columns) == 64
+        x, w = batched_operands(cfg, 3, 6, 19, columns, "codes", rng)
+        stats, expected_stats = EventStats(), EventStats()
+        got = batched_gemm_values(x, w, cfg, stats=stats).double().numpy()
+        for b in range(3):
+            expected, entry_stats = reference_gemm(x[b], w[b], cfg)
+            mismatches += int(np.sum(got[b] != expected))
+            expected_stats.merge(entry_stats)
+            compared += expected.size
+        mismatches += stats != expected_stats
+    comparisons("32-column tiles (batches of narrow products) vs lba_core.dot", compared, mismatches)
+    assert mismatches == 0

@@ -25,12 +25,18 @@ from .plan import STEP_NATIVE, STEP_ROUND_TO_ODD, RoundSpec
 
 TILE_ROWS = 4
 TILE_COLS = 64
-#: Narrower tiles for products with few columns (attention's per-head products): less zero padding.
+#: Narrower tiles for batches of products with few columns (attention's per-head products): less zero padding.
 NARROW_TILE_COLS = (32,)
 
 
-def tile_width(columns: int) -> int:
-    """The tile's column count for an output of ``columns`` columns: the narrowest that holds them, up to 64."""
+def tile_width(batch: int, columns: int) -> int:
+    """The tile's column count: for a batch of several products, the narrowest that holds ``columns``; else 64.
+
+    Each width is a separate compiled specialization (10-30 s to compile on first use); a single product
+    wastes little on padding in absolute terms, so it keeps the one 64-column width.
+    """
+    if batch == 1:
+        return TILE_COLS
     return next((width for width in NARROW_TILE_COLS if columns <= width), TILE_COLS)
 
 BINARY32_FRACTION_BITS = 23
@@ -196,7 +202,7 @@ def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
     """
     batch, rows, length = x.shape
     columns = w.shape[2]
-    tile_columns = tile_width(columns)
+    tile_columns = tile_width(batch, columns)
     padded_rows = -(-rows // TILE_ROWS) * TILE_ROWS
     padded_columns = -(-columns // tile_columns) * tile_columns
     if padded_rows != rows:
