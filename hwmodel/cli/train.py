@@ -28,6 +28,7 @@ from lba_train.train import ACCURACY_KEYS, RESULTS_FILE, FinetuneOptions, run_ac
 
 from ..execution import provenance
 from ..execution.interrupt import Interrupted, signals_interrupt
+from ..execution.points import point_path
 from ..sweep.spec import check_option
 
 
@@ -94,7 +95,7 @@ def _baseline_state(args, bundle, folder: Path, ranks: Ranks) -> dict:
     which sends it to the other ranks (the float baseline is one process's work)."""
     if not ranks.writes:
         return from_rank0(None, ranks)
-    path = folder / f"baseline-{_short(_baseline_determinants(args))}.pt"
+    path = point_path(folder, "baseline", provenance.settings_hash(_baseline_determinants(args)), ".pt")
     if path.exists():
         print(f"reusing the float baseline {path}")
         return from_rank0(torch.load(path, weights_only=False, map_location="cpu")["state"], ranks)

@@ -31,7 +31,7 @@ from lba_core import ConfigError, FloatFormat, MacConfig, standard_name
 from lba_core.fileio import atomic_write, atomic_write_text, markdown_table
 
 from ..execution import provenance
-from ..execution.points import POINT_THREADS, limit_threads, read_point, write_point
+from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
 from .base import Log, PointRun, ReportSection, RowPart, executor_of
 from .comparison import config_group, is_reference
 
@@ -163,8 +163,7 @@ def _point_job(cfg_dict: dict, mode: str, stage: str, sentence_settings: dict, d
 
 
 def _paths(points: Path, key: str) -> tuple[Path, Path]:
-    stem = f"minilm-{key[:provenance.SHORT_HASH]}"
-    return points / f"{stem}.json", points / f"{stem}.npz"
+    return point_path(points, "minilm", key), point_path(points, "minilm", key, ".npz")
 
 
 def _read(points: Path, key: str) -> dict | None:
