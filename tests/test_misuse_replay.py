@@ -149,3 +149,16 @@ def test_progress_bars_only_on_a_terminal(monkeypatch):
     assert not progress_bars(True)
     monkeypatch.setattr(sys, "stderr", Stream(True))
     assert progress_bars(True) and not progress_bars(False)
+
+
+# --------------------------------------------------------------------- case 2: the notice about replaced rows
+def test_replaced_rows_notice_says_where_points_are(tmp_path):
+    from hwmodel.sweep import sweep
+
+    (tmp_path / "results.csv").write_text("config,acc\nx,e4m7\n")
+    lines: list[str] = []
+    assert sweep._earlier_rows(tmp_path, {"settings": {"epochs": 1}}, {"epochs": 2}, lines.append) is None
+    assert f"no points of theirs are saved in {tmp_path / 'points'}" in lines[-1], lines
+    (tmp_path / "points").mkdir()
+    sweep._earlier_rows(tmp_path, {"settings": {"epochs": 1}}, {"epochs": 2}, lines.append)
+    assert f"their saved points stay in {tmp_path / 'points'}" in lines[-1], lines

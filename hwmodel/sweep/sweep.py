@@ -191,8 +191,10 @@ def _earlier_rows(out: Path, earlier: dict[str, Any] | None, settings: dict[str,
         return None
     if earlier.get("settings") != settings:
         changed = sorted(key for key in settings if earlier.get("settings", {}).get(key) != settings[key])
+        kept = (f"their saved points stay in {out / POINTS}, for a run with their settings" if (out / POINTS).is_dir()
+                else f"no points of theirs are saved in {out / POINTS}")
         log(f"{out}: the earlier rows were measured with other settings ({', '.join(changed) or 'unknown'}); "
-            "they are replaced by this run's rows (their points stay in points/)")
+            f"they are replaced by this run's rows ({kept})")
         return None
     path = out / RESULTS_FILE
     try:
