@@ -15,7 +15,9 @@ from pathlib import Path
 from lba_core import ConfigError
 
 from .synth import synthesis_kwargs, synthesis_options, yosys_failure
-from ..sweep.spec import DEFAULT_ACCUMULATORS, MAIN_JOB, MiniLMSpec, SweepSpec, check_buildable, load_sweep_spec
+from ..sweep.spec import (
+    DEFAULT_ACCUMULATORS, MAIN_JOB, AccuracySpec, MiniLMSpec, SweepSpec, check_buildable, load_sweep_spec,
+)
 from rtl.yosys import ToolError
 from ..synthesis.limits import check_array_size, check_datapath_width
 
@@ -51,15 +53,16 @@ def register(subparsers) -> None:
     parser.add_argument("--name", help="report folder under --reports (default: the file's name; 'default'; "
                         f"'{AREA_ONLY_NAME}' for an area-only sweep)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), metavar="DIR", help="reports root (default: reports)")
+    spec, trained = SweepSpec(), AccuracySpec()  # the defaults the help texts name
     grid = parser.add_argument_group("grid (without --config)")
-    grid.add_argument("--in", dest="inputs", type=_list, metavar="LIST", help="input format(s) (default: e4m3)")
+    grid.add_argument("--in", dest="inputs", type=_list, metavar="LIST", help=f"input format(s) (default: {','.join(spec.inputs)})")
     grid.add_argument("--acc", type=_list, metavar="LIST",
                       help=f"accumulator formats; area only unless --accuracy (default: {','.join(DEFAULT_ACCUMULATORS)}, "
                       "with accuracy)")
     grid.add_argument("--product", metavar="FMT", help="product format (default: exact product)")
-    grid.add_argument("--rounding", type=_list, metavar="LIST", help="rounding mode(s): rne, rtz (default: rne)")
-    grid.add_argument("--chunk", type=_numbers(int), metavar="LIST", help="chunk size(s); 0 = one chunk (default: 0)")
-    grid.add_argument("--baseline", metavar="FMT", help="accumulator the reduction is measured against (default: fp32)")
+    grid.add_argument("--rounding", type=_list, metavar="LIST", help=f"rounding mode(s): rne, rtz (default: {','.join(spec.rounding)})")
+    grid.add_argument("--chunk", type=_numbers(int), metavar="LIST", help=f"chunk size(s); 0 = one chunk (default: {','.join(map(str, spec.chunk_sizes))})")
+    grid.add_argument("--baseline", metavar="FMT", help=f"accumulator the reduction is measured against (default: {spec.baseline_acc})")
     grid.add_argument("--array", metavar="RxC",
                       help="also cost each configuration as an R x C PE array, chunk size R (docs/pe_array.md)")
     grid.add_argument("--fixed", metavar="LIST",
@@ -74,24 +77,24 @@ def register(subparsers) -> None:
     accuracy = parser.add_argument_group("accuracy")
     accuracy.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=None,
                           help="run the accuracy pipeline (default: on, off with --acc)")
-    accuracy.add_argument("--model", help="mlp, resnet or transformer (default: resnet)")
-    accuracy.add_argument("--data", help="digits, imagefolder:PATH or mnist:PATH (default: digits)")
-    accuracy.add_argument("--epochs", type=_numbers(int), metavar="E1[,E2]", help="fine-tuning epochs of stage 1 and 2 (default: 1,1)")
-    accuracy.add_argument("--epochs-baseline", type=int, metavar="N", help="epochs of the float baseline (default: 10)")
-    accuracy.add_argument("--lr", type=_numbers(float), metavar="LR[,LR2]", help="Adam learning rate of the fine-tuning stages (default: 1e-3,5e-4)")
-    accuracy.add_argument("--lr-baseline", type=float, metavar="LR", help="Adam learning rate of the baseline (default: 3e-3)")
-    accuracy.add_argument("--seed", type=int, help="seed of the split, the initialisation and the shuffles (default: 0)")
+    accuracy.add_argument("--model", help=f"mlp, resnet or transformer (default: {trained.model})")
+    accuracy.add_argument("--data", help=f"digits, imagefolder:PATH or mnist:PATH (default: {trained.data})")
+    accuracy.add_argument("--epochs", type=_numbers(int), metavar="E1[,E2]", help=f"fine-tuning epochs of stage 1 and 2 (default: {trained.epochs[0]},{trained.epochs[1]})")
+    accuracy.add_argument("--epochs-baseline", type=int, metavar="N", help=f"epochs of the float baseline (default: {trained.epochs_baseline})")
+    accuracy.add_argument("--lr", type=_numbers(float), metavar="LR[,LR2]", help=f"Adam learning rate of the fine-tuning stages (default: {trained.lr[0]:g},{trained.lr[1]:g})")
+    accuracy.add_argument("--lr-baseline", type=float, metavar="LR", help=f"Adam learning rate of the baseline (default: {trained.lr_baseline:g})")
+    accuracy.add_argument("--seed", type=int, help=f"seed of the split, the initialisation and the shuffles (default: {trained.seed})")
     accuracy.add_argument("--seeds", type=int, metavar="N",
-                          help="fine-tuning seeds per configuration, --seed, --seed+1, ... (default: 3); accuracies are "
+                          help=f"fine-tuning seeds per configuration, --seed, --seed+1, ... (default: {trained.seeds}); accuracies are "
                           "their mean, the report shows the spread")
-    accuracy.add_argument("--bias", help="accumulator bias of non-standard formats: calibrate (default), paper, format")
-    accuracy.add_argument("--standard-bias", help="bias of fp32/fp16/bf16 accumulators (default: format = standard)")
-    accuracy.add_argument("--estimator", help="gradient estimator through the accumulator (default: ste)")
+    accuracy.add_argument("--bias", help=f"accumulator bias of non-standard formats: calibrate, paper, format (default: {trained.bias})")
+    accuracy.add_argument("--standard-bias", help=f"bias of fp32/fp16/bf16 accumulators (default: {trained.standard_bias} = standard)")
+    accuracy.add_argument("--estimator", help=f"gradient estimator through the accumulator (default: {trained.estimator})")
     accuracy.add_argument("--width", type=int, metavar="N",
                           help="widen the model's hidden layers N times: N times longer dot products (K), about N^2 "
-                          "the MACs (default: 1; docs/sweep.md)")
-    accuracy.add_argument("--device", help="where the points train: cpu (default) or cuda (one GPU per point; a Ray "
-                          "task declares it)")
+                          f"the MACs (default: {trained.width}; docs/sweep.md)")
+    accuracy.add_argument("--device", help=f"where the points train: cpu or cuda (one GPU per point; a Ray task declares it; "
+                          f"default: {trained.device})")
     minilm, defaults = parser.add_argument_group("MiniLM workload (needs pip install -e '.[transformers]')"), MiniLMSpec()
     minilm.add_argument("--minilm", action=argparse.BooleanOptionalAction, default=None,
                         help="also measure all-MiniLM-L6-v2 embeddings on every floating-point accumulator (default: "

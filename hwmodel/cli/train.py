@@ -29,7 +29,7 @@ from lba_train.train import ACCURACY_KEYS, RESULTS_FILE, FinetuneOptions, run_ac
 from ..execution import provenance
 from ..execution.interrupt import Interrupted, signals_interrupt
 from ..execution.points import point_path
-from ..sweep.spec import check_option
+from ..sweep.spec import AccuracySpec, check_option
 
 
 def register(subparsers) -> None:
@@ -44,27 +44,30 @@ def register(subparsers) -> None:
                         help="accumulator formats, comma-separated (default: e4m7,e5m2,e4m3)")
     parser.add_argument("--chunk", type=int, default=0, metavar="N", help="chunk size of the accumulation (default: 0 = one chunk)")
     parser.add_argument("--rounding", choices=ROUNDING_MODES, default="rne", help="rounding mode (default: rne)")
-    parser.add_argument("--model", default="resnet", help="mlp, resnet or transformer (default: resnet)")
-    parser.add_argument("--data", default="digits", metavar="SPEC",
-                        help="digits (default), imagefolder:PATH or mnist:PATH")
-    parser.add_argument("--epochs-baseline", type=int, default=10, metavar="N",
-                        help="float training epochs of the baseline (default: 10)")
-    parser.add_argument("--epochs", default="1,1", metavar="E1[,E2]", help="fine-tuning epochs of stage 1 and stage 2 "
-                        "(default: 1,1)")
-    parser.add_argument("--lr", default="1e-3,5e-4", metavar="LR[,LR2]",
-                        help="Adam learning rate of the fine-tuning stages (default: 1e-3,5e-4)")
-    parser.add_argument("--lr-baseline", type=float, default=3e-3, metavar="LR",
-                        help="Adam learning rate of the baseline (default: 3e-3)")
-    parser.add_argument("--estimator", default="ste",
-                        help="gradient estimator through the accumulator (default: ste; docs/estimators.md)")
-    parser.add_argument("--bias", default="calibrate",
-                        help="accumulator exponent bias (calibrate, paper, format): calibrated on observed partial sums (default), the paper's "
+    trained = AccuracySpec()  # the defaults of hwmodel sweep's accuracy settings, the same here
+    epochs, lr = ",".join(map(str, trained.epochs)), ",".join(f"{value:g}" for value in trained.lr)
+    parser.add_argument("--model", default=trained.model, help=f"mlp, resnet or transformer (default: {trained.model})")
+    parser.add_argument("--data", default=trained.data, metavar="SPEC",
+                        help=f"digits, imagefolder:PATH or mnist:PATH (default: {trained.data})")
+    parser.add_argument("--epochs-baseline", type=int, default=trained.epochs_baseline, metavar="N",
+                        help=f"float training epochs of the baseline (default: {trained.epochs_baseline})")
+    parser.add_argument("--epochs", default=epochs, metavar="E1[,E2]", help="fine-tuning epochs of stage 1 and stage 2 "
+                        f"(default: {epochs})")
+    parser.add_argument("--lr", default=lr, metavar="LR[,LR2]",
+                        help=f"Adam learning rate of the fine-tuning stages (default: {lr})")
+    parser.add_argument("--lr-baseline", type=float, default=trained.lr_baseline, metavar="LR",
+                        help=f"Adam learning rate of the baseline (default: {trained.lr_baseline:g})")
+    parser.add_argument("--estimator", default=trained.estimator,
+                        help=f"gradient estimator through the accumulator (default: {trained.estimator}; docs/estimators.md)")
+    parser.add_argument("--bias", default=trained.bias,
+                        help=f"accumulator exponent bias (calibrate, paper, format; default: {trained.bias}): calibrated on observed partial sums, the paper's "
                         "rule, or the format's own; operands are max-abs scaled to the top of their format, so a "
                         "narrow accumulator usually needs 'calibrate' (docs/training.md)")
     parser.add_argument("--one-stage", action="store_true",
                         help="also run the ablation: the same epochs with underflow on in both stages")
     parser.add_argument("--keep-first-last", action="store_true", help="keep the first and last layer in float")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation and the shuffles")
+    parser.add_argument("--seed", type=int, default=trained.seed,
+                        help=f"seed of the split, the initialisation and the shuffles (default: {trained.seed})")
     parser.add_argument("--name", default="train", help="report name: results go to <reports>/<name>/")
     parser.add_argument("--reports", type=Path, default=Path("reports"), metavar="DIR", help="reports root (default: reports)")
     parser.add_argument("--threads", type=int, default=1,
