@@ -1,4 +1,8 @@
-"""Issue 27's command-line misuse cases, replayed (tests/misuse_replay.py), and the checks behind each fix."""
+"""Issue 27's command-line misuse cases, replayed (tests/misuse_replay.py), and the checks behind each fix.
+
+Two cases are marked slow (``make test-full``, ``make misuse-replay``): ``sweep --array 1000x1000`` (the same
+limit as ``synth --array 1000x1000``, but ``hwmodel sweep`` takes 10-16 s to start on the loaded machine) and
+``paper-claim`` under SIGTERM (the same mechanism as ``synth`` under SIGTERM)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ import misuse_replay  # noqa: E402
 from lba_core import ConfigError, MacConfig  # noqa: E402
 
 
-@pytest.mark.parametrize("case", misuse_replay.CASES, ids=lambda case: case.name)
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.name, marks=[pytest.mark.slow] if case.slow else [])
+                                  for case in misuse_replay.CASES])
 def test_misuse_case(case, tmp_path):
     outcome = misuse_replay.replay(case, tmp_path)
     assert outcome.ok, outcome.line()
