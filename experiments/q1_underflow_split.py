@@ -35,7 +35,7 @@ from lba_train import finetune as finetune_model
 
 SCRIPT = "q1_underflow_split.py"
 DATA_SEED = 0  # one train/validation split for every run: seeds vary the initial weights and the batch order
-RUN_KEY = ("acc", "split", "seed", "epochs")  # the fields that identify a run in runs.jsonl
+RUN_KEY = ("acc", "split", "seed", "epochs")  # the fields that identify a saved run (experiments/questions.py Runs)
 
 
 

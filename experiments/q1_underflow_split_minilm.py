@@ -36,7 +36,7 @@ from lba_train.convert import set_lba_config
 from lba_train.layers import LayerOptions
 
 SCRIPT = "q1_underflow_split_minilm.py"
-RUN_KEY = ("acc", "split", "seed", "steps")  # the fields that identify a run in runs.jsonl
+RUN_KEY = ("acc", "split", "seed", "steps")  # the fields that identify a saved run (experiments/questions.py Runs)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-file", type=Path, default=ROOT / "data/sentences/eval.txt")
     parser.add_argument("--finetune-file", type=Path, default=ROOT / "data/sentences/finetune.txt")
     parser.add_argument("--out", type=Path, default=ROOT / "reports/q1_underflow_split_minilm")
-    parser.add_argument("--report-only", action="store_true", help="only rebuild report.md from runs.jsonl")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild report.md from the saved runs")
     args = parser.parse_args(argv)
     args.seeds = comma_list(args.seeds, int)
     args.splits = ([round(args.steps * quarter / 4) for quarter in range(5)] if args.splits is None

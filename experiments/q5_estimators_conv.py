@@ -35,7 +35,7 @@ from lba_train.estimators import ESTIMATORS
 
 SCRIPT = "q5_estimators_conv.py"
 DATA_SEED = 0
-RUN_KEY = ("acc", "estimator", "seed", "epochs")  # the fields that identify a run in runs.jsonl
+RUN_KEY = ("acc", "estimator", "seed", "epochs")  # the fields that identify a saved run (experiments/questions.py Runs)
 COST_STEPS = 4  # timed training steps per estimator, after one untimed step (Numba compiles its kernels)
 
 

@@ -38,7 +38,7 @@ from lba_train.train import predict
 
 SCRIPT = "q9_scratch_vs_finetune.py"
 DATA_SEED = 0  # one train/validation split for every run: seeds vary the initial weights and the batch order
-RUN_KEY = ("arm", "acc", "seed", "epochs")  # the fields that identify a run in runs.jsonl
+RUN_KEY = ("arm", "acc", "seed", "epochs")  # the fields that identify a saved run (experiments/questions.py Runs)
 ARMS = ("float", "finetune", "scratch")
 
 

@@ -1,8 +1,10 @@
 """What the paper-question experiments (q1_*, q5_*, q9_*) share: resumable result rows, the accuracy cells with
 their intervals (hwmodel.report.stats), forward MAC counts and the provenance line of a report.
 
-Each experiment appends one JSON line per finished run to ``<out>/runs.jsonl`` (so an interrupted run
-resumes and the report can be rebuilt with ``--report-only``) and writes ``<out>/report.md`` from those lines.
+Each experiment saves every finished run as one point of the sweep's point store (hwmodel.execution.points:
+``<out>/points/run-<hash>.json``, written atomically, keyed by the run's identifying fields), so an interrupted
+run resumes and the report can be rebuilt with ``--report-only``; it writes ``<out>/report.md`` from the runs.
+Run logs of earlier versions (one JSON line per run in ``<out>/runs.jsonl``) are still read, before the points.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hwmodel.execution.points import point_path, read_point, write_point
+from hwmodel.execution.provenance import settings_hash
 from hwmodel.report.stats import holm, paired_comparison, summarize_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +47,7 @@ def question_parser(doc: str, accs: str, accs_help: str) -> argparse.ArgumentPar
 def add_report_options(parser: argparse.ArgumentParser, out: str) -> None:
     """Where the runs and the report go, and the rebuild-only switch."""
     parser.add_argument("--out", type=Path, default=ROOT / out)
-    parser.add_argument("--report-only", action="store_true", help="only rebuild report.md from runs.jsonl")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild report.md from the saved runs")
 
 
 def single_thread() -> None:
@@ -56,13 +60,15 @@ def single_thread() -> None:
 
 
 class Runs:
-    """The finished runs of an experiment, one JSON object per line of ``path``; ``key`` names the fields
-    that identify a run (a run whose key is already there is not repeated)."""
+    """The finished runs of an experiment; ``key`` names the fields that identify a run (a run whose key is
+    already there is not repeated). ``path`` is the experiment's legacy run log ``<out>/runs.jsonl``, read
+    when present; new runs are saved as points in ``<out>/points/`` (one atomic file each, keyed by the hash
+    of the identifying fields), read after the log's lines in the order they were added."""
 
     def __init__(self, path: Path, key: tuple[str, ...]):
         self.path, self.key = Path(path), key
-        self.rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()] \
-            if self.path.exists() else []
+        self.points = self.path.parent / "points"
+        self.rows = _log_rows(self.path) + _run_points(self.points)
 
     def identity(self, row: dict) -> tuple:
         return tuple(row[name] for name in self.key)
@@ -72,13 +78,40 @@ class Runs:
         return any(self.identity(row) == wanted for row in self.rows)
 
     def add(self, row: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        key = settings_hash({"kind": "run", **{name: row[name] for name in self.key}})
+        self.points.mkdir(parents=True, exist_ok=True)
+        write_point(point_path(self.points, "run", key), {"key": key, "order": len(self.rows), "row": row})
         self.rows.append(row)
 
     def select(self, **where) -> list[dict]:
         return [row for row in self.rows if all(row.get(name) == value for name, value in where.items())]
+
+
+def _log_rows(path: Path) -> list[dict]:
+    """The rows of a legacy run log; a last line cut short by an interruption is left out."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def _run_points(points: Path) -> list[dict]:
+    """The rows saved as run points under ``points``, in the order they were added."""
+    saved = []
+    for path in sorted(points.glob("run-*.json")) if points.is_dir() else []:
+        try:
+            key = json.loads(path.read_text(encoding="utf-8")).get("key", "")
+        except (OSError, ValueError, AttributeError):
+            continue
+        record = read_point(path, key)
+        if record is not None:
+            saved.append(record)
+    return [record["row"] for record in sorted(saved, key=lambda record: record["order"])]
 
 
 def correctness(rows: Iterable[dict], phase: str, seeds: list[int]) -> np.ndarray | None:
@@ -198,7 +231,7 @@ def experiment_main(args, key: tuple[str, ...], run, report, argv, check=None) -
     if args.report_only:
         runs = Runs(args.out / "runs.jsonl", key)
         if not runs.rows:
-            raise SystemExit(f"--report-only: no runs in {args.out / 'runs.jsonl'}")
+            raise SystemExit(f"--report-only: no saved runs in {args.out} (points/run-*.json or runs.jsonl)")
     else:
         if check is not None:
             check()

@@ -40,6 +40,32 @@ def test_runs_resume_and_select(load, tmp_path):
     assert again.select(acc="e3m2")[0]["value"] == 1
 
 
+def test_runs_are_saved_as_points_and_old_run_logs_still_read(load, tmp_path):
+    questions = load("questions")
+    # a run log of the earlier version, its last line cut short by an interruption
+    (tmp_path / "runs.jsonl").write_text(json.dumps({"acc": "e3m2", "seed": 0, "value": 1}) + "\n" + '{"acc": "e3')
+    runs = questions.Runs(tmp_path / "runs.jsonl", ("acc", "seed"))
+    assert runs.done(acc="e3m2", seed=0) and len(runs.rows) == 1
+    runs.add({"acc": "e3m2", "seed": 2, "value": 3})
+    runs.add({"acc": "e3m2", "seed": 1, "value": 2})
+    saved = sorted((tmp_path / "points").glob("run-*.json"))
+    assert len(saved) == 2 and all(json.loads(path.read_text())["complete"] for path in saved)
+    again = questions.Runs(tmp_path / "runs.jsonl", ("acc", "seed"))
+    assert [row["seed"] for row in again.rows] == [0, 2, 1]  # the log's rows, then the points as added
+    saved[0].write_text(saved[0].read_text()[:20])  # a damaged point is not a finished run
+    assert len(questions.Runs(tmp_path / "runs.jsonl", ("acc", "seed")).rows) == 2
+
+
+def test_committed_run_logs_are_read(load):
+    questions = load("questions")
+    reports = EXPERIMENTS.parent / "reports"
+    logs = sorted(reports.glob("*/runs.jsonl"))
+    assert logs
+    for log in logs:
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        assert len(questions.Runs(log, ()).rows) == len(lines), log
+
+
 def test_q1_report_compares_each_split_with_one_stage(load, tmp_path):
     q1 = load("q1_underflow_split")
     rows = []
