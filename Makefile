@@ -110,8 +110,8 @@ bench: venv
 paper-claim: venv
 	$(VENV)/bin/hwmodel paper-claim
 
-# The paper's questions (docs/experiments.md): each script resumes from its reports/q*/runs.jsonl, so a rerun
-# only adds missing runs; delete that file to measure again. Q1 on MiniLM needs the transformers extra.
+# The paper's questions (docs/experiments.md): each script resumes from its reports/q*/runs.jsonl and
+# reports/q*/points/run-*.json, so a rerun only adds missing runs; delete them to measure again. Q1 on MiniLM needs the transformers extra.
 experiments: venv
 	$(PY) experiments/finetune_digits.py
 	$(PY) experiments/estimators_digits.py
