@@ -26,7 +26,7 @@ help:
 	@echo "make fused-check the fused tensor-core accumulators (docs/arithmetic.md §9) against MMA-Sim, full vector set (reference, Numba and Triton kernels)"
 	@echo "make fused-error the error study of hopper-fp8 with and without promotion -> reports/fused_error (a few minutes)"
 	@echo "make fused-cosim the FDPA unit's RTL (rtl/fdpa.py) in Verilator (>= 10^6 groups) and Amaranth (>= 10^4) against lba_core.fdpa and MMA-Sim"
-	@echo "make misuse-replay  every command-line misuse case of issue 27, one line each (also in make test)"
+	@echo "make misuse-replay  every command-line misuse case of issue 27, one line each (all but two also in make test)"
 	@echo "make bench      simulator, estimator and synthesis benchmarks"
 	@echo "make gemm-exactness  the simulator's fast lanes against the binary64 kernels on >= 10^7 MACs per format, and 120 random configurations against lba_core"
 	@echo "make paper-claim  synthesized MAC area, FP8 inputs, fp32/fp16/bf16/12-bit accumulators -> reports/paper_claim"
