@@ -6,6 +6,7 @@ planted second definition, so the check cannot pass by finding nothing."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,8 @@ def literal_definitions(sources: dict[str, str], name: str) -> list[str]:
     """The modules that assign ``name`` a literal value (anywhere: module level or in a class)."""
     found = []
     for path, text in sources.items():
+        if name not in text:  # most files never mention it: no parse
+            continue
         for node in ast.walk(ast.parse(text)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
             value = getattr(node, "value", None)
@@ -41,6 +44,7 @@ def literal_definitions(sources: dict[str, str], name: str) -> list[str]:
     return found
 
 
+@functools.cache
 def package_sources() -> dict[str, str]:
     return {str(path.relative_to(ROOT)): path.read_text(encoding="utf-8")
             for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))}
