@@ -52,6 +52,8 @@ def _check_tensor(tensor, name: str, caller: str) -> None:
     if not tensor.is_floating_point():
         raise ValueError(f"{caller}: {name} has dtype {tensor.dtype}; pass a floating-point tensor (float16, "
                          "bfloat16, float32 or float64), whose values are rounded into the operand format")
+    if bool(torch.isfinite(tensor).all()):
+        return  # one pass over the operand in the common case; the two checks below only name the culprit
     if torch.isnan(tensor).any():
         raise ValueError(f"{caller}: {name} contains NaN, which no format can hold")
     if torch.isinf(tensor).any():
