@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lba_core import ConfigError, FormatError, parse_format
+from lba_core import ConfigError, FormatError, parse_acc
 
 from ..workloads.comparison import GROUP_COLUMNS, REFERENCE_ACC, is_reference
 from . import stats
@@ -110,7 +110,7 @@ def read_results(out: Path) -> pd.DataFrame:
         raise ReportError(f"{path}: configuration {df['config'][df['config'].duplicated()].iloc[0]} appears twice")
     for acc in df["acc"]:
         try:
-            parse_format(acc)
+            parse_acc(acc)
         except (FormatError, ConfigError) as error:
             raise ReportError(f"{path}: column acc: {error}") from None
     return df

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lba_core import standard_name
 from lba_core.fileio import atomic_write_text
 
+from ..workloads.comparison import acc_label
 from .figures import save_figure, subplots
 
 LAYER_EVENTS_FILE = "layer_events.csv"
@@ -132,7 +132,7 @@ def plot_layer_heatmap(table: pd.DataFrame, configs: Sequence[str], out: Path) -
     row_labels = [f"{LARGEST_K_MARK + ' ' if layer in largest else ''}{layer}  K={int(ks[layer])}"
                   if ks[layer] == ks[layer] else layer for layer in layers]
     events = ["swamp", *filter(None, [_informative_second_event(table)])]
-    columns = [standard_name(label) for label in _column_labels(table, configs)]
+    columns = [acc_label(label) for label in _column_labels(table, configs)]
     indexed = table.set_index(["layer", "config"])
     figure, axes = subplots(1, len(events), figsize=(1.8 + (0.48 * len(configs) + 1.0) * len(events),
                                                          1.3 + 0.4 * len(layers)), squeeze=False)
@@ -172,7 +172,7 @@ def heatmap_caption(table: pd.DataFrame) -> str:
         parts.append(f"{LARGEST_K_MARK} (bold): the largest K = {int(ks[largest[0]]):,}: {names}.")
     worst = table.loc[table["swamp_rate"].idxmax()]
     if worst["swamp_rate"] > 0:
-        parts.append(f"Highest swamp rate: {100 * worst['swamp_rate']:.3g}% ({standard_name(worst['acc'])}, {worst['layer']}"
+        parts.append(f"Highest swamp rate: {100 * worst['swamp_rate']:.3g}% ({acc_label(worst['acc'])}, {worst['layer']}"
                      + (f", K = {int(worst['k'])}" if worst["k"] == worst["k"] else "") + ").")
     second = _informative_second_event(table)
     if second:

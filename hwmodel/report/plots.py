@@ -8,8 +8,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from lba_core import standard_name
 
+from ..workloads.comparison import acc_label
 from .cost_plots import CostAxis, GE_AXIS, SILICON_PLOTS, silicon_axes, silicon_caption
 from .data import PHASES, REFERENCE_ACC, has_values, is_reference
 from .figures import save_figure, subplots
@@ -126,7 +126,7 @@ def plot_accuracy_vs_cost(df: pd.DataFrame, table: pd.DataFrame, out: Path, axis
         ax.errorbar(row[cost], shown(tuned), yerr=errors, fmt="v" if tuned < floor else "o", color=colour, ms=6,
                     capsize=2, lw=0.8, zorder=4, mec="tab:orange" if front[index] else colour,
                     mew=1.5 if front[index] else 1)
-        text = standard_name(row["acc"]) + (f" ({', '.join(off_scale)})" if off_scale else "")
+        text = acc_label(row["acc"]) + (f" ({', '.join(off_scale)})" if off_scale else "")
         labels.append((row[cost], shown(tuned), text, colour))
         markers += [(row[cost], shown(tuned))] + ([(row[cost], shown(zero_shot))] if pd.notna(zero_shot) else [])
     ax.set_ylim(floor - 0.6, best + 0.8 + (100 * stat["stage2_high"].max() - best if "stage2_high" in stat else 0))
@@ -156,7 +156,7 @@ def plot_difference(df: pd.DataFrame, table: pd.DataFrame, out: Path) -> str | N
         return None
     compared = table[table["stage2_diff"].notna()]
     fig, ax = subplots(figsize=(6.4, 0.45 * len(compared) + 1.4))
-    names = {row["config"]: standard_name(row["acc"]) for _, row in df.iterrows()}
+    names = {row["config"]: acc_label(row["acc"]) for _, row in df.iterrows()}
     for offset, (phase, words, marker) in zip((0.15, -0.15), ((p, w, m) for (p, w), m in zip(PHASES, ("o", "s")))):
         for position, (_, row) in enumerate(compared.iterrows()):
             diff = 100 * row[f"{phase}_diff"]

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from lba_core import standard_name
 
+from ..workloads.comparison import acc_label
 from . import stats
 from .data import PHASES, REFERENCE_ACC, has_values, is_reference
 
@@ -18,7 +18,7 @@ def _percent_range(values: Sequence[float]) -> str:
 
 
 def accumulator_names(df: pd.DataFrame) -> list[str]:
-    return [standard_name(acc) for acc in df["acc"]]
+    return [acc_label(acc) for acc in df["acc"]]
 
 
 def _noise_words(table: pd.DataFrame) -> str:
@@ -36,7 +36,7 @@ def headline(df: pd.DataFrame, table: pd.DataFrame) -> str:
     """One sentence (or two) saying what the sweep found, computed from the data."""
     non_reference = df[[not is_reference(acc) for acc in df["acc"]]]
     has_area = has_values(df, "ge_reduction")
-    reference_name = standard_name(df["baseline_acc"].dropna().iloc[0]) if has_values(df, "baseline_acc") else REFERENCE_ACC
+    reference_name = acc_label(df["baseline_acc"].dropna().iloc[0]) if has_values(df, "baseline_acc") else REFERENCE_ACC
     widths = sorted(non_reference["acc_bits"].dropna().unique()) if "acc_bits" in df else []
 
     def area_words(rows: pd.DataFrame) -> str:
@@ -89,7 +89,7 @@ def differences_sentence(df: pd.DataFrame, table: pd.DataFrame, phase: str) -> s
     if beyond.empty:
         return f"No row's {words} accuracy differs from {REFERENCE_ACC} beyond noise."
     accs = df.set_index("config")["acc"]
-    items = [f"{standard_name(accs[row['config']])} ({100 * row[f'{phase}_diff']:+.1f} points, "
+    items = [f"{acc_label(accs[row['config']])} ({100 * row[f'{phase}_diff']:+.1f} points, "
              f"{_p_clause(row[f'{phase}_p_holm'])})" for _, row in beyond.iterrows()]
     return f"{capitalized(words)} accuracy beyond noise of {REFERENCE_ACC}: {', '.join(items)}."
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lba_core import standard_name
 
 from ..synthesis.flows.libraries import LIBRARIES
+from ..workloads.comparison import acc_label
 from .data import PHASES, REFERENCE_ACC, has_values, is_reference
 from .prose import accumulator_names, capitalized, p_text, rate_text
 
@@ -22,7 +22,7 @@ def _interval_text(mean, low, high) -> str:
 def compact_table(df: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
     """(header, rows, constants): the columns people read, with units; columns that do not vary (inputs,
     rounding, chunking, the float baseline) become sentences in ``constants``; empty columns are left out."""
-    reference_name = standard_name(df["baseline_acc"].dropna().iloc[0]) if has_values(df, "baseline_acc") else REFERENCE_ACC
+    reference_name = acc_label(df["baseline_acc"].dropna().iloc[0]) if has_values(df, "baseline_acc") else REFERENCE_ACC
     stat = table.set_index("config")
     columns: list[tuple[str, list[str]]] = [("Accumulator", accumulator_names(df))]
     constants = []

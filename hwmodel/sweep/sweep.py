@@ -35,7 +35,7 @@ from ..execution.points import POINT_THREADS
 from ..report.data import predictions_from_points
 from ..report.heatmap import layer_event_rows, layer_event_table, write_layer_events
 from ..report.report import write_results
-from ..synthesis.area import area_sweep, write_area_report
+from ..synthesis.area import area_sweep, register_bits, write_area_report
 from ..synthesis.flows.operands import StreamSpec
 from ..workloads import registry
 from ..workloads.base import Log, PointRun, RowPart, executor_of
@@ -127,7 +127,7 @@ def result_row(trained: MacConfig, spec: SweepSpec, area: dict[str, Any] | None,
         "bias_mode": parts[0].bias_mode if parts else "format",
         "rounding": trained.rounding,
         "chunk": trained.chunk_size or 0,
-        "acc_bits": trained.acc.width,
+        "acc_bits": register_bits(trained),
         "settings_hash": provenance.settings_hash(determinants)[: provenance.SHORT_HASH],
     }
     row.update({key: value for key, value in (area or {}).items() if key not in row})

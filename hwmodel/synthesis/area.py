@@ -81,6 +81,35 @@ def sweep_row(cfg: MacConfig, result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+#: The area cell of a fused accumulator's row in a sweep: the FDPA unit is a group of L products, not a MAC, and is
+#: synthesized on its own (``hwmodel synth --in e4m3 --acc hopper-fp8``, hwmodel.synthesis.fdpa_synth).
+FUSED_AREA_STATUS = "not synthesized: fused FDPA unit, not a MAC (hwmodel synth --acc {acc})"
+
+
+def register_bits(cfg: MacConfig) -> int:
+    """The accumulator register's width of a row: the accumulator format's, or a fused unit's output format's (a
+    promoted chain adds an fp32 register beside it)."""
+    return cfg.acc.output.width if cfg.fused_acc else cfg.acc.width
+
+
+def fused_row(cfg: MacConfig) -> dict[str, Any]:
+    """The area row of a fused-accumulator configuration: its labels, the width of the unit's output register
+    (``acc_bits``; a promoted chain adds an fp32 register beside it) and ``area_status`` instead of figures."""
+    return {
+        "config": cfg.name,
+        "input": cfg.a_format.name,
+        "weight": cfg.b_format.name,
+        "product": "exact",
+        "acc": cfg.acc.name,
+        "rounding": cfg.rounding,
+        "chunk": cfg.chunk_size or 0,
+        **{name: math.nan for name in WIDTH_COLUMNS},
+        "acc_bits": register_bits(cfg),
+        "ge": math.nan,
+        "area_status": FUSED_AREA_STATUS.format(acc=cfg.acc.name),
+    }
+
+
 def baseline_key(row: pd.Series) -> tuple:
     return (row["input"], row["weight"], row["product"], row["rounding"], row["chunk"])
 
@@ -134,6 +163,11 @@ def area_sweep(
     from .synth import TARGETS as YOSYS_TARGETS
 
     baseline = FloatFormat.parse(baseline)
+    configs = list(configs)
+    fused = [fused_row(cfg) for cfg in configs if cfg.fused_acc]
+    configs = [cfg for cfg in configs if not cfg.fused_acc]
+    if not configs:
+        return add_cost_model(add_reduction(pd.DataFrame(fused), baseline))
     configs = with_baselines(check_configs(configs), baseline)
     targets = tuple(targets)
     # The table reports blocks of the MAC only, so the FMAq's hierarchical run is skipped.
@@ -147,12 +181,12 @@ def area_sweep(
                                   progress=progress, timeout_s=timeout_s, energy=energy, tops=("mac",),
                                   recipes=("area",), executor=executor, stream_spec=stream_spec)
         rows = [{**row, **silicon_row(result)} for row, result in zip(rows, silicon)]
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows + fused)
     return add_cost_model(add_reduction(df, baseline))
 
 
 SUMMARY_COLUMNS = ("config", "acc", "acc_bits", "gates", "ge", "transistors", "depth", "luts", "ge_reduction",
-                   "ge_model", "ge_model_error")
+                   "ge_model", "ge_model_error", "area_status")
 
 
 def _cell(column: str, value: Any) -> str:

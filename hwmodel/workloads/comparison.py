@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lba_core import MacConfig, standard_name
+from lba_core import FusedAccumulator, MacConfig, parse_acc, standard_name
 
 #: The accumulator every row is compared with (its "fp32 reference row").
 REFERENCE_ACC = "fp32"
@@ -14,9 +14,16 @@ REFERENCE_ACC = "fp32"
 GROUP_COLUMNS = ("input", "weight", "product", "rounding", "chunk")
 
 
+def acc_label(acc: Any) -> str:
+    """The name a report shows for an accumulator: a number format's standard name (``fp32`` for ``e8m23``), a
+    fused accumulator's own spelling (``hopper-fp8+promote128``)."""
+    parsed = parse_acc(acc)
+    return parsed.name if isinstance(parsed, FusedAccumulator) else standard_name(parsed)
+
+
 def is_reference(acc: str) -> bool:
     """Whether an accumulator (any spelling: ``e8m23``, ``fp32``) is the reference accumulator."""
-    return standard_name(acc) == REFERENCE_ACC
+    return acc_label(acc) == REFERENCE_ACC
 
 
 def config_group(cfg: MacConfig) -> tuple[Any, ...]:

@@ -27,13 +27,13 @@ from typing import Any
 
 import pandas as pd
 
-from lba_core import ConfigError, FloatFormat, MacConfig, standard_name
+from lba_core import ConfigError, FloatFormat, MacConfig
 from lba_core.fileio import atomic_write, atomic_write_text, markdown_table
 
 from ..execution import provenance
 from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
 from .base import Log, PointRun, ReportSection, RowPart, executor_of
-from .comparison import config_group, is_reference
+from .comparison import acc_label, config_group, is_reference
 
 MINILM_FILE = "minilm.csv"
 STAGES = ("zero-shot", "fine-tuned")
@@ -342,7 +342,7 @@ def _rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     for _, row in frame.iterrows():
         verdict = "(reference)" if not isinstance(row.get("reference"), str) or not row["reference"] else (
             "yes" if str(row["differs_from_fp32"]).lower() == "true" else "no")
-        rows.append([standard_name(row["acc"]), row["stage"], *(_interval(row, name) for name, _ in METRICS),
+        rows.append([acc_label(row["acc"]), row["stage"], *(_interval(row, name) for name, _ in METRICS),
                      _interval(row, "diff_mean_cosine", True), _interval(row, "diff_spearman", True), verdict,
                      f"{row['swamp_rate']:.3g}"])
     return header, rows
