@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from lba_core import ROUNDING_MODES, ConfigError, FloatFormat, FormatError, MacConfig, parse_format
+from lba_core import ROUNDING_MODES, ConfigError, FloatFormat, FormatError, MacConfig, parse_acc, parse_format
 
 from ..synthesis.flows.targets import known_targets
 from ..workloads import registry
@@ -174,6 +174,17 @@ def _formats(value: Any) -> tuple[str, ...]:
     for name in names:
         try:
             parse_format(name)
+        except FormatError as error:
+            raise ValueError(str(error)) from None
+    return names
+
+
+def _accumulators(value: Any) -> tuple[str, ...]:
+    """Accumulator spellings: number formats or fused accumulators (``hopper-fp8``), one parse (lba_core.parse_acc)."""
+    names = _string_list(value)
+    for name in names:
+        try:
+            parse_acc(name)
         except FormatError as error:
             raise ValueError(str(error)) from None
     return names
@@ -389,7 +400,7 @@ class Setting:
 GRID_SETTINGS = (
     Setting("name", "name", "--name", report_name),
     Setting("inputs", "inputs", "--in", _formats),
-    Setting("accumulators", "accumulators", "--acc", _formats),
+    Setting("accumulators", "accumulators", "--acc", _accumulators),
     Setting("rounding", "rounding", "--rounding", _choices(ROUNDING_MODES)),
     Setting("chunk_sizes", "chunk_sizes", "--chunk", _chunk_sizes),
     Setting("product", "product", "--product", _format),
@@ -612,6 +623,11 @@ def check_buildable(spec: SweepSpec) -> list[MacConfig]:
         # integer/fixed-point rows have no floating-point twin (their reduction is left empty)
         for candidate in (cfg,) if cfg.fixed_acc else (cfg, cfg.replace(acc=baseline)):
             try:
+                if candidate.fused_acc:  # the FDPA unit's generator (rtl.fdpa_plan), not the MAC's
+                    from rtl.fdpa_plan import plan_fused
+
+                    plan_fused(candidate)
+                    continue
                 rtl.check_config(candidate)
             except ConfigError as error:
                 raise ConfigError(f"configuration {candidate.name} cannot be synthesized: {error}") from None
