@@ -86,7 +86,8 @@ def partial_sum_exponents(layer: nn.Module, a: torch.Tensor, b: torch.Tensor) ->
 
 
 def observe_partial_sums(model: nn.Module, batches) -> dict[str, Counter]:
-    """Run ``batches`` (an iterable of input tensors) through an lbaified ``model`` with exact accumulation
+    """Run ``batches`` (an iterable of input tensors, or of keyword-argument dicts such as tokenizer
+    output) through an lbaified ``model`` with exact accumulation
     and return, per LBA layer, the histogram of partial-sum exponents its accumulator would have to hold."""
     layers = lba_layers(model)
     histograms = {name: Counter() for name, _ in layers}
@@ -117,7 +118,7 @@ def observe_partial_sums(model: nn.Module, batches) -> dict[str, Counter]:
         model.eval()
         with torch.no_grad():
             for inputs in batches:
-                model(inputs)
+                model(**inputs) if isinstance(inputs, dict) else model(inputs)
         model.train(was_training)
     finally:
         for handle in handles:
