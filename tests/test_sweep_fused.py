@@ -7,6 +7,9 @@ import math
 
 import pytest
 
+import pandas as pd
+
+from hwmodel.report.tables import compact_table
 from hwmodel.sweep.spec import MAIN_JOB, SweepSpec, apply_options, check_buildable, check_option, load_sweep_spec
 from hwmodel.sweep.sweep import result_row
 from hwmodel.synthesis.area import FUSED_AREA_STATUS, area_sweep
@@ -50,6 +53,12 @@ def test_fused_rows_are_labelled_not_synthesized_and_keep_their_output_format():
         assert math.isnan(row["ge"]) and math.isnan(row["ge_reduction"])
         assert acc_label(row["acc"]) == cfg.acc.name and not is_reference(row["acc"])
     assert acc_label("e8m23") == "fp32" and is_reference("e8m23")
+    rows = pd.DataFrame([result_row(cfg, spec, area.loc[cfg.name].to_dict(), [], blocks=False) for cfg in fused]
+                        + [{"config": "e4m3xe4m3-e4m7-rne", "input": "e4m3", "acc": "e4m7", "rounding": "rne", "chunk": 0,
+                           "acc_bits": 12, "ge": 908.0}])
+    header, cells, _ = compact_table(rows, pd.DataFrame({"config": rows["config"]}))
+    assert [row[header.index("Accumulator")] for row in cells] == [*FUSED, "e4m7"]
+    assert [row[header.index("MAC area [GE]")] for row in cells] == ["not synthesized (FDPA unit)"] * 2 + ["908"]
 
 
 def test_area_sweep_mixes_fused_rows_with_synthesized_ones_without_synthesizing_the_fused():

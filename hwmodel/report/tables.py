@@ -36,8 +36,10 @@ def compact_table(df: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], lis
     cell = lambda value, text: "–" if pd.isna(value) else text(value)  # noqa: E731
     if "acc_bits" in df:
         columns.append(("Bits", [cell(v, lambda v: f"{int(v)}") for v in df["acc_bits"]]))
-    if "ge" in df:
-        columns.append(("MAC area [GE]", [cell(v, lambda v: f"{v:,.0f}") for v in df["ge"]]))
+    if "ge" in df:  # a fused row's FDPA unit is no MAC: its area.csv area_status says so (synthesis.area.fused_row)
+        status = df["area_status"] if "area_status" in df else pd.Series(None, index=df.index, dtype=object)
+        columns.append(("MAC area [GE]", ["not synthesized (FDPA unit)" if pd.isna(v) and isinstance(note, str)
+                                          else cell(v, lambda v: f"{v:,.0f}") for v, note in zip(df["ge"], status)]))
     if "ge_reduction" in df:
         columns.append((f"Area vs {reference_name}", [cell(v, lambda v: f"{-100 * v:+.0f}%" if v else "0%")
                                                      for v in df["ge_reduction"]]))
