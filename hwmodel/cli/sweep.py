@@ -16,7 +16,7 @@ from lba_core import ConfigError
 
 from .synth import synthesis_kwargs, synthesis_options, yosys_failure
 from ..sweep.spec import (
-    DEFAULT_ACCUMULATORS, MAIN_JOB, AccuracySpec, MiniLMSpec, SweepSpec, check_buildable, load_sweep_spec,
+    DEFAULT_ACCUMULATORS, MAIN_JOB, AccuracySpec, LMSpec, MiniLMSpec, SweepSpec, check_buildable, load_sweep_spec,
 )
 from rtl.yosys import ToolError
 from ..synthesis.limits import check_array_size, check_datapath_width
@@ -111,6 +111,18 @@ def register(subparsers) -> None:
                         help=f"fine-tuning sentences held out for early stopping (default: {defaults.held_out})")
     minilm.add_argument("--minilm-resamples", type=int, metavar="N",
                         help=f"bootstrap resamples of the evaluation sentences (default: {defaults.resamples})")
+    lm, lm_defaults = parser.add_argument_group("language-model workload (docs/lm.md)"), LMSpec()
+    lm.add_argument("--lm", action=argparse.BooleanOptionalAction, default=None,
+                    help="also measure the byte-level LM's bits per byte on every floating-point accumulator "
+                    "(default: on for the embedded default sweep, off otherwise)")
+    lm.add_argument("--lm-windows", type=int, metavar="N",
+                    help=f"test windows of 257 bytes (default: {lm_defaults.windows})")
+    lm.add_argument("--lm-calibration-windows", type=int, metavar="N",
+                    help=f"training windows for operand ranges, bias and margins (default: {lm_defaults.calibration_windows})")
+    lm.add_argument("--lm-standard-bias", help="fp32/fp16/bf16 accumulators: margin (per-layer power-of-two operand "
+                    f"margins) or format (plain max-abs scaling, an ablation) (default: {lm_defaults.standard_bias})")
+    lm.add_argument("--lm-resamples", type=int, metavar="N",
+                    help=f"bootstrap resamples of the test windows (default: {lm_defaults.resamples})")
     synthesis_options(parser, default_targets=",".join(SweepSpec().targets))
     parser.add_argument("--energy", action="store_true", default=None,
                         help="also energy per MAC (gate-level switching on the digits ResNet's operands and on random "
@@ -135,6 +147,8 @@ def _option_values(args: argparse.Namespace) -> dict[str, object]:
         "--minilm-steps": None if args.minilm_steps is None else list(args.minilm_steps), "--minilm-lr": args.minilm_lr,
         "--minilm-bias": args.minilm_bias, "--minilm-held-out": args.minilm_held_out,
         "--minilm-resamples": args.minilm_resamples,
+        "--lm": args.lm, "--lm-windows": args.lm_windows, "--lm-calibration-windows": args.lm_calibration_windows,
+        "--lm-standard-bias": args.lm_standard_bias, "--lm-resamples": args.lm_resamples,
     }
 
 

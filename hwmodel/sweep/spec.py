@@ -79,6 +79,21 @@ class MiniLMSpec:
 
 
 @dataclass(frozen=True)
+class LMSpec:
+    """The language-model workload (hwmodel.workloads.lm): the byte-level LM zero-shot on every floating-point
+    accumulator of the grid, beside the sweep's model (``enabled``; on in the embedded default sweep)."""
+
+    enabled: bool = False
+    #: Test windows of 257 bytes (the bootstrap's units) and training windows for the operand ranges, bias and margins.
+    windows: int = 8
+    calibration_windows: int = 8
+    #: How fixed-bias accumulators (fp32/fp16/bf16, explicit biases) are fitted: "margin" (per-layer power-of-two
+    #: operand margins) or "format" (plain max-abs scaling: the labelled ablation).
+    standard_bias: str = "margin"
+    resamples: int = 2000
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     """A grid of MAC configurations (inputs x accumulators x rounding x chunk sizes) and how to measure them."""
 
@@ -99,6 +114,7 @@ class SweepSpec:
     baseline_acc: str = "fp32"
     accuracy: AccuracySpec = field(default_factory=AccuracySpec)
     minilm: MiniLMSpec = field(default_factory=MiniLMSpec)
+    lm: LMSpec = field(default_factory=LMSpec)
     #: ``"RxC"``: also cost each configuration as an R x C PE array (docs/pe_array.md); chunk size = R.
     array: str | None = None
     #: "INPUT:ACC" integer/fixed-point configurations added after the grid (rne, one chunk); an array sweep
@@ -446,8 +462,16 @@ MINILM_SETTINGS = (
     Setting("held_out", "minilm.held_out", "--minilm-held-out", _count(1)),
     Setting("resamples", "minilm.resamples", "--minilm-resamples", _count(2)),
 )
-#: The embedded default sweep (``hwmodel sweep`` without a file or --acc): digits and MiniLM zero-shot.
-MAIN_JOB = SweepSpec(minilm=MiniLMSpec(enabled=True))
+#: The language-model workload's settings (an ``[lm]`` table in TOML).
+LM_SETTINGS = (
+    Setting("enabled", "lm.enabled", "--lm", _flag),
+    Setting("windows", "lm.windows", "--lm-windows", _count(2)),
+    Setting("calibration_windows", "lm.calibration_windows", "--lm-calibration-windows", _count(1)),
+    Setting("standard_bias", "lm.standard_bias", "--lm-standard-bias", _choice(lambda: ("margin", "format"))),
+    Setting("resamples", "lm.resamples", "--lm-resamples", _count(2)),
+)
+#: The embedded default sweep (``hwmodel sweep`` without a file or --acc): digits, MiniLM and the LM zero-shot.
+MAIN_JOB = SweepSpec(minilm=MiniLMSpec(enabled=True), lm=LMSpec(enabled=True))
 
 
 #: Accuracy settings of the digits pipeline only (MiniLM has its own data, recipe and single seed).
@@ -510,11 +534,11 @@ def load_sweep_spec(path: "str | Path", name: str | None = None) -> SweepSpec:
     path = Path(path)
     raw = _read_toml(path)
     grid = {setting.key: setting for setting in GRID_SETTINGS}
-    unknown = sorted(set(raw) - set(grid) - {"accuracy", "minilm"})
+    unknown = sorted(set(raw) - set(grid) - {"accuracy", "minilm", "lm"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted([*grid, 'accuracy', 'minilm']))}")
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted([*grid, 'accuracy', 'minilm', 'lm']))}")
     changes = {grid[key].field: _checked(grid[key], value, f"{path}: key '{key}'") for key, value in raw.items()
-               if key not in ("accuracy", "minilm")}
+               if key not in ("accuracy", "minilm", "lm")}
     changes.setdefault("name", _checked(grid["name"], path.stem, f"{path}: the file name as report name (set key 'name')"))
     spec = SweepSpec(**changes)
     _check_executor(spec, str(path))
@@ -528,6 +552,8 @@ def load_sweep_spec(path: "str | Path", name: str | None = None) -> SweepSpec:
         _check_device(spec, f"{path}: key 'accuracy.device'")
     if "minilm" in raw:
         spec = replace(spec, minilm=_load_minilm(path, raw["minilm"]))
+    if "lm" in raw:
+        spec = replace(spec, lm=_load_lm(path, raw["lm"]))
     tables = {table: raw.get(table) for table in ("accuracy", "minilm")}
     _check_minilm(spec, {f"{table}.{key}": f"key '{table}.{key}'" for table, keys in tables.items()
                          if isinstance(keys, dict) for key in keys}, str(path))
@@ -564,6 +590,17 @@ def _load_minilm(path: Path, raw: Any) -> MiniLMSpec:
                          for key, value in raw.items()})
 
 
+def _load_lm(path: Path, raw: Any) -> LMSpec:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: key 'lm': expected a table ([lm]), got {raw!r}")
+    settings = {setting.key.removeprefix("lm."): setting for setting in LM_SETTINGS}
+    unknown = sorted(set(raw) - set(settings))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) lm.{', lm.'.join(unknown)}; expected some of {', '.join(sorted(settings))}")
+    return LMSpec(**{settings[key].field: _checked(settings[key], value, f"{path}: key 'lm.{key}'")
+                     for key, value in raw.items()})
+
+
 # ------------------------------------------------------------------------------------------------ options
 #: Options that say how a sweep runs, not what it measures: allowed next to --config.
 _RUN_OPTIONS = ("--name", "--jobs", "--executor", "--ray-address")
@@ -578,7 +615,8 @@ def apply_options(spec: SweepSpec, values: dict[str, Any], from_file: bool) -> S
     grid = {setting.option: setting for setting in GRID_SETTINGS}
     accuracy = {setting.option: setting for setting in accuracy_settings(Path.cwd())}
     minilm = {setting.option: setting for setting in MINILM_SETTINGS}
-    unknown = set(given) - set(grid) - set(accuracy) - set(minilm)
+    lm = {setting.option: setting for setting in LM_SETTINGS}
+    unknown = set(given) - set(grid) - set(accuracy) - set(minilm) - set(lm)
     if unknown:
         raise ValueError(f"not sweep options: {sorted(unknown)}")
     if from_file:
@@ -594,6 +632,8 @@ def apply_options(spec: SweepSpec, values: dict[str, Any], from_file: bool) -> S
     spec = replace(spec, accuracy=replace(spec.accuracy, **accuracy_changes))
     minilm_changes = {minilm[o].field: _checked(minilm[o], v, o) for o, v in given.items() if o in minilm}
     spec = replace(spec, minilm=replace(spec.minilm, **minilm_changes))
+    lm_changes = {lm[o].field: _checked(lm[o], v, o) for o, v in given.items() if o in lm}
+    spec = replace(spec, lm=replace(spec.lm, **lm_changes))
     spec.configs()  # the options together: chunk sizes that do not fit --array
     _check_executor(spec, "--ray-address")
     _check_device(spec, "--device")
@@ -639,5 +679,5 @@ def check_option(option: str, value: Any, base: Path | None = None) -> Any:
     every command spells and means an option the same way (``hwmodel train --lr`` is ``hwmodel sweep --lr``);
     ConfigError ``"--lr: ..."``. Relative data paths are taken relative to ``base`` (default: the cwd)."""
     settings = {setting.option: setting for setting in (*GRID_SETTINGS, *accuracy_settings(base or Path.cwd()),
-                                                        *MINILM_SETTINGS)}
+                                                        *MINILM_SETTINGS, *LM_SETTINGS)}
     return _checked(settings[option], value, option)

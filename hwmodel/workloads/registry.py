@@ -7,11 +7,13 @@ from pathlib import Path
 
 from .base import ReportSection, Workload
 from .digits import DigitsWorkload
+from .lm import LMWorkload
 from .minilm import MiniLMWorkload
 
 WORKLOADS: tuple[Workload, ...] = (
     DigitsWorkload(),
     MiniLMWorkload(),
+    LMWorkload(),
 )
 
 

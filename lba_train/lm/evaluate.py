@@ -20,7 +20,8 @@ from torch import nn
 
 from lba_core import ConfigError, MacConfig
 
-from ..convert import event_stats_table, lba_layers, lbaify
+from ..bias import BIAS_MODES, resolve_bias, scale_margins
+from ..convert import event_stats_table, lba_layers, lbaify, set_lba_config
 from ..layers import LayerOptions, LBAMatMul
 from ..products import LBAProducts
 from .model import ByteLM
@@ -46,8 +47,14 @@ class LMEvalOptions:
     #: Every operand range (activations and weights) widened by 2**margin before scaling, so that the largest
     #: operand lands 2**-margin below the input format's maximum; 0 = plain max-abs scaling.
     margin_log2: int = 0
+    #: How the accumulator is fitted to the operands after their ranges are fixed (lba_train.bias.BIAS_MODES):
+    #: "format" keeps ``cfg``; "calibrate"/"paper" choose its bias, "margin" per-layer power-of-two operand
+    #: margins (fixed-bias accumulators), both on the calibration windows.
+    bias: str = "format"
 
     def __post_init__(self) -> None:
+        if self.bias not in BIAS_MODES:
+            raise ConfigError(f"LMEvalOptions.bias must be one of {', '.join(BIAS_MODES)}, got {self.bias!r}")
         for name in ("windows", "calibration_windows", "batch", "resamples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"LMEvalOptions.{name} must be positive, got {getattr(self, name)}")
@@ -88,6 +95,9 @@ class LMPoint:
     tokens: int
     seconds: float
     per_window: dict[str, list[float]]
+    #: How the accumulator was fitted (LMEvalOptions.bias) and each LBA layer's operand margin (binades).
+    bias_mode: str = "format"
+    scale_margins: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -197,6 +207,9 @@ def evaluate_point(model: ByteLM, cfg: MacConfig, windows: torch.Tensor, calibra
     started = time.perf_counter()
     converted = lbaify(model, cfg, options.layer_options, intercept=False).eval()
     freeze_operand_ranges(converted, calibration, options.batch, options.margin_log2)
+    if options.bias != "format":
+        cfg = resolve_bias(cfg, options.bias, converted, list(calibration.split(options.batch)))
+        set_lba_config(converted, cfg)
     counts, handles = _nonfinite_hooks(converted)
     try:
         outputs = model_outputs(converted, windows, options.batch)
@@ -217,6 +230,7 @@ def evaluate_point(model: ByteLM, cfg: MacConfig, windows: torch.Tensor, calibra
         layers=layers, windows=int(windows.shape[0]), tokens=int(windows.shape[0] * (windows.shape[1] - 1)),
         seconds=time.perf_counter() - started,
         per_window={"bpb": outputs.bpb.tolist(), "kl_bits": kl.tolist(), "top1": agree.tolist()},
+        bias_mode=options.bias, scale_margins=scale_margins(converted),
     )
 
 
