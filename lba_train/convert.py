@@ -108,7 +108,6 @@ def lbaify(
     intercept: bool = True,
     example_inputs=None,
     strict: bool = False,
-    **legacy_options,
 ) -> nn.Module:
     """Put every matrix product of ``model``'s forward on the accumulator of ``cfg``; returns the model.
 
@@ -132,21 +131,14 @@ def lbaify(
     :func:`accumulator_coverage`). A warning names every module whose forward MACs stay in float (outside what
     ``skip``/``keep_first_last`` asked for) with its share of the example forward's MACs, and every module of a
     kind that stays in float; ``strict=True`` raises a ConfigError instead.
-
-    The loose keywords of earlier releases (``estimator=``, ``collect_stats=``, ...) still work with a
-    DeprecationWarning, as does ``skip`` given as the third positional argument.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"lbaify expects an nn.Module, got {type(model).__name__}")
     if not isinstance(cfg, MacConfig):
         raise ConfigError(f"lbaify needs a lba_core.MacConfig, got {type(cfg).__name__}")
-    if options is not None and not isinstance(options, LayerOptions):
-        warnings.warn("lbaify: skip as the third positional argument is deprecated; pass skip=...",
-                      DeprecationWarning, stacklevel=2)
-        skip, options = options, None
     if not isinstance(strict, bool):
         raise ConfigError(f"lbaify: strict must be True or False, got {strict!r}")
-    options = resolve_layer_options(options, legacy_options, "lbaify")
+    options = resolve_layer_options(options, "lbaify")
     rules = _skip_rules(skip)
     target = model if inplace else copy.deepcopy(model)
     needs_interception = []  # with intercept=False: modules whose products stay in float, with what is inside

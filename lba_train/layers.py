@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -56,14 +55,8 @@ class LayerOptions:
         return asdict(self)
 
 
-def resolve_layer_options(options: LayerOptions | None, legacy: dict, caller: str) -> LayerOptions:
-    """``options``, or (deprecated) the same options given as loose keywords."""
-    if legacy:
-        if options is not None:
-            raise TypeError(f"{caller}: give options=LayerOptions(...) or loose keywords, not both")
-        warnings.warn(f"{caller}: loose layer keywords ({', '.join(sorted(legacy))}) are deprecated; pass "
-                      "options=LayerOptions(...)", DeprecationWarning, stacklevel=3)
-        return LayerOptions(**legacy)
+def resolve_layer_options(options: LayerOptions | None, caller: str) -> LayerOptions:
+    """``options`` checked, or the default LayerOptions."""
     if options is None:
         return LayerOptions()
     if not isinstance(options, LayerOptions):
@@ -186,8 +179,7 @@ class LBALinear(nn.Linear, LBAModule):
         self._init_lba(cfg, estimator, collect_stats, per_channel_weights, power_of_two_scales)
 
     @classmethod
-    def from_float(cls, module: nn.Linear, cfg: MacConfig, options: LayerOptions | None = None,
-                   **legacy_options) -> LBALinear:
+    def from_float(cls, module: nn.Linear, cfg: MacConfig, options: LayerOptions | None = None) -> LBALinear:
         """An LBALinear with a copy of ``module``'s weight and bias; ``module`` is an nn.Linear or transformers'
         Conv1D (whose (in, out) weight is stored transposed, in nn.Linear's layout)."""
         if is_transformers_conv1d(module):
@@ -196,7 +188,7 @@ class LBALinear(nn.Linear, LBAModule):
             in_features, out_features = module.in_features, module.out_features
         else:
             raise TypeError(f"LBALinear.from_float expects an nn.Linear, got {type(module).__name__}")
-        options = resolve_layer_options(options, legacy_options, "LBALinear.from_float")
+        options = resolve_layer_options(options, "LBALinear.from_float")
         layer = cls(
             in_features,
             out_features,
@@ -276,12 +268,12 @@ class _LBAConvolution(LBAModule):
         self._init_lba(cfg, estimator, collect_stats, per_channel_weights, power_of_two_scales)
 
     @classmethod
-    def from_float(cls, module: nn.Module, cfg: MacConfig, options: LayerOptions | None = None, **legacy_options):
+    def from_float(cls, module: nn.Module, cfg: MacConfig, options: LayerOptions | None = None):
         """The LBA convolution with a copy of ``module``'s weight, bias and geometry."""
         if not isinstance(module, cls.FLOAT_TYPE):
             raise TypeError(f"{cls.__name__}.from_float expects an nn.{cls.FLOAT_TYPE.__name__}, "
                             f"got {type(module).__name__}")
-        options = resolve_layer_options(options, legacy_options, f"{cls.__name__}.from_float")
+        options = resolve_layer_options(options, f"{cls.__name__}.from_float")
         layer = cls(
             module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
             module.dilation, module.groups, module.bias is not None, module.padding_mode, cfg=cfg,
@@ -378,9 +370,8 @@ class LBAMatMul(LBAModule):
         self._init_lba(cfg, estimator, collect_stats, False, power_of_two_scales)
 
     @classmethod
-    def from_float(cls, module: nn.Module, cfg: MacConfig, options: LayerOptions | None = None,
-                   **legacy_options) -> LBAMatMul:
-        layer = cls(cfg=cfg, **resolve_layer_options(options, legacy_options, "LBAMatMul.from_float").as_kwargs())
+    def from_float(cls, module: nn.Module, cfg: MacConfig, options: LayerOptions | None = None) -> LBAMatMul:
+        layer = cls(cfg=cfg, **resolve_layer_options(options, "LBAMatMul.from_float").as_kwargs())
         layer.train(module.training)
         return layer
 

@@ -11,9 +11,8 @@ import copy
 import dataclasses
 import json
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -117,19 +116,8 @@ class TrainOptions:
         _check_flag(self.progress, "TrainOptions.progress")
 
 
-class _DeprecatedItems:
-    """``result["key"]`` as in the dict results of earlier releases, with a DeprecationWarning."""
-
-    def __getitem__(self, key: str):
-        warnings.warn(f'{type(self).__name__}["{key}"] is deprecated; use the attribute .{key}', DeprecationWarning,
-                      stacklevel=2)
-        if key not in {item.name for item in fields(self)} | {"state"}:
-            raise KeyError(key)
-        return getattr(self, key)
-
-
 @dataclass
-class TrainResult(_DeprecatedItems):
+class TrainResult:
     """What :func:`train_float` returns: the trained ``model``, its validation ``accuracy`` in [0, 1] and the
     per-epoch mean training loss in ``history``."""
 
@@ -167,44 +155,13 @@ def _fit(model: nn.Module, train_loader, val_loader, options: TrainOptions) -> T
     return TrainResult(model, accuracy, history, time.perf_counter() - started)
 
 
-_LEGACY_TRAIN_ARGUMENTS = ("epochs", "lr", "seed", "device", "progress")
-
-
-def train_float(model: nn.Module, train_loader, val_loader=None, *legacy_args, options: TrainOptions | None = None,
-                **legacy_kwargs) -> TrainResult:
+def train_float(model: nn.Module, train_loader, val_loader, *, options: TrainOptions | None = None) -> TrainResult:
     """Train a copy of ``model`` in ordinary floating point with Adam (the baseline that fine-tuning starts
-    from) and return a :class:`TrainResult`; ``model`` itself is not modified.
-
-    Deprecated form, kept for one release: ``train_float(model, loaders, epochs, lr=3e-3, seed=0,
-    device="cpu", progress=True)`` with ``loaders`` a DataBundle or a (train, val) pair trains ``model`` in
-    place.
-    """
-    if isinstance(train_loader, (DataBundle, tuple, list)):
-        warnings.warn("train_float(model, loaders, epochs, ...) is deprecated; call train_float(model, "
-                      "train_loader, val_loader, options=TrainOptions(...))", DeprecationWarning, stacklevel=2)
-        if options is not None:
-            raise TypeError("train_float: the deprecated (model, loaders, epochs, ...) form takes no options=")
-        positional = (() if val_loader is None else (val_loader,)) + legacy_args
-        legacy = {"progress": True, **dict(zip(_LEGACY_TRAIN_ARGUMENTS, positional)), **legacy_kwargs}
-        train, val = _split_loaders(train_loader)
-        return _fit(model, train, val, TrainOptions(**legacy))
-    if legacy_args or legacy_kwargs:
-        raise TypeError("train_float(model, train_loader, val_loader, *, options=TrainOptions(...)) takes no "
-                        f"other arguments, got {len(legacy_args)} positional and {sorted(legacy_kwargs)}")
-    if val_loader is None:
-        raise TypeError("train_float needs a train_loader and a val_loader")
+    from) and return a :class:`TrainResult`; ``model`` itself is not modified."""
     options = TrainOptions() if options is None else options
     if not isinstance(options, TrainOptions):
         raise TypeError(f"train_float: options must be a TrainOptions, got {type(options).__name__}")
     return _fit(copy.deepcopy(model), train_loader, val_loader, options)
-
-
-def _split_loaders(loaders) -> tuple:
-    if isinstance(loaders, DataBundle):
-        return loaders.train, loaders.val
-    if isinstance(loaders, (tuple, list)) and len(loaders) == 2:
-        return tuple(loaders)
-    raise TypeError("loaders must be a DataBundle or a (train_loader, val_loader) pair")
 
 
 def _pair(value, name: str) -> tuple:
@@ -272,7 +229,7 @@ ACCURACY_KEYS = ("baseline", "exact_acc", "zero_shot", "stage1", "stage1_nouf", 
 
 
 @dataclass
-class FinetuneResult(_DeprecatedItems):
+class FinetuneResult:
     """What :func:`finetune` returns. Accuracies are fractions in [0, 1], measured with the hardware's
     arithmetic (underflow on) except ``stage1_nouf``: ``baseline`` (the float model), ``exact_acc``
     (quantized operands, exact accumulation), ``zero_shot`` (converted, not trained), ``stage1``,
@@ -471,34 +428,13 @@ class _FinetuneRun:
                               labels=self.progress.labels)
 
 
-_LEGACY_FINETUNE_POSITIONAL = ("epochs", "lr", "device")
-_LEGACY_LAYER_KEYWORDS = ("estimator", "collect_stats", "per_channel_weights", "power_of_two_scales")
-
-
-def _legacy_finetune_options(positional: tuple, keywords: dict, defaults: dict, caller: str) -> FinetuneOptions:
-    """The FinetuneOptions of the loose arguments of earlier releases (deprecated, kept for one release)."""
-    if len(positional) > len(_LEGACY_FINETUNE_POSITIONAL):
-        raise TypeError(f"{caller}: too many positional arguments")
-    warnings.warn(f"{caller}: loose fine-tuning arguments ({', '.join(sorted(keywords) or ['positional'])}) are "
-                  "deprecated; pass options=FinetuneOptions(...)", DeprecationWarning, stacklevel=3)
-    merged = {**defaults, **dict(zip(_LEGACY_FINETUNE_POSITIONAL, positional)), **keywords}
-    layers = {key: merged.pop(key) for key in _LEGACY_LAYER_KEYWORDS if key in merged}
-    unknown = set(merged) - {item.name for item in fields(FinetuneOptions)}
-    if unknown:
-        raise TypeError(f"{caller}: unexpected arguments {', '.join(sorted(unknown))}")
-    return FinetuneOptions(**merged, layers=LayerOptions(**layers))
-
-
-def finetune(model: nn.Module, train_loader, val_loader, cfg: MacConfig, *legacy_args,
-             options: FinetuneOptions | None = None, **legacy_kwargs) -> FinetuneResult:
+def finetune(model: nn.Module, train_loader, val_loader, cfg: MacConfig, *,
+             options: FinetuneOptions | None = None) -> FinetuneResult:
     """Fine-tune a trained float ``model`` on the accumulator of ``cfg``; ``model`` itself is not modified.
 
     A copy is converted with :func:`lbaify`, its accumulator bias chosen (lba_train.bias), then it is trained
     ``options.epochs[0]`` epochs with underflow off and ``options.epochs[1]`` epochs with underflow on (the
     paper's two stages; see :class:`FinetuneOptions`). Returns a :class:`FinetuneResult`.
-
-    The form of earlier releases, ``finetune(model, train, val, cfg, epochs, lr, device, bias=..., ...)``,
-    still works with a DeprecationWarning (and its old defaults: progress bars on, ``log=print``).
 
     Under ``torchrun --nproc_per_node=N`` (or with torch.distributed initialised) it trains with
     DistributedDataParallel on a per-rank shard of ``train_loader`` (see :mod:`lba_train.distributed`).
@@ -509,10 +445,6 @@ def finetune(model: nn.Module, train_loader, val_loader, cfg: MacConfig, *legacy
     check_loader(val_loader, "val_loader", "finetune")
     if not isinstance(cfg, MacConfig):
         raise ConfigError(f"finetune needs a lba_core.MacConfig, got {type(cfg).__name__}")
-    if legacy_args or legacy_kwargs:
-        if options is not None:
-            raise TypeError("finetune: give options=FinetuneOptions(...) or loose arguments, not both")
-        options = _legacy_finetune_options(legacy_args, legacy_kwargs, {"progress": True, "log": print}, "finetune")
     options = FinetuneOptions() if options is None else options
     if not isinstance(options, FinetuneOptions):
         raise TypeError(f"finetune: options must be a FinetuneOptions, got {type(options).__name__}")
@@ -529,19 +461,15 @@ def train_baseline(model_name: str, data: DataBundle, epochs: int, seed: int = 0
                        options=TrainOptions(epochs=epochs, lr=lr, seed=seed, device=device, progress=progress))
 
 
-_LEGACY_POINT_POSITIONAL = ("epochs", "seed", "baseline_state")
-
-
 def run_accuracy_point(
     cfg: MacConfig,
     model_name: str,
     data,
-    *legacy_args,
+    *,
     options: FinetuneOptions | None = None,
     baseline_state: dict | None = None,
     baseline: TrainOptions | None = None,
     width: int = 1,
-    **legacy_kwargs,
 ) -> dict:
     """Every number for one accumulator format, as one independent job: (train or reuse) the float baseline,
     then :func:`finetune` with ``options``. ``data`` is a spec ("digits", "imagefolder:PATH", "mnist:PATH") or
@@ -554,21 +482,7 @@ def run_accuracy_point(
     "predictions" of the zero-shot and the fine-tuned ("stage2") model with the validation "labels", for
     paired comparisons of formats on the same examples. ``width`` widens the model (the long-accumulation
     knob of :func:`~lba_train.models.build_model`).
-
-    Earlier releases' loose arguments (``epochs, seed, baseline_state`` positionally, ``baseline_epochs=``,
-    ``baseline_lr=``, fine-tuning keywords) still work with a DeprecationWarning.
     """
-    if legacy_args or legacy_kwargs:
-        if options is not None or baseline is not None:
-            raise TypeError("run_accuracy_point: give options=/baseline= or loose arguments, not both")
-        if len(legacy_args) > len(_LEGACY_POINT_POSITIONAL):
-            raise TypeError("run_accuracy_point: too many positional arguments")
-        keywords = {**dict(zip(_LEGACY_POINT_POSITIONAL, legacy_args)), **legacy_kwargs}
-        if "baseline_state" in keywords:
-            baseline_state = keywords.pop("baseline_state")
-        baseline = TrainOptions(epochs=keywords.pop("baseline_epochs", 10), lr=keywords.pop("baseline_lr", 3e-3),
-                                seed=keywords.get("seed", 0), progress=keywords.get("progress", False))
-        options = _legacy_finetune_options((), keywords, {}, "run_accuracy_point")
     options = FinetuneOptions() if options is None else options
     bundle = data if isinstance(data, DataBundle) else load_data(data, seed=options.seed)
     model = build_model(model_name, bundle.input_shape, bundle.classes, options.seed, width)

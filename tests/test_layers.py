@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
@@ -279,26 +278,26 @@ def test_lbaify_skip_rules_and_keep_first_last():
         lbaify(_Net(), "e4m3")
 
 
-def test_lbaify_layer_options_and_the_deprecated_keywords():
+def test_lbaify_layer_options_and_no_loose_keywords():
     options = LayerOptions(estimator="immediate-diff", collect_stats=False, per_channel_weights=True)
     converted = lbaify(_Net(), CFG, options)
     for _, layer in lba_layers(converted):
         assert layer.estimator == "immediate-diff" and layer.stats is None
     assert converted.first.weight_quantizer.per_channel
-    with pytest.warns(DeprecationWarning, match="LayerOptions"):
-        legacy = lbaify(_Net(), CFG, estimator="immediate-diff", collect_stats=False, per_channel_weights=True)
-    assert _kinds(legacy) == _kinds(converted)
-    assert all(layer.estimator == "immediate-diff" and layer.stats is None for _, layer in lba_layers(legacy))
-    with pytest.warns(DeprecationWarning, match="skip"):
-        assert _kinds(lbaify(_Net(), CFG, "head.1"))["head.1"] == "Linear"  # skip as the third positional
-    with pytest.warns(DeprecationWarning):
-        layer = LBALinear.from_float(nn.Linear(3, 2), CFG, collect_stats=False)
-    assert layer.stats is None
+    # The loose keywords and the positional skip of earlier releases were dropped (no compatibility shims).
+    with pytest.raises(TypeError):
+        lbaify(_Net(), CFG, estimator="immediate-diff")
+    with pytest.raises(TypeError, match="LayerOptions"):
+        lbaify(_Net(), CFG, "head.1")
+    assert _kinds(lbaify(_Net(), CFG, skip="head.1"))["head.1"] == "Linear"
+    with pytest.raises(TypeError):
+        LBALinear.from_float(nn.Linear(3, 2), CFG, collect_stats=False)
+    assert LBALinear.from_float(nn.Linear(3, 2), CFG, LayerOptions(collect_stats=False)).stats is None
     with pytest.raises(ConfigError, match="LayerOptions.estimator: unknown gradient estimator 'magic'"):
         LayerOptions(estimator="magic")
     with pytest.raises(ConfigError, match="LayerOptions.collect_stats"):
         LayerOptions(collect_stats="yes")
-    with pytest.raises(TypeError, match="not both"):
+    with pytest.raises(TypeError, match="estimator"):
         lbaify(_Net(), CFG, LayerOptions(), estimator="ste")
 
 

@@ -26,7 +26,6 @@ from lba_train.bias import (
 from lba_train.convert import lba_layers, lbaify
 from lba_train.data import _split, load_data, load_digits_data, load_image_folder, load_mnist, make_bundle, read_idx
 from lba_train.models import build_model
-from lba_train.layers import LayerOptions
 from lba_train.train import (
     ACCURACY_KEYS, FinetuneOptions, FinetuneResult, TrainOptions, TrainResult, evaluate, finetune, run_accuracy_point,
     train_baseline, train_float,
@@ -222,13 +221,13 @@ def test_baseline_training_learns_on_a_copy(tiny_digits, tiny_baseline):
         TrainOptions(epochs=-1)
 
 
-def test_deprecated_train_float_form_trains_in_place(tiny_digits):
+def test_the_old_train_float_form_is_gone(tiny_digits):
+    """The loose-argument form of earlier releases was dropped (no compatibility shims): it fails loudly."""
     model = build_model("mlp", tiny_digits.input_shape, tiny_digits.classes, seed=0)
-    with pytest.warns(DeprecationWarning, match="train_float"):
-        trained = train_float(model, tiny_digits, 1, progress=False)
-    assert trained.model is model
-    with pytest.warns(DeprecationWarning, match=r'TrainResult\["accuracy"\]'):
-        assert trained["accuracy"] == trained.accuracy
+    with pytest.raises(TypeError):
+        train_float(model, tiny_digits, 1, progress=False)
+    with pytest.raises(TypeError):
+        train_float(model, tiny_digits.train, tiny_digits.val, 1)
 
 
 def test_finetune_runs_both_stages_on_a_copy_quietly_and_resumes(tiny_digits, tiny_baseline, tmp_path, capsys):
@@ -269,16 +268,14 @@ def test_finetune_runs_both_stages_on_a_copy_quietly_and_resumes(tiny_digits, ti
                  options=QUIET.replace(checkpoint_dir=tmp_path))
 
 
-def test_deprecated_finetune_form_gives_the_same_result(tiny_digits, tiny_baseline):
+def test_the_old_finetune_forms_are_gone(tiny_digits, tiny_baseline):
     cfg = MacConfig("e4m3", "e5m6")
-    options = FinetuneOptions(epochs=(0, 1), bias="paper", layers=LayerOptions(estimator="ste"))
-    new = finetune(tiny_baseline.model, tiny_digits.train, tiny_digits.val, cfg, options=options)
-    with pytest.warns(DeprecationWarning, match="FinetuneOptions"):
-        old = finetune(tiny_baseline.model, tiny_digits.train, tiny_digits.val, cfg, (0, 1), bias="paper",
-                       estimator="ste", progress=False, log=lambda _: None)
-    with pytest.warns(DeprecationWarning, match=r'FinetuneResult\["stage2"\]'):
-        assert old["stage2"] == new.stage2
-    assert old.accuracies() == new.accuracies() and old.cfg == new.cfg
+    with pytest.raises(TypeError):
+        finetune(tiny_baseline.model, tiny_digits.train, tiny_digits.val, cfg, (0, 1), bias="paper")
+    with pytest.raises(TypeError):
+        run_accuracy_point(cfg, "mlp", tiny_digits, (0, 1), 0, tiny_baseline.state)
+    with pytest.raises(TypeError):
+        tiny_baseline["accuracy"]  # results are dataclasses: attributes, not dict items
 
 
 def test_finetune_options_are_checked_before_any_work():
@@ -307,10 +304,7 @@ def test_run_accuracy_point_reuses_a_baseline(tiny_digits, tiny_baseline):
         assert len(predicted) == len(labels) == len(tiny_digits.val.dataset)
         assert sum(p == y for p, y in zip(predicted, labels)) / len(labels) == point[phase]
     json.dumps(point)
-    with pytest.warns(DeprecationWarning):
-        legacy = run_accuracy_point(MacConfig("e4m3", "e5m6"), "mlp", tiny_digits, (0, 1), 0, tiny_baseline.state,
-                                    bias="calibrate")
-    assert {key: legacy[key] for key in ACCURACY_KEYS} == {key: point[key] for key in ACCURACY_KEYS}
+    assert set(ACCURACY_KEYS) <= set(point)
 
 
 def test_cli_train_writes_reports(tmp_path, capsys):
