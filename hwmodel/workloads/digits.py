@@ -55,8 +55,9 @@ def accuracy_determinants(spec, cfg: MacConfig, seed: int | None = None) -> dict
         "epochs": list(accuracy.epochs), "lr": list(accuracy.lr), "estimator": accuracy.estimator,
         "baseline": baseline_determinants(spec),
     }
-    if seed is not None and seed != accuracy.seed:
-        determinants.update(bias_mode="format", finetune_seed=seed)
+    if seed is not None and seed != accuracy.seed:  # margins are per model: every seed calibrates its own
+        determinants.update(bias_mode="margin" if determinants["bias_mode"] == "margin" else "format",
+                            finetune_seed=seed)
     return determinants
 
 
@@ -146,7 +147,7 @@ def _compute(spec, configs: list[MacConfig], seeds: list[int], points: Path, fou
         pending: dict[Future, tuple[MacConfig, MacConfig, int]] = {}
 
         def submit(cfg: MacConfig, trained: MacConfig, seed: int) -> None:
-            mode = spec.bias_mode(cfg) if seed == seeds[0] else "format"
+            mode = spec.bias_mode(cfg) if seed == seeds[0] or spec.bias_mode(cfg) == "margin" else "format"
             future = pool.submit(_accuracy_job, trained.to_dict(), mode, accuracy, str(baseline_path), seed)
             pending[future] = (cfg, trained, seed)
 
@@ -182,6 +183,8 @@ def row_columns(records: list[dict[str, Any]]) -> dict[str, Any]:
     """A configuration's accuracy columns from its seeds' records: accuracies (mean over the seeds, and the
     sample standard deviation of the zero-shot and fine-tuned ones), event rates (mean over the seeds)."""
     columns: dict[str, Any] = {"seeds": len(records)}
+    # the base seed's per-layer operand margins (bias mode "margin"; each seed calibrates its own), "0": none
+    columns["scale_margin"] = records[0].get("scale_margin", "0")
     for phase in PHASES:
         values = [record[phase] for record in records]
         columns[f"top1_{phase}"] = statistics.fmean(values)
