@@ -85,10 +85,19 @@ def partial_sum_exponents(layer: nn.Module, a: torch.Tensor, b: torch.Tensor) ->
     return histogram
 
 
-def observe_partial_sums(model: nn.Module, batches) -> dict[str, Counter]:
+def _sum_bound(layer: nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
+    """An upper bound on every |partial sum| of the layer's dot products: K * max|a| * max|b|."""
+    pairs = layer.gemm_operands(a.detach().to(torch.float64), b.detach().to(torch.float64))
+    return max((rows.shape[-1] * rows.abs().max() * cols.abs().max()).item() if rows.numel() and cols.numel()
+               else 0.0 for rows, cols in pairs) if pairs else 0.0
+
+
+def observe_partial_sums(model: nn.Module, batches, below: float | None = None) -> dict[str, Counter]:
     """Run ``batches`` (an iterable of input tensors, or of keyword-argument dicts such as tokenizer
     output) through an lbaified ``model`` with exact accumulation
-    and return, per LBA layer, the histogram of partial-sum exponents its accumulator would have to hold."""
+    and return, per LBA layer, the histogram of partial-sum exponents its accumulator would have to hold.
+    With ``below``, a batch whose bound K * max|a| * max|b| on every |partial sum| is below it is not
+    histogrammed (a cheap exact skip for a caller that only asks whether sums reach ``below``)."""
     layers = lba_layers(model)
     histograms = {name: Counter() for name, _ in layers}
     handles = []
@@ -103,6 +112,8 @@ def observe_partial_sums(model: nn.Module, batches) -> dict[str, Counter]:
             # a frozen weight may come from the layer's cache without a call of its quantizer
             b = captured.pop(id(layer.weight_quantizer), None)
             b = layer.quantized_weight()[0] if b is None else b
+            if below is not None and _sum_bound(layer, a, b) < below:
+                return
             histograms[name].update(partial_sum_exponents(layer, a, b))
 
         return hook
@@ -184,11 +195,10 @@ def calibrate_scale_margins(
     previous = scale_margins(model)
     set_scale_margins(model, {name: 0 for name in previous})
     try:
-        histograms = observe_partial_sums(model, batches)
+        # sums below 2^(T + 1) never need a margin: skip the histograms where K * max|a| * max|b| is below
+        histograms = observe_partial_sums(model, batches, below=2.0 ** math.frexp(float(cfg.acc.max_value))[1])
     finally:
         set_scale_margins(model, previous)
-    if not any(histograms.values()):
-        raise ConfigError("margin calibration saw no partial sums: does the model have LBA layers, and any data?")
     return {name: margin_exponent(cfg, histogram, overflow_fraction) for name, histogram in histograms.items()}
 
 

@@ -105,6 +105,9 @@ def test_resolve_bias_margin_sets_margins_and_keeps_the_bias():
     with pytest.raises(ConfigError, match="does not have"):
         set_scale_margins(lba, {"nope": 1})
     assert describe_scale_margins({"a": 0, "b": 0}) == "0"
+    wide = lbaify(model, MacConfig("e4m3", "fp32"))  # K * 448^2 is far below fp32's top: nothing to observe
+    resolve_bias(MacConfig("e4m3", "fp32"), "margin", wide, batches)
+    assert describe_scale_margins(scale_margins(wide)) == "0"
 
 
 def test_calibrated_margin_fp16_matches_e5m10_with_a_calibrated_bias():
