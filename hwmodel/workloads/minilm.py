@@ -82,7 +82,7 @@ def bias_mode(spec, cfg: MacConfig) -> str:
     """The standard accumulators and formats with an explicit bias keep theirs; the others get
     ``minilm.bias`` (calibration is not offered: its partial-sum histograms cost minutes per format here)."""
     mode = spec.bias_mode(cfg)
-    return mode if mode == "format" else spec.minilm.bias
+    return mode if mode in ("format", "margin") else spec.minilm.bias
 
 
 def _sentence_settings(spec) -> dict[str, Any]:
@@ -137,15 +137,17 @@ def _point_job(cfg_dict: dict, mode: str, stage: str, sentence_settings: dict, d
     import numpy as np
 
     from lba_train import minilm
-    from lba_train.bias import resolve_bias
+    from lba_train.bias import describe_scale_margins, resolve_bias, scale_margins
     from lba_train.layers import LayerOptions
 
     limit_threads(POINT_THREADS)
     started = time.perf_counter()
     work = _workload(**sentence_settings)
-    cfg = resolve_bias(MacConfig.from_dict(cfg_dict), mode)
+    cfg = resolve_bias(MacConfig.from_dict(cfg_dict), "format" if mode == "margin" else mode)
     model = minilm.lbaify_minilm(work.encoder, cfg, LayerOptions(collect_stats=False))
-    record: dict[str, Any] = {"steps": 0}
+    if mode == "margin":  # per-layer operand margins from the first fine-tuning batch (never the evaluation's)
+        resolve_bias(cfg, mode, model, work.train_batches[:1])
+    record: dict[str, Any] = {"steps": 0, "scale_margin": describe_scale_margins(scale_margins(model))}
     if stage == "fine-tuned":
         stage1, stage2 = distill_settings["steps"]
         result = minilm.distill(model, work.train_batches, work.train_targets,
