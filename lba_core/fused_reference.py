@@ -14,15 +14,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Sequence
 
 from .config import MacConfig
 from .errors import ConfigError
 from .formats import FloatFormat, floor_log2
 from .fused import PROMOTION_FORMAT, FusedAccumulator
 from .reference import round_to_format
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ZERO = Fraction(0)
 
@@ -174,6 +175,8 @@ def fused_matmul_reference(A, B, cfg: MacConfig, addend=None, scales_a=None, sca
     ``addend`` (M, N) is the C operand. ``scales_a`` (M, blocks) and ``scales_b`` (blocks, N) are per-block
     scales (with promotion only); block j of output (i, k) is scaled by RNE_fp32(scales_a[i, j] * scales_b[j, k]).
     """
+    import numpy as np  # here, not at the top: lba_core (and so rtl) loads no numerical stack (docs/rtl.md)
+
     A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
     if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
         raise ValueError(f"A must be (M, K) and B (K, N), got {A.shape} and {B.shape}")
