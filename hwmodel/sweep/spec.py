@@ -52,7 +52,9 @@ class AccuracySpec:
     #: Fine-tuning seeds per configuration: seed, seed + 1, ... (the split, baseline and bias use ``seed``).
     seeds: int = 3  # measured: the default sweep with 3 seeds is 213 s of CPU on 2 cores (issue #12 item 7)
     bias: str = "calibrate"
-    standard_bias: str = "format"
+    #: Fixed-bias accumulators (fp32/fp16/bf16, explicit biases): "margin" (per-layer power-of-two operand
+    #: margins, lba_train.bias) or "format" (plain max-abs scaling: the labelled ablation).
+    standard_bias: str = "margin"
     estimator: str = "ste"
     #: Width multiplier of the model's hidden layers (lba_train.models.build_model): makes K, the products
     #: each dot product sums, ``width`` times longer, at about ``width``² the MACs (docs/sweep.md §7).
@@ -149,8 +151,10 @@ class SweepSpec:
         other format gets the sweep's ``bias`` mode."""
         if cfg.acc in STANDARD_ACCUMULATORS:
             return self.accuracy.standard_bias
-        if not isinstance(cfg.acc, FloatFormat) or cfg.acc.bias != cfg.acc.default_bias:
+        if not isinstance(cfg.acc, FloatFormat):
             return "format"  # fixed-point accumulators have no bias
+        if cfg.acc.bias != cfg.acc.default_bias:  # the explicit bias is kept; "margin" scales the operands
+            return "margin" if self.accuracy.standard_bias == "margin" else "format"
         return self.accuracy.bias
 
     @property
