@@ -233,16 +233,23 @@ class DigitsWorkload:
         if not self.selected(spec):
             return ""
         accuracy = spec.accuracy
-        calibrated = [row["acc"] for _, row in table.iterrows() if row.get("bias_mode") not in ("format", None)]
-        standard = [row["acc"] for _, row in table.iterrows() if row.get("bias_mode") == "format"]
+        by_mode: dict[str, list[str]] = {}
+        for _, row in table.iterrows():
+            if row.get("bias_mode") is not None:
+                by_mode.setdefault(row["bias_mode"], []).append(row["acc"])
+        standard = by_mode.pop("format", [])
+        margin = by_mode.pop("margin", [])
         parts = [
             f"Accuracy: {accuracy.model} on {accuracy.data}, baseline {accuracy.epochs_baseline} epochs, fine-tuning "
             f"{accuracy.epochs[0]}+{accuracy.epochs[1]} epochs, lr {accuracy.lr[0]:g}/{accuracy.lr[1]:g}, seed "
             f"{accuracy.seed}, estimator {accuracy.estimator}. Each row is one circuit: the accumulator bias that was "
             f"trained is the bias that was synthesized (column acc_bias)."
         ]
-        if calibrated:
-            parts.append(f"Bias chosen by '{accuracy.bias}': {', '.join(calibrated)}.")
+        for mode, accs in by_mode.items():
+            parts.append(f"Bias chosen by '{mode}': {', '.join(accs)}.")
+        if margin:
+            parts.append("Bias as given, operands scaled down by per-layer power-of-two margins ('margin', column "
+                         f"scale_margin): {', '.join(margin)}.")
         if standard:
             parts.append(f"Bias as given (standard or explicit): {', '.join(standard)}.")
         return " ".join(parts)

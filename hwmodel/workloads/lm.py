@@ -296,7 +296,9 @@ def markdown_section(frame: pd.DataFrame) -> str:
 def html_section(frame: pd.DataFrame) -> str:
     header, rows = _rows(frame)
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    # <wbr> after each '/': a per-layer margin list (3/3/4/...) may wrap instead of widening the page
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell)).replace('/', '/<wbr>')}</td>" for cell in row)
+                   + "</tr>" for row in rows)
     return (f'<h2 id="lm">Language model (bits per byte)</h2>\n<table><tr>{head}</tr>{body}</table>\n'
             f'<p class="caption">{html.escape(_caption(frame))}</p>\n')
 
