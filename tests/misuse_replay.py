@@ -4,7 +4,7 @@ Each case runs ``hwmodel ...`` as a user would and checks what the issue asks of
 within ``limit_s`` seconds (10 s; on a machine loaded beyond its cores, times the load per core, at most 3),
 exactly one line on stderr for a refused command, no ``lba-*`` folder left in the temporary folder, ``git
 status --porcelain`` of the repository's reports/ and build/ unchanged, and a peak resident set of the command
-and its waited-for processes under 2 GB. Cases stopped by ``timeout`` (``stop_after_s``: SIGTERM after that
+and every process of its session (sampled from /proc, VmHWM) under 2 GB. Cases stopped by ``timeout`` (``stop_after_s``: SIGTERM after that
 many seconds, as ``timeout 5 hwmodel ...`` does) only have to leave nothing behind (and print no traceback).
 
 Every case gets its own temporary folder (``TMPDIR``), its own empty result cache and, unless it is about the
@@ -137,6 +137,44 @@ def _git_status() -> str:
                           capture_output=True, text=True, check=True).stdout
 
 
+#: How often the session's processes are sampled for their peak resident set (VmHWM is monotonic, so a sample
+#: misses at most the growth of the last interval before a process exits).
+RSS_SAMPLE_S = 0.02
+
+
+def _session_peak_rss(session: int) -> int:
+    """The largest VmHWM (peak resident set, bytes) among the live processes of ``session``, 0 if none."""
+    peak = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            if int(stat[stat.rindex(")") + 2:].split()[3]) != session:  # field 6: the session id
+                continue
+            for line in Path(entry.path, "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while being read
+    return peak
+
+
+class _PeakRss(threading.Thread):
+    """Samples the peak resident set of every process of a session until stopped. (wait4's ru_maxrss cannot be
+    used: Linux carries the parent's high-water mark into a child across fork and exec, so a command started from
+    a large test process reports the test process's size.)"""
+
+    def __init__(self, session: int) -> None:
+        super().__init__(daemon=True)
+        self.session, self.peak, self.done = session, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak = max(self.peak, _session_peak_rss(self.session))
+            self.done.wait(RSS_SAMPLE_S)
+
+
 def _run(argv: list[str], cwd: Path, env: dict[str, str], stop_after_s: float | None,
          limit_s: float) -> tuple[int, float, int, str]:
     """(exit status, seconds, peak RSS in bytes, stderr); killed (SIGKILL, group) past ``limit_s``."""
@@ -144,20 +182,24 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str], stop_after_s: float | 
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
                                    start_new_session=True)
+        sampler = _PeakRss(process.pid)
+        sampler.start()
         timers = [threading.Timer(limit_s, lambda: _kill_group(process.pid, signal.SIGKILL))]
         if stop_after_s is not None:  # as `timeout` does: SIGTERM to the command only
             timers.append(threading.Timer(stop_after_s, lambda: _signal(process.pid, signal.SIGTERM)))
         for timer in timers:
             timer.start()
-        _, status, usage = os.wait4(process.pid, 0)
+        _, status, _usage = os.wait4(process.pid, 0)
         seconds = time.monotonic() - started
+        sampler.done.set()
+        sampler.join()
         for timer in timers:
             timer.cancel()
         process.returncode = os.waitstatus_to_exitcode(status)
         _kill_group(process.pid, signal.SIGKILL)  # anything of its session still alive is a leak; stop it
         stderr.seek(0)
         text = stderr.read().decode(errors="replace")
-    return process.returncode, seconds, usage.ru_maxrss * 1024, text
+    return process.returncode, seconds, sampler.peak, text
 
 
 def _signal(pid: int, signum: int) -> None:
