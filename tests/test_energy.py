@@ -177,6 +177,7 @@ def _minilm_missing() -> str | None:
     return extra_missing()
 
 
+@pytest.mark.slow  # about 50 s (MiniLM load and capture); make test keeps the digits capture, make test-full runs it
 @pytest.mark.skipif(_minilm_missing() is not None, reason="the transformers extra (MiniLM) is not installed")
 def test_operand_capture_from_minilm():
     """The pretrained Transformer's layers, attention products included, give streams of e4m3 codes."""

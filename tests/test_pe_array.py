@@ -84,7 +84,8 @@ def test_amaranth_matches_lba_matmul(size, comparisons, one_torch_thread):
     assert bad_values == 0 and bad_events == 0
 
 
-@pytest.mark.parametrize("size", [2, 4])
+# The 4x4 array (about 20-60 s of Verilator build) runs in make cosim; make test keeps the 2x2 one.
+@pytest.mark.parametrize("size", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_verilator_matches_lba_matmul(size, tmp_path, comparisons, one_torch_thread):
     cfg = MacConfig(**E4M7, chunk_size=size)
     cases = problems(size, cfg, volume_shapes(size, size), seed=10 + size)
