@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from lba_core import MacConfig
+from lba_core.fileio import atomic_write_text
 
 from ..execution.jobs import Executor
 
@@ -109,3 +110,18 @@ class Workload(Protocol):
 def executor_of(spec) -> Executor:
     """Where the spec's points and synthesis run: local worker processes or Ray tasks."""
     return Executor(spec.executor, spec.ray_address)
+
+
+def write_merged_table(path: Path, frame: pd.DataFrame, earlier: dict | None, settings: dict) -> None:
+    """A workload's table (e.g. minilm.csv): this run's rows, after the earlier run's rows of configurations this
+    run did not ask for (when that run had the same settings; otherwise they are replaced, like the digits rows).
+    Rows are matched by their ``requested`` configuration."""
+    if earlier is not None and earlier.get("settings") == settings and path.is_file():
+        try:
+            old = pd.read_csv(path)
+        except (OSError, ValueError):
+            old = None
+        if old is not None and "requested" in old:
+            kept = old[~old["requested"].isin(set(frame["requested"]) if len(frame) else set())]
+            frame = pd.concat([kept, frame], ignore_index=True) if len(kept) else frame
+    atomic_write_text(path, frame.to_csv(index=False))

@@ -28,11 +28,11 @@ from typing import Any
 import pandas as pd
 
 from lba_core import ConfigError, FloatFormat, MacConfig
-from lba_core.fileio import atomic_write_text, markdown_table
+from lba_core.fileio import markdown_table
 
 from ..execution import provenance
 from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
-from .base import Log, PointRun, ReportSection, RowPart, executor_of
+from .base import Log, PointRun, ReportSection, RowPart, executor_of, write_merged_table
 from .comparison import acc_label, config_group, is_reference
 
 LM_FILE = "lm.csv"
@@ -217,18 +217,8 @@ def table(spec, configs: list[MacConfig], run: PointRun) -> pd.DataFrame:
 
 
 def write_table(out: Path, frame: pd.DataFrame, earlier: dict | None, settings: dict) -> None:
-    """lm.csv: this run's rows, after the earlier run's rows of configurations this run did not ask for (when
-    that run had the same settings)."""
-    path = out / LM_FILE
-    if earlier is not None and earlier.get("settings") == settings and path.is_file():
-        try:
-            old = pd.read_csv(path)
-        except (OSError, ValueError):
-            old = None
-        if old is not None and "requested" in old:
-            kept = old[~old["requested"].isin(set(frame["requested"]) if len(frame) else set())]
-            frame = pd.concat([kept, frame], ignore_index=True) if len(kept) else frame
-    atomic_write_text(path, frame.to_csv(index=False))
+    """lm.csv, merged with the earlier run's rows (:func:`write_merged_table`)."""
+    write_merged_table(out / LM_FILE, frame, earlier, settings)
 
 
 def settings_of(spec) -> dict[str, Any]:

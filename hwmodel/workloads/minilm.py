@@ -27,12 +27,12 @@ from typing import Any
 
 import pandas as pd
 
-from lba_core import ConfigError, FloatFormat, MacConfig
-from lba_core.fileio import atomic_write, atomic_write_text, markdown_table
+from lba_core import ConfigError, MacConfig
+from lba_core.fileio import atomic_write, markdown_table
 
 from ..execution import provenance
 from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
-from .base import Log, PointRun, ReportSection, RowPart, executor_of
+from .base import Log, PointRun, ReportSection, RowPart, executor_of, write_merged_table
 from .comparison import acc_label, config_group, is_reference
 
 MINILM_FILE = "minilm.csv"
@@ -285,18 +285,8 @@ def table(spec, configs: list[MacConfig], run: PointRun) -> pd.DataFrame:
 
 
 def write_table(out: Path, frame: pd.DataFrame, earlier: dict | None, settings: dict) -> None:
-    """minilm.csv: this run's rows, after the earlier run's rows of configurations this run did not ask for
-    (when that run had the same settings; otherwise they are replaced, like the digits rows)."""
-    path = out / MINILM_FILE
-    if earlier is not None and earlier.get("settings") == settings and path.is_file():
-        try:
-            old = pd.read_csv(path)
-        except (OSError, ValueError):
-            old = None
-        if old is not None and "requested" in old:
-            kept = old[~old["requested"].isin(set(frame["requested"]) if len(frame) else set())]
-            frame = pd.concat([kept, frame], ignore_index=True) if len(kept) else frame
-    atomic_write_text(path, frame.to_csv(index=False))
+    """minilm.csv, merged with the earlier run's rows (:func:`write_merged_table`)."""
+    write_merged_table(out / MINILM_FILE, frame, earlier, settings)
 
 
 def notes(spec) -> str:
