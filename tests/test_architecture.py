@@ -26,7 +26,6 @@ PACKAGES = ("lba_core", "rtl", "lba_train", "hwmodel")
 MAX_LINES = 450
 #: Modules longer than MAX_LINES, each with the reason it is one module.
 LONG_MODULES = {
-    "hwmodel.sweep.spec": "the home-made settings table; replaced by settings declared once (issue 23 item 4)",
     "lba_train.train": "training, fine-tuning and the sweep-facing accuracy point (another owner's split)",
     "lba_train.minilm": "MiniLM loading, evaluation and distillation (another owner's split)",
 }

@@ -56,7 +56,8 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def synthesis_options(parser: argparse.ArgumentParser, default_targets: str = "generic") -> None:
+def synthesis_options(parser: argparse.ArgumentParser, default_targets: str = "generic",
+                      jobs_help: str = "parallel runs (default: all cores)") -> None:
     group = parser.add_argument_group("synthesis")
     group.add_argument(
         "--target",
@@ -66,7 +67,7 @@ def synthesis_options(parser: argparse.ArgumentParser, default_targets: str = "g
         help=f"comma-separated targets from {','.join(TARGETS)}, or 'all' (generic always runs; "
         f"default: {default_targets})",
     )
-    group.add_argument("--jobs", "-j", type=positive_int, metavar="N", help="parallel runs (default: all cores)")
+    group.add_argument("--jobs", "-j", type=positive_int, metavar="N", help=jobs_help)
     group.add_argument("--no-blocks", action="store_true", help="skip the per-block (hierarchical) synthesis")
     group.add_argument(
         "--cache-dir",

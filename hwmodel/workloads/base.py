@@ -4,6 +4,8 @@ workloads that a spec selects and never branch on a workload's name.
 
 A workload says
 
+- its own settings (:attr:`Workload.settings_table`), and which of those given would have no effect
+  (:meth:`Workload.check_settings`);
 - whether a spec runs it (:meth:`Workload.selected`) and, before any work, whether it can (:meth:`Workload.check`);
 - what determines a point and how the points run (:meth:`Workload.run`: saved points are reused, the rest run on
   the spec's executor, local worker processes or Ray tasks, see :func:`executor_of`; counts go into a
@@ -76,9 +78,17 @@ class Workload(Protocol):
     name: str
     #: The sweep's ``accuracy.model`` values that make this workload the sweep's model (may be empty).
     models: tuple[str, ...]
+    #: Its own settings, or None: a frozen dataclass of declared settings (hwmodel.workloads.settings), which
+    #: becomes ``spec.<name>``, the ``[<name>]`` table of a sweep file and the ``--<name>-*`` options.
+    settings_table: type | None
 
     def selected(self, spec) -> bool:
         """Whether the spec runs this workload."""
+
+    def check_settings(self, spec, given: dict[str, str], where: str) -> None:
+        """Before any work: raise ConfigError (one line) when settings that were given would have no effect
+        (``given`` maps ``<table>.<field>`` to the key or option the user wrote; ``where`` names the file or
+        "options")."""
 
     def check(self, spec) -> None:
         """Before any work: raise ConfigError (one line) when the workload cannot run (e.g. a missing extra)."""

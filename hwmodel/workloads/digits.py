@@ -201,9 +201,13 @@ class DigitsWorkload:
 
     name = "digits"
     models = MODELS
+    settings_table = None  # its settings are the sweep's [accuracy] table
 
     def selected(self, spec) -> bool:
         return spec.accuracy.enabled and spec.accuracy.model in MODELS
+
+    def check_settings(self, spec, given: dict[str, str], where: str) -> None:
+        return None
 
     def check(self, spec) -> None:
         return None

@@ -20,10 +20,10 @@ import io
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -34,12 +34,35 @@ from ..execution import provenance
 from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
 from .base import Log, PointRun, ReportSection, RowPart, executor_of, write_merged_table
 from .comparison import acc_label, config_group, is_reference
+from .settings import choice, count, flag, setting, unused
 
 LM_FILE = "lm.csv"
 #: Windows per batch (operand ranges are frozen: results do not depend on the batching).
 EVAL_BATCH = 8
 #: The ways a fixed-bias accumulator's operands are scaled: per-layer margins, or plain max-abs (the ablation).
 STANDARD_BIAS_MODES = ("margin", "format")
+
+
+@dataclass(frozen=True)
+class LMSpec:
+    """The language-model workload's settings (the ``[lm]`` table of a sweep file, the ``--lm-*`` options): the
+    byte-level LM zero-shot beside the sweep's model (``enabled``; on in the embedded default sweep)."""
+
+    options_group: ClassVar[str] = "language-model workload (docs/lm.md)"
+
+    enabled: bool = setting(False, option="--lm", kind="flag", check=flag,
+                            help="also measure the byte-level LM's bits per byte on every floating-point accumulator",
+                            default_text="on for the embedded default sweep, off otherwise")
+    #: Test windows of 257 bytes (the bootstrap's units) and training windows for the operand ranges, bias and margins.
+    windows: int = setting(8, option="--lm-windows", kind="int", metavar="N", check=count(2),
+                           help="test windows of 257 bytes")
+    calibration_windows: int = setting(8, option="--lm-calibration-windows", kind="int", metavar="N", check=count(1),
+                                       help="training windows for operand ranges, bias and margins")
+    standard_bias: str = setting("margin", option="--lm-standard-bias", check=choice(lambda: STANDARD_BIAS_MODES),
+                                 help="fp32/fp16/bf16 accumulators: margin (per-layer power-of-two operand margins) "
+                                 "or format (plain max-abs scaling, an ablation)")
+    resamples: int = setting(2000, option="--lm-resamples", kind="int", metavar="N", check=count(2),
+                             help="bootstrap resamples of the test windows")
 
 
 # ------------------------------------------------------------------------------------------- what runs
@@ -298,9 +321,15 @@ class LMWorkload:
 
     name = "lm"
     models: tuple[str, ...] = ()
+    settings_table = LMSpec
 
     def selected(self, spec) -> bool:
         return uses_lm(spec)
+
+    def check_settings(self, spec, given: dict[str, str], where: str) -> None:
+        """``--lm-*`` options / ``lm.*`` keys without the workload on are errors, not silence."""
+        if not uses_lm(spec):
+            unused(given, self.name, "the LM workload (--lm / lm.enabled = true, with accuracy on)", where)
 
     def check(self, spec) -> None:
         from lba_train.lm.checkpoint import DEFAULT_WEIGHTS

@@ -19,11 +19,11 @@ import io
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -34,6 +34,7 @@ from ..execution import provenance
 from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
 from .base import Log, PointRun, ReportSection, RowPart, executor_of, write_merged_table
 from .comparison import acc_label, config_group, is_reference
+from .settings import choice, count, flag, pair, positive_number, setting, unused, zero_or_at_least
 
 MINILM_FILE = "minilm.csv"
 STAGES = ("zero-shot", "fine-tuned")
@@ -44,6 +45,34 @@ EVAL_FILE, FINETUNE_FILE = SENTENCES / "eval.txt", SENTENCES / "finetune.txt"
 EVAL_BATCH = 49
 #: The sweep's ``accuracy.model`` value that makes MiniLM the sweep's model.
 MODELS = ("minilm",)
+#: How a MiniLM point's non-standard accumulators get their bias (calibration costs minutes per format here).
+MINILM_BIAS_MODES = ("paper", "format")
+
+
+@dataclass(frozen=True)
+class MiniLMSpec:
+    """The MiniLM workload's settings (the ``[minilm]`` table of a sweep file, the ``--minilm-*`` options):
+    beside the digits model (``enabled``) or as the sweep's model (``accuracy.model = "minilm"``)."""
+
+    options_group: ClassVar[str] = "MiniLM workload (needs pip install -e '.[transformers]')"
+
+    enabled: bool = setting(False, option="--minilm", kind="flag", check=flag, help="also measure all-MiniLM-L6-v2 "
+                            "embeddings on every floating-point accumulator; --model minilm makes it the only model",
+                            default_text="on for the embedded default sweep, off otherwise")
+    finetune: bool | None = setting(None, option="--minilm-finetune", kind="flag", check=flag, help="also distill "
+                                    "each MiniLM model", default_text="on with --model minilm, off beside digits")
+    sentences: int = setting(0, option="--minilm-sentences", kind="int", metavar="N", check=zero_or_at_least(
+        3, "evaluation sentences"), help="the first N sentences of data/sentences/eval.txt", default_text="0 = all 147")
+    steps: tuple[int, int] = setting((150, 150), option="--minilm-steps", kind="ints", metavar="S1[,S2]",
+                                     check=pair(count(0)), help="distillation steps per stage, at most")
+    lr: float = setting(1e-5, option="--minilm-lr", kind="float", metavar="LR", check=positive_number,
+                        help="distillation peak lr")
+    bias: str = setting("paper", option="--minilm-bias", check=choice(lambda: MINILM_BIAS_MODES),
+                        help="bias of non-standard accumulators: paper or format")
+    held_out: int = setting(40, option="--minilm-held-out", kind="int", metavar="N", check=count(1),
+                            help="fine-tuning sentences held out for early stopping")
+    resamples: int = setting(1000, option="--minilm-resamples", kind="int", metavar="N", check=count(2),
+                             help="bootstrap resamples of the evaluation sentences")
 
 
 # ------------------------------------------------------------------------------------------- what runs
@@ -372,9 +401,19 @@ class MiniLMWorkload:
 
     name = "minilm"
     models = MODELS
+    settings_table = MiniLMSpec
 
     def selected(self, spec) -> bool:
         return uses_minilm(spec)
+
+    def check_settings(self, spec, given: dict[str, str], where: str) -> None:
+        """Settings that would have no effect are errors (``given``: ``minilm.<field>`` -> the name written)."""
+        if not uses_minilm(spec):
+            unused(given, self.name, "the MiniLM workload (--minilm / minilm.enabled = true, or --model minilm)", where)
+        tuning = [key.replace("minilm.", "") for key in given if key in ("minilm.steps", "minilm.lr", "minilm.held_out")]
+        if tuning and "fine-tuned" not in stages(spec):
+            unused({f"minilm.{key}": given[f"minilm.{key}"] for key in tuning}, self.name,
+                   "MiniLM fine-tuning (--minilm-finetune / minilm.finetune = true)", where)
 
     def check(self, spec) -> None:
         check_available(spec)
