@@ -15,7 +15,8 @@ from pathlib import Path
 from lba_core import ConfigError
 
 from .synth import synthesis_kwargs, synthesis_options, yosys_failure
-from ..sweep.spec import AREA_ONLY_NAME, GRID, MAIN_JOB, SweepSpec, check_buildable, load_sweep_spec
+from ..sweep import spec as sweep_spec
+from ..sweep.spec import AREA_ONLY_NAME, GRID, MAIN_JOB, SweepSpec, check_buildable
 from rtl.yosys import ToolError
 from ..synthesis.limits import check_array_size, check_datapath_width
 from ..workloads.settings import add_options, declared, help_text, shown, tables
@@ -35,36 +36,36 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="sweep grid from a TOML file (see examples/sweep.toml)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), metavar="DIR", help="reports root (default: reports)")
-    # Every option of the spec, from its declarations (hwmodel/sweep/spec.py and the workloads' settings tables).
-    groups: dict = {}
-    for cls in (SweepSpec, *tables(SweepSpec).values()):
+    # Every option of the spec, from its declarations (hwmodel/sweep/spec.py and the workloads' settings tables),
+    # read from the module when the parser is built (tests/test_settings.py adds a setting there).
+    spec_cls, groups = sweep_spec.SweepSpec, {}
+    for cls in (spec_cls, *tables(spec_cls).values()):
         add_options(parser, cls, groups)
-    synthesis_options(parser, default_targets=shown(SweepSpec().targets), jobs_help=help_text(SweepSpec, "jobs"))
+    synthesis_options(parser, default_targets=shown(spec_cls().targets), jobs_help=help_text(spec_cls, "jobs"))
     parser.set_defaults(func=run, target=None, jobs=None)
 
 
 def _option_values(args: argparse.Namespace) -> dict[str, object]:
     """Option -> the value given (None: not given), for every declared setting of the spec and its tables."""
-    values = {d.option: getattr(args, d.destination) for d in declared(SweepSpec).values() if d.option}
-    for table_cls in tables(SweepSpec).values():
+    spec_cls = sweep_spec.SweepSpec
+    values = {d.option: getattr(args, d.destination) for d in declared(spec_cls).values() if d.option}
+    for table_cls in tables(spec_cls).values():
         values.update({d.option: getattr(args, d.destination) for d in declared(table_cls).values() if d.option})
     return values
 
 
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     """The sweep the options describe, every value checked (ConfigError naming the option or key)."""
-    from ..sweep.spec import apply_options
-
     values = _option_values(args)
     if args.config is not None:
-        spec = load_sweep_spec(args.config)
+        spec = sweep_spec.load_sweep_spec(args.config)
     else:
-        spec = MAIN_JOB if args.acc is None else SweepSpec()
+        spec = sweep_spec.MAIN_JOB if args.acc is None else sweep_spec.SweepSpec()
         if args.acc is not None and args.accuracy is None:
             spec = replace(spec, name=AREA_ONLY_NAME, accuracy=replace(spec.accuracy, enabled=False))
         if args.acc is not None:
             spec = replace(spec, fixed_point=())  # --acc names every row; --fixed adds some
-    return apply_options(spec, values, from_file=args.config is not None)
+    return sweep_spec.apply_options(spec, values, from_file=args.config is not None)
 
 
 #: Options that make a sweep other than the main job (its grid); without --name such a sweep is refused

@@ -64,8 +64,8 @@ def synthesis_options(parser: argparse.ArgumentParser, default_targets: str = "g
         type=parse_targets,
         default=parse_targets(default_targets),
         metavar="LIST",
-        help=f"comma-separated targets from {','.join(TARGETS)}, or 'all' (generic always runs; "
-        f"default: {default_targets})",
+        help=f"comma-separated targets from {','.join(TARGETS)}, or 'all'; generic always runs "
+        f"(default: {default_targets})",
     )
     group.add_argument("--jobs", "-j", type=positive_int, metavar="N", help=jobs_help)
     group.add_argument("--no-blocks", action="store_true", help="skip the per-block (hierarchical) synthesis")

@@ -30,6 +30,10 @@ from ..execution import provenance
 from ..execution.interrupt import Interrupted, signals_interrupt
 from ..execution.points import point_path
 from ..sweep.spec import AccuracySpec, check_option
+from ..workloads.settings import add_options
+
+#: The accuracy settings of hwmodel sweep that hwmodel train takes, as fields of AccuracySpec.
+TRAIN_SETTINGS = ("model", "data", "epochs_baseline", "epochs", "lr", "lr_baseline", "seed", "bias", "estimator")
 
 
 def register(subparsers) -> None:
@@ -44,33 +48,15 @@ def register(subparsers) -> None:
                         help="accumulator formats, comma-separated (default: e4m7,e5m2,e4m3)")
     parser.add_argument("--chunk", type=int, default=0, metavar="N", help="chunk size of the accumulation (default: 0 = one chunk)")
     parser.add_argument("--rounding", choices=ROUNDING_MODES, default="rne", help="rounding mode (default: rne)")
-    trained = AccuracySpec()  # the defaults of hwmodel sweep's accuracy settings, the same here
-    epochs, lr = ",".join(map(str, trained.epochs)), ",".join(f"{value:g}" for value in trained.lr)
-    parser.add_argument("--model", default=trained.model, help=f"mlp, resnet or transformer (default: {trained.model})")
-    parser.add_argument("--data", default=trained.data, metavar="SPEC",
-                        help=f"digits, imagefolder:PATH or mnist:PATH (default: {trained.data})")
-    parser.add_argument("--epochs-baseline", type=int, default=trained.epochs_baseline, metavar="N",
-                        help=f"float training epochs of the baseline (default: {trained.epochs_baseline})")
-    parser.add_argument("--epochs", default=epochs, metavar="E1[,E2]", help="fine-tuning epochs of stage 1 and stage 2 "
-                        f"(default: {epochs})")
-    parser.add_argument("--lr", default=lr, metavar="LR[,LR2]",
-                        help=f"Adam learning rate of the fine-tuning stages (default: {lr})")
-    parser.add_argument("--lr-baseline", type=float, default=trained.lr_baseline, metavar="LR",
-                        help=f"Adam learning rate of the baseline (default: {trained.lr_baseline:g})")
-    parser.add_argument("--estimator", default=trained.estimator,
-                        help=f"gradient estimator through the accumulator (default: {trained.estimator}; docs/estimators.md)")
-    parser.add_argument("--bias", default=trained.bias,
-                        help=f"accumulator exponent bias (calibrate, paper, format; default: {trained.bias}): calibrated on observed partial sums, the paper's "
-                        "rule, or the format's own; operands are max-abs scaled to the top of their format, so a "
-                        "narrow accumulator usually needs 'calibrate' (docs/training.md)")
+    # The accuracy options are hwmodel sweep's, from the same declarations (hwmodel/sweep/spec.py AccuracySpec):
+    # one spelling, one help text, one default and one validator each.
+    add_options(parser, AccuracySpec, names=TRAIN_SETTINGS, defaults=True)
     parser.add_argument("--one-stage", action="store_true",
                         help="also run the ablation: the same epochs with underflow on in both stages")
     parser.add_argument("--keep-first-last", action="store_true", help="keep the first and last layer in float")
-    parser.add_argument("--seed", type=int, default=trained.seed,
-                        help=f"seed of the split, the initialisation and the shuffles (default: {trained.seed})")
-    parser.add_argument("--name", default="train", help="report name: results go to <reports>/<name>/")
+    parser.add_argument("--name", default="train", help="report name: results go to <reports>/<name>/ (default: train)")
     parser.add_argument("--reports", type=Path, default=Path("reports"), metavar="DIR", help="reports root (default: reports)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="torch intra-op threads (default 1: the bit-true kernels dominate, and more threads "
                         "oversubscribe a small shared machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -124,8 +110,8 @@ def check_args(args: argparse.Namespace) -> list[MacConfig]:
         raise ConfigError("--model minilm: the pretrained MiniLM is a sweep workload (hwmodel sweep --model minilm) "
                           "or experiments/minilm.py; hwmodel train fine-tunes mlp, resnet or transformer")
     args.data = check_option("--data", args.data)
-    args.epochs = check_option("--epochs", _split(args.epochs, int, "--epochs"))
-    args.lr = check_option("--lr", _split(args.lr, float, "--lr"))
+    args.epochs = check_option("--epochs", args.epochs)
+    args.lr = check_option("--lr", args.lr)
     args.lr_baseline = check_option("--lr-baseline", args.lr_baseline)
     args.epochs_baseline = check_option("--epochs-baseline", args.epochs_baseline)
     args.seed = check_option("--seed", args.seed)
@@ -140,13 +126,6 @@ def check_args(args: argparse.Namespace) -> list[MacConfig]:
     if args.reports.exists() and not args.reports.is_dir():
         raise ConfigError(f"--reports {args.reports}: is a file, not a folder")
     return [MacConfig(args.input, acc, rounding=args.rounding, chunk_size=args.chunk or None) for acc in accumulators]
-
-
-def _split(text: str, kind, option: str) -> list:
-    try:
-        return [kind(part) for part in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"{option}: expected comma-separated {kind.__name__}s, got {text!r}") from None
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
