@@ -81,3 +81,26 @@ def test_errors_before_work():
         synthesize_fdpa(SMALL, ("generic", "sky130"), progress=False, recipes=("speed",))
     with pytest.raises(ConfigError, match="fused accumulator"):
         synthesize_fdpa(MacConfig(input="e4m3", acc="e4m7"), progress=False)
+
+
+def test_cli_fdpa_flow_is_for_fused_accumulators_only(capsys):
+    from hwmodel.cli.app import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", "--in", "e4m3", "--acc", "e4m7", "--fdpa-flow", "flat", "--no-cache"])
+    assert exit_info.value.code == 2
+    assert "--fdpa-flow flat applies to a fused accumulator" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # export and one stitched Yosys run (about 20 s on the shared machine)
+def test_cli_synth_fused_stitched_json(capsys):
+    import json
+
+    from hwmodel.cli.app import main
+
+    argv = ["synth", "--in", "e2m1_sub", "--weight", "e3m1", "--acc", "fdpa2f4-e3m2_sub-rne", "--fdpa-flow",
+            "stitched", "--no-cache", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["config"]["synthesis_flow"] == result["fdpa"]["synthesis_flow"] == "stitched"
+    assert result["fdpa"]["ge"] > 0 and result["fdpa"]["blocks"]

@@ -120,10 +120,15 @@ def register(subparsers) -> None:
     parser.add_argument("--operands", choices=OPERAND_MODELS, default="resnet",
                         help="whose layers' operands drive the energy per MAC of sky130/nangate45: the digits "
                         "ResNet (default) or the pretrained MiniLM sentence encoder (extra: transformers)")
+    parser.add_argument("--fdpa-flow", choices=FDPA_FLOWS, default="auto",
+                        help="a fused accumulator's FDPA unit: flat synthesis, or every block synthesized and mapped "
+                        "alone then stitched (needed at L = 32); auto: flat up to L = 8 (default: auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress on stderr)")
     parser.set_defaults(func=run)
 
 
+#: ``--fdpa-flow`` choices: hwmodel.synthesis.fdpa_synth.FLOWS.
+FDPA_FLOWS = ("auto", "flat", "stitched")
 #: ``--operands`` choices: hwmodel.synthesis.flows.operands.StreamSpec models.
 OPERAND_MODELS = ("resnet", "minilm")
 
@@ -199,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
     check_datapath_width(cfg)  # too wide for Yosys: one line with the limit, before any work
     if cfg.fused_acc:  # the fused dot-product-add unit (rtl.fdpa): one top, hwmodel.synthesis.fdpa_synth
         return run_fused(args, cfg)
+    if args.fdpa_flow != "auto":
+        raise ConfigError(f"--fdpa-flow {args.fdpa_flow} applies to a fused accumulator (--acc hopper-fp8, "
+                          f"fdpa32f13-...), not to {cfg.acc.name}")
     check_pipeline(cfg, args.pipeline)  # a bad --pipeline fails here, before any work
     stream_spec = stream_spec_from_args(args)
     yosys_targets = [target for target in args.target if target in YOSYS_TARGETS]
@@ -249,7 +257,8 @@ def run_fused(args: argparse.Namespace, cfg) -> int:
     kwargs = synthesis_kwargs(args)
     try:
         result = synthesize_fdpa(cfg, args.target, blocks=kwargs["blocks"], cache=kwargs["cache"],
-                                 workers=args.jobs or 1, progress=True, timeout_s=args.timeout, pipeline=args.pipeline)
+                                 workers=args.jobs or 1, progress=True, timeout_s=args.timeout, pipeline=args.pipeline,
+                                 flow=args.fdpa_flow)
     except ToolError as error:
         return yosys_failure("synth", error)
     if args.json:
@@ -257,7 +266,8 @@ def run_fused(args: argparse.Namespace, cfg) -> int:
         return 0
     report = result[FDPA_TOP]
     lines = [f"configuration {result['config']['name']} (FDPA unit, L = {result['config']['group']}, "
-             f"F = {result['config']['fraction_bits']}, pipeline {args.pipeline})",
+             f"F = {result['config']['fraction_bits']}, pipeline {args.pipeline}, "
+             f"{result['config']['synthesis_flow']} synthesis)",
              f"{FDPA_TOP}: {report['gates']} generic cells ({report['flops']} flip-flops), {report['ge']:.1f} GE, "
              f"{report['transistors']} transistors, depth {report['depth']} gates"]
     lines += [f"  block {block:<16} {figures['gates']:>6} cells {figures['ge']:>9.1f} GE"
