@@ -176,3 +176,44 @@ def test_a_partial_run_keeps_the_other_rows_predictions(report):
     write_results(df, report, predictions=predictions_from_points(again))
     table = statistics(df, read_predictions(report, df)).set_index("config")
     assert table.loc["s-e5m2", "stage2_beyond_noise"] == True  # noqa: E712 (numpy bool)
+
+
+def test_every_column_of_the_committed_tables_is_declared():
+    """results.csv, area.csv, minilm.csv, lm.csv, stats.csv and layer_events.csv of the committed default
+    report, and the paper claim's silicon table: every header is declared in hwmodel/synthesis/columns.py."""
+    import csv
+
+    from hwmodel.synthesis import columns
+
+    tables = sorted((ROOT / "reports/default").glob("*.csv")) + [ROOT / "reports/paper_claim/paper_claim_silicon.csv"]
+    assert {path.name for path in tables} >= {"results.csv", "minilm.csv", "lm.csv", "area.csv", "stats.csv"}
+    for path in tables:
+        with path.open(encoding="utf-8") as stream:
+            header = next(csv.reader(stream))
+        assert columns.undeclared(path.name, header) == [], path
+    with pytest.raises(columns.UndeclaredColumn, match="'sky_um2' is not declared"):
+        columns.check_declared(columns.RESULTS, ["config", "sky_um2"])
+
+
+def test_an_undeclared_results_column_is_refused(tmp_path):
+    frame = _results(_points({"s-fp32": 0.9, "s-e4m7": 0.9}))
+    frame.rename(columns={"ge": "area_ge"}).to_csv(tmp_path / "results.csv", index=False)
+    with pytest.raises(ReportError, match="column area_ge is not a column of a sweep's results.csv"):
+        build_report(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results.csv"]
+
+
+def test_report_modules_set_no_global_state_on_import():
+    """Importing the report (and drawing a figure) neither selects a matplotlib backend, nor loads pyplot, nor
+    changes an rcParam: a caller's own matplotlib setup stays as it was."""
+    code = ("import matplotlib, sys\n"
+            "state = lambda: ({key: matplotlib.rcParams[key] for key in matplotlib.rcParams if key != 'backend'},\n"
+            "                 matplotlib.rcParams._get_backend_or_none())  # reading 'backend' would resolve it\n"
+            "before = state()\n"
+            "import hwmodel.report.report, hwmodel.report.plots, hwmodel.report.figures\n"
+            "from hwmodel.report.figures import subplots\n"
+            "fig, ax = subplots(figsize=(2, 2)); ax.plot([0, 1])\n"
+            "assert before == state(), 'rcParams changed'\n"
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr

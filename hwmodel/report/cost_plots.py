@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..synthesis import columns
 from ..synthesis.flows.libraries import LIBRARIES
 
 ENERGY_PLOT = "accuracy_vs_energy"
@@ -39,9 +40,9 @@ def _present(df: pd.DataFrame, column: str) -> bool:
     return column in df and pd.to_numeric(df[column], errors="coerce").notna().any()
 
 
-def _library(df: pd.DataFrame, suffix: str) -> str | None:
-    """The first standard-cell library (sky130 before nangate45) with data in ``<library>_<suffix>``."""
-    return next((library for library in LIBRARIES if _present(df, f"{library}_{suffix}")), None)
+def _library(df: pd.DataFrame, figure: str) -> str | None:
+    """The first standard-cell library (sky130 before nangate45) with data in its ``figure`` column."""
+    return next((library for library in LIBRARIES if _present(df, columns.target_column(library, figure))), None)
 
 
 def silicon_axes(df: pd.DataFrame) -> dict[str, CostAxis | str]:
@@ -49,7 +50,8 @@ def silicon_axes(df: pd.DataFrame) -> dict[str, CostAxis | str]:
     axes: dict[str, CostAxis | str] = {}
     library = _library(df, "pj_per_mac")
     axes[ENERGY_PLOT] = (
-        CostAxis(ENERGY_PLOT, f"{library}_pj_per_mac", f"{library} energy per MAC [pJ, real operands]",
+        CostAxis(ENERGY_PLOT, columns.target_column(library, "pj_per_mac"),
+                 f"{library} energy per MAC [pJ, real operands]",
                  f"Accuracy vs {library} energy per MAC: zero-shot → fine-tuned")
         if library else
         "No accuracy-vs-energy plot: this sweep measured no energy per MAC (results.csv has no "
@@ -57,7 +59,7 @@ def silicon_axes(df: pd.DataFrame) -> dict[str, CostAxis | str]:
         "(sky130, the default, or nangate45).")
     library = _library(df, "um2")
     axes[AREA_PLOT] = (
-        CostAxis(AREA_PLOT, f"{library}_um2", f"{library} MAC area [µm², log scale]",
+        CostAxis(AREA_PLOT, columns.target_column(library, "um2"), f"{library} MAC area [µm², log scale]",
                  f"Accuracy vs {library} MAC area: zero-shot → fine-tuned", log=True)
         if library else
         "No accuracy-vs-µm² plot: this sweep mapped no MAC to standard cells (results.csv has no "
@@ -67,7 +69,7 @@ def silicon_axes(df: pd.DataFrame) -> dict[str, CostAxis | str]:
 
 def energy_check_words(df: pd.DataFrame, library: str) -> str:
     """The energy model's check over the plotted rows, in words ("" when the folder does not hold it)."""
-    column = f"{library}_energy_vs_opensta"
+    column = columns.target_column(library, "energy_vs_opensta")
     if not _present(df, column):
         return ""
     ratios = pd.to_numeric(df[column], errors="coerce").dropna()
@@ -77,7 +79,7 @@ def energy_check_words(df: pd.DataFrame, library: str) -> str:
 
 
 def silicon_caption(axis: CostAxis, df: pd.DataFrame, intervals: bool) -> str:
-    library = axis.column.split("_")[0]
+    library = columns.column(columns.RESULTS, axis.column).target
     if axis.stem == ENERGY_PLOT:
         cost = (f"the {library} energy per MAC (gate-level switching of the mapped MAC on real operands, each MAC "
                 "at its own minimum clock period; zero-delay simulation, so a lower bound on dynamic energy)")

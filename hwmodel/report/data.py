@@ -15,6 +15,7 @@ import pandas as pd
 
 from lba_core import ConfigError, FormatError, parse_acc
 
+from ..synthesis import columns
 from ..workloads.comparison import GROUP_COLUMNS, REFERENCE_ACC, is_reference
 from . import stats
 
@@ -37,8 +38,8 @@ TITLE_FILE = "title.txt"
 SCREENSHOT_FILE = "screenshot.png"
 
 
-#: Accuracy phases that get intervals and paired comparisons: (column suffix, words).
-PHASES = (("zero_shot", "zero-shot"), ("stage2", "fine-tuned"))
+#: Accuracy phases that get intervals and paired comparisons: (phase, words); their columns are top1_<phase>.
+PHASES = columns.STAT_PHASES
 
 
 NUMERIC_COLUMNS = ("acc_bits", "gates", "ge", "transistors", "depth", "luts", "ge_reduction", "seeds",
@@ -50,20 +51,17 @@ NUMERIC_COLUMNS = ("acc_bits", "gates", "ge", "transistors", "depth", "luts", "g
 REQUIRED_COLUMNS = ("config", "acc")
 
 
-#: Columns a sweep writes only with another one (zero-shot and fine-tuned accuracy come together, a reduction
-#: is computed from GE; ``<name>_sd`` needs ``<name>``): a results.csv with one and not the other was edited
-#: (a column renamed or dropped), and a report built from it would drop a column and describe the rest wrongly.
-COLUMN_NEEDS = {"top1_zero_shot": "top1_stage2", "top1_stage2": "top1_zero_shot", "ge_reduction": "ge"}
-
-
 def missing_column(header: Sequence[str]) -> tuple[str, str] | None:
-    """(missing, present): the first column that a column of ``header`` comes with (:data:`COLUMN_NEEDS`,
-    ``<name>_sd``) and that is not there, and that column; None when the header is whole."""
+    """(missing, present): the first column that a column of ``header`` comes with (its declared ``needs``,
+    hwmodel.synthesis.columns: zero-shot and fine-tuned accuracy come together, a reduction with GE, a seed sd
+    with its mean) and that is not there, and that column; None when the header is whole. A results.csv with one
+    and not the other was edited (a column renamed or dropped), and a report built from it would drop a column
+    and describe the rest wrongly."""
     present = set(header)
-    for column in header:
-        needed = COLUMN_NEEDS.get(column, column[:-3] if column.endswith("_sd") else None)
-        if needed is not None and needed not in present:
-            return needed, column
+    for name in header:
+        needed = columns.SCHEMA[columns.RESULTS][name].needs if name in columns.SCHEMA[columns.RESULTS] else ""
+        if needed and needed not in present:
+            return needed, name
     return None
 
 
@@ -91,6 +89,10 @@ def read_results(out: Path) -> pd.DataFrame:
     if missing:
         raise ReportError(f"{path}: no column {', '.join(missing)} (header: {','.join(header[:6])}...); "
                           "is this a sweep's results.csv?")
+    unknown = columns.undeclared(columns.RESULTS, header)
+    if unknown:
+        raise ReportError(f"{path}: column {unknown[0]} is not a column of a sweep's {RESULTS_FILE} (declared in "
+                          "hwmodel/synthesis/columns.py); renamed or edited? nothing was rewritten")
     absent = missing_column(header)
     if absent is not None:
         raise ReportError(f"{path}: no column {absent[0]}, which a sweep writes with {absent[1]} (renamed or "

@@ -19,15 +19,16 @@ import pandas as pd
 
 from lba_core.fileio import atomic_write_text
 
+from ..synthesis import columns
 from ..workloads.comparison import acc_label
 from .figures import save_figure, subplots
 
 LAYER_EVENTS_FILE = "layer_events.csv"
 HEATMAP = "layer_events"
-EVENTS = ("overflow", "underflow", "swamp")
+EVENTS = columns.EVENTS
 COUNTS = ("steps", *EVENTS)
-COLUMNS = ("config", "acc", "layer", "type", "k", "macs_per_example", "seeds", *COUNTS,
-           *(f"{event}_rate" for event in EVENTS))
+#: layer_events.csv's columns, as declared in hwmodel/synthesis/columns.py.
+COLUMNS = tuple(columns.SCHEMA[columns.LAYER_EVENTS])
 #: Marks a layer of the largest K in the heat map's row labels.
 LARGEST_K_MARK = "\u2605"
 
@@ -74,6 +75,7 @@ def write_layer_events(out: Path, current: pd.DataFrame, configs: Sequence[str])
     order = {config: index for index, config in enumerate(configs)}
     table = table[table["config"].isin(order)]
     table = table.iloc[np.argsort([order[config] for config in table["config"]], kind="stable")]
+    columns.check_declared(columns.LAYER_EVENTS, table.columns)
     atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
     return table
 

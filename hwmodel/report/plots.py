@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 
+from ..synthesis import columns
 from ..workloads.comparison import acc_label
 from .cost_plots import CostAxis, GE_AXIS, SILICON_PLOTS, silicon_axes, silicon_caption
 from .data import PHASES, REFERENCE_ACC, has_values, is_reference
@@ -179,7 +180,7 @@ def plot_difference(df: pd.DataFrame, table: pd.DataFrame, out: Path) -> str | N
 
 def block_excess(df: pd.DataFrame) -> pd.Series:
     """Per row, how much the per-block GE sum exceeds the flat synthesis's GE (a fraction; NaN without data)."""
-    blocks = [c for c in df.columns if c.startswith("block_") and c.endswith("_ge")]
+    blocks = columns.names(columns.RESULTS, family="block", present=df.columns)
     if not blocks or "ge" not in df:
         return pd.Series(np.nan, index=df.index)
     total = df[blocks].sum(axis=1, min_count=1)
@@ -198,7 +199,7 @@ def block_note(df: pd.DataFrame) -> str:
 
 
 def plot_area_blocks(df: pd.DataFrame, out: Path) -> str | None:
-    blocks = [c for c in df.columns if c.startswith("block_") and c.endswith("_ge") and df[c].notna().any()]
+    blocks = [c for c in columns.names(columns.RESULTS, family="block", present=df.columns) if df[c].notna().any()]
     if not blocks:
         return None
     fig, ax = subplots(figsize=(7.2, 0.42 * len(df) + 1.6))
@@ -207,7 +208,7 @@ def plot_area_blocks(df: pd.DataFrame, out: Path) -> str | None:
     colours = matplotlib.colormaps["tab10"].colors
     for number, column in enumerate(blocks):
         values = df[column].fillna(0.0).to_numpy()
-        ax.barh(names, values, left=left, color=colours[number % 10], label=column[len("block_"):-len("_ge")].replace("_", " "))
+        ax.barh(names, values, left=left, color=colours[number % 10], label=columns.column(columns.RESULTS, column).label)
         left += values
     if has_values(df, "ge"):
         ax.plot(df["ge"], names, "|", color="black", ms=16, mew=2, label="flat synthesis (table)")

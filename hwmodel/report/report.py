@@ -28,6 +28,7 @@ import pandas as pd
 
 from lba_core.fileio import atomic_write_text
 
+from ..synthesis import columns
 from ..workloads import registry
 from .cost_plots import CostAxis, silicon_axes
 from .data import (
@@ -63,6 +64,7 @@ def build_report(out_dir: "str | Path", title: str | None = None, notes: str | N
     table = statistics(df, predictions)
     sections = registry.report_sections(out)
     if predictions is not None:
+        columns.check_declared(columns.STATS, table.columns)
         atomic_write_text(out / STATS_FILE, table.to_csv(index=False, float_format="%.6g"))
     silicon = {name: axis for name, axis in silicon_axes(df).items()
                if isinstance(axis, CostAxis) and plot_accuracy_vs_cost(df, table, out, axis)}
@@ -87,6 +89,7 @@ def write_results(df: pd.DataFrame, out_dir: "str | Path", title: str | None = N
     """Write results.csv, notes.txt, title.txt and (given) predictions.json — see
     :func:`predictions_from_points` — then build the report from them."""
     out = Path(out_dir)
+    columns.check_declared(columns.RESULTS, df.columns)
     atomic_write_text(out / RESULTS_FILE, df.to_csv(index=False))
     atomic_write_text(out / NOTES_FILE, notes)
     if title:

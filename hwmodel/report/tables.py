@@ -5,10 +5,11 @@ from __future__ import annotations
 import pandas as pd
 
 
+from ..synthesis import columns as schema
 from ..synthesis.flows.libraries import LIBRARIES
 from ..workloads.comparison import acc_label
 from .data import PHASES, REFERENCE_ACC, has_values, is_reference
-from .prose import accumulator_names, capitalized, p_text, rate_text
+from .prose import accumulator_names, p_text, rate_text
 
 
 def _interval_text(mean, low, high) -> str:
@@ -17,6 +18,11 @@ def _interval_text(mean, low, high) -> str:
     if pd.isna(low):
         return f"{100 * mean:.1f}"
     return f"{100 * mean:.1f} ({100 * low:.1f}–{100 * high:.1f})"
+
+
+def _heading(name: str, label: str | None = None, unit: str | None = None) -> str:
+    """A results.csv column's heading with its unit, from hwmodel.synthesis.columns."""
+    return schema.heading(schema.RESULTS, name, label, unit)
 
 
 def compact_table(df: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
@@ -35,30 +41,27 @@ def compact_table(df: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], lis
                 constants.append(f"{title.lower()}: {'one chunk' if column == 'chunk' and values[0] == '0' else values[0]}")
     cell = lambda value, text: "–" if pd.isna(value) else text(value)  # noqa: E731
     if "acc_bits" in df:
-        columns.append(("Bits", [cell(v, lambda v: f"{int(v)}") for v in df["acc_bits"]]))
+        columns.append((_heading("acc_bits", unit=""), [cell(v, lambda v: f"{int(v)}") for v in df["acc_bits"]]))
     if "ge" in df:  # a fused row's FDPA unit is no MAC: its area.csv area_status says so (synthesis.area.fused_row)
         status = df["area_status"] if "area_status" in df else pd.Series(None, index=df.index, dtype=object)
-        columns.append(("MAC area [GE]", ["not synthesized (FDPA unit)" if pd.isna(v) and isinstance(note, str)
+        columns.append((_heading("ge"), ["not synthesized (FDPA unit)" if pd.isna(v) and isinstance(note, str)
                                           else cell(v, lambda v: f"{v:,.0f}") for v, note in zip(df["ge"], status)]))
     if "ge_reduction" in df:
-        columns.append((f"Area vs {reference_name}", [cell(v, lambda v: f"{-100 * v:+.0f}%" if v else "0%")
+        columns.append((_heading("ge_reduction", f"Area vs {reference_name}", unit=""), [cell(v, lambda v: f"{-100 * v:+.0f}%" if v else "0%")
                                                      for v in df["ge_reduction"]]))
     for target in LIBRARIES:  # standard-cell figures of the same MAC (docs/hwmodel.md, silicon flows)
-        if f"{target}_um2" in df:
-            columns.append((f"{target} area [µm²]", [cell(v, lambda v: f"{v:,.0f}") for v in df[f"{target}_um2"]]))
-        if f"{target}_fmax_mhz" in df:
-            columns.append((f"{target} Fmax [MHz]", [cell(v, lambda v: f"{v:,.0f}") for v in df[f"{target}_fmax_mhz"]]))
-        if f"{target}_pj_per_mac" in df:  # hwmodel sweep --energy
-            columns.append((f"{target} energy [pJ/MAC]", [cell(v, lambda v: f"{v:.3f}") for v in df[f"{target}_pj_per_mac"]]))
-        if f"{target}_pj_per_inference" in df:
-            columns.append((f"{target} energy per inference [nJ]",
-                            [cell(v, lambda v: f"{v / 1000:,.1f}") for v in df[f"{target}_pj_per_inference"]]))
+        for figure, text, unit in (("um2", lambda v: f"{v:,.0f}", None), ("fmax_mhz", lambda v: f"{v:,.0f}", None),
+                                   ("pj_per_mac", lambda v: f"{v:.3f}", None),  # hwmodel sweep --energy
+                                   ("pj_per_inference", lambda v: f"{v / 1000:,.1f}", "nJ")):
+            name = schema.target_column(target, figure)
+            if name in df:
+                columns.append((_heading(name, unit=unit), [cell(v, text) for v in df[name]]))
     if "array_ge" in df:  # hwmodel sweep --array RxC (docs/pe_array.md)
         array = df["array"].dropna().iloc[0] if df["array"].notna().any() else "array"
-        columns.append((f"{array} array area [GE]", [cell(v, lambda v: f"{v:,.0f}") for v in df["array_ge"]]))
-        columns.append(("Accumulator share of array", [cell(v, lambda v: f"{100 * v:.1f}%")
+        columns.append((_heading("array_ge", f"{array} array area"), [cell(v, lambda v: f"{v:,.0f}") for v in df["array_ge"]]))
+        columns.append((_heading("array_accumulator_share", unit=""), [cell(v, lambda v: f"{100 * v:.1f}%")
                                                        for v in df["array_accumulator_share"]]))
-    for phase, words in PHASES:
+    for phase, _ in PHASES:
         column = f"top1_{phase}"
         if column not in df:
             continue
@@ -67,7 +70,7 @@ def compact_table(df: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], lis
                      for i, c in zip(df.index, df["config"])]
         else:
             texts = [_interval_text(v, None, None) for v in df[column]]
-        columns.append((f"{capitalized(words)} top-1 [%]" + (" (95% interval)" if f"{phase}_mean" in stat else ""), texts))
+        columns.append((_heading(column) + (" (95% interval)" if f"{phase}_mean" in stat else ""), texts))
     if "stage2_seed_sd" in stat and stat["stage2_seed_sd"].notna().any():
         columns.append(("Seed sd [points]", [cell(stat.at[c, "stage2_seed_sd"], lambda v: f"{100 * v:.1f}") for c in df["config"]]))
     if "stage2_diff" in stat:
@@ -83,7 +86,7 @@ def compact_table(df: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], lis
                 "yes" if stat.at[c, "stage2_beyond_noise"] else "no") + f" ({p_text(v)})") for c in df["config"]]),
         ]
     if "swamp_rate" in df:
-        columns.append(("Swamped adds [%]", [cell(v, rate_text) for v in df["swamp_rate"]]))
+        columns.append((_heading("swamp_rate", unit="%"), [cell(v, rate_text) for v in df["swamp_rate"]]))
     if has_values(df, "top1_baseline"):
         constants.append(f"float model (no LBA): {100 * df['top1_baseline'].dropna().iloc[0]:.1f}% top-1")
     columns = [(title, values) for title, values in columns if any(v not in ("–", "") for v in values)]

@@ -18,6 +18,7 @@ from lba_core import ConfigError, FloatFormat, MacConfig
 from lba_core.fileio import atomic_write_text, markdown_table
 
 from ..execution.cache import ResultCache
+from . import columns
 from .costmodel import WIDTH_COLUMNS, cost_model_text, mac_widths, sweep_cost_model
 from ..execution.jobs import Executor
 from .mac_synth import check_configs, synthesize_configs
@@ -72,9 +73,9 @@ def sweep_row(cfg: MacConfig, result: dict[str, Any]) -> dict[str, Any]:
         "fmaq_depth": fmaq["depth"],
     }
     for flow, resources in sorted(mac["fpga"].items()):
-        row.update({f"{flow}_{name}": count for name, count in resources.items() if name != "cells"})
+        row.update({columns.target_column(flow, name): count for name, count in resources.items() if name != "cells"})
     for block, figures in mac["blocks"].items():  # every block of the breakdown, in datapath order
-        row[f"block_{block}_ge"] = figures["ge"]
+        row[columns.block_ge(block)] = figures["ge"]
     if mac["blocks"]:
         row["blocks_ge"] = mac["blocks_ge"]
         row["blocks_overhead"] = mac["blocks_overhead"]
@@ -189,13 +190,11 @@ SUMMARY_COLUMNS = ("config", "acc", "acc_bits", "gates", "ge", "transistors", "d
                    "ge_model", "ge_model_error", "area_status")
 
 
-def _cell(column: str, value: Any) -> str:
+def _cell(column: columns.Column | None, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if column.endswith(("_error", "_overhead")):
-        return f"{100 * value:+.1f}%"
-    if column.endswith("_reduction"):
-        return f"{100 * value:.1f}%"
+    if column is not None and column.unit == columns.FRACTION:
+        return f"{100 * value:+.1f}%" if column.signed else f"{100 * value:.1f}%"
     if isinstance(value, float):
         return f"{value:,.1f}" if not value.is_integer() else f"{int(value):,d}"
     if isinstance(value, int):
@@ -203,10 +202,15 @@ def _cell(column: str, value: Any) -> str:
     return str(value)
 
 
-def area_table(df: pd.DataFrame, columns: Sequence[str]) -> str:
-    """The non-empty ``columns`` of ``df`` as a Markdown table."""
-    columns = [column for column in columns if column in df.columns and df[column].notna().any()]
-    return markdown_table(columns, ([_cell(c, record[c]) for c in columns] for record in df[columns].to_dict("records")))
+def area_table(df: pd.DataFrame, names: Sequence[str], declared: dict[str, columns.Column] | None = None) -> str:
+    """The non-empty columns ``names`` of ``df`` as a Markdown table, each headed with its unit and its values
+    formatted by its declaration (hwmodel.synthesis.columns; ``declared``: a table's own map, default area.csv's)."""
+    declared = columns.SCHEMA[columns.AREA] if declared is None else declared
+    names = [name for name in names if name in df.columns and df[name].notna().any()]
+    header = [name + (f" [{declared[name].shown_unit}]" if name in declared and declared[name].shown_unit else "")
+              for name in names]
+    return markdown_table(header, ([_cell(declared.get(name), record[name]) for name in names]
+                                   for record in df[names].to_dict("records")))
 
 
 def baseline_name(df: pd.DataFrame) -> str:
@@ -217,11 +221,11 @@ def write_area_report(df: pd.DataFrame, out_dir: Path | str, title: str = "MAC a
     """Write ``area.csv`` (every column) and ``area.md`` (summary, blocks, cost model) into ``out_dir``."""
     out = Path(out_dir)
     paths = {"csv": out / "area.csv", "md": out / "area.md"}
+    columns.check_declared(columns.AREA, df.columns)
     atomic_write_text(paths["csv"], df.to_csv(index=False))
-    block_columns = ["config", "ge", *[column for column in df.columns if column.startswith("block_")],
+    block_columns = ["config", "ge", *columns.names(columns.AREA, family="block", present=df.columns),
                      "blocks_ge", "blocks_overhead"]
-    fpga_columns = ["config", *[column for column in df.columns
-                                if column.split("_")[0] in ("ice40", "xilinx", "ecp5")]]
+    fpga_columns = ["config", *columns.names(columns.AREA, family="fpga", present=df.columns)]
     sections = [
         f"# {title}",
         (
@@ -245,7 +249,7 @@ def write_area_report(df: pd.DataFrame, out_dir: Path | str, title: str = "MAC a
     ]
     if len(fpga_columns) > 1:
         sections += ["## FPGA resources (`mac`)", area_table(df, fpga_columns)]
-    asic_columns = ["config", *[column for column in df.columns if column.split("_")[0] in ("sky130", "nangate45")]]
+    asic_columns = ["config", *columns.names(columns.AREA, family="silicon", present=df.columns)]
     if len(asic_columns) > 1:
         sections += ["## Standard cells (`mac`: µm², cells, leakage nW, OpenSTA period/Fmax/loop ns, pJ/MAC)",
                      area_table(df, asic_columns)]

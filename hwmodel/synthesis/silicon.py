@@ -14,6 +14,9 @@ from typing import Any
 from lba_core import FloatFormat, MacConfig
 from lba_core.fileio import atomic_write_text, markdown_table, replace_marked_block
 
+from . import columns
+from .flows.nextpnr import DEVICES
+
 #: Figures of the MAC per ASIC library, as (column suffix, report key or path of keys). The energy of one
 #: inference of the operands' model is the sum over its layers of MACs per image x pJ/MAC on that layer's
 #: operands (hwmodel.synthesis.flows.energy); ``energy_vs_opensta`` is the estimator / OpenSTA report_power ratio
@@ -33,20 +36,20 @@ ASIC_COLUMNS = (
 )
 FPGA_COLUMNS = (("luts", "luts"), ("ffs", "ffs"), ("dsps", "dsps"), ("fmax_mhz", "fmax_mhz"))
 #: Figures whose ratio against the FP32 accumulator the claim table reports.
-RATIO_COLUMNS = ("um2", "period_ns", "pj_per_mac", "pj_per_mac_random", "luts", "fmax_mhz")
+RATIO_COLUMNS = columns.RATIO_FIGURES
 
 
 def silicon_row(silicon: dict[str, dict[str, Any]], top: str = "mac") -> dict[str, Any]:
     """``<target>_<figure>`` columns of one configuration's ``top`` (ASIC and FPGA targets it has)."""
     row: dict[str, Any] = {}
     for target, figures in silicon.get(top, {}).items():
-        columns = ASIC_COLUMNS if "area_um2" in figures else FPGA_COLUMNS
-        for suffix, key in columns:
+        declared = ASIC_COLUMNS if "area_um2" in figures else FPGA_COLUMNS
+        for suffix, key in declared:
             value = figures
             for part in (key,) if isinstance(key, str) else key:
                 value = value.get(part) if isinstance(value, dict) else None
             if value is not None:
-                row[f"{target}_{suffix}"] = value
+                row[columns.target_column(target, suffix)] = value
     return row
 
 
@@ -62,10 +65,10 @@ def with_ratios(rows: list[dict[str, Any]], configs: Sequence[MacConfig],
         reference = by_inputs.get((cfg.a_format.name, cfg.b_format.name), {})
         extra = {}
         for column, value in row.items():
-            if any(column.endswith(f"_{suffix}") for suffix in RATIO_COLUMNS):
+            if column in columns.RATIO_OF:
                 base = reference.get(column)
                 if isinstance(value, (int, float)) and isinstance(base, (int, float)) and base:
-                    extra[f"{column}_vs_fp32"] = round(value / base, 4)
+                    extra[columns.RATIO_OF[column]] = round(value / base, 4)
         result.append({**row, **extra})
     return result
 
@@ -93,7 +96,9 @@ def write_silicon_claim(configs: Sequence[MacConfig], silicon: Sequence[dict[str
     out = Path(out_dir)
     rows = claim_rows(configs, silicon)
     paths = {"silicon_csv": out / "paper_claim_silicon.csv", "silicon_md": out / "paper_claim_silicon.md"}
-    atomic_write_text(paths["silicon_csv"], pd.DataFrame(rows).to_csv(index=False))
+    frame = pd.DataFrame(rows)
+    columns.check_declared(columns.SILICON, frame.columns)
+    atomic_write_text(paths["silicon_csv"], frame.to_csv(index=False))
     sections = ["# MAC in standard cells with FP8 inputs: standard vs 12-bit accumulators", provenance]
     for library in libraries:
         figures = [("um2", "µm²"), ("period_ns", "period ns"), ("pj_per_mac", "pJ/MAC"),
@@ -109,7 +114,7 @@ def write_silicon_claim(configs: Sequence[MacConfig], silicon: Sequence[dict[str
                 cells += [_format(row.get(column)), _format(row.get(f"{column}_vs_fp32"))]
             body.append(cells)
         sections += [f"## {library}", markdown_table(header, body, "llr" + "r" * 2 * len(figures))]
-    fpga = sorted({column.split("_")[0] for row in rows for column in row if column.endswith("_luts")})
+    fpga = sorted(device for device in DEVICES if any(columns.target_column(device, "luts") in row for row in rows))
     for device in fpga:
         header = ["input", "acc", "LUTs", "LUTs / fp32", "FFs", "DSPs", "Fmax MHz", "Fmax / fp32"]
         body = [[row["input"], row["acc"], _format(row.get(f"{device}_luts")),

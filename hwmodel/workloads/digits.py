@@ -24,6 +24,7 @@ from lba_train.models import MODEL_NAMES
 from ..execution import provenance
 from ..execution.jobs import progress_bars, worker_pool
 from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
+from ..synthesis import columns
 from .base import Log, PointRun, ReportSection, RowPart, executor_of
 
 #: The digits models (lba_train.models), the sweep's ``accuracy.model`` values this workload runs.
@@ -32,8 +33,8 @@ MODELS = MODEL_NAMES
 #: The accuracies of a point (top1_<phase> columns of results.csv).
 PHASES = ("baseline", "zero_shot", "stage1", "stage2")
 
-#: The accumulator events of a point (<event>_rate columns of results.csv).
-EVENTS = ("overflow", "underflow", "swamp")
+#: The accumulator events of a point (<event>_rate columns of results.csv, declared in synthesis/columns.py).
+EVENTS = columns.EVENTS
 
 
 def baseline_determinants(spec) -> dict[str, Any]:

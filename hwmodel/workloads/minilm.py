@@ -32,13 +32,14 @@ from lba_core.fileio import atomic_write, markdown_table
 
 from ..execution import provenance
 from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
+from ..synthesis import columns
 from .base import Log, PointRun, ReportSection, RowPart, executor_of, write_merged_table
 from .comparison import acc_label, config_group, is_reference
 from .settings import choice, count, flag, pair, positive_number, setting, unused, zero_or_at_least
 
 MINILM_FILE = "minilm.csv"
 STAGES = ("zero-shot", "fine-tuned")
-METRICS = (("mean_cosine", "mean cosine"), ("spearman", "Spearman"), ("top1", "top-1"))
+METRICS = columns.MINILM_METRICS  # minilm.csv's columns are declared in hwmodel/synthesis/columns.py
 SENTENCES = Path(__file__).resolve().parents[2] / "data" / "sentences"
 EVAL_FILE, FINETUNE_FILE = SENTENCES / "eval.txt", SENTENCES / "finetune.txt"
 #: Evaluation sentences per batch (the activation scales are per tensor: fixed batches, identical inputs).
