@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated accumulators (a subset of --accs) to fine-tune, or 'none'")
     parser.add_argument("--bias", choices=BIAS_MODES, default="paper",
                         help="accumulator exponent bias: the format's own, the paper's rule, or calibrated")
-    parser.add_argument("--chunk-size", type=int, default=None, help="MAC chunk size (default: one chunk)")
+    parser.add_argument("--chunk", type=int, default=None, metavar="N", help="MAC chunk size (default: one chunk)")
     defaults = minilm.DistillConfig()
     parser.add_argument("--baseline", default="fp32",
                         help="the accumulator every row is compared with, stage by stage (its rows may come from another shard)")
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace, command: str) -> None:
     for acc in args.accs:
         # The reference row is the standard IEEE accumulator, bias included (as in the sweep).
         bias = "format" if acc == args.baseline else args.bias
-        cfg = accumulator_config(MacConfig(input=args.input, acc=acc, chunk_size=args.chunk_size), bias, work)
+        cfg = accumulator_config(MacConfig(input=args.input, acc=acc, chunk_size=args.chunk), bias, work)
         model = minilm.lbaify_minilm(work.encoder, cfg, LayerOptions(collect_stats=False))
         stages = [("zero-shot", None)]
         if acc in args.finetune:
@@ -185,7 +185,7 @@ def _row_text(row: dict) -> str:
 
 
 def _settings_text(args: argparse.Namespace, bias: str, finetuned: bool) -> str:
-    text = (f"inputs {args.input}, bias rule {bias}, chunk {args.chunk_size or 'none'}, "
+    text = (f"inputs {args.input}, bias rule {bias}, chunk {args.chunk or 'none'}, "
             f"{args.eval_limit or 'all'} eval sentences in batches of {args.batch_size}, max {args.max_length} tokens")
     if finetuned:
         d = args.distill

@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--splits", default=None, help="stage-1 epochs to try (default every s = 0..T)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the baseline and of the fine-tuning")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of both stages")
-    parser.add_argument("--baseline-epochs", type=int, default=10, help="float baseline epochs (Adam lr 3e-3)")
+    parser.add_argument("--epochs-baseline", type=int, default=10, metavar="N", help="float baseline epochs (Adam lr 3e-3)")
     add_report_options(parser, "reports/q1_underflow_split")
     args = parser.parse_args(argv)
     args.accs, args.seeds = comma_list(args.accs), comma_list(args.seeds, int)
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, argv) -> Runs:
                 if not runs.done(acc=acc, split=split, seed=seed, epochs=args.epochs)]
         if not todo:
             continue
-        baseline = train_baseline(args.model, data, epochs=args.baseline_epochs, seed=seed)
+        baseline = train_baseline(args.model, data, epochs=args.epochs_baseline, seed=seed)
         for acc, split in todo:
             started = time.perf_counter()
             options = FinetuneOptions(epochs=(split, args.epochs - split), lr=(args.lr, args.lr),

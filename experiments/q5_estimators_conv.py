@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--estimators", default=",".join(ESTIMATORS), help="gradient estimators, ste first")
     parser.add_argument("--epochs", default="1,1", help="fine-tuning epochs 'stage1,stage2'")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the baseline and of the fine-tuning")
-    parser.add_argument("--baseline-epochs", type=int, default=10, help="float baseline epochs (Adam lr 3e-3)")
+    parser.add_argument("--epochs-baseline", type=int, default=10, metavar="N", help="float baseline epochs (Adam lr 3e-3)")
     parser.add_argument("--no-cost", action="store_true", help="skip the time and memory measurement")
     add_report_options(parser, "reports/q5_estimators_conv")
     args = parser.parse_args(argv)
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace, argv) -> Runs:
                 if not runs.done(acc=acc, estimator=estimator, seed=seed, epochs=epochs)]
         if not todo:
             continue
-        baseline = train_baseline(args.model, data, epochs=args.baseline_epochs, seed=seed)
+        baseline = train_baseline(args.model, data, epochs=args.epochs_baseline, seed=seed)
         for acc, estimator in todo:
             started = time.perf_counter()
             result = finetune(baseline.model, data.train, data.val, MacConfig(input=args.input, acc=acc),

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         description="Synthesize e4m3 and e5m2 inputs with fp32, fp16, bf16, e4m7, e5m6 and e3m8 accumulators "
         "and write paper_claim.csv/.md (GE and reduction vs FP32 per input format) plus the full area.csv/.md.",
     )
-    parser.add_argument("--out", default="reports/paper_claim", metavar="DIR",
+    parser.add_argument("-o", "--out", default="reports/paper_claim", metavar="DIR",
                         help="output folder (default: reports/paper_claim)")
     synthesis_options(parser)
     parser.set_defaults(func=run)
