@@ -1,8 +1,9 @@
 """The readable reference of fused dot-product accumulation (docs/arithmetic.md §9), on exact rationals.
 
 Written from the contract alone, for reading beside it: every operand is decoded as s * 2^e, every aligned term
-is an exact :class:`fractions.Fraction`, every truncation and rounding is done once from the exact value. Slow
-(pure Python); the fast kernels are tested against it, it is tested against an independent oracle
+is an exact :class:`fractions.Fraction`, every truncation and rounding is done once from the exact value. One output
+at a time is slow (pure Python); :func:`fused_matmul_reference` runs the same steps on whole arrays where binary64
+is exact (lba_core.fused_reference_arrays). The fast kernels are tested against it, it is tested against an independent oracle
 (tests/test_fused_oracle.py) and against MMA-Sim (tests/test_fused_mmasim.py).
 
 Values outside the finite range exist only in IEEE outputs (``FusedAccumulator.ieee_output``): results are
@@ -174,8 +175,12 @@ def fused_matmul_reference(A, B, cfg: MacConfig, addend=None, scales_a=None, sca
 
     ``addend`` (M, N) is the C operand. ``scales_a`` (M, blocks) and ``scales_b`` (blocks, N) are per-block
     scales (with promotion only); block j of output (i, k) is scaled by RNE_fp32(scales_a[i, j] * scales_b[j, k]).
+    The same steps run on all outputs at once in binary64 (lba_core.fused_reference_arrays) wherever binary64
+    holds every value exactly (all presets), and output by output on Fractions (fused_dot) elsewhere.
     """
     import numpy as np  # here, not at the top: lba_core (and so rtl) loads no numerical stack (docs/rtl.md)
+
+    from . import fused_reference_arrays as arrays
 
     A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
     if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
@@ -184,13 +189,34 @@ def fused_matmul_reference(A, B, cfg: MacConfig, addend=None, scales_a=None, sca
     C = np.zeros((rows, cols)) if addend is None else np.broadcast_to(np.asarray(addend, dtype=np.float64), (rows, cols))
     if (scales_a is None) != (scales_b is None):
         raise ValueError("give both scales_a and scales_b, or neither")
-    Y = np.empty((rows, cols))
-    for i in range(rows):
-        a = A[i].tolist()
-        for k in range(cols):
-            scales = None
-            if scales_a is not None:
-                scales = [round_ieee(Fraction(float(x)) * Fraction(float(y)), PROMOTION_FORMAT, "rne")
-                          for x, y in zip(scales_a[i], np.asarray(scales_b)[:, k])]
-            Y[i, k] = fused_dot(a, B[:, k].tolist(), cfg, float(C[i, k]), scales)
-    return Y
+    acc = fused_acc_of(cfg)
+    if scales_a is not None and acc.promote_every is None:
+        raise ConfigError(f"per-block scales need promotion: {acc.name} has promote_every=None")
+
+    def block_scale(i: int, k: int, j: int) -> float:
+        return round_ieee(Fraction(float(scales_a[i][j])) * Fraction(float(scales_b[j][k])), PROMOTION_FORMAT, "rne")
+
+    if not arrays.exact_in_binary64(cfg, acc):
+        Y = np.empty((rows, cols))
+        blocks = 0 if acc.promote_every is None else len(range(0, A.shape[1], acc.promote_every))
+        for i in range(rows):
+            a = A[i].tolist()
+            for k in range(cols):
+                scales = None if scales_a is None else [block_scale(i, k, j) for j in range(blocks)]
+                Y[i, k] = fused_dot(a, B[:, k].tolist(), cfg, float(C[i, k]), scales)
+        return Y
+    arrays.check_operands(A, cfg.a_format, "a operand")
+    arrays.check_operands(B, cfg.b_format, "b operand")
+    if acc.promote_every is None:
+        return arrays.chain(A, B, C, cfg, acc)
+    total, zeros = np.array(C), np.zeros((rows, cols))
+    for j, start in enumerate(range(0, A.shape[1], acc.promote_every)):
+        stop = start + acc.promote_every
+        partial = arrays.chain(A[:, start:stop], B[start:stop], zeros, cfg, acc)
+        scale = np.ones((rows, cols)) if scales_a is None else np.array(
+            [[block_scale(i, k, j) for k in range(cols)] for i in range(rows)])
+        promoted, done = arrays.promote(total, partial, scale)
+        for i, k in zip(*np.nonzero(~done)):  # sums binary64 does not hold exactly: on Fractions
+            promoted[i, k] = promote(float(total[i, k]), float(partial[i, k]), float(scale[i, k]))
+        total = promoted
+    return total

@@ -1,76 +1,162 @@
-"""The fused reference (docs/arithmetic.md §9) against MMA-Sim 2.1.1, the public model of the tensor-core units.
+"""The fused accumulators (docs/arithmetic.md §9) against MMA-Sim 2.1.1, the public model of the tensor-core units
+(``mmasim``, arXiv 2511.10909: WGMMA("Hopper", "m64n8k32.f32.e4m3.e4m3") and its siblings, TCGen05MMA for
+Blackwell): the readable reference (lba_core.fused_matmul_reference), the CPU kernel and the Triton kernel (the
+public entry points ``lba_train.kernels.fused_numba.gemm`` and ``fused_triton.gemm``, Triton under its
+interpreter, TRITON_INTERPRET=1), all on the same vectors, each output compared bit for bit.
 
-Every preset with each operand pair it takes, with and without promotion, on random and directed vectors
-(tests/support/fused_vectors.py). A small sample runs in ``make test``; ``make fused-check`` runs the slow one.
+Every preset with each operand pair it takes (mixed e4m3 x e5m2 too), with and without promotion, on random
+vectors and the directed kinds of tests/support/fused_vectors.py (ties, cancellation to zero, all-zero groups, a
+term far below the maximum, subnormal operands, the overflow region, K not a multiple of L). ``make test`` runs a
+sample (every preset, every kind, a few outputs); ``make fused-check`` runs >= 10^6 outputs per preset
+(LBA_FUSED_CHECK_OUTPUTS overrides) and prints the outputs compared per preset, category and kind.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
+import sys
+from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
-from lba_core import MacConfig, fused_matmul_reference
+TRITON = importlib.util.find_spec("triton") is not None and not (
+    "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1")
+if TRITON:
+    os.environ["TRITON_INTERPRET"] = "1"  # before Triton is first imported (see tests/test_triton_gemm.py)
 
-from support.fused_vectors import KINDS, PRESET_OPERANDS, corner_counts, fused_cases, mismatches, mmasim_matmul
+from lba_core import MacConfig, fused_matmul_reference  # noqa: E402
+from lba_train.kernels.fused_plan import fused_spec  # noqa: E402
+
+from support.fused_vectors import (KINDS, PRESET_OPERANDS, corner_counts, fused_cases, mismatches,  # noqa: E402
+                                   mmasim_matmul)
 
 pytest.importorskip("mmasim")
 
-CONFIGS = [
-    (preset + suffix, a, b)
-    for preset, pairs in PRESET_OPERANDS.items()
-    for suffix in ("", "+promote64" if preset.endswith(("fp8", "f16")) else "+promote32")
-    for a, b in pairs
-]
-SAMPLE_CONFIGS = [(preset, *pairs[-1]) for preset, pairs in PRESET_OPERANDS.items()] + [
-    ("hopper-fp8+promote64", "e4m3_sub", "e4m3_sub"), ("hopper-fp8-f16+promote64", "e5m2_sub", "e5m2_sub")]
-#: The slow check's outputs per configuration (the reference is pure Python: ~10 ms an output at K ~ 80).
-FULL_OUTPUTS = int(os.environ.get("LBA_FUSED_CHECK_OUTPUTS", "2000"))
+#: The random kinds; every other kind of fused_vectors.KINDS is directed at a corner of the contract.
+RANDOM_KINDS = ("random", "normal")
+#: The slow check's outputs per preset, over its configurations (operand pairs, with and without promotion).
+FULL_OUTPUTS = int(os.environ.get("LBA_FUSED_CHECK_OUTPUTS", "1000000"))
+#: Interpreted Triton walks every k in Python once per program: one large block per case keeps that cheap.
+TRITON_BLOCK = (256, 64)
 
 
-def compare(cfg: MacConfig, outputs: int, seed: int, cols: int, kinds: tuple[str, ...] = KINDS):
-    cases = fused_cases(cfg, outputs, seed=seed, kinds=kinds, cols=cols, max_rows=64)
-    results, bad = [], 0
-    for case in cases:
+def promotions(preset: str) -> tuple[str, ...]:
+    """Without promotion, and promoted every 128 products (the DeepSeek-V3 recipe) or 32 for the 16-bit units."""
+    return ("", "+promote128" if preset.endswith(("fp8", "f16")) else "+promote32")
+
+
+def preset_configs(preset: str) -> list[tuple[str, str, str]]:
+    return [(preset + suffix, a, b) for suffix in promotions(preset) for a, b in PRESET_OPERANDS[preset]]
+
+
+def reference(cfg: MacConfig, A, B, C) -> np.ndarray:
+    return fused_matmul_reference(A, B, cfg, C)
+
+
+def numba_kernel(cfg: MacConfig, A, B, C) -> np.ndarray:
+    from lba_train.kernels import fused_numba
+
+    values, _ = fused_numba.gemm(A[None], B[None], fused_spec(cfg), False, C[None])
+    return np.asarray(values)[0]
+
+
+def triton_kernel(cfg: MacConfig, A, B, C) -> np.ndarray:
+    from lba_train.kernels import fused_triton
+
+    values, _ = fused_triton.gemm(torch.from_numpy(A)[None], torch.from_numpy(B)[None], fused_spec(cfg), False,
+                                  torch.from_numpy(C)[None])
+    return values[0].numpy()
+
+
+IMPLEMENTATIONS = {"reference": reference, "numba": numba_kernel}
+if TRITON:
+    IMPLEMENTATIONS["triton"] = triton_kernel
+
+
+@pytest.fixture
+def large_triton_blocks(monkeypatch):
+    if TRITON:
+        from lba_train.kernels import fused_triton
+
+        monkeypatch.setattr(fused_triton, "BLOCK_M", TRITON_BLOCK[0], raising=False)
+        monkeypatch.setattr(fused_triton, "BLOCK_N", TRITON_BLOCK[1], raising=False)
+
+
+def compare(cfg: MacConfig, outputs: int, seed: int, cols: int, kinds: tuple[str, ...] = KINDS,
+            max_rows: int = 1024, implementations: tuple[str, ...] = tuple(IMPLEMENTATIONS)) -> tuple[Counter, Counter]:
+    """(outputs compared per kind, mismatches per implementation) against MMA-Sim on fused_cases."""
+    compared, bad = Counter(), Counter({name: 0 for name in implementations})
+    for case in fused_cases(cfg, outputs, seed=seed, kinds=kinds, cols=cols, max_rows=max_rows):
         want = mmasim_matmul(cfg, case.A, case.B, case.C)
-        got = fused_matmul_reference(case.A, case.B, cfg, case.C)
-        bad += mismatches(want, got)
-        results.append(want)
-    return cases, results, bad
+        for name in implementations:
+            bad[name] += mismatches(want, IMPLEMENTATIONS[name](cfg, case.A, case.B, case.C))
+        compared[case.kind] += case.outputs
+    return compared, bad
 
 
-@pytest.mark.parametrize("acc,a,b", SAMPLE_CONFIGS, ids=lambda x: str(x))
-def test_reference_matches_mmasim_sample(acc, a, b):
-    cfg = MacConfig(input=a, weight=b, acc=acc)
-    cases, _, bad = compare(cfg, outputs=len(KINDS), seed=7, cols=1)
-    assert sum(case.outputs for case in cases) >= len(KINDS)
-    assert bad == 0
+def summary(name: str, compared: Counter, bad: Counter) -> str:
+    random = sum(compared[kind] for kind in RANDOM_KINDS)
+    directed = sum(compared.values()) - random
+    kinds = ", ".join(f"{kind} {compared[kind]:,}" for kind in KINDS)
+    verdict = ", ".join(f"{impl} {count}" for impl, count in bad.items())
+    return (f"{name}: {random + directed:,} outputs vs MMA-Sim 2.1.1 (random {random:,}, directed {directed:,}: "
+            f"{kinds}); mismatches: {verdict}")
+
+
+@pytest.mark.parametrize("preset", list(PRESET_OPERANDS))
+def test_all_three_match_mmasim_sample(preset, large_triton_blocks):
+    """Every kind on the preset's last operand pair (mixed where it has one), 2 outputs each, on all three; its
+    promoted form on the reference and the CPU kernel (interpreted Triton costs ~0.1 s a case: the full check
+    has it)."""
+    a, b = PRESET_OPERANDS[preset][-1]
+    compared, bad = Counter(), Counter()
+    for suffix in promotions(preset):
+        cfg = MacConfig(input=a, weight=b, acc=preset + suffix)
+        chosen = tuple(IMPLEMENTATIONS) if not suffix else ("reference", "numba")
+        got, wrong = compare(cfg, outputs=2 * len(KINDS), seed=7, cols=2, implementations=chosen)
+        compared.update(got)
+        bad.update(wrong)
+    assert set(compared) == set(KINDS) and min(compared.values()) >= 2 * 2
+    assert set(bad) == set(IMPLEMENTATIONS) and sum(bad.values()) == 0, summary(preset, compared, bad)
 
 
 def test_directed_vectors_reach_the_corners():
     """The directed kinds do what they are for, on the configurations where each corner exists."""
     fp16 = MacConfig(input="e5m2_sub", acc="hopper-fp8-f16")
-    cases, results, bad = compare(fp16, outputs=4 * len(KINDS), seed=3, cols=2)
+    cases = fused_cases(fp16, 4 * len(KINDS), seed=3, cols=2, max_rows=64)
+    results = [mmasim_matmul(fp16, case.A, case.B, case.C) for case in cases]
+    assert sum(mismatches(want, reference(fp16, case.A, case.B, case.C)) for case, want in zip(cases, results)) == 0
     counts = corner_counts(fp16, cases, results)
-    assert bad == 0
     for corner in ("tie", "truncated_to_zero", "cancel_to_zero", "inf", "subnormal_operand", "short_k"):
         assert counts[corner] > 0, (corner, counts)
     # An fp32 output overflows only with bf16 products (fp8 products sit far below 2^128 and truncate away).
     bf16 = MacConfig(input="e8m7_sub", acc="hopper-bf16")
-    cases, results, bad = compare(bf16, outputs=4, seed=3, cols=4, kinds=("overflow",))
-    assert bad == 0 and corner_counts(bf16, cases, results)["inf"] > 0
+    cases = fused_cases(bf16, 16, seed=3, cols=4, max_rows=64, kinds=("overflow",))
+    results = [mmasim_matmul(bf16, case.A, case.B, case.C) for case in cases]
+    assert sum(mismatches(want, reference(bf16, case.A, case.B, case.C)) for case, want in zip(cases, results)) == 0
+    assert corner_counts(bf16, cases, results)["inf"] > 0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("acc,a,b", CONFIGS, ids=lambda x: str(x))
-def test_reference_matches_mmasim_full(acc, a, b):
-    cfg = MacConfig(input=a, weight=b, acc=acc)
-    cases, results, bad = compare(cfg, outputs=FULL_OUTPUTS, seed=2026, cols=8)
-    total = sum(case.outputs for case in cases)
-    print(f"{cfg.name}: {total} outputs, {bad} mismatches, corners {corner_counts(cfg, cases, results)}")
-    assert total >= FULL_OUTPUTS and bad == 0
-    assert np.isfinite(np.concatenate([r.ravel() for r in results])).any()
+@pytest.mark.parametrize("preset", list(PRESET_OPERANDS))
+def test_all_three_match_mmasim_full(preset, large_triton_blocks):
+    """>= FULL_OUTPUTS outputs per preset, shared equally by its configurations, all kinds in equal shares."""
+    configs = preset_configs(preset)
+    per_config = math.ceil(FULL_OUTPUTS / len(configs))
+    compared, bad = Counter(), Counter({name: 0 for name in IMPLEMENTATIONS})
+    for index, (acc, a, b) in enumerate(configs):
+        cfg = MacConfig(input=a, weight=b, acc=acc)
+        got, wrong = compare(cfg, outputs=per_config, seed=2026 + index, cols=64)
+        print(summary(f"  {cfg.name}", got, wrong))
+        compared.update(got)
+        bad.update(wrong)
+    print(summary(preset, compared, bad))
+    assert sum(compared.values()) >= FULL_OUTPUTS and set(compared) == set(KINDS)
+    assert TRITON and sum(bad.values()) == 0
 
 
 def test_zero_exponent_is_visible_and_matches():

@@ -14,7 +14,7 @@ from fractions import Fraction
 import gmpy2
 import pytest
 
-from lba_core import FUSED_PRESETS, ConfigError, FusedAccumulator, MacConfig, fdpa, fused_dot
+from lba_core import FUSED_PRESETS, ConfigError, FusedAccumulator, MacConfig, fdpa, fused_dot, fused_matmul_reference
 from lba_core.fused_reference import promote
 
 from oracle import Spec, oracle_round, spec_of
@@ -234,3 +234,87 @@ def test_matmul_per_operand_scales():
             assert Y[i, k] == fused_dot(A[i].tolist(), B[:, k].tolist(), cfg, scales=scales)
     with pytest.raises(ValueError, match="both scales_a and scales_b"):
         fused_matmul_reference(A, B, cfg, scales_a=sa)
+
+
+@pytest.mark.parametrize("a_fmt,b_fmt,acc", CONFIGS)
+def test_matmul_reference_matches_oracle(a_fmt, b_fmt, acc):
+    """fused_matmul_reference (all outputs at once in binary64, lba_core.fused_reference_arrays, where binary64 is
+    exact) gives the oracle's value on every output, the addend C included."""
+    import numpy as np
+
+    from lba_core.fused_reference_arrays import exact_in_binary64
+
+    cfg = MacConfig(input=a_fmt, weight=b_fmt, acc=acc)
+    assert exact_in_binary64(cfg, cfg.acc)  # every configuration here takes the array path
+    rng = random.Random(f"matmul{a_fmt}{b_fmt}{acc}")
+    for trial in range(4):
+        k, rows, cols = rng.randint(1, 3 * cfg.acc.group + 3), 3, 4
+        band = trial % 2 == 0
+        a = [[random_code(rng, cfg.a_format, band) for _ in range(k)] for _ in range(rows)]
+        b = [[random_code(rng, cfg.b_format, False) for _ in range(cols)] for _ in range(k)]
+        if trial == 3:
+            a[0][: cfg.acc.group] = [0] * min(k, cfg.acc.group)  # a whole zero group
+        A = np.array([values(cfg.a_format, row) for row in a])
+        B = np.array([values(cfg.b_format, row) for row in b])
+        Y = fused_matmul_reference(A, B, cfg)
+        for i in range(rows):
+            for j in range(cols):
+                want = oracle_dot(a[i], [row[j] for row in b], cfg)
+                assert math.isnan(want) and math.isnan(Y[i, j]) or Y[i, j] == want and math.copysign(1, Y[i, j]) == math.copysign(1, want), (trial, i, j)
+
+
+def test_matmul_reference_addend_promotion_fallback_and_specials():
+    """The array path against fused_dot on what the random codes rarely reach: a non-zero addend C (chain start,
+    and the fp32 total's start with promotion), -0 in C, Inf in C, and promoted sums binary64 cannot hold
+    (total 2^36 and a block of 2^-32: the Fraction promote does those entries)."""
+    import numpy as np
+
+    e5m2 = MacConfig(input="e5m2_sub", acc="hopper-fp8+promote32")
+    A = np.array([[57344.0] * 32 + [2.0**-16] * 32, [-57344.0] * 32 + [2.0**-16] * 32, [1.0] * 64])
+    B = np.array([[57344.0], [2.0**-16]])[[0] * 32 + [1] * 32].reshape(64, 1)
+    C = np.array([[0.0], [-0.0], [2.0**-40]])
+    Y = fused_matmul_reference(A, B, e5m2, C)
+    for i in range(3):
+        want = fused_dot(A[i].tolist(), B[:, 0].tolist(), e5m2, float(C[i, 0]))
+        assert Y[i, 0] == want and math.copysign(1, Y[i, 0]) == math.copysign(1, want)
+    assert Y[0, 0] == 32 * 57344.0**2  # RNE of 1.53125 * 2^36 + 2^-27: the tiny block rounds away
+    from lba_core.fused_reference_arrays import promote as promote_all
+
+    assert not promote_all(np.array([32 * 57344.0**2]), np.array([2.0**-27]), np.ones(1))[1][0]  # left to Fractions
+    plain = MacConfig(input="e4m3_sub", acc="hopper-fp8")
+    A = np.array([[1.5, -2.0, 0.0], [448.0, 448.0, 0.0]])
+    B = np.array([[1.0, 0.5], [0.25, 2.0], [1.0, 0.0]])
+    C = np.array([[-0.0, 1.0 + 2.0**-13], [math.inf, math.nan]])
+    Y = fused_matmul_reference(A, B, plain, C)
+    for i in range(2):
+        for j in range(2):
+            want = fused_dot(A[i].tolist(), B[:, j].tolist(), plain, float(C[i, j]))
+            assert math.isnan(want) and math.isnan(Y[i, j]) or Y[i, j] == want and math.copysign(1, Y[i, j]) == math.copysign(1, want)
+    with pytest.raises(ValueError, match="not a value of e4m3_sub"):
+        fused_matmul_reference(np.array([[0.1]]), np.array([[1.0]]), plain)
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e4m3_sub", "e5m2_sub", "e3m2_sub", "e5m10_sub", "e8m7_sub", "e4m7"])
+def test_array_operand_check_agrees_with_the_format(fmt):
+    """fused_reference_arrays.check_operands accepts exactly the values FloatFormat.is_representable does: every
+    code's value, and nothing between two of them, beyond the largest or (without subnormals) below 2^emin."""
+    import numpy as np
+
+    from lba_core import FloatFormat
+    from lba_core.fused_reference_arrays import check_operands
+
+    f = FloatFormat.parse(fmt)
+    chosen = range(f.code_count) if f.code_count <= 4096 else random.Random(fmt).sample(range(f.code_count), 1500)
+    codes = [float(f.decode(code)) for code in chosen] + [float(f.max_value), float(f.decode(1)), float(f.decode(1 << f.man_bits))]
+    check_operands(np.array(codes), f, "x")
+    positive = sorted({abs(v) for v in codes} | {0.0})
+    candidates = [(x + y) / 2 for x, y in zip(positive, positive[1:])] + [positive[-1] * 1.25, positive[1] / 2,
+                                                                          math.inf, math.nan]
+    for value in candidates:
+        representable = math.isfinite(value) and f.is_representable(Fraction(value))
+        try:
+            check_operands(np.array([value, -value]), f, "x")
+            accepted = True
+        except ValueError:
+            accepted = False
+        assert accepted == representable, value
