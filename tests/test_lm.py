@@ -185,3 +185,90 @@ def test_margin_widens_every_operand_range():
             assert b.weight_quantizer.frozen
     with pytest.raises(ConfigError, match="margin_log2"):
         LMEvalOptions(margin_log2=-1)
+
+
+# ------------------------------------------------------------------------------- two-stage fine-tuning (h5)
+def test_finetune_options_and_batches():
+    from lba_train.lm.finetune import LMFinetuneOptions, finetune_batches
+
+    options = LMFinetuneOptions(steps=3, lr=1e-3, batch=2)
+    assert options.steps == (3, 3) and options.lr == (1e-3, 1e-3)
+    for bad in (dict(steps=(1, -1)), dict(steps=(1, 2, 3)), dict(lr=0), dict(batch=0), dict(warmup=-1)):
+        with pytest.raises(ConfigError, match="LMFinetuneOptions"):
+            LMFinetuneOptions(**bad)
+    text = tiny_text(3)
+    first, again = finetune_batches(text, TINY.context, options), finetune_batches(text, TINY.context, options)
+    assert first.shape == (6, 2, TINY.context + 1) and torch.equal(first, again)  # the same data for every row
+    assert not torch.equal(first, finetune_batches(text, TINY.context, LMFinetuneOptions(steps=3, batch=2, seed=1)))
+
+
+def test_finetune_stages_flip_underflow_and_zero_shot_matches_evaluate_point():
+    from lba_train.lm.evaluate import evaluate_point, model_outputs, test_windows
+    from lba_train.lm.finetune import LMFinetuneOptions, finetune_batches, finetune_point
+
+    corpus = split_documents(tiny_text(6), test=2, validation=1)
+    model = tiny_model()
+    windows = test_windows(model, corpus.test, 3)
+    calibration = test_windows(model, corpus.train, 2)[:, :-1]
+    reference = model_outputs(model, windows)
+    evaluation = LMEvalOptions(windows=3, calibration_windows=2, batch=2, resamples=50, bias="calibrate")
+    options = LMFinetuneOptions(steps=(2, 3), lr=(1e-2, 5e-3), batch=2, warmup=1)
+    batches = finetune_batches(corpus.train, TINY.context, options)
+    seen = []
+
+    def record(entry):
+        seen.append(entry["stage"])
+
+    base = finetune_point(model, FP32, windows, calibration, reference, batches, evaluation, options, progress=record)
+    narrow = finetune_point(model, NARROW, windows, calibration, reference, batches, evaluation, options, base)
+    assert seen == [1, 1, 2, 2, 2] and [entry["step"] for entry in base.history] == [1, 2, 1, 2, 3]
+    # zero-shot: the same conversion and fitting as a sweep row, bit for bit
+    alone = evaluate_point(model, NARROW, windows, calibration, reference, None, evaluation)
+    assert narrow.zero_shot.per_window["bpb"] == alone.per_window["bpb"] and narrow.name == alone.name
+    # fine-tuning changed the model; the Δ is paired with the control's same stage
+    assert narrow.finetuned.per_window["bpb"] != narrow.zero_shot.per_window["bpb"]
+    tuned_delta = np.array(narrow.finetuned.per_window["bpb"]) - np.array(base.finetuned.per_window["bpb"])
+    assert narrow.finetuned.delta_bpb.value == pytest.approx(tuned_delta.mean())
+    assert narrow.finetuned.baseline == base.name and base.finetuned.delta_bpb is None
+    assert narrow.skipped_steps == 0 and set(narrow.seconds) >= {"stage1", "stage2", "total"}
+    assert sum(row["steps"] for row in narrow.finetuned.layers) > 0  # fresh event counts of the tuned model
+    json.dumps(narrow.as_dict())
+
+
+def test_finetune_stage_one_trains_without_underflow():
+    from lba_train.convert import lba_layers
+    from lba_train.lm.finetune import LMFinetuneOptions, finetune_batches, train_stages
+
+    converted = lbaify(tiny_model(), NARROW, intercept=False)
+    flags = []
+    layer = lba_layers(converted)[0][1]
+    layer.register_forward_pre_hook(lambda module, inputs: flags.append(module.cfg.underflow))
+    options = LMFinetuneOptions(steps=(2, 1), batch=2)
+    history, skipped, seconds = train_stages(converted, finetune_batches(tiny_text(3), TINY.context, options), options)
+    assert flags == [False, False, True] and layer.cfg.underflow and not converted.training
+    assert len(history) == 3 and skipped == 0 and len(seconds) == 2
+    with pytest.raises(ConfigError, match="batches"):
+        train_stages(converted, torch.zeros((1, 2, TINY.context + 1), dtype=torch.int64), options)
+
+
+def _doc_snippet(heading: str) -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "lm.md").read_text()
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_docs_own_text_and_model_snippet_runs(capsys):
+    """docs/lm.md "Your own text and model": a model that is not a ByteLM, on text not from the corpus."""
+    exec(compile(_doc_snippet("Your own text and model"), "docs/lm.md", "exec"), {"__name__": "snippet"})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all("e4m3xe4m3-" in line for line in lines)
+
+
+def test_model_context_is_required():
+    from lba_train.lm.evaluate import model_context
+
+    assert model_context(tiny_model()) == TINY.context
+    with pytest.raises(ConfigError, match="context"):
+        model_context(torch.nn.Linear(2, 2))

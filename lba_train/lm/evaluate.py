@@ -103,9 +103,20 @@ class LMPoint:
         return asdict(self)
 
 
-def test_windows(model: ByteLM, documents: dict[str, bytes], count: int | None) -> torch.Tensor:
+def model_context(model: nn.Module) -> int:
+    """How many bytes of context ``model`` reads: ``model.cfg.context`` (a ByteLM) or ``model.context`` (any
+    other module that maps (batch, T) byte ids to (batch, T, 256) next-byte logits)."""
+    context = getattr(getattr(model, "cfg", None), "context", None)
+    context = getattr(model, "context", None) if context is None else context
+    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+        raise ConfigError(f"{type(model).__name__}: a language model needs a positive integer context length in "
+                          f"model.cfg.context or model.context, got {context!r}")
+    return context
+
+
+def test_windows(model: nn.Module, documents: dict[str, bytes], count: int | None) -> torch.Tensor:
     """``count`` evaluation windows of ``context + 1`` bytes (inputs and targets) evenly spread over ``documents``."""
-    return evaluation_windows(documents, model.cfg.context + 1, count)
+    return evaluation_windows(documents, model_context(model) + 1, count)
 
 
 def _operand_quantizers(model: nn.Module) -> list[nn.Module]:
@@ -195,21 +206,27 @@ def compare(outputs: ModelOutputs, reference: ModelOutputs) -> tuple[torch.Tenso
     return kl, agree
 
 
-def evaluate_point(model: ByteLM, cfg: MacConfig, windows: torch.Tensor, calibration: torch.Tensor,
-                   reference: ModelOutputs, baseline: LMPoint | None = None,
-                   options: LMEvalOptions = LMEvalOptions()) -> LMPoint:
-    """One accumulator's row: lbaify ``model`` (float, untouched) onto ``cfg``, fix the operand ranges on
-    ``calibration`` windows, evaluate on ``windows``; ``reference`` is the float model's outputs on them."""
+def convert_for_evaluation(model: nn.Module, cfg: MacConfig, calibration: torch.Tensor,
+                           options: LMEvalOptions = LMEvalOptions()) -> tuple[nn.Module, MacConfig]:
+    """A converted copy of the float ``model`` on ``cfg`` (lbaify; ``model`` untouched), its activation
+    operand ranges frozen on the ``calibration`` windows and its accumulator fitted by ``options.bias`` on
+    them; returns it and the fitted configuration."""
     if not isinstance(cfg, MacConfig):
         raise ConfigError(f"evaluate_point needs a lba_core.MacConfig, got {type(cfg).__name__}")
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
-    started = time.perf_counter()
     converted = lbaify(model, cfg, options.layer_options, intercept=False).eval()
     freeze_operand_ranges(converted, calibration, options.batch, options.margin_log2)
     if options.bias != "format":
         cfg = resolve_bias(cfg, options.bias, converted, list(calibration.split(options.batch)))
         set_lba_config(converted, cfg)
+    return converted, cfg
+
+
+def score_converted(converted: nn.Module, cfg: MacConfig, windows: torch.Tensor, reference: ModelOutputs,
+                    baseline: LMPoint | None = None, options: LMEvalOptions = LMEvalOptions(),
+                    started: float | None = None) -> LMPoint:
+    """The row of an already converted and fitted model (``cfg``: its fitted configuration) on the test
+    ``windows``; ``started`` (a time.perf_counter() value) is when the row's work began."""
+    started = time.perf_counter() if started is None else started
     counts, handles = _nonfinite_hooks(converted)
     try:
         outputs = model_outputs(converted, windows, options.batch)
@@ -232,6 +249,20 @@ def evaluate_point(model: ByteLM, cfg: MacConfig, windows: torch.Tensor, calibra
         per_window={"bpb": outputs.bpb.tolist(), "kl_bits": kl.tolist(), "top1": agree.tolist()},
         bias_mode=options.bias, scale_margins=scale_margins(converted),
     )
+
+
+def evaluate_point(model: ByteLM, cfg: MacConfig, windows: torch.Tensor, calibration: torch.Tensor,
+                   reference: ModelOutputs, baseline: LMPoint | None = None,
+                   options: LMEvalOptions = LMEvalOptions()) -> LMPoint:
+    """One accumulator's row: lbaify ``model`` (float, untouched) onto ``cfg``, fix the operand ranges on
+    ``calibration`` windows, evaluate on ``windows``; ``reference`` is the float model's outputs on them."""
+    if not isinstance(cfg, MacConfig):
+        raise ConfigError(f"evaluate_point needs a lba_core.MacConfig, got {type(cfg).__name__}")
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    started = time.perf_counter()
+    converted, cfg = convert_for_evaluation(model, cfg, calibration, options)
+    return score_converted(converted, cfg, windows, reference, baseline, options, started)
 
 
 @dataclass
