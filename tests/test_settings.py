@@ -159,3 +159,23 @@ def test_lm_keys_without_the_lm_workload_name_the_key(tmp_path):
     path.write_text('accumulators = ["e4m7"]\n[lm]\nenabled = true\nwindows = 4\n')
     assert load_sweep_spec(path).lm.windows == 4
     assert parse("--lm-windows", "4").lm.windows == 4  # the main job has the LM workload on
+
+
+# --------------------------------------------------------------------------------- hwmodel train's point store
+def test_train_and_the_sweep_share_one_baseline_definition():
+    from pathlib import Path
+
+    from hwmodel.cli.train import baseline_key_of, check_args
+    from hwmodel.workloads.digits import baseline_determinants
+
+    args = build_parser("train").parse_args(["train", "--model", "mlp", "--epochs-baseline", "2", "--seed", "4",
+                                             "--threads", "2", "--acc", "e4m7"])
+    check_args(args)
+    sweep = parse("--acc", "e4m7", "--accuracy", "--model", "mlp", "--epochs-baseline", "2", "--seed", "4",
+                  "--name", "x")
+    assert baseline_key_of(args) == baseline_determinants(sweep, threads=2)
+    assert baseline_key_of(args) != baseline_determinants(sweep)  # the sweep's points run on one thread
+    hwmodel = Path(__file__).resolve().parents[1] / "hwmodel"
+    defining = [str(path.relative_to(hwmodel)) for path in sorted(hwmodel.rglob("*.py"))
+                if '"kind": "baseline"' in path.read_text(encoding="utf-8")]
+    assert defining == ["workloads/digits.py"]

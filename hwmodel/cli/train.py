@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -24,12 +25,13 @@ from lba_core.fileio import atomic_write, atomic_write_text, markdown_table, wri
 from lba_train.data import load_data
 from lba_train.distributed import Ranks, current_ranks, from_rank0
 from lba_train.layers import LayerOptions
-from lba_train.train import ACCURACY_KEYS, RESULTS_FILE, FinetuneOptions, run_accuracy_point, train_baseline
+from lba_train.train import ACCURACY_KEYS, FinetuneOptions, run_accuracy_point, train_baseline
 
 from ..execution import provenance
 from ..execution.interrupt import Interrupted, signals_interrupt
-from ..execution.points import point_path
-from ..sweep.spec import AccuracySpec, check_option
+from ..execution.points import point_path, read_point, write_point
+from ..sweep.spec import AccuracySpec, SweepSpec, check_option
+from ..workloads.digits import baseline_determinants
 from ..workloads.settings import add_options
 
 #: The accuracy settings of hwmodel sweep that hwmodel train takes, as fields of AccuracySpec.
@@ -63,20 +65,40 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _baseline_determinants(args) -> dict:
-    return {"kind": "baseline", "model": args.model, "data": provenance.data_fingerprint(args.data),
-            "epochs": args.epochs_baseline, "lr": args.lr_baseline, "seed": args.seed, "threads": args.threads,
-            "source": provenance.accuracy_source_hash(), "tools": provenance.accuracy_tools()}
+def accuracy_settings(args: argparse.Namespace) -> AccuracySpec:
+    """The checked options as the sweep's accuracy settings (one model, one seed, on the CPU)."""
+    return AccuracySpec(model=args.model, data=args.data, epochs_baseline=args.epochs_baseline, epochs=tuple(args.epochs),
+                        lr=tuple(args.lr), lr_baseline=args.lr_baseline, seed=args.seed, seeds=1, bias=args.bias,
+                        estimator=args.estimator)
 
 
-def _point_determinants(args, cfg: MacConfig, variant: str) -> dict:
+def baseline_key_of(args: argparse.Namespace) -> dict:
+    """The float baseline's determinants: the sweep's digits baseline (one definition,
+    hwmodel.workloads.digits.baseline_determinants) at this command's --threads."""
+    return baseline_determinants(SweepSpec(accuracy=accuracy_settings(args)), threads=args.threads)
+
+
+def point_determinants(args: argparse.Namespace, cfg: MacConfig, variant: str) -> dict:
     return {"kind": "train", "cfg": cfg.to_dict(), "variant": variant, "bias_mode": args.bias,
             "epochs": list(args.epochs), "lr": list(args.lr), "estimator": args.estimator,
-            "keep_first_last": args.keep_first_last, "baseline": _baseline_determinants(args)}
+            "keep_first_last": args.keep_first_last, "baseline": baseline_key_of(args)}
 
 
-def _short(determinants: dict) -> str:
-    return provenance.settings_hash(determinants)[: provenance.SHORT_HASH]
+@dataclass(frozen=True)
+class TrainPoint:
+    """One format and variant: its key, its record (``points/train-<hash>.json``, hwmodel.execution.points) and
+    lba_train's checkpoint folder (per-epoch checkpoints: an interrupted point resumes inside its epochs)."""
+
+    cfg: MacConfig
+    variant: str
+    stage1_underflow: bool
+    determinants: dict
+    key: str
+    record: Path
+    checkpoints: Path
+
+    def saved(self) -> dict | None:
+        return read_point(self.record, self.key)
 
 
 def _baseline_state(args, bundle, folder: Path, ranks: Ranks) -> dict:
@@ -84,23 +106,16 @@ def _baseline_state(args, bundle, folder: Path, ranks: Ranks) -> dict:
     which sends it to the other ranks (the float baseline is one process's work)."""
     if not ranks.writes:
         return from_rank0(None, ranks)
-    path = point_path(folder, "baseline", provenance.settings_hash(_baseline_determinants(args)), ".pt")
+    determinants = baseline_key_of(args)
+    path = point_path(folder / "points", "baseline", provenance.settings_hash(determinants), ".pt")
     if path.exists():
         print(f"reusing the float baseline {path}")
         return from_rank0(torch.load(path, weights_only=False, map_location="cpu")["state"], ranks)
     trained = train_baseline(args.model, bundle, args.epochs_baseline, args.seed, args.lr_baseline,
                              progress=not args.quiet)
     print(f"float baseline: {100 * trained.accuracy:.2f}%")
-    atomic_write(path, lambda stream: torch.save({"determinants": _baseline_determinants(args), "state": trained.state},
-                                                 stream))
+    atomic_write(path, lambda stream: torch.save({"determinants": determinants, "state": trained.state}, stream))
     return from_rank0(trained.state, ranks)
-
-
-def _finished(checkpoint_dir: Path) -> bool:
-    try:
-        return "stage2" in json.loads((checkpoint_dir / RESULTS_FILE).read_text())
-    except (OSError, ValueError, TypeError):
-        return False
 
 
 def check_args(args: argparse.Namespace) -> list[MacConfig]:
@@ -166,17 +181,22 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     bundle = load_data(args.data, seed=args.seed)
     variants = [("two-stage", False)] + ([("one-stage", True)] if args.one_stage else [])
-    points = [(cfg, variant, underflow, folder / "checkpoints" / f"{cfg.name}-{variant}-{_short(_point_determinants(args, cfg, variant))}")
-              for cfg in configs for variant, underflow in variants]
-    finished = sum(_finished(directory) for *_, directory in points)
+    points = []
+    for cfg in configs:
+        for variant, underflow in variants:
+            determinants = point_determinants(args, cfg, variant)
+            key = provenance.settings_hash(determinants)
+            points.append(TrainPoint(cfg, variant, underflow, determinants, key, point_path(folder / "points", "train", key),
+                                     folder / "checkpoints" / f"{cfg.name}-{variant}-{key[: provenance.SHORT_HASH]}"))
+    finished = sum(point.saved() is not None for point in points)
     say = print if ranks.writes else (lambda *_: None)
-    say(f"reusing {finished} of {len(points)} points (checkpoints are keyed by a hash of every setting)"
+    say(f"reusing {finished} of {len(points)} points (saved points are keyed by a hash of every setting)"
         + (f"; {ranks.world_size} ranks" if ranks.distributed else ""))
     with signals_interrupt():
         try:
             rows = _run_points(args, bundle, folder, points, ranks, say)
         except Interrupted as stop:
-            saved = sum(_finished(directory) for *_, directory in points)
+            saved = sum(point.saved() is not None for point in points)
             raise stop.with_message(f"interrupted: {saved} of {len(points)} points saved; rerun the same command to finish") from None
     if not ranks.writes:
         return 0
@@ -188,16 +208,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_points(args, bundle, folder: Path, points: list, ranks: Ranks, say) -> list[dict]:
-    state = _baseline_state(args, bundle, folder, ranks)
+def _run_points(args, bundle, folder: Path, points: list[TrainPoint], ranks: Ranks, say) -> list[dict]:
+    """Each point's row: read back from its record, or computed (and its record saved, on rank 0). Every rank
+    decides from the same records before any work, so the ranks run the same points."""
+    saved = [point.saved() for point in points]
+    state = _baseline_state(args, bundle, folder, ranks) if any(record is None for record in saved) else None
     rows = []
-    for cfg, variant, stage1_underflow, directory in points:
-        say(f"== {cfg.name} ({variant})")
+    for point, record in zip(points, saved):
+        if record is not None:
+            rows.append({column: record["row"][column] for column in record["columns"]})
+            continue
+        say(f"== {point.cfg.name} ({point.variant})")
         options = FinetuneOptions(
             epochs=tuple(args.epochs), lr=tuple(args.lr), bias=args.bias, layers=LayerOptions(estimator=args.estimator),
-            keep_first_last=args.keep_first_last, stage1_underflow=stage1_underflow, seed=args.seed,
-            checkpoint_dir=directory, progress=not args.quiet and ranks.writes, log=print,
+            keep_first_last=args.keep_first_last, stage1_underflow=point.stage1_underflow, seed=args.seed,
+            checkpoint_dir=point.checkpoints, progress=not args.quiet and ranks.writes, log=print,
         )
-        point = run_accuracy_point(cfg, args.model, bundle, options=options, baseline_state=state)
-        rows.append({"variant": variant, "settings_hash": directory.name.rsplit("-", 1)[1], **point})
+        result = run_accuracy_point(point.cfg, args.model, bundle, options=options, baseline_state=state)
+        row = {"variant": point.variant, "settings_hash": point.key[: provenance.SHORT_HASH], **result}
+        if ranks.writes:  # the column order is kept: the record's JSON sorts its keys
+            write_point(point.record, {"key": point.key, "determinants": point.determinants, "columns": list(row),
+                                       "row": row})
+        rows.append(row)
     return rows

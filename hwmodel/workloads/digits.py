@@ -37,12 +37,14 @@ PHASES = ("baseline", "zero_shot", "stage1", "stage2")
 EVENTS = columns.EVENTS
 
 
-def baseline_determinants(spec) -> dict[str, Any]:
+def baseline_determinants(spec, threads: int = POINT_THREADS) -> dict[str, Any]:
+    """What the float baseline of ``spec.accuracy`` depends on; the one definition, also ``hwmodel train``'s
+    (which trains it with its own ``--threads``)."""
     accuracy = spec.accuracy
     return {
         "kind": "baseline", "model": accuracy.model, "data": provenance.data_fingerprint(accuracy.data),
         "width": accuracy.width, "epochs": accuracy.epochs_baseline, "lr": accuracy.lr_baseline, "seed": accuracy.seed,
-        "threads": POINT_THREADS, "source": provenance.accuracy_source_hash(), "tools": provenance.accuracy_tools(),
+        "threads": threads, "source": provenance.accuracy_source_hash(), "tools": provenance.accuracy_tools(),
         **({"device": accuracy.device} if accuracy.device != "cpu" else {}),  # CPU points keep their old keys
     }
 
