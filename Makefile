@@ -32,6 +32,7 @@ help:
 	@echo "make paper-claim  synthesized MAC area, FP8 inputs, fp32/fp16/bf16/12-bit accumulators -> reports/paper_claim"
 	@echo "make experiments  fine-tuning demo, gradient-estimator study and the paper's questions Q1/Q5/Q9 -> reports/ (about 1 h 45 min)"
 	@echo "make minilm     MiniLM zero-shot and distilled on six accumulators -> reports/minilm (long; installs the transformers extra)"
+	@echo "make lm-finetune the language model fine-tuned in two stages on ten accumulators, fp32 control -> reports/lm_finetune (about 40 min on a quiet core; resumes)"
 
 sysdeps:
 	@sh scripts/install-system-deps.sh
@@ -125,6 +126,11 @@ experiments: venv
 # idle core, longer on a loaded machine); rows are saved one by one, a rerun of one accumulator replaces its rows.
 minilm: venv $(MINILM_STAMP)
 	$(PY) experiments/minilm.py
+
+# The LM's two-stage fine-tuning (docs/lm.md); every finished row is a point in reports/lm_finetune/points, reused.
+.PHONY: lm-finetune
+lm-finetune: venv
+	nice -n 10 $(PY) experiments/lm_finetune.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
