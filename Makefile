@@ -13,7 +13,7 @@ CLUSTER_STAMP := $(VENV)/.installed-cluster
 # torch's and Numba's OpenMP thread pools busy-wait by default and starve each other on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv sysdeps test test-full test-cluster sweep readme report-check cosim fused-check fused-error fused-cosim misuse-replay bench gemm-exactness paper-claim experiments minilm clean
+.PHONY: help venv sysdeps test test-full test-cluster sweep readme report-check cosim fused-check fused-error fused-cosim fdpa-area misuse-replay bench gemm-exactness paper-claim experiments minilm clean
 
 help:
 	@echo "make sweep      the main job: area, digits accuracy and MiniLM zero-shot of the default sweep -> reports/ (installs the transformers extra)"
@@ -26,6 +26,7 @@ help:
 	@echo "make fused-check the fused tensor-core accumulators (docs/arithmetic.md §9) against MMA-Sim, full vector set (reference, Numba and Triton kernels)"
 	@echo "make fused-error the error study of hopper-fp8 with and without promotion -> reports/fused_error (a few minutes)"
 	@echo "make fused-cosim the FDPA unit's RTL (rtl/fdpa.py) in Verilator (>= 10^6 groups) and Amaranth (>= 10^4) against lba_core.fdpa and MMA-Sim"
+	@echo "make fdpa-area  the FDPA unit's area and timing: F = 25..8 at L = 32, vs 32 sequential MACs, flat vs stitched flow -> reports/fdpa (about 30 min)"
 	@echo "make misuse-replay  every command-line misuse case of issue 27, one line each (all but two also in make test)"
 	@echo "make bench      simulator, estimator and synthesis benchmarks"
 	@echo "make gemm-exactness  the simulator's fast lanes against the binary64 kernels on >= 10^7 MACs per format, and 120 random configurations against lba_core"
@@ -99,6 +100,10 @@ misuse-replay: venv
 
 fused-cosim: venv
 	$(PY) -m pytest -m slow -n 0 tests/test_rtl_fdpa_cosim.py tests/test_rtl_fdpa_synth.py
+
+# One synthesis at a time, niced: reports/fdpa/README.md states each one's wall time.
+fdpa-area: venv
+	nice -n 10 $(PY) experiments/fdpa_area.py
 
 gemm-exactness: venv
 	$(PY) -m pytest -q -n 0 -m slow tests/test_gemm_fast_lanes.py tests/test_gemm_kernels.py

@@ -1,0 +1,248 @@
+"""The FDPA unit in silicon (issue 25, Deliver items 3-4): area and timing of the 32-term unit as F goes from 25
+to 8, against 32 sequential FMAq MACs at the same products per cycle, and the error of the stitched flow.
+
+Three parts, each a table in ``<out>/`` (CSV) and in ``<out>/README.md`` with command, date, machine, load and
+the wall time of every synthesis:
+
+- ``flat_vs_stitched.csv``: L = 4 and 8 (hopper-fp8's fields, ``fdpa<L>f13-e8m13_sub-rtz``, e4m3 inputs)
+  through the flat flow and the stitched per-block flow (hwmodel.synthesis.stitched): how far the stitched
+  area and delay are from the flat run's where the flat run finishes.
+- ``f_sweep.csv``: L = 32, ``fdpa32f<F>-e8m13_sub-rtz`` for F in {25, 16, 13, 11, 9, 8} (F = 13 is hopper-fp8),
+  stitched flow: GE, per-block GE, sky130 and nangate45 µm² and OpenSTA delay.
+- ``iso_throughput.csv``: one 32-term unit (hopper-fp8 and F = 25) against 32 FMAq MACs (e4m3 inputs, the same
+  output format e8m13_sub, RTZ): 32 products per cycle each way; the MAC's flat synthesis.
+
+Standard-cell figures use the ``area`` recipe (the MAC reports' headline). Energy per MAC is not measured for
+the FDPA unit (the operand-stream simulation drives MAC ports). Results are cached by content
+(hwmodel.execution.cache): a rerun with a warm cache only rewrites the report.
+
+    .venv/bin/python experiments/fdpa_area.py                      # all three parts -> reports/fdpa/
+    .venv/bin/python experiments/fdpa_area.py --parts fsweep --fractions 13
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FRACTIONS = (25, 16, 13, 11, 9, 8)
+GROUP = 32
+FLAT_GROUPS = (4, 8)
+LIBRARIES = ("sky130", "nangate45")
+PARTS = ("fsweep", "iso", "flat")  # in the order they run: the flat L = 8 run is the longest
+BLOCKS = ("product_term", "exponent_max", "term_aligner", "compressor_tree", "sum_normalizer", "rounder")
+MAC_ACC, MAC_ROUNDING = "e8m13_sub", "rtz"  # hopper-fp8's output format and rounding
+ACCURACY_CSV = ROOT / "reports" / "fdpa_f_sweep" / "fdpa_f_accuracy.csv"
+
+
+def spelling(group: int, fraction_bits: int) -> str:
+    """hopper-fp8's general spelling (lba_core.fused: fdpa32f13-e8m13_sub-rtz) with L terms and F bits."""
+    return f"fdpa{group}f{fraction_bits}-e8m13_sub-rtz"
+
+
+def load() -> str:
+    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def int_list(option: str):
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option}: expected integers such as 25,13,8, got {text!r}") from None
+        if not values or any(value < 0 for value in values):
+            raise argparse.ArgumentTypeError(f"{option}: expected non-negative integers, got {text!r}")
+        return values
+    return parse
+
+
+def parts_list(text: str) -> list[str]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"--parts: choose from {','.join(PARTS)}, got {text!r}")
+    return parts
+
+
+class Runner:
+    """Runs syntheses one at a time and records the wall time and load of each."""
+
+    def __init__(self, cache, timeout_s: float, input_format: str):
+        self.cache, self.timeout_s, self.input = cache, timeout_s, input_format
+        self.log: list[dict] = []
+
+    def fdpa(self, acc: str, flow: str) -> dict:
+        from lba_core import MacConfig
+        from hwmodel.synthesis.fdpa_synth import synthesize_fdpa
+
+        cfg = MacConfig(input=self.input, acc=acc)
+        started, before = time.perf_counter(), load()
+        result = synthesize_fdpa(cfg, ("generic", *LIBRARIES), cache=self.cache, progress=True, flow=flow,
+                                 timeout_s=self.timeout_s, recipes=("area",))
+        self.log.append({"synthesis": f"{acc} ({flow})", "seconds": round(time.perf_counter() - started, 1),
+                         "load_before": before, "load_after": load()})
+        return result["fdpa"]
+
+    def mac(self) -> dict:
+        from lba_core import MacConfig
+        from hwmodel.synthesis.flows.targets import silicon_reports
+        from hwmodel.synthesis.mac_synth import TOPS, export_designs, synthesize_configs
+        from hwmodel.synthesis.stitched import stitched_asic_reports, stitched_generic_report
+
+        cfg = MacConfig(input=self.input, acc=MAC_ACC, rounding=MAC_ROUNDING)
+        started, before = time.perf_counter(), load()
+        result = synthesize_configs([cfg], ("generic",), blocks=False, cache=self.cache, workers=1, progress=True,
+                                    timeout_s=self.timeout_s)[0]
+        silicon = silicon_reports([cfg], LIBRARIES, blocks=False, cache=self.cache, workers=1, progress=True,
+                                  timeout_s=self.timeout_s, energy=False, recipes=("area",))[0]
+        for top, per_target in silicon.items():
+            result[top].update(per_target)
+        # The same MAC through the stitched per-block flow: like for like with the FDPA unit's figures.
+        designs = export_designs([cfg], block_tops=TOPS, cache=self.cache, workers=1, progress=True)[0]
+        for top in TOPS:
+            report = stitched_generic_report(designs[top], cache=self.cache, timeout_s=self.timeout_s)
+            report.update(stitched_asic_reports(designs[top], LIBRARIES, sequential=top == "mac", cache=self.cache,
+                                                recipes=("area",), timeout_s=self.timeout_s))
+            result[f"{top}_stitched"] = report
+        self.log.append({"synthesis": f"{cfg.name} (fmaq and mac, flat and stitched)", "seconds": round(time.perf_counter() - started, 1),
+                         "load_before": before, "load_after": load()})
+        return result
+
+
+def unit_row(report: dict) -> dict:
+    row = {"gates": report["gates"], "ge": round(report["ge"], 1), "depth": report["depth"]}
+    for library in LIBRARIES:
+        figures = report[library]
+        row[f"{library}_um2"] = round(figures["area_um2"], 1)
+        row[f"{library}_delay_ns"] = figures.get("delay_ns", figures.get("period_ns"))
+    return row
+
+
+def flat_part(runner: Runner, groups: list[int]) -> list[dict]:
+    rows = []
+    for group in groups:
+        acc = spelling(group, 13)
+        by_flow = {flow: unit_row(runner.fdpa(acc, flow)) for flow in ("flat", "stitched")}
+        for flow, row in by_flow.items():
+            rows.append({"accumulator": acc, "L": group, "flow": flow, **row})
+        rows.append({"accumulator": acc, "L": group, "flow": "stitched / flat - 1",
+                     **{key: f"{by_flow['stitched'][key] / by_flow['flat'][key] - 1:+.1%}" for key in by_flow["flat"]}})
+    return rows
+
+
+def fsweep_part(runner: Runner, fractions: list[int]) -> list[dict]:
+    rows = []
+    for fraction in fractions:
+        acc = spelling(GROUP, fraction)
+        report = runner.fdpa(acc, "stitched")
+        blocks = {f"{block}_ge": round(report["blocks"].get(block, {}).get("ge", 0.0), 1) for block in BLOCKS}
+        rows.append({"F": fraction, "accumulator": acc, **unit_row(report), **blocks})
+    reference = next((row for row in rows if row["F"] == max(fractions)), None)
+    for row in rows:
+        for key in ("ge", *(f"{library}_um2" for library in LIBRARIES)):
+            row[f"{key}_vs_f{reference['F']}"] = round(row[key] / reference[key], 3)
+    return rows
+
+
+def iso_part(runner: Runner, fractions: list[int]) -> list[dict]:
+    mac = runner.mac()
+    rows = []
+    for fraction in fractions:
+        acc = spelling(GROUP, fraction)
+        report = runner.fdpa(acc, "stitched")
+        row = {"design": f"1 x {acc} (FDPA unit, combinational, stitched)", "products_per_cycle": GROUP, **unit_row(report)}
+        rows.append(row)
+    for top, what, flow in (("fmaq", "combinational FMAq", "flat"), ("mac", "MAC with its accumulator register", "flat"),
+                            ("fmaq_stitched", "combinational FMAq", "stitched"),
+                            ("mac_stitched", "MAC with its accumulator register", "stitched")):
+        one = unit_row(mac[top])
+        row = {"design": f"{GROUP} x {mac['config']['name']} {top.removesuffix('_stitched')} ({what}, {flow})",
+               "products_per_cycle": GROUP,
+               "gates": GROUP * one["gates"], "ge": round(GROUP * one["ge"], 1), "depth": one["depth"]}
+        for library in LIBRARIES:
+            row[f"{library}_um2"] = round(GROUP * one[f"{library}_um2"], 1)
+            row[f"{library}_delay_ns"] = one[f"{library}_delay_ns"]
+        rows.append(row)
+    for row in rows:
+        for library in LIBRARIES:
+            row[f"{library}_products_per_ns"] = round(GROUP / row[f"{library}_delay_ns"], 3)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def table(rows: list[dict]) -> str:
+    from lba_core.fileio import markdown_table
+
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    return markdown_table(fields, [[row.get(key, "") for key in fields] for row in rows])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", type=parts_list, default=list(PARTS), help=f"which parts (default: {','.join(PARTS)})")
+    parser.add_argument("--fractions", type=int_list("--fractions"), default=list(FRACTIONS),
+                        help="F values of the L = 32 sweep (default: 25,16,13,11,9,8)")
+    parser.add_argument("--flat-groups", type=int_list("--flat-groups"), default=list(FLAT_GROUPS),
+                        help="L values of the flat-vs-stitched comparison (default: 4,8)")
+    parser.add_argument("--input", default="e4m3", help="operand format (default: e4m3)")
+    parser.add_argument("--out", default=str(ROOT / "reports" / "fdpa"), help="output folder (default: reports/fdpa)")
+    parser.add_argument("--cache-dir", help="result cache (default: hwmodel's)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per tool run (default: 3600)")
+    args = parser.parse_args()
+
+    from lba_core.fileio import writable_folder
+
+    from hwmodel.execution.cache import ResultCache, default_cache_dir
+
+    out = writable_folder(Path(args.out), "--out")
+    cache = ResultCache(writable_folder(Path(args.cache_dir), "--cache-dir") if args.cache_dir else default_cache_dir())
+    runner = Runner(cache, args.timeout, args.input)
+    started_at, started, load_start = datetime.now(timezone.utc), time.perf_counter(), load()
+    tables = {}
+    if "fsweep" in args.parts:
+        tables["f_sweep"] = fsweep_part(runner, args.fractions)
+        write_csv(out / "f_sweep.csv", tables["f_sweep"])
+    if "iso" in args.parts:
+        tables["iso_throughput"] = iso_part(runner, [13, 25])
+        write_csv(out / "iso_throughput.csv", tables["iso_throughput"])
+    if "flat" in args.parts:
+        tables["flat_vs_stitched"] = flat_part(runner, args.flat_groups)
+        write_csv(out / "flat_vs_stitched.csv", tables["flat_vs_stitched"])
+    write_csv(out / "timings.csv", runner.log)
+    meta = {
+        "command": shlex.join([".venv/bin/python", "experiments/fdpa_area.py", *sys.argv[1:]]),
+        "date_utc": started_at.strftime("%Y-%m-%d %H:%M"),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.platform()})",
+        "load_start": load_start, "load_end": load(),
+    }
+    (out / "run.json").write_text(json.dumps({**meta, "timings": runner.log}, indent=1) + "\n")
+    lines = [f"# FDPA unit: area and timing ({meta['date_utc']} UTC)", "",
+             f"Command: `{meta['command']}`; machine {meta['machine']}; load average (1/5/15 min) "
+             f"{meta['load_start']} at the start, {meta['load_end']} at the end; {meta['wall_s']} s wall.", "",
+             "Generated by experiments/fdpa_area.py; the notes below the tables are in notes.md.", ""]
+    for name, rows in tables.items():
+        lines += [f"## {name}", "", table(rows), ""]
+    lines += ["## time per synthesis", "", table(runner.log), ""]
+    (out / "README.md").write_text("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
