@@ -169,12 +169,14 @@ def _rates(layers: list[dict]) -> dict[str, float]:
 def row_summaries(records: list[dict]) -> list[dict]:
     """Per row and stage (zero-shot, fine-tuned): bits per byte and the paired Δ from the control (the first
     record) of the same stage, as intervals (lba_train.lm.stats, the evaluation's bootstrap settings)."""
+    from hwmodel.workloads.comparison import acc_label
     from lba_train.lm.stats import bootstrap_mean, paired_difference
 
     control = records[0]["point"]
     summaries = []
     for record in records:
-        point, row = record["point"], {"acc": record["acc"], "width": record["width"], "record": record}
+        point = record["point"]
+        row = {"acc": acc_label(record["acc"]), "width": record["width"], "record": record}
         for stage in ("zero_shot", "finetuned"):
             values = point[stage]["per_window"]["bpb"]
             row[stage] = {"bpb": bootstrap_mean(values).__dict__,
@@ -186,15 +188,19 @@ def row_summaries(records: list[dict]) -> list[dict]:
     return summaries
 
 
-def narrowest_sentence(summaries: list[dict], stage: str) -> str:
+def narrowest_sentence(summaries: list[dict], stage: str, settings: dict) -> str:
     """Which narrowest accumulator's paired interval contains 0 (ties: every one of that width), or none."""
-    label = "zero-shot" if stage == "zero_shot" else "after fine-tuning"
+    steps = settings["steps"]
+    label = "zero-shot" if stage == "zero_shot" else (
+        f"after fine-tuning ({steps[0]} + {steps[1]} steps of {settings['batch']} windows)")
     control = summaries[0]["acc"]
+    if len(summaries) < 2:
+        return f"{label.capitalize()}: only the control row ({control}) has run; nothing to compare yet."
     within = [row for row in summaries[1:] if row[stage]["delta"] is not None
               and row[stage]["delta"]["low"] <= 0.0 <= row[stage]["delta"]["high"]]
     if not within:
         return (f"**{label.capitalize()}: no accumulator's 95% interval of Δ bits/byte against the {control} row "
-                f"contains 0.**")
+                f"contains 0** (of the rows run).")
     width = min(row["width"] for row in within)
     names = ", ".join(f"{row['acc']} (Δ {_interval(row[stage]['delta'], True)})" for row in within if row["width"] == width)
     others = ", ".join(row["acc"] for row in within if row["width"] != width)
@@ -224,7 +230,9 @@ def markdown(summaries: list[dict], runs: list[dict], settings: dict) -> str:
               "Intervals: 95% percentile bootstrap over test windows (2,000 resamples, seed 0); Δ is paired (same "
               f"windows) with the {summaries[0]['acc']} row of the same stage: zero-shot with zero-shot, fine-tuned "
               "with the equally fine-tuned control. Event rates and KL (to the float model) after fine-tuning.", "",
-              narrowest_sentence(summaries, "zero_shot"), "", narrowest_sentence(summaries, "finetuned"), "",
+              narrowest_sentence(summaries, "zero_shot", settings), "", narrowest_sentence(summaries, "finetuned", settings), "",
+              f"Rows in this report: {', '.join(row['acc'] for row in summaries)}"
+              f"{'' if not settings.get('missing') else '; not run yet: ' + ', '.join(settings['missing'])}.", "",
               "| accumulator | bits | bits/byte zero-shot [95%] | Δ zero-shot | bits/byte fine-tuned [95%] | Δ fine-tuned "
               "vs fine-tuned control | KL | top-1 | overflow | underflow | swamp | NaN/Inf | skipped steps | s |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -244,10 +252,10 @@ def markdown(summaries: list[dict], runs: list[dict], settings: dict) -> str:
 def write_report(out: Path, records: list[dict], runs: list[dict], settings: dict) -> None:
     summaries = row_summaries(records)
     plain = {key: (list(value) if isinstance(value, tuple) else value) for key, value in settings.items()
-             if key in ("input", "windows", "calibration_windows", "steps", "lr", "batch", "warmup", "threads")}
+             if key in ("input", "windows", "calibration_windows", "steps", "lr", "batch", "warmup", "threads", "missing")}
     results = {"settings": plain, "runs": runs,
                "rows": [{key: value for key, value in row.items() if key != "record"} for row in summaries],
-               "narrowest": {stage: narrowest_sentence(summaries, stage) for stage in ("zero_shot", "finetuned")}}
+               "narrowest": {stage: narrowest_sentence(summaries, stage, plain) for stage in ("zero_shot", "finetuned")}}
     atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
     atomic_write_text(out / "report.md", markdown(summaries, runs, plain))
 
@@ -276,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     if records[0] is None:
         print(f"{args.out}: the control row ({args.accs[0]}) has not run yet; no report written", file=sys.stderr)
         return 1
-    write_report(args.out, [record for record in records if record is not None], runs, vars(args))
+    settings = {**vars(args), "missing": [acc for acc, record in zip(args.accs, records) if record is None]}
+    write_report(args.out, [record for record in records if record is not None], runs, settings)
     print(f"wrote {args.out / 'report.md'}")
     return 0
 

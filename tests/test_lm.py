@@ -272,3 +272,48 @@ def test_model_context_is_required():
     assert model_context(tiny_model()) == TINY.context
     with pytest.raises(ConfigError, match="context"):
         model_context(torch.nn.Linear(2, 2))
+
+
+@pytest.fixture
+def finetune_runner(monkeypatch):
+    import importlib
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "experiments"))
+    return importlib.import_module("lm_finetune")
+
+
+def _record(acc: str, width: int, zero_shot: list[float], tuned: list[float]) -> dict:
+    def stage(values):
+        return {"per_window": {"bpb": values}, "windows": len(values), "kl_bits": {"value": 0.0, "low": 0.0, "high": 0.0},
+                "top1": {"value": 1.0, "low": 1.0, "high": 1.0}, "layers": [{"steps": 10, "swamp": 1}], "nan": 0, "inf": 0}
+
+    return {"acc": acc, "width": width, "bias_mode": "calibrate", "seconds": 1.0,
+            "point": {"zero_shot": stage(zero_shot), "finetuned": stage(tuned), "skipped_steps": 0}}
+
+
+def test_finetune_report_names_the_narrowest_accumulator_within_noise(finetune_runner, tmp_path):
+    base = [3.0, 3.5, 4.0, 3.2, 3.8, 3.1]
+    noise = [0.01, -0.01, 0.02, -0.02, 0.0, 0.005]
+    records = [_record("e8m23", 32, base, base),
+               _record("e4m7_b-7", 12, [b + 0.3 for b in base], [b + n for b, n in zip(base, noise)]),
+               _record("e4m3_b-5", 8, [b + 1.0 for b in base], [b + 0.5 + n for b, n in zip(base, noise)])]
+    summaries = finetune_runner.row_summaries(records)
+    settings = {"steps": (2, 3), "batch": 4}
+    assert "no accumulator" in finetune_runner.narrowest_sentence(summaries, "zero_shot", settings)
+    tuned = finetune_runner.narrowest_sentence(summaries, "finetuned", settings)
+    assert "12 bits, e4m7_b-7" in tuned and "e4m3" not in tuned and "2 + 3 steps" in tuned
+    finetune_runner.write_report(tmp_path, records, [], {"input": "e4m3", "windows": 6, "calibration_windows": 2,
+                                                         "steps": (2, 3), "lr": (1e-4, 5e-5), "batch": 4, "warmup": 1})
+    assert (tmp_path / "report.md").read_text().count("\n| ") == 4  # header and three rows
+    assert json.loads((tmp_path / "results.json").read_text())["rows"][0]["finetuned"]["delta"] is None
+
+
+def test_finetune_runner_refuses_bad_options(finetune_runner, tmp_path, capsys):
+    for argv, message in ((["--accs", "fp32,bogus"], "'bogus'"), (["--accs", "hopper-fp8,fp32"], "control"),
+                          (["--windows", "0"], "--windows"), (["--steps", "1,2,3"], "--steps"),
+                          (["--model", str(tmp_path / "none.pt")], "--model")):
+        with pytest.raises(SystemExit):
+            finetune_runner.main(argv + ["--out", str(tmp_path / "out")])
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
