@@ -1,2 +1,3 @@
-"""The sweep: its specification (spec: TOML file, options, defaults) and the run that fills a report folder
-(sweep: accuracy points, synthesis, results.csv)."""
+"""The sweep: its specification (spec: the settings, each declared once as a dataclass field; loading: the spec
+from a TOML file or options, checked; validators: the sweep's own validators) and the run that fills a report
+folder (sweep: accuracy points, synthesis, results.csv)."""
