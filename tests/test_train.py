@@ -320,8 +320,10 @@ def test_cli_train_writes_reports(tmp_path, capsys):
     assert len(table) == 2 and table["variant"].tolist() == ["two-stage", "one-stage"]
     assert table["acc_format"].str.startswith("e4m3_b").all()  # calibrated bias
     assert "layer events" in (folder / "accuracy.md").read_text()
-    assert cli.main(arguments) == 0  # a second run reuses the baseline and the finished checkpoints
-    assert "reusing the float baseline" in capsys.readouterr().out
+    assert cli.main(arguments) == 0  # a second run reads the saved points back and trains nothing
+    out = capsys.readouterr().out
+    assert "reusing 2 of 2 points" in out and "float baseline" not in out, out
+    assert pd.read_csv(folder / "accuracy.csv").equals(table)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(arguments[:1] + ["--acc", "e1m2", "--reports", str(tmp_path)])
     assert exit_info.value.code == 2 and "exp_bits" in capsys.readouterr().err
