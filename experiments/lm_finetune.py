@@ -122,8 +122,8 @@ def row_key(args, cfg: MacConfig, model_hash: str, manifest_hash: str) -> str:
                           "threads": args.threads, "model": model_hash, "corpus": manifest_hash})
 
 
-def run_rows(args, points: Path, keys: dict[str, str]) -> int:
-    """Every missing row, in order; returns how many ran."""
+def run_rows(args, points: Path, keys: dict[str, str], done=lambda count: None) -> int:
+    """Every missing row, in order; ``done(count)`` after each; returns how many ran."""
     import torch
 
     from lba_train.lm.checkpoint import load_model
@@ -152,6 +152,7 @@ def run_rows(args, points: Path, keys: dict[str, str]) -> int:
         write_point(point_path(points, "lmft", keys[cfg.name]), record)
         print(f"{cfg.acc.name}: zero-shot {point.zero_shot.bpb.value:.4f}, fine-tuned {point.finetuned.bpb.value:.4f} "
               f"bits/byte, {record['seconds']:.0f} s", flush=True)
+        done(missing.index(cfg) + 1)
     return len(missing)
 
 
@@ -176,7 +177,8 @@ def row_summaries(records: list[dict]) -> list[dict]:
     summaries = []
     for record in records:
         point = record["point"]
-        row = {"acc": acc_label(record["acc"]), "width": record["width"], "record": record}
+        fitted = MacConfig.from_dict(point["config"]).acc  # with the bias the row was fitted with
+        row = {"acc": acc_label(fitted), "width": record["width"], "record": record}
         for stage in ("zero_shot", "finetuned"):
             values = point[stage]["per_window"]["bpb"]
             row[stage] = {"bpb": bootstrap_mean(values).__dict__,
@@ -216,7 +218,8 @@ def markdown(summaries: list[dict], runs: list[dict], settings: dict) -> str:
     for run in runs:
         lines.append(f"Run: `{run['command']}`; {run['date']}; {run['machine']}; load average {run['load_before'][0]:.1f} "
                      f"before, {run['load_after'][0]:.1f} after; {run['rows']} rows in {run['seconds'] / 60:.1f} min wall.")
-    lines += ["", f"Rows: {len(summaries)}, {seconds / 60:.1f} min in all (sum of the rows' wall times).", "",
+    lines += ["", f"Rows: {len(summaries)}, {seconds / 60:.1f} min in all (sum of the rows' wall times; each row's "
+              "finishing time and load average before and after it are in the table).", "",
               f"Model `data/lm/byte_lm.pt` (ByteLM: 2 blocks, d_model 256, FFN 1024, context 256), operands "
               f"{settings['input']}; {point['zero_shot']['windows']} test windows of 256 scored bytes (Shakespeare "
               f"test split); static operand ranges from {settings['calibration_windows']} training windows; "
@@ -234,7 +237,7 @@ def markdown(summaries: list[dict], runs: list[dict], settings: dict) -> str:
               f"Rows in this report: {', '.join(row['acc'] for row in summaries)}"
               f"{'' if not settings.get('missing') else '; not run yet: ' + ', '.join(settings['missing'])}.", "",
               "| accumulator | bits | bits/byte zero-shot [95%] | Δ zero-shot | bits/byte fine-tuned [95%] | Δ fine-tuned "
-              "vs fine-tuned control | KL | top-1 | overflow | underflow | swamp | NaN/Inf | skipped steps | s |",
+              "vs fine-tuned control | KL | top-1 | overflow | underflow | swamp | NaN/Inf | skipped steps | wall s (finished UTC, load) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in summaries:
         tuned, record = row["finetuned"], row["record"]
@@ -245,7 +248,8 @@ def markdown(summaries: list[dict], runs: list[dict], settings: dict) -> str:
                      f"{delta['zero_shot']} | {_interval(tuned['bpb'])} | {delta['finetuned']} | "
                      f"{tuned['kl']['value']:.4f} | {tuned['top1']['value']:.3f} | {rates['overflow']:.1e} | "
                      f"{rates['underflow']:.1e} | {rates['swamp']:.1e} | {tuned['nan']}/{tuned['inf']} | "
-                     f"{record['point']['skipped_steps']} | {record['seconds']:.0f} |")
+                     f"{record['point']['skipped_steps']} | {record['seconds']:.0f} ({record['date']}, "
+                     f"{record['load_before'][0]:.1f}–{record['load_after'][0]:.1f}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -272,14 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         args.out.mkdir(parents=True, exist_ok=True)
         load_before, started = os.getloadavg(), time.perf_counter()
-        ran = run_rows(args, points, keys)
-        if ran:
-            runs.append({"command": "python experiments/lm_finetune.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-                         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": ran,
-                         "load_before": load_before, "load_after": os.getloadavg(),
-                         "seconds": time.perf_counter() - started})
-            atomic_write_text(log_path, json.dumps(runs, indent=1) + "\n")
+        entry = {"command": "python experiments/lm_finetune.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": 0, "load_before": load_before}
+
+        def done(count: int) -> None:  # the run's line is saved after every row, so an interrupted run keeps it
+            entry.update(rows=count, load_after=os.getloadavg(), seconds=time.perf_counter() - started)
+            atomic_write_text(log_path, json.dumps(runs + [entry], indent=1) + "\n")
+
+        if run_rows(args, points, keys, done):
+            runs.append(entry)
     records = [read_point(point_path(points, "lmft", keys[cfg.name]), keys[cfg.name]) for cfg in args.configs]
     if records[0] is None:
         print(f"{args.out}: the control row ({args.accs[0]}) has not run yet; no report written", file=sys.stderr)

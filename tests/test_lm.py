@@ -288,8 +288,10 @@ def _record(acc: str, width: int, zero_shot: list[float], tuned: list[float]) ->
         return {"per_window": {"bpb": values}, "windows": len(values), "kl_bits": {"value": 0.0, "low": 0.0, "high": 0.0},
                 "top1": {"value": 1.0, "low": 1.0, "high": 1.0}, "layers": [{"steps": 10, "swamp": 1}], "nan": 0, "inf": 0}
 
-    return {"acc": acc, "width": width, "bias_mode": "calibrate", "seconds": 1.0,
-            "point": {"zero_shot": stage(zero_shot), "finetuned": stage(tuned), "skipped_steps": 0}}
+    return {"acc": acc, "width": width, "bias_mode": "calibrate", "seconds": 1.0, "date": "2026-12-02 19:00 UTC",
+            "load_before": [1.0, 1.0, 1.0], "load_after": [2.0, 2.0, 2.0],
+            "point": {"zero_shot": stage(zero_shot), "finetuned": stage(tuned), "skipped_steps": 0,
+                      "config": MacConfig(input="e4m3", acc=acc).to_dict()}}
 
 
 def test_finetune_report_names_the_narrowest_accumulator_within_noise(finetune_runner, tmp_path):
