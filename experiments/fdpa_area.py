@@ -113,9 +113,37 @@ class Runner:
             report.update(stitched_asic_reports(designs[top], LIBRARIES, sequential=top == "mac", cache=self.cache,
                                                 recipes=("area",), timeout_s=self.timeout_s))
             result[f"{top}_stitched"] = report
+        self.mac_energy(cfg, result)
         self.log.append({"synthesis": f"{cfg.name} (fmaq and mac, flat and stitched)", "seconds": round(time.perf_counter() - started, 1),
                          "load_before": before, "load_after": load()})
         return result
+
+
+    def mac_energy(self, cfg, result: dict) -> None:
+        """The flat ``mac`` top's energy per MAC on uniformly random codes at its period (the energy flow of
+        hwmodel.synthesis.flows.energy; 16 lanes of 3 dot products of 256), like the FDPA unit's random figure."""
+        import numpy as np
+
+        from hwmodel.execution.jobs import run_cached
+        from hwmodel.synthesis.flows.energy import EnergyJob
+        from hwmodel.synthesis.flows.liberty import MappingJob
+        from hwmodel.synthesis.mac_synth import export_designs
+
+        design = export_designs([cfg], block_tops=(), cache=self.cache, workers=1, progress=True)[0]["mac"]
+        rng = np.random.default_rng(1)
+        shape = (48, 256)
+        stream = {"layer": "random", "length": shape[1], "macs_per_image": 1,
+                  "a": rng.integers(0, 1 << cfg.a_format.width, shape).tolist(),
+                  "b": rng.integers(0, 1 << cfg.b_format.width, shape).tolist()}
+        streams = json.dumps({"real": [stream], "random": [stream]}, sort_keys=True)
+        for library in LIBRARIES:
+            mapped = run_cached([MappingJob(library, "area", "mac", design.verilog, timeout_s=self.timeout_s)],
+                                self.cache, 1, True)[0]
+            figures = result["mac"][library]
+            job = EnergyJob(library, "mac", json.dumps(cfg.to_dict(), sort_keys=True),
+                            json.dumps(mapped["connectivity"], sort_keys=True), streams, figures["period_ns"],
+                            None if self.cache.root is None else str(self.cache.root))
+            figures["energy_pj_per_mac_random"] = run_cached([job], self.cache, 1, True)[0]["energy_pj_per_mac_random"]
 
 
 def unit_row(report: dict) -> dict:
@@ -124,6 +152,8 @@ def unit_row(report: dict) -> dict:
         figures = report[library]
         row[f"{library}_um2"] = round(figures["area_um2"], 1)
         row[f"{library}_delay_ns"] = figures.get("delay_ns", figures.get("period_ns"))
+        if "energy_pj_per_mac_random" in figures:
+            row[f"{library}_pj_per_mac_random"] = figures["energy_pj_per_mac_random"]
     return row
 
 
@@ -171,6 +201,8 @@ def iso_part(runner: Runner, fractions: list[int]) -> list[dict]:
         for library in LIBRARIES:
             row[f"{library}_um2"] = round(GROUP * one[f"{library}_um2"], 1)
             row[f"{library}_delay_ns"] = one[f"{library}_delay_ns"]
+            if f"{library}_pj_per_mac_random" in one:
+                row[f"{library}_pj_per_mac_random"] = one[f"{library}_pj_per_mac_random"]
         rows.append(row)
     for row in rows:
         for library in LIBRARIES:

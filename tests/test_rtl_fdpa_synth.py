@@ -47,6 +47,9 @@ def test_stitched_flow_matches_the_flat_flows_blocks_and_times_a_pipelined_unit(
     sky130 = report["sky130"]
     assert sky130["area_um2"] > 0 and sky130["delay_ns"] > 0 and sky130["synthesis_flow"] == "stitched"
     assert sum(block["area_um2"] for block in sky130["blocks"].values()) >= sky130["area_um2"] - 1e-6
+    # The energy flow simulated the stitched netlist and found every output equal to the reference.
+    assert sky130["energy_pj_per_mac_random"] > 0 and 0 < sky130["energy_checked_outputs"] <= 128  # no overflows checked
+    assert "connectivity" not in sky130
     piped = synthesize_fdpa(SMALL, ("generic", "sky130"), cache=cache, progress=False, pipeline=2,
                             recipes=("area",))["fdpa"]
     assert piped["flops"] > 0 and piped["sky130"]["flops"] == piped["flops"]
@@ -104,3 +107,17 @@ def test_cli_synth_fused_stitched_json(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["config"]["synthesis_flow"] == result["fdpa"]["synthesis_flow"] == "stitched"
     assert result["fdpa"]["ge"] > 0 and result["fdpa"]["blocks"]
+
+
+def test_random_chains_feed_each_result_back_as_the_next_addend():
+    import numpy as np
+
+    from hwmodel.synthesis.fdpa_energy import UNCHECKED, random_chains
+
+    chains = random_chains(SMALL, groups=4, lanes=3, seed=5)
+    assert chains.a.shape == chains.b.shape == (4, 3, 2) and chains.c.shape == chains.out.shape == (4, 3)
+    assert (chains.c[0] == 0).all()
+    # The next addend is the previous result; after an overflow (UNCHECKED) the chain restarts at +0.
+    assert (chains.c[1:] == np.where(chains.out[:-1] == UNCHECKED, 0, chains.out[:-1])).all()
+    again = random_chains(SMALL, groups=4, lanes=3, seed=5)
+    assert (again.out == chains.out).all() and (chains.out > 0).any()

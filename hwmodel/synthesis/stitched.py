@@ -175,10 +175,12 @@ def stitched_asic_reports(
     workers: int = 1,
     progress: bool = True,
     timeout_s: float | None = None,
+    connectivity: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """``{library: report}`` as hwmodel.synthesis.flows.targets.asic_reports gives per top (the headline recipe's
     figures with the per-block split, every recipe under ``recipes``), from stitched mappings; ``sequential``
-    times register-to-register (a pipelined unit) instead of input-to-output."""
+    times register-to-register (a pipelined unit) instead of input-to-output. ``connectivity`` adds the
+    headline mapping's compact netlist (for an activity simulation) under ``connectivity``."""
     if design.hierarchical_verilog is None:
         raise ValueError(f"design {design.top}: the stitched flow needs its hierarchical Verilog")
     jobs = [StitchedMappingJob(library, recipe, design.top, design.hierarchical_verilog, timeout_s)
@@ -193,6 +195,8 @@ def stitched_asic_reports(
         report = area_report(result, job.library, job.recipe, blocks, library_data(job.library, cache))
         report.update(timing_report(sta, job.library, sequential))
         report["synthesis_flow"] = STITCHED_FLOW
+        if connectivity and job.recipe == HEADLINE_RECIPE:
+            report["connectivity"] = result["connectivity"]
         reports.setdefault(job.library, {})[job.recipe] = report
     headline = HEADLINE_RECIPE if HEADLINE_RECIPE in recipes else recipes[0]
     return {library: {**by_recipe[headline], "recipes": by_recipe} for library, by_recipe in reports.items()}
