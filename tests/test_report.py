@@ -210,10 +210,77 @@ def test_report_modules_set_no_global_state_on_import():
             "state = lambda: ({key: matplotlib.rcParams[key] for key in matplotlib.rcParams if key != 'backend'},\n"
             "                 matplotlib.rcParams._get_backend_or_none())  # reading 'backend' would resolve it\n"
             "before = state()\n"
-            "import hwmodel.report.report, hwmodel.report.plots, hwmodel.report.figures\n"
+            "import hwmodel.report.report, hwmodel.report.plots, hwmodel.report.per_workload, hwmodel.report.figures\n"
             "from hwmodel.report.figures import subplots\n"
             "fig, ax = subplots(figsize=(2, 2)); ax.plot([0, 1])\n"
             "assert before == state(), 'rcParams changed'\n"
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def default_copy(tmp_path_factory):
+    """The committed default report, rebuilt in a scratch folder (reports/ is not touched)."""
+    folder = tmp_path_factory.mktemp("default") / "default"
+    shutil.copytree(ROOT / "reports/default", folder)
+    build_report(folder)
+    return folder
+
+
+def test_the_report_leads_with_the_workload_that_tells_accumulators_apart(default_copy):
+    """One headline per workload from the committed tables, the one with most (within, beyond) pairs of
+    accumulators first; the bold first paragraph of results.md is the page's headline."""
+    from hwmodel.report.data import read_predictions, read_results, statistics
+    from hwmodel.report.per_workload import headlines
+    from hwmodel.workloads import registry
+
+    df = read_results(default_copy)
+    items = headlines(df, statistics(df, read_predictions(default_copy, df)), registry.report_sections(default_copy))
+    assert [item.title for item in items][0] == "Language model" and {item.title for item in items} == {
+        "Digits", "MiniLM", "Language model"}
+    assert [item.pairs for item in items] == sorted((item.pairs for item in items), reverse=True)
+    lm = pd.read_csv(default_copy / "lm.csv")
+    within = lm[lm["differs_from_fp32"].astype(str) == "False"]
+    narrowest = within.assign(bits=[int(acc[1]) + int(acc[3:].split("_")[0]) + 1 for acc in within["acc"]]
+                              ).sort_values("bits").iloc[0]
+    assert items[0].pairs == len(within) * int((lm["differs_from_fp32"].astype(str) == "True").sum()) > 0
+    assert f"within the 95% paired interval of fp32: {narrowest['acc']} " in items[0].sentence
+    markdown = (default_copy / "results.md").read_text()
+    assert markdown.split("\n")[2] == f"**{items[0].sentence}**"
+    assert all(f"- {item.sentence}" in markdown for item in items)
+    page = html.unescape((default_copy / "index.html").read_text())
+    assert f'id="headline">{items[0].sentence}</p>' in page
+
+
+def test_each_workload_metric_is_plotted_against_silicon_cost(default_copy):
+    from hwmodel.report.per_workload import cost_of
+    from hwmodel.workloads import registry
+
+    sections = [section for section in registry.report_sections(default_copy) if section.metric is not None]
+    assert {section.title for section in sections} == {"MiniLM", "Language model"}
+    results = pd.read_csv(default_copy / "results.csv")
+    markdown = (default_copy / "results.md").read_text()
+    page = (default_copy / "index.html").read_text()
+    for stem in ("minilm_vs_cost", "language_model_vs_cost"):
+        assert (default_copy / f"{stem}.png").stat().st_size > 0 and f'src="{stem}.svg"' in page
+        assert f"![{stem.replace('_', ' ')}]({stem}.png)" in markdown
+    # no energy column in the committed sweep: the caption says so
+    assert "sky130_pj_per_mac" not in results and markdown.count("No energy axis: this sweep measured no energy") == 2
+    for section in sections:  # every row finds the MAC of its formats (a calibrated bias of its own aside)
+        area = cost_of(section.metric.rows, results, "sky130_um2")
+        assert area.notna().all()
+        fp32 = section.metric.rows["acc"] == "e8m23"
+        assert area[fp32].iloc[0] == results.loc[results["acc"] == "e8m23", "sky130_um2"].iloc[0]
+
+
+def test_a_workload_with_no_row_within_noise_says_so():
+    from hwmodel.report.per_workload import metric_sentence
+    from hwmodel.workloads.base import TaskMetric
+
+    rows = pd.DataFrame({"config": ["a-e8m23-rne", "a-e4m3-rne"], "acc": ["e8m23", "e4m3"], "value": [1.0, 2.0],
+                         "low": [0.9, 1.9], "high": [1.1, 2.1], "diff": [np.nan, 1.0], "diff_low": [np.nan, 0.9],
+                         "diff_high": [np.nan, 1.1], "differs": [None, True]})
+    metric = TaskMetric("Toy", "loss", "nats", "zero-shot", False, "95% intervals", rows)
+    assert metric_sentence(metric, pd.DataFrame({"config": [], "acc": []})) == (
+        "Toy (loss, zero-shot): every accumulator differs from fp32 beyond its 95% paired interval: e4m3 (+1.000 nats).")

@@ -14,8 +14,9 @@ from ..workloads.base import ReportSection
 from .cost_plots import CostAxis, silicon_markdown
 from .data import NOTES_FILE, has_values, read_optional_text, read_predictions, read_results, statistics
 from .heatmap import heatmap_markdown
+from .per_workload import HEADLINES_INTRO, headlines, metric_caption, plot_stem
 from .plots import PLOTS, block_note
-from .prose import capitalized, differences_sentence, headline, statistics_words
+from .prose import capitalized, differences_sentence, statistics_words
 from .tables import compact_table
 
 
@@ -24,11 +25,34 @@ README_MARKERS = ("<!-- sweep_results: generated from reports/default by `hwmode
                   "README.md` -->", "<!-- /sweep_results -->")
 
 
-def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str, sections: list[ReportSection] = ()) -> str:
-    """Headline, comparison sentences, the compact table and the words on statistics: results.md without its
-    title, and the README's section for the main job; then the workloads' ``sections``."""
+def headline_markdown(df: pd.DataFrame, table: pd.DataFrame, sections: list[ReportSection]) -> list[str]:
+    """The lead headline in bold, then (with several workloads) every workload's headline as a list."""
+    items = headlines(df, table, list(sections))
+    parts = [f"**{items[0].sentence}**", ""]
+    if len(items) > 1:
+        parts += [HEADLINES_INTRO, "", *(f"- {item.sentence}" for item in items), ""]
+    return parts
+
+
+def section_markdown(section: ReportSection, df: pd.DataFrame, out: Path | None, prefix: str = "") -> str:
+    """A workload's section, then its metric-vs-cost plot (when drawn in ``out``) with the caption."""
+    if section.metric is None or out is None or not (out / f"{plot_stem(section.metric)}.png").is_file():
+        return section.markdown
+    stem = plot_stem(section.metric)
+    return (section.markdown + f"\n![{stem.replace('_', ' ')}]({prefix}{stem}.png)\n\n"
+            + metric_caption(section.metric, df) + "\n")
+
+
+def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str, sections: list[ReportSection] = (),
+                     out: Path | None = None, prefix: str = "") -> str:
+    """Headlines, comparison sentences, the compact table and the words on statistics: results.md without its
+    title, and the README's section for the main job; then the workloads' ``sections`` (with their plots in
+    ``out``, linked as ``prefix`` + file name)."""
     header, rows, constants = compact_table(df, table)
-    parts = [f"**{headline(df, table)}**", ""]
+    parts = headline_markdown(df, table, sections)
+    main = [section.title for section in sections if section.in_results]
+    if main and any(section.metric is not None for section in sections):  # several workloads: name the main table's
+        parts += [f"### {main[0]} (results.csv)", ""]
     zero_shot_differences = differences_sentence(df, table, "zero_shot") if "zero_shot_p" in table else ""
     if zero_shot_differences:
         parts += [zero_shot_differences, ""]
@@ -36,7 +60,7 @@ def summary_markdown(df: pd.DataFrame, table: pd.DataFrame, notes: str, sections
     if constants:
         parts += [capitalized("; ".join(constants)) + ".", ""]
     parts += [statistics_words(table), ""]
-    parts += [section.markdown for section in sections]
+    parts += [section_markdown(section, df, out, prefix) for section in sections]
     note = block_note(df)
     if note:
         parts += [note, ""]
@@ -53,7 +77,7 @@ def write_markdown(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str,
     events = "\n" + heatmap_markdown(layer_events) if layer_events is not None or has_values(df, "top1_stage2") else ""
     if has_values(df, "top1_stage2"):
         events += "\n" + silicon_markdown(df, silicon or {}, "stage2_low" in table)
-    return atomic_write_text(out / "results.md", f"# {title}\n\n{summary_markdown(df, table, notes, sections)}{events}")
+    return atomic_write_text(out / "results.md", f"# {title}\n\n{summary_markdown(df, table, notes, sections, out)}{events}")
 
 
 def readme_summary(out_dir: "str | Path") -> str:
@@ -67,7 +91,8 @@ def readme_summary(out_dir: "str | Path") -> str:
     links = f"Full report: [{out.as_posix()}/index.html]({out.as_posix()}/index.html), " \
             f"table with every column: [{out.as_posix()}/results.csv]({out.as_posix()}/results.csv)."
     sections = registry.report_sections(out)
-    return "\n\n".join([summary_markdown(df, table, read_optional_text(out / NOTES_FILE), sections).strip(), _run_sentence(out),
+    summary = summary_markdown(df, table, read_optional_text(out / NOTES_FILE), sections, out, f"{out.as_posix()}/")
+    return "\n\n".join([summary.strip(), _run_sentence(out),
                         links, *plots]).replace("\n\n\n", "\n\n")
 
 

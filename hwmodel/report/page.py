@@ -14,8 +14,9 @@ from ..workloads.base import ReportSection
 from .cost_plots import silicon_axes
 from .data import PREDICTIONS_FILE, RESULTS_FILE, SCREENSHOT_FILE, STATS_FILE, has_values
 from .heatmap import HEATMAP, LAYER_EVENTS_FILE, heatmap_caption, heatmap_markdown
+from .per_workload import HEADLINES_INTRO, headlines, metric_caption, plot_stem
 from .plots import pareto_front, plot_caption
-from .prose import capitalized, differences_sentence, headline, statistics_words
+from .prose import capitalized, differences_sentence, statistics_words
 from .tables import compact_table
 
 
@@ -52,9 +53,26 @@ def _flat_text(value) -> str:
     return str(value)
 
 
+def _headline_list(items) -> str:
+    if len(items) < 2:
+        return ""
+    return (f"<p>{html.escape(HEADLINES_INTRO)}</p>\n<ul class=workloads>"
+            + "".join(f"<li>{html.escape(item.sentence)}</li>" for item in items) + "</ul>")
+
+
+def _section_html(section: ReportSection, df: pd.DataFrame, out: Path) -> str:
+    """A workload's section, then its metric-vs-cost plot (when drawn) with the caption."""
+    if section.metric is None or not (out / f"{plot_stem(section.metric)}.svg").is_file():
+        return section.html
+    stem = plot_stem(section.metric)
+    return (section.html + f'<figure class=main><img src="{stem}.svg" alt="{stem.replace("_", " ")}"><figcaption>'
+            f"{html.escape(metric_caption(section.metric, df))}</figcaption></figure>\n")
+
+
 def write_index_html(df: pd.DataFrame, table: pd.DataFrame, out: Path, title: str, notes: str, plots: list[str],
                      layer_events: pd.DataFrame | None = None, sections: list[ReportSection] = ()) -> Path:
     header, rows, constants = compact_table(df, table)
+    items = headlines(df, table, list(sections))
     shaded = pareto_front(df).tolist() if has_values(df, "ge", "top1_stage2") else [False] * len(df)
     findings = [s for s in (differences_sentence(df, table, "zero_shot") if "zero_shot_p" in table else "",) if s]
     caption = (capitalized("; ".join(constants)) + ". " if constants else "") + (
@@ -91,12 +109,13 @@ img {{ width: 100%; height: auto; }} figcaption {{ font-size: 0.8em; color: #444
 footer {{ margin-top: 2em; font-size: 0.8em; color: #666; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class="headline" id="headline">{html.escape(headline(df, table))}</p>
+<p class="headline" id="headline">{html.escape(items[0].sentence)}</p>
+{_headline_list(items)}
 {"".join(f"<p>{html.escape(sentence)}</p>" for sentence in findings)}
 {_html_table(header, rows, shaded)}
 <p class="caption">{html.escape(caption)}</p>
 <p class="method">{html.escape(statistics_words(table))}</p>
-{"".join(section.html for section in sections)}{figures}
+{"".join(_section_html(section, df, out) for section in sections)}{figures}
 {_footer(out, notes)}
 </body></html>
 """

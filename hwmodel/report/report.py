@@ -38,6 +38,7 @@ from .data import (
 from .heatmap import LayerEventsError, plot_layer_heatmap, read_layer_events
 from .markdown import write_markdown
 from .page import write_index_html
+from .per_workload import COST_PLOT_SUFFIX, plot_metric_vs_cost
 from .plots import PLOTS, RETIRED_PLOTS, plot_accuracy_vs_cost, plot_area_blocks, plot_difference
 
 
@@ -72,8 +73,10 @@ def build_report(out_dir: "str | Path", title: str | None = None, notes: str | N
                                plot_area_blocks(df, out),
                                layer_events is not None and plot_layer_heatmap(layer_events, list(df["config"]), out))
              if name] + list(silicon)
+    drawn = {plot_metric_vs_cost(section.metric, df, out) for section in sections if section.metric is not None}
     write_markdown(df, table, out, title, notes, layer_events, silicon, sections)
-    for name in set(PLOTS) - set(plots) | set(RETIRED_PLOTS):  # a plot the data no longer supports
+    stale = {path.stem for path in out.glob(f"*{COST_PLOT_SUFFIX}.png")} - drawn  # a workload no longer there
+    for name in set(PLOTS) - set(plots) | set(RETIRED_PLOTS) | stale:  # a plot the data no longer supports
         for suffix in (".png", ".svg"):
             (out / name).with_suffix(suffix).unlink(missing_ok=True)
     return write_index_html(df, table, out, title, notes, plots, layer_events, sections)

@@ -66,12 +66,47 @@ class RowPart:
 
 
 @dataclass(frozen=True)
+class TaskMetric:
+    """A workload's task metric per accumulator, read from its table, for the report's headline sentence and its
+    metric-vs-cost plot: ``rows`` has the columns config, acc, value, low, high (the interval), diff, diff_low,
+    diff_high (paired difference from the fp32-accumulator row) and differs (True/False; None for that row)."""
+
+    title: str
+    words: str
+    unit: str
+    stage: str
+    higher_is_better: bool
+    intervals: str
+    rows: pd.DataFrame
+
+
+@dataclass(frozen=True)
 class ReportSection:
     """A workload's section of a report folder: in results.md and the README block (``markdown``) and in
-    index.html (``html``)."""
+    index.html (``html``); ``title`` and ``metric`` (the task metric that the report's headline sentence and
+    metric-vs-cost plot of this workload come from). ``in_results``: the workload's metric is results.csv's
+    accuracy (the report's main table, with its own statistics), so ``metric`` is None."""
 
     markdown: str
     html: str
+    title: str = ""
+    metric: TaskMetric | None = None
+    in_results: bool = False
+
+
+def task_metric(frame: pd.DataFrame, name: str, *, table: str, title: str, stage: str, higher_is_better: bool,
+                intervals: str) -> TaskMetric:
+    """The :class:`TaskMetric` of a workload table with the declared columns ``name``, ``name_low``,
+    ``name_high``, ``diff_name`` (with _low, _high) and ``differs_from_fp32`` (hwmodel/synthesis/columns.py)."""
+    declared = columns.column(table, name)
+    rows = pd.DataFrame({
+        "config": frame["config"], "acc": frame["acc"], "value": frame[name], "low": frame[f"{name}_low"],
+        "high": frame[f"{name}_high"], "diff": frame[f"diff_{name}"], "diff_low": frame[f"diff_{name}_low"],
+        "diff_high": frame[f"diff_{name}_high"],
+        "differs": [None if not isinstance(reference, str) or not reference else str(differs).lower() == "true"
+                    for reference, differs in zip(frame["reference"], frame["differs_from_fp32"])],
+    }).reset_index(drop=True)
+    return TaskMetric(title, declared.meaning, declared.shown_unit, stage, higher_is_better, intervals, rows)
 
 
 class Workload(Protocol):

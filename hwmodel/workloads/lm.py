@@ -32,7 +32,8 @@ from lba_core.fileio import markdown_table
 
 from ..execution import provenance
 from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
-from .base import Log, PointRun, ReportSection, RowPart, executor_of, write_merged_table
+from ..synthesis import columns
+from .base import Log, PointRun, ReportSection, RowPart, executor_of, task_metric, write_merged_table
 from .comparison import acc_label, config_group, is_reference
 from .settings import choice, count, flag, setting, unused
 
@@ -358,4 +359,8 @@ class LMWorkload:
 
     def report_section(self, out: Path) -> ReportSection | None:
         frame = read_table(out)
-        return None if frame is None else ReportSection(markdown_section(frame), html_section(frame))
+        if frame is None:
+            return None
+        metric = task_metric(frame, "bpb", table=columns.LM, title="Language model", stage="zero-shot",
+                             higher_is_better=False, intervals="95% bootstrap intervals over the test windows")
+        return ReportSection(markdown_section(frame), html_section(frame), "Language model", metric)

@@ -33,7 +33,7 @@ from lba_core.fileio import atomic_write, markdown_table
 from ..execution import provenance
 from ..execution.points import POINT_THREADS, limit_threads, point_path, read_point, write_point
 from ..synthesis import columns
-from .base import Log, PointRun, ReportSection, RowPart, executor_of, write_merged_table
+from .base import Log, PointRun, ReportSection, RowPart, executor_of, task_metric, write_merged_table
 from .comparison import acc_label, config_group, is_reference
 from .settings import choice, count, flag, pair, positive_number, setting, unused, zero_or_at_least
 
@@ -440,4 +440,10 @@ class MiniLMWorkload:
 
     def report_section(self, out: Path) -> ReportSection | None:
         frame = read_table(out)
-        return None if frame is None else ReportSection(markdown_section(frame), html_section(frame))
+        if frame is None:
+            return None
+        stage = STAGES[-1] if (frame["stage"] == STAGES[-1]).any() else STAGES[0]  # fine-tuned when measured
+        metric = task_metric(frame[frame["stage"] == stage], "mean_cosine", table=columns.MINILM, title="MiniLM",
+                             stage=stage, higher_is_better=True,
+                             intervals="95% bootstrap intervals over the evaluation sentences")
+        return ReportSection(markdown_section(frame), html_section(frame), "MiniLM", metric)
