@@ -122,13 +122,46 @@ def profile_summary(call, lines: int = 12) -> str:
     return body[body.index("ncalls"):].rstrip() if "ncalls" in body else body.rstrip()
 
 
+def shape_profile(call) -> str:
+    """Kernel time of one simulated forward by GEMM shape (B, M, K, N): calls, seconds, ns per MAC (wall).
+
+    Wraps ``lba_train.gemm.batched_gemm_values`` (the one kernel entry of every LBA layer) for the call only.
+    """
+    import lba_train.gemm as gemm_module
+
+    original = gemm_module.batched_gemm_values
+    shapes: dict[tuple[int, int, int, int], list[float]] = {}
+
+    def timed(x_q, w_q, *args, **kwargs):
+        started = time.perf_counter()
+        values = original(x_q, w_q, *args, **kwargs)
+        entry = shapes.setdefault((x_q.shape[0], x_q.shape[1], x_q.shape[2], w_q.shape[2]), [0, 0.0])
+        entry[0] += 1
+        entry[1] += time.perf_counter() - started
+        return values
+
+    gemm_module.batched_gemm_values = timed
+    try:
+        call()
+    finally:
+        gemm_module.batched_gemm_values = original
+    rows = []
+    for (batch, m, k, n), (calls, seconds) in sorted(shapes.items(), key=lambda item: -item[1][1]):
+        macs = calls * batch * m * k * n
+        rows.append([f"{batch}×({m}×{k} @ {k}×{n})", str(calls), f"{macs / 1e6:,.0f}", f"{seconds:.3f} s",
+                     f"{seconds / macs * 1e9:.3f}"])
+    total = sum(seconds for _, seconds in shapes.values())
+    return markdown_table(["GEMM shape B×(M×K @ K×N)", "calls", "MMAC", "time in batched_gemm_values", "ns/MAC"], rows,
+                          "lrrrr") + f"\n\n{total:.3f} s in {sum(c for c, _ in shapes.values())} calls."
+
+
 def row(name: str, lba_times: list[float], float_times: list[float]) -> list[str]:
     return [name, f"{min(lba_times):.3f} / {statistics.median(lba_times):.3f} s",
             f"{min(float_times):.4f} / {statistics.median(float_times):.4f} s",
             f"{min(lba_times) / min(float_times):.1f}×"]
 
 
-def minilm_rows(rounds: int) -> tuple[list[list[str]], str]:
+def minilm_rows(rounds: int) -> tuple[list[list[str]], tuple[str, str]]:
     from lba_train import minilm
 
     missing = minilm.extra_missing()
@@ -154,10 +187,12 @@ def minilm_rows(rounds: int) -> tuple[list[list[str]], str]:
     lba_steps, float_steps = interleaved(step(simulated), step(encoder), rounds)
     rows = [row(f"MiniLM forward, 147 sentences in batches of {BATCH}", lba_times, float_times),
             row(f"MiniLM fine-tuning step (forward + backward, one batch of {BATCH})", lba_steps, float_steps)]
-    return rows, profile_summary(forward(simulated))
+    shapes = ("By GEMM shape (one simulated forward, events counted as lbaify's layers do by default):\n\n"
+              + shape_profile(forward(simulated)))
+    return rows, (profile_summary(forward(simulated)), shapes)
 
 
-def mobilenet_rows(rounds: int) -> tuple[list[list[str]], str]:
+def mobilenet_rows(rounds: int) -> tuple[list[list[str]], tuple[str, str]]:
     model = mobilenet_v3_small()
     simulated = lbaify(model, CFG).eval()
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
@@ -171,7 +206,7 @@ def mobilenet_rows(rounds: int) -> tuple[list[list[str]], str]:
     forward(simulated)(), forward(model)()
     lba_times, float_times = interleaved(forward(simulated), forward(model), rounds)
     return [row("MobileNetV3-small forward (random init, 2 x 3 x 224 x 224)", lba_times, float_times)], \
-        profile_summary(forward(simulated))
+        (profile_summary(forward(simulated)), "By GEMM shape (one simulated forward):\n\n" + shape_profile(forward(simulated)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table([f"model ({CFG.name})", "simulated best / median", "float best / median",
                             "ratio (best/best)"], rows, "lrrr")
     sections = "\n\n".join(f"Profile of one simulated {name} forward (cProfile, by own time):\n\n```\n{profile}\n```"
-                           for name, profile in profiles)
+                           + (f"\n\n{shapes}" if shapes else "") for name, (profile, shapes) in profiles)
     body = "\n".join(f"- {line}" for line in header) + "\n\n" + table + "\n\n" + sections + "\n"
     print(body)
     if args.report is not None:

@@ -23,7 +23,7 @@ from .estimators import check_estimator
 from .events import EventStats
 from .kernels import check_config
 from .kernels.fused_plan import result_dtype as fused_result_dtype
-from .kernels.dispatch import KERNELS, batched_gemm_values
+from .kernels.dispatch import KERNELS, all_finite, batched_gemm_values
 from .quantize import fits_dtype, quantize_operand
 
 STE = "ste"
@@ -52,7 +52,7 @@ def _check_tensor(tensor, name: str, caller: str) -> None:
     if not tensor.is_floating_point():
         raise ValueError(f"{caller}: {name} has dtype {tensor.dtype}; pass a floating-point tensor (float16, "
                          "bfloat16, float32 or float64), whose values are rounded into the operand format")
-    if bool(torch.isfinite(tensor).all()):
+    if all_finite(tensor):
         return  # one pass over the operand in the common case; the two checks below only name the culprit
     if torch.isnan(tensor).any():
         raise ValueError(f"{caller}: {name} contains NaN, which no format can hold")

@@ -146,3 +146,17 @@ def test_narrow_tiles_of_a_batch_match_the_reference(comparisons):
         mismatches += stats != expected_stats
     comparisons("32-column tiles (batches of narrow products) vs lba_core.dot", compared, mismatches)
     assert mismatches == 0
+
+
+def test_all_finite_finds_every_nan_and_inf():
+    """The operand check's one compiled pass (CPU float32/float64) and PyTorch's (other dtypes) agree."""
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        x = torch.randn(37, 53).to(dtype)
+        assert dispatch.all_finite(x) and dispatch.all_finite(x.T) and dispatch.all_finite(x[:0])
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            for index in ((0, 0), (36, 52), (17, 3)):
+                y = x.clone()
+                y[index] = bad
+                assert not dispatch.all_finite(y) and not dispatch.all_finite(y.T)
+                assert not dispatch.all_finite(y.requires_grad_(dtype != torch.float16))
+    assert dispatch.all_finite(torch.tensor(torch.finfo(torch.float32).max))

@@ -252,3 +252,54 @@ def test_new_steps_match_the_reference_element_by_element(cfg, comparisons):
         compared += expected.size
     comparisons(f"{plan_gemm(cfg).binary32_step} {cfg.name} vs lba_core.dot", compared, mismatches)
     assert mismatches == 0
+
+
+# ------------------------------------------------------------------------------------------------ event counts
+def binary32_vs_binary64_events(cfg: MacConfig, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(binary32 kernel's events, binary64 kernel's events, value mismatches) on float32 (B, M, K), (B, K, N)."""
+    plan = plan_gemm(cfg)
+    assert plan.binary32_step is not None
+    new, new_events = numba_binary32.gemm(x, w, plan.product, plan.acc, plan.chunk_size or 0, plan.binary32_step,
+                                          True)
+    old, old_events = numba_gemm.gemm(x.astype(np.float64), w.astype(np.float64), plan.product, plan.acc,
+                                      plan.chunk_size or 0, plan.step, True)
+    return new_events, old_events, int(np.sum(new.astype(np.float64) != old))
+
+
+def test_packed_event_counters_hold_the_most_events_a_block_can_bring(comparisons):
+    """Every step an event: the packed 10-bit lane fields take their largest increment (8 per k step) over
+    COUNT_BLOCK steps and are flushed in time, over several blocks and a partial one (K = 200)."""
+    cfg = MacConfig("e4m3", "e4m3", chunk_size=1)  # a MAC and a chunk-adder step per k, both overflowing
+    x = np.full((1, 5, 200), 448.0, np.float32)
+    w = np.full((1, 200, 70), 448.0, np.float32)
+    new_events, old_events, mismatches = binary32_vs_binary64_events(cfg, x, w)
+    assert numba_binary32.COUNT_BLOCK * 2 * numba_binary32.TILE_ROWS < numba_binary32.UNDERFLOW_UNIT
+    # every MAC overflows; every chunk-adder step but the first (0 + 448) overflows and swamps at max
+    assert new_events.tolist() == [5 * 200 * 70 + 5 * 199 * 70, 0, 5 * 199 * 70] == old_events.tolist()
+    comparisons("packed event counters at their largest increments vs binary64 lanes", x.size * 70, mismatches)
+    assert mismatches == 0
+
+
+@pytest.mark.parametrize("cfg", [MacConfig("e4m3", "e4m7"), MacConfig("e4m3", "fp32"),
+                                 MacConfig("e4m3", "e4m7", product="e4m3"), MacConfig("e4m3", "e5m10", chunk_size=6)],
+                         ids=lambda cfg: cfg.name)
+def test_zero_products_are_taken_off_the_swamp_count(cfg, comparisons):
+    """Sparse operands (zero rows, columns and entries; padded tiles): the binary32 kernel counts a zero product
+    as an unchanged lane and gemm() takes the zero products off again; a product format keeps the direct test
+    (it can round a non-zero a*w to zero)."""
+    rng = np.random.default_rng(7)
+    # e4m3 values over its whole range (2^-9 .. 448), so that even an fp32 accumulator swamps
+    x = quantize(torch.tensor(rng.normal(1, 0.5, (3, 9, 150)) * 2.0 ** rng.integers(-9, 9, (3, 9, 150))),
+                 "e4m3").numpy().astype(np.float32)
+    w = quantize(torch.tensor(rng.normal(1, 0.5, (3, 150, 37)) * 2.0 ** rng.integers(-9, 9, (3, 150, 37))),
+                 "e4m3").numpy().astype(np.float32)
+    x[rng.random(x.shape) < 0.6] = 0.0
+    w[rng.random(w.shape) < 0.3] = 0.0
+    x[:, 2] = 0.0
+    w[:, :, 5] = -0.0
+    assert numba_binary32.zero_products(x, w) > x.size * 37 // 2
+    new_events, old_events, mismatches = binary32_vs_binary64_events(cfg, x, w)
+    comparisons(f"{cfg.name}: events on sparse operands vs binary64 lanes {old_events.tolist()}", x.size * 37,
+                mismatches + int(np.any(new_events != old_events)))
+    assert mismatches == 0 and new_events.tolist() == old_events.tolist()
+    assert old_events[2] > 0
