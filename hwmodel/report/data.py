@@ -42,10 +42,8 @@ SCREENSHOT_FILE = "screenshot.png"
 PHASES = columns.STAT_PHASES
 
 
-NUMERIC_COLUMNS = ("acc_bits", "gates", "ge", "transistors", "depth", "luts", "ge_reduction", "seeds",
-                   "array_ge", "array_ge_per_pe", "array_accumulator_share", "array_depth",
-                   "top1_baseline", "top1_zero_shot", "top1_stage1", "top1_stage2",
-                   "overflow_rate", "underflow_rate", "swamp_rate")
+#: results.csv's columns whose values must be numbers (declared in hwmodel/synthesis/columns.py).
+NUMERIC_COLUMNS = tuple(name for name, column in columns.SCHEMA[columns.RESULTS].items() if column.numeric)
 
 
 REQUIRED_COLUMNS = ("config", "acc")

@@ -42,7 +42,8 @@ class Column:
     ``meaning``, ``kind`` (:data:`KINDS`), ``label`` (words for a table heading), ``family`` (the group a
     reader selects, e.g. "block" for the per-block GE), ``target`` (the synthesis target or library) and
     ``signed`` (a difference or an error: shown with its sign), ``needs`` (a column a writer always writes with
-    this one: a table with one and not the other was edited)."""
+    this one: a table with one and not the other was edited), ``text`` (values written as text although the
+    column has a unit, e.g. a list of margins)."""
 
     name: str
     unit: str
@@ -53,6 +54,12 @@ class Column:
     target: str = ""
     signed: bool = False
     needs: str = ""
+    text: bool = False
+
+    @property
+    def numeric(self) -> bool:
+        """Whether every value is a number (or empty): a quantity with a unit that is not written as text."""
+        return bool(self.unit) and not self.text
 
     @property
     def shown_unit(self) -> str:
@@ -216,7 +223,7 @@ _EVENT_RATES = tuple(_col(f"{event}_rate", "events/step", "events", f"{_EVENT_WO
 _DIGITS = (
     _col("seeds", "seeds", "determinant", "fine-tuning seeds of the row"),
     _col("scale_margin", "binades", "determinant", "per-layer power-of-two operand margins of the base seed "
-         "(bias mode 'margin'; '0': none)"),
+         "(bias mode 'margin'; '0': none)", text=True),
     # zero-shot and fine-tuned accuracy come together; a seed sd with its mean
     *(_col(f"top1_{phase}", FRACTION, "accuracy", f"top-1 accuracy {words} (mean over seeds)",
            f"{words[:1].upper()}{words[1:]} top-1", family="top1",
@@ -301,7 +308,8 @@ _MINILM = (
 )
 _LM = (
     _C["config"], _C["requested"], _C["acc"], _C["bias_mode"], _C["acc_bias"],
-    _col("scale_margins", "binades", "determinant", "per-layer power-of-two operand margins ('margin' rows)"),
+    _col("scale_margins", "binades", "determinant", "per-layer power-of-two operand margins ('margin' rows)",
+         text=True),
     _col("windows", "windows", "determinant", "test windows"),
     _col("tokens", "bytes", "determinant", "scored bytes of the test windows"),
     *_interval("bpb", "bits/byte", "test bits per byte", "bits/byte", "metric"),
