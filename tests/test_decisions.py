@@ -143,3 +143,16 @@ def test_the_column_schema_is_declared_once():
         for name, column in declared.items():
             assert column.name == name and column.kind in columns.KINDS and column.meaning, (table, name)
             assert not column.needs or column.needs in declared, (table, name)
+
+
+def test_the_report_never_names_a_workload():
+    """The report loops over the workloads' sections (issue 23 item 3): no string in hwmodel/report is a
+    workload's registry name or section title."""
+    from hwmodel.workloads import registry
+
+    names = {workload.name for workload in registry.WORKLOADS} | {"Digits", "MiniLM", "Language model"}
+    found = [(path, node.value) for path, text in package_sources().items() if path.startswith("hwmodel/report/")
+             for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Constant) and node.value in names]
+    assert found == []
+    planted = ast.parse('if section.name == "lm":\n    pass\n')
+    assert [node.value for node in ast.walk(planted) if isinstance(node, ast.Constant) and node.value in names] == ["lm"]

@@ -23,7 +23,7 @@ from ..workloads.base import ReportSection, TaskMetric
 from ..workloads.comparison import REFERENCE_ACC, acc_label, is_reference
 from .data import has_values
 from .figures import save_figure, subplots
-from .plots import place_labels
+from .plots import COLOURS, place_labels
 from .prose import headline
 
 
@@ -216,7 +216,7 @@ def plot_metric_vs_cost(metric: TaskMetric, df: pd.DataFrame, out: Path) -> str 
 
 def colour_of(bits: int) -> str:
     """The colour of an accumulator width, as in the report's other plots."""
-    return {8: "tab:red", 12: "tab:blue", 16: "tab:green", 32: "black"}.get(int(bits), "tab:purple")
+    return COLOURS.get(int(bits), "tab:purple")
 
 
 def metric_caption(metric: TaskMetric, df: pd.DataFrame) -> str:
