@@ -159,13 +159,25 @@ def unit_row(report: dict) -> dict:
 
 def flat_part(runner: Runner, groups: list[int]) -> list[dict]:
     rows = []
+    from rtl.yosys import ToolError
+
     for group in groups:
         acc = spelling(group, 13)
-        by_flow = {flow: unit_row(runner.fdpa(acc, flow)) for flow in ("flat", "stitched")}
+        by_flow = {}
+        for flow in ("flat", "stitched"):
+            try:
+                by_flow[flow] = unit_row(runner.fdpa(acc, flow))
+            except ToolError as error:  # the flat run past --timeout: a result too
+                runner.log.append({"synthesis": f"{acc} ({flow})", "seconds": f"> {runner.timeout_s:g} (stopped)",
+                                   "load_before": "", "load_after": load()})
+                rows.append({"accumulator": acc, "L": group, "flow": flow,
+                             "gates": f"did not finish: {str(error).splitlines()[0]}"})
         for flow, row in by_flow.items():
             rows.append({"accumulator": acc, "L": group, "flow": flow, **row})
-        rows.append({"accumulator": acc, "L": group, "flow": "stitched / flat - 1",
-                     **{key: f"{by_flow['stitched'][key] / by_flow['flat'][key] - 1:+.1%}" for key in by_flow["flat"]}})
+        if len(by_flow) == 2:
+            rows.append({"accumulator": acc, "L": group, "flow": "stitched / flat - 1",
+                         **{key: f"{by_flow['stitched'][key] / by_flow['flat'][key] - 1:+.1%}"
+                            for key in by_flow["flat"] if key in by_flow["stitched"]}})
     return rows
 
 
