@@ -8,8 +8,9 @@ synthesized by one of two flows (``flow``):
   timing (hwmodel.synthesis.flows.targets.asic_reports). Optimizes across blocks; finishes up to L = 8 or so
   (the 32-term hopper-fp8 unit's flat ABC run did not finish in 61 min).
 - ``stitched``: every block synthesized and mapped on its own, the mapped blocks stitched without
-  re-optimization (hwmodel.synthesis.stitched): 25 s of Yosys for the generic run at L = 32. Its area is an
-  upper bound on the flat run's (+8% GE, +11% sky130 µm² at L = 4; reports/fdpa/flat_vs_stitched.csv). It
+  re-optimization (hwmodel.synthesis.stitched): 25 s of Yosys for the generic run at L = 32. Its area is
+  above the flat run's as a rule (+8.2% / +7.0% GE, +10.9% / +9.3% sky130 µm² at L = 4 / 8, nangate45 −1.7% /
+  +3.1%; reports/fdpa/flat_vs_stitched.csv). It
   also times a pipelined unit (register to register) with the standard-cell libraries, and measures the
   energy per MAC of a combinational unit on random operands (hwmodel.synthesis.fdpa_energy).
 - ``auto`` (default): flat for L <= ``FLAT_MAX_GROUP`` and a combinational unit, stitched otherwise.
