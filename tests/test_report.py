@@ -290,16 +290,18 @@ def test_a_workload_with_no_row_within_noise_says_so():
         "Toy (loss, zero-shot): every accumulator differs from fp32 beyond its 95% paired interval: e4m3 (+1.000 nats).")
 
 
-def test_the_energy_axis_is_drawn_when_results_have_energy(default_copy, tmp_path):
-    """With a <library>_pj_per_mac column, each workload's plot gets its energy panel and the caption no longer
+def test_the_energy_axis_is_drawn_when_results_have_energy(tmp_path):
+    """With a <library>_pj_per_mac column, a workload's plot gets its energy panel and the caption no longer
     says it is missing (the values here are made up: only the drawing is checked)."""
-    folder = tmp_path / "energy"
-    shutil.copytree(default_copy, folder)
-    results = pd.read_csv(folder / "results.csv")
+    from hwmodel.report.per_workload import metric_caption, plot_metric_vs_cost
+    from hwmodel.workloads import registry
+
+    results = pd.read_csv(ROOT / "reports/default/results.csv")
     results["sky130_pj_per_mac"] = results["sky130_um2"] / 1000
-    results.to_csv(folder / "results.csv", index=False)
-    build_report(folder)
-    markdown = (folder / "results.md").read_text()
-    assert "No energy axis" not in markdown and "![language model vs cost](language_model_vs_cost.png)" in markdown
-    svg = (folder / "language_model_vs_cost.svg").read_text()
+    metric = next(section.metric for section in registry.report_sections(ROOT / "reports/default")
+                  if section.metric is not None)
+    assert plot_metric_vs_cost(metric, results, tmp_path) == f"{metric.title.lower().replace(' ', '_')}_vs_cost"
+    svg = next(tmp_path.glob("*_vs_cost.svg")).read_text()
     assert "energy per MAC" in svg and "MAC area" in svg
+    assert "No energy axis" not in metric_caption(metric, results)
+    assert "No energy axis" in metric_caption(metric, results.drop(columns="sky130_pj_per_mac"))
