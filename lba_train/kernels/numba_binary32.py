@@ -24,6 +24,10 @@ from numba import njit, prange
 from .plan import STEP_NATIVE, STEP_ROUND_TO_ODD, RoundSpec
 
 TILE_ROWS = 4
+#: Lets LLVM fuse the product into the accumulation (one FMA instead of a multiplication and an addition).
+#: Exact: the only products in these functions are the operand products a * w, which the plan proved exact in
+#: binary32, so fma(a, w, s) = RN(a*w + s) = RN(p + s), the same value (docs/simulator.md, "Binary32 lanes").
+CONTRACT = {"contract"}
 TILE_COLS = 64
 #: Narrower tiles for batches of products with few columns (attention's per-head products): less zero padding.
 NARROW_TILE_COLS = (32,)
@@ -106,7 +110,7 @@ def sum_to_odd32(a, b):
     return np.int32(bits + (inexact_and_even & toward)).view(np.float32)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def accumulate32(previous, addend, acc, to_odd):
     """R_acc(previous + addend) of the exact sum: (value, overflowed, underflowed).
 
@@ -141,7 +145,7 @@ def event_code(overflowed, underflowed, swamped):
             + (np.int32(SWAMP_UNIT) if swamped else np.int32(0)))
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=CONTRACT)
 def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events, width):
     """Every chain of one TILE_ROWS x len(width) tile, k in order; writes ``out`` and adds to ``events``.
 
@@ -200,7 +204,7 @@ def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events, width):
     out[row0 : row0 + TILE_ROWS, column0 : column0 + columns] = total if chunk > 0 else partial
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=CONTRACT)
 def gemm_tiles(x, w, prod, acc, to_odd, chunk, out, tile_events, width):
     """out[b] = x[b] @ w[b] on the accumulator for padded (B, M, K), (B, K, N); events per tile unless None."""
     row_tiles = x.shape[1] // TILE_ROWS
