@@ -11,8 +11,8 @@ first fine-tuning batch of 8 sentences, the bias calibration's headroom rule: at
 partial sums above the accumulator's top binade), then ``fp16`` with margins from the same batch but no
 calibrated sum allowed above it (``overflow_fraction=0``), and ``fp16`` with the sweep's margins plus one binade
 on every layer. Each row: mean cosine to the float model with its 95% bootstrap interval, the paired difference
-from the fp32 row, and the per-layer overflow/underflow/swamp rates. Each finished row is saved in
-``<out>/rows.json`` at once (a rerun skips finished rows).
+from the fp32 row, and the per-layer overflow/underflow/swamp rates. Each finished row (with its embeddings) is
+saved in ``.cache/minilm_fp16/rows.json`` at once (git-ignored; a rerun skips finished rows).
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     from hwmodel.workloads.minilm import EVAL_FILE, FINETUNE_FILE
 
     args.out.mkdir(parents=True, exist_ok=True)
-    rows_path = args.out / "rows.json"
+    rows_path = ROOT / ".cache" / "minilm_fp16" / "rows.json"  # embeddings (5 MB): git-ignored
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(rows_path.read_text()) if rows_path.is_file() else {}
     rows = saved.get("rows", {}) if saved.get("sentences") == args.sentences else {}
     load_before, started = os.getloadavg()[0], time.perf_counter()
