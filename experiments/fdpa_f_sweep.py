@@ -105,6 +105,13 @@ def _number(value, digits: int, signed: bool = False) -> str:
     return f"{float(value):+.{digits}f}" if signed else f"{float(value):.{digits}f}"
 
 
+def _interval(row: dict[str, object], key: str, digits: int, signed: bool = False) -> str:
+    if row[key] in ("", None):
+        return "—"
+    return (f"{_number(row[key], digits, signed)} [{_number(row[key + '_low'], digits, signed)}, "
+            f"{_number(row[key + '_high'], digits, signed)}]")
+
+
 def markdown(rows: list[dict[str, object]], meta: dict[str, object]) -> str:
     lines = [
         "# The F sweep, accuracy half (issue 25 item 5): MiniLM and the byte-level LM zero-shot under FDPA units", "",
@@ -122,14 +129,11 @@ def markdown(rows: list[dict[str, object]], meta: dict[str, object]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        promote = row["promote_every"] or ("—" if row["F"] == "" else "none")
         lines.append(
-            f"| `{row['acc']}` | {row['F'] or '—'} | {row['promote_every'] or ('—' if row['F'] == '' else 'none')} | "
-            f"{_number(row['minilm_mean_cosine'], 4)} [{_number(row['minilm_mean_cosine_low'], 4)}, "
-            f"{_number(row['minilm_mean_cosine_high'], 4)}] | {_number(row['minilm_diff_mean_cosine'], 4, True)} "
-            f"[{_number(row['minilm_diff_mean_cosine_low'], 4, True)}, {_number(row['minilm_diff_mean_cosine_high'], 4, True)}] | "
-            f"{_number(row['lm_bpb'], 3)} [{_number(row['lm_bpb_low'], 3)}, {_number(row['lm_bpb_high'], 3)}] | "
-            f"{_number(row['lm_diff_bpb'], 4, True)} [{_number(row['lm_diff_bpb_low'], 4, True)}, "
-            f"{_number(row['lm_diff_bpb_high'], 4, True)}] | {_number(row['lm_top1'], 3)} |")
+            f"| `{row['acc']}` | {row['F'] or '—'} | {promote} | {_interval(row, 'minilm_mean_cosine', 5)} | "
+            f"{_interval(row, 'minilm_diff_mean_cosine', 5, True)} | {_interval(row, 'lm_bpb', 3)} | "
+            f"{_interval(row, 'lm_diff_bpb', 4, True)} | {_number(row['lm_top1'], 3)} |")
     return "\n".join(lines) + "\n"
 
 
