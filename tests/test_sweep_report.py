@@ -25,8 +25,8 @@ def test_example_file_loads():
 
 def test_default_covers_the_embedded_grid():
     names = [cfg.acc.name for cfg in SweepSpec().configs()]
-    assert names == ["e8m23", "e5m10", "e8m7", "e5m6", "e4m7", "e3m8", "e4m3", "e5m2",
-                     "int32", "int16_sat", "fx48.18", "fx32.10_sat"]
+    assert names == ["e8m23", "e5m10", "e8m7", "e5m6", "e4m7", "e3m8", "e4m3", "e5m2", "hopper-fp8",
+                     "hopper-fp8+promote128", "int32", "int16_sat", "fx48.18", "fx32.10_sat"]
 
 
 def test_fixed_point_rows_are_validated(tmp_path):

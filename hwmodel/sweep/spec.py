@@ -36,7 +36,7 @@ __all__ = ["AREA_ONLY_NAME", "DEFAULT_ACCUMULATORS", "DEFAULT_FIXED_POINT", "DEV
 #: and route).
 TARGETS = known_targets()
 MODELS = registry.MODELS
-DEFAULT_ACCUMULATORS = ("fp32", "fp16", "bf16", "e5m6", "e4m7", "e3m8", "e4m3", "e5m2")
+DEFAULT_ACCUMULATORS = ("fp32", "fp16", "bf16", "e5m6", "e4m7", "e3m8", "e4m3", "e5m2", "hopper-fp8", "hopper-fp8+promote128")
 #: Integer and fixed-point rows beside the floating-point grid (docs/arithmetic.md §8), as "INPUT:ACC": INT8 x INT8
 #: into 32 bits (exact) and into 16 bits saturating, and e4m3 products into an exact Kulisch-style register
 #: (F = 18 holds every e4m3 product; 30 integer bits hold 2^11 of the largest) and a narrower rounding one.

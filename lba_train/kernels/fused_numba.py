@@ -1,17 +1,20 @@
 """The CPU kernel of the fused (tensor-core) dot-product accumulator (docs/arithmetic.md §9), bit-true (Numba).
 
-Every operand comes with its power 2^e (:func:`operand_powers`, which also checks that it is a value of its
-format). Per output and per group of L products: e_max, the largest of 2^(e_a + e_b) over the products
-(one exact multiplication of powers; a zero product counts as 2^e_zero) and of the running result's own
-exponent (the addend); every term a * b * 2^(F - e_max) truncated toward zero (``trunc``: the products and
-the power-of-two scaling are exact in the lane dtype, so the truncation is the only rounding and it is the
-contract's); the exact sum of those integers; one rounding of sum * 2^(e_max - F) into the output
-(:func:`round_output`). With promotion, every ``promote_every`` products the chain's result is added into an
-fp32 accumulator (binary32 addition: one RNE rounding) and the chain restarts from +0. docs/simulator.md
-explains why every step is exact.
+Every operand comes with its exponent e as an int16 (:func:`decode_rows`, :func:`decode_columns`, which also
+check that it is a value of its format). Per output and per group of L products: e_max, the largest of
+e_a + e_b over the products (a zero product counts as e_zero) and of the running result's own exponent (the
+addend); every term a * b * 2^(F - e_max) truncated toward zero by the float-to-integer
+conversion (the products and the power-of-two scaling are exact in the lane dtype, so the truncation is the
+only rounding and it is the contract's); the exact integer sum of those terms; one rounding of
+sum * 2^(e_max - F) into the output (:func:`round_output`). With promotion, every ``promote_every`` products
+the chain's result is added into an fp32 accumulator (binary32 addition: one RNE rounding) and the chain
+restarts from +0. docs/simulator.md explains why every step is exact.
 
-Tiles of rows x columns run in parallel (``prange``); inside a tile the loops over columns are branch-free
-so that LLVM vectorizes them. The result does not depend on the thread count.
+Outputs are cut into tiles of TILE_ROWS x C (C <= TILE_COLS, :func:`tile_width`; operands zero-padded to
+whole tiles); tiles run in parallel (``prange``). Per group a tile makes two passes over the group's rows of
+W, each row read once for all the tile's rows: the e_max pass on int16 exponents and the truncate-and-sum
+pass; the per-output steps between and after them are branch-free loops over the columns, which LLVM
+vectorizes. The result does not depend on the thread count or the tiling.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .fused_plan import FusedSpec, output_limits, lane_dtype, needs_zero_select, scale_floor
+from .fused_plan import FusedSpec, lane_dtype, needs_zero_select, output_limits, scale_floor
 
 TILE_ROWS = 8
-TILE_COLS = 256
+TILE_COLS = 256  # at most; fewer where N is smaller (tile_width)
 # Per-tile statistics, in this order (float64, exact for counts below 2^53).
 STAT_OVERFLOW, STAT_UNDERFLOW, STAT_TERMS, STAT_ZEROED, STAT_MASS, STAT_TRUNCATED = range(6)
 STAT_COUNT = 6
@@ -32,35 +35,20 @@ TWO_POW_52 = 2.0**52
 
 
 EXPONENT_BITS = np.int64(0x7FF0000000000000)
+#: The int16 exponent of a zero operand: a product with one has an exponent sum of at most EXP_ZERO + 1024,
+#: below EXP_ZERO_BELOW and far below every nonzero product's (>= -2044); two sum to EXP_LOWEST, no wrap.
+EXP_ZERO = np.int16(-8192)
+EXP_ZERO_BELOW = np.int16(-4096)
+EXP_LOWEST = np.int16(-16384)
 
 
-@njit(cache=True)
-def powers_of(values, man, emin, powers):
-    """powers[i] <- 2^e of values[i] (e = max(floor(log2 |v|), emin); 0 for zero), for a flat float64 array;
-    returns how many entries are not values with ``man`` fraction bits (|v| / 2^e * 2^man an integer below
-    2^(man + 1)), Inf and NaN among them."""
-    bad = 0
-    smallest = math.ldexp(1.0, emin)
-    fraction_scale = math.ldexp(1.0, man)
-    for i in range(values.shape[0]):
-        value = values[i]
-        power = max(np.int64(np.float64(value).view(np.int64) & EXPONENT_BITS).view(np.float64), smallest)
-        scaled = abs(value) / power * fraction_scale
-        ok = (scaled == np.trunc(scaled)) & (scaled < 2.0 * fraction_scale)
-        powers[i] = 0.0 if value == 0.0 else power
-        bad += (value != 0.0) & ~ok
-    return bad
-
-
-def operand_powers(values: np.ndarray, man: int, emin: int, name: str) -> np.ndarray:
-    """2^e of every operand (float64, 0 for zero) after checking that every entry is a value of the format
-    (ValueError naming ``name`` otherwise)."""
-    flat = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
-    powers = np.empty_like(flat)
-    bad = powers_of(flat, man, emin, powers)
-    if bad:
-        raise ValueError(f"fused GEMM: {bad} entries of {name} are not finite values with {man} fraction bits")
-    return powers.reshape(values.shape)
+def tile_width(columns: int) -> int:
+    """The tile's column count: N split into as few tiles of at most TILE_COLS as possible, each a multiple
+    of 8 (whole AVX2 registers of binary32), so that narrow products (attention's per-head ones) pay little
+    for zero padding."""
+    tiles = max(1, -(-columns // TILE_COLS))
+    per_tile = -(-columns // tiles)
+    return max(8, -(-per_tile // 8) * 8)
 
 
 @njit(cache=True)
@@ -91,154 +79,223 @@ def round_output(value, spec, limits):
     return math.copysign(magnitude, value) + 0.0, overflowed, (magnitude == 0.0) & (value != 0.0)
 
 
-@njit(cache=True)
-def group_max(px, pw, i, k0, k1, powers):
-    """powers[j] <- max(powers[j], 2^(e_a + e_b) over the group) (a zero product gives 0)."""
-    width = powers.shape[0]
-    for k in range(k0, k1):
-        pa = px[i, k]
-        for j in range(width):
-            powers[j] = max(powers[j], pa * pw[k, j])
+@njit(cache=True, error_model="numpy")  # no zero-division check: it would keep LLVM from vectorizing
+def run_tile(x, w, ex, ew, consts, limits, row0, col0, spec, zero_select, out, stats, sum_type):
+    """Every output of one TILE_ROWS x C tile: the fused chain over k in groups of L, promotion, stats.
 
-
-@njit(cache=True)
-def group_max_zero(x, px, pw, w, i, k0, k1, powers, zero_power):
-    """group_max where a product's exponent can lie below e_zero: a zero product counts as 2^e_zero."""
-    width = powers.shape[0]
-    for k in range(k0, k1):
-        pa = px[i, k]
-        a = x[i, k]
-        for j in range(width):
-            power = pa * pw[k, j]
-            power = power if a * w[k, j] != 0 else zero_power
-            powers[j] = max(powers[j], power)
-
-
-@njit(cache=True)
-def group_sum(x, w, i, k0, k1, scales, sums):
-    """sums[j] += the truncated terms trunc(a * b * 2^(F - e_max)) of the group (each exact)."""
-    width = sums.shape[0]
-    for k in range(k0, k1):
-        a = x[i, k]
-        for j in range(width):
-            sums[j] += np.trunc(a * w[k, j] * scales[j])
-
-
-@njit(cache=True)
-def group_stats(x, w, i, k0, k1, scales, stats):
-    """The truncation statistics of the group's products (nonzero terms, zeroed, |a*b| mass, mass lost)."""
-    width = scales.shape[0]
-    for k in range(k0, k1):
-        a = np.float64(x[i, k])
-        for j in range(width):
-            exact = abs(a * np.float64(w[k, j]))
-            if exact != 0.0:
-                scale = np.float64(scales[j])
-                kept = np.trunc(exact * scale)
-                stats[STAT_TERMS] += 1.0
-                stats[STAT_ZEROED] += kept == 0.0
-                stats[STAT_MASS] += exact
-                stats[STAT_TRUNCATED] += exact - kept / scale
-
-
-@njit(cache=True)
-def run_tile(x, w, px, pw, consts, limits, row0, col0, height, width, spec, zero_select, out, stats):
-    """Every output of one tile: the fused chain over k in groups of L, promotion, the stats when asked.
-
-    ``x``, ``w`` hold the operand values and ``px``, ``pw`` their powers 2^e (0 for a zero operand), all in
-    one float dtype D in which every product, term and group sum is exact (fused_plan.lane_dtype);
-    ``consts`` = [2^F, 2^e_zero, 1, 2^out_emin, floor] in D: e_max is taken as at least ``floor``, which is
+    ``x`` (M, K) holds the first operand's values and ``ex`` their exponents (int16, EXP_ZERO for a zero
+    operand); ``w`` and ``ew`` (K, C) the tile's columns of W. The values are in one float dtype D
+    in which every product, scaled term and group sum is exact (fused_plan.lane_dtype); ``sum_type`` is an
+    empty integer array of the width the truncated terms are summed in (int32 with binary32 lanes, else int64).
+    ``consts`` = [2^F, 2^e_zero, 1, 2^out_emin, floor, 0] in D: e_max is taken as at least ``floor``, which is
     below every nonzero term's exponent, so that 2^(F - e_max) stays finite in D when every term is zero.
+    ``out[row0:, col0:]`` (TILE_ROWS x C) holds the addend C on entry (the chain's start, or
+    promotion's fp32 total's) and the results on exit.
     """
+    columns = w.shape[1]
     length = x.shape[1]
     group = spec.group
     big_f, zero_power, one, register_min, scale_floor = consts[0], consts[1], consts[2], consts[3], consts[4]
+    zero = consts[5]
+    e_zero = np.int16(spec.e_zero)
     promote = spec.promote_every if spec.promote_every > 0 else length
-    chain = np.zeros((height, width), dtype=x.dtype)
-    promoted = np.zeros((height, width), dtype=np.float32)
-    for r in range(height):  # ``out`` holds the addend C on entry: the chain's start, or the fp32 total's
-        for j in range(width):
+    unit = math.ldexp(1.0, -spec.fraction_bits)
+    chain = np.zeros((TILE_ROWS, columns), dtype=x.dtype)
+    promoted = np.zeros((TILE_ROWS, columns), dtype=np.float32)
+    exponents = np.empty((TILE_ROWS, columns), dtype=np.int16)
+    powers = np.empty((TILE_ROWS, columns), dtype=x.dtype)
+    scales = np.empty((TILE_ROWS, columns), dtype=x.dtype)
+    sums = np.empty((TILE_ROWS, columns), dtype=sum_type.dtype)
+    # Statistics (only when counted), per output: |a*b| mass and the part truncated away (tallies), nonzero
+    # terms and those truncated to zero (counts); the current group's |a*b| mass and the part of it truncated
+    # away (in units of 2^(e_max - F)).
+    tallies = np.zeros((2, TILE_ROWS, columns))
+    group_mass = np.zeros((TILE_ROWS, columns))
+    group_lost = np.zeros((TILE_ROWS, columns))
+    counts = np.zeros((2, TILE_ROWS, columns), dtype=np.int64)  # int64: exact for any K
+    overflows = underflows = 0
+    for r in range(TILE_ROWS):
+        for j in range(columns):
             if spec.promote_every > 0:
                 promoted[r, j] = out[row0 + r, col0 + j]
             else:
                 chain[r, j] = out[row0 + r, col0 + j]
-    powers = np.empty(width, dtype=x.dtype)
-    scales = np.empty(width, dtype=x.dtype)
-    sums = np.empty(width, dtype=x.dtype)
-    unit = math.ldexp(1.0, -spec.fraction_bits)
     for k0 in range(0, length, group):
         k1 = min(k0 + group, length)
-        for r in range(height):
-            i = row0 + r
+        exponents[:] = EXP_LOWEST
+        for k in range(k0, k1):  # e_max over the products, on integer exponents; W's row read once per tile
+            ew_row = ew[k]
+            for r in range(TILE_ROWS):
+                ea = ex[row0 + r, k]
+                e_row = exponents[r]
+                if zero_select is None:
+                    for j in range(columns):
+                        e_row[j] = max(e_row[j], np.int16(ea + ew_row[j]))
+                else:  # a zero product counts as e_zero, which can lie above a nonzero product's exponent
+                    for j in range(columns):
+                        e = np.int16(ea + ew_row[j])
+                        e_row[j] = max(e_row[j], e if e > EXP_ZERO_BELOW else e_zero)
+        for r in range(TILE_ROWS):  # e_max with the addend's exponent; the scales; the addend's term
             c_row = chain[r]
-            for j in range(width):  # the addend's exponent: 2^floor(log2 |c|), at least 2^out_emin
-                c = c_row[j]
-                bits = np.int64(np.float64(c).view(np.int64) & np.int64(0x7FF0000000000000))
+            e_row = exponents[r]
+            p_row = powers[r]
+            s_row = scales[r]
+            t_row = sums[r]
+            for j in range(columns):
+                c = np.float64(c_row[j])
+                bits = np.int64(c.view(np.int64) & EXPONENT_BITS)  # 2^floor(log2 |c|), at least 2^out_emin
                 power = max(bits.view(np.float64), np.float64(register_min))
-                powers[j] = zero_power if c == 0 else (one if math.isinf(c) else power)
-            if zero_select:
-                group_max_zero(x, px, pw, w, i, k0, k1, powers, zero_power)
-            else:
-                group_max(px, pw, i, k0, k1, powers)
-            for j in range(width):
-                scales[j] = big_f / max(powers[j], scale_floor)  # 2^(F - e_max), exact
-                sums[j] = np.trunc(c_row[j] * scales[j])
-            group_sum(x, w, i, k0, k1, scales, sums)
-            if stats is not None:
-                group_stats(x, w, i, k0, k1, scales, stats)
-            for j in range(width):
-                exact = np.float64(sums[j]) * (np.float64(powers[j]) * unit)
+                power = np.float64(zero_power) if c == 0.0 else (np.float64(one) if math.isinf(c) else power)
+                e = np.int64(e_row[j])
+                product = np.int64((min(max(e, -1022), 1023) + 1023) << 52).view(np.float64)  # 2^e
+                power = max(power, product if e > EXP_ZERO_BELOW else 0.0)
+                p_row[j] = power
+                scale = big_f / max(p_row[j], scale_floor)  # 2^(F - e_max), exact
+                s_row[j] = scale
+                c_lane = c_row[j] if not math.isinf(c) else zero  # an infinite chain passes through below
+                t_row[j] = sum_type.dtype.type(c_lane * scale)  # truncation toward zero: exact, below 2^(F + 2)
+        for k in range(k0, k1):  # truncate-and-sum: the conversion to an integer truncates toward zero
+            w_row = w[k]
+            for r in range(TILE_ROWS):
+                a = x[row0 + r, k]
+                s_row = scales[r]
+                t_row = sums[r]
+                if stats is None:
+                    for j in range(columns):
+                        t_row[j] += sum_type.dtype.type(a * w_row[j] * s_row[j])
+                else:  # and the group's truncation statistics per output: branch-free, vectorized
+                    m_row = group_mass[r]
+                    f_row = group_lost[r]
+                    n_row = counts[0, r]
+                    z_row = counts[1, r]
+                    for j in range(columns):
+                        product = a * w_row[j]
+                        scaled = product * s_row[j]
+                        term = sum_type.dtype.type(scaled)
+                        t_row[j] += term
+                        nonzero = sum_type.dtype.type(product != 0)
+                        n_row[j] += nonzero
+                        z_row[j] += nonzero & sum_type.dtype.type(term == 0)
+                        m_row[j] += abs(np.float64(product))
+                        f_row[j] += abs(np.float64(scaled) - np.float64(term))  # the part truncated away: exact
+        for r in range(TILE_ROWS):
+            c_row = chain[r]
+            p_row = powers[r]
+            t_row = sums[r]
+            if stats is not None:  # the mass of the group's products, and the part truncated away
+                m_row = group_mass[r]
+                f_row = group_lost[r]
+                mass_row = tallies[0, r]
+                lost_row = tallies[1, r]
+                for j in range(columns):
+                    mass_row[j] += m_row[j]
+                    lost_row[j] += f_row[j] * (np.float64(p_row[j]) * unit)  # times 2^(e_max - F): exact
+                    m_row[j] = 0.0
+                    f_row[j] = 0.0
+            for j in range(columns):
+                exact = np.float64(t_row[j]) * (np.float64(p_row[j]) * unit)
                 value, overflowed, underflowed = round_output(exact, spec, limits)
                 c = c_row[j]
                 c_row[j] = c if math.isinf(c) else value
                 if stats is not None:
-                    stats[STAT_OVERFLOW] += overflowed and not math.isinf(c)
-                    stats[STAT_UNDERFLOW] += underflowed
+                    overflows += overflowed and not math.isinf(c)
+                    underflows += underflowed
         if spec.promote_every > 0 and (k1 % promote == 0 or k1 == length):
-            for r in range(height):
-                for j in range(width):
+            for r in range(TILE_ROWS):
+                for j in range(columns):
                     promoted[r, j] = promoted[r, j] + np.float32(chain[r, j])  # binary32: one RNE rounding
                     chain[r, j] = 0
-    for r in range(height):
-        for j in range(width):
+    for r in range(TILE_ROWS):
+        for j in range(columns):
             out[row0 + r, col0 + j] = np.float64(promoted[r, j]) if spec.promote_every > 0 else chain[r, j]
+    if stats is not None:
+        stats[STAT_OVERFLOW] += overflows
+        stats[STAT_UNDERFLOW] += underflows
+        stats[STAT_TERMS] += counts[0].sum()
+        stats[STAT_ZEROED] += counts[1].sum()
+        stats[STAT_MASS] += tallies[0].sum()
+        stats[STAT_TRUNCATED] += tallies[1].sum()
 
 
 @njit(parallel=True, cache=True)
-def gemm_tiles(x, w, px, pw, consts, limits, spec, zero_select, out, tile_stats):
-    """Replace ``out[b]`` (the addend C on entry) by the fused X[b] @ W[b] + C; ``tile_stats`` (None: not
-    counted) per tile.
+def gemm_tiles(x, w, ex, ew, consts, limits, spec, zero_select, out, tile_stats, sum_type):
+    """Replace ``out[b]`` (the addend C on entry) by the fused X[b] @ W[b] + C for padded operands;
+    ``tile_stats`` (None: not counted) per tile.
 
-    ``w`` and ``pw`` come packed by column tile, (B, tiles, K, TILE_COLS), so that every row a tile reads is
-    contiguous and indexed from 0 (LLVM then vectorizes without gathers).
+    ``w`` and ``ew`` come packed by column tile, (B, tiles, K, C), so that every row a tile reads
+    is contiguous and indexed from 0 (LLVM then vectorizes without gathers).
     """
-    rows = x.shape[1]
-    columns = out.shape[2]
+    columns = w.shape[3]
+    row_tiles = x.shape[1] // TILE_ROWS
     column_tiles = w.shape[1]
-    per_entry = (rows + TILE_ROWS - 1) // TILE_ROWS * column_tiles
+    per_entry = row_tiles * column_tiles
     for tile in prange(x.shape[0] * per_entry):
         entry = tile // per_entry
         within = tile % per_entry
         row0 = (within // column_tiles) * TILE_ROWS
         column_tile = within % column_tiles
-        col0 = column_tile * TILE_COLS
-        height = min(rows, row0 + TILE_ROWS) - row0
-        width = min(columns, col0 + TILE_COLS) - col0
+        col0 = column_tile * columns
         if tile_stats is None:
-            run_tile(x[entry], w[entry, column_tile], px[entry], pw[entry, column_tile], consts, limits, row0, col0,
-                     height, width, spec, zero_select, out[entry], None)
+            run_tile(x[entry], w[entry, column_tile], ex[entry], ew[entry, column_tile], consts, limits, row0, col0,
+                     spec, zero_select, out[entry], None, sum_type)
         else:
-            run_tile(x[entry], w[entry, column_tile], px[entry], pw[entry, column_tile], consts, limits, row0, col0,
-                     height, width, spec, zero_select, out[entry], tile_stats[tile])
+            run_tile(x[entry], w[entry, column_tile], ex[entry], ew[entry, column_tile], consts, limits, row0, col0,
+                     spec, zero_select, out[entry], tile_stats[tile], sum_type)
 
 
-def pack_columns(w: np.ndarray) -> np.ndarray:
-    """(B, K, N) -> (B, tiles, K, TILE_COLS), zero-padded: column tile t holds columns t*TILE_COLS onwards."""
-    batch, length, columns = w.shape
-    tiles = -(-columns // TILE_COLS)
-    padded = np.zeros((batch, length, tiles * TILE_COLS), dtype=w.dtype)
-    padded[:, :, :columns] = w
-    return np.ascontiguousarray(padded.reshape(batch, length, tiles, TILE_COLS).transpose(0, 2, 1, 3))
+@njit(cache=True)
+def decode_one(value, smallest, fraction_scale):
+    """(int16 exponent, validity) of one operand: e = max(floor(log2 |v|), emin) (``smallest`` = 2^emin),
+    EXP_ZERO for zero; valid when |v| / 2^e * 2^man (``fraction_scale`` = 2^man) is an integer below
+    2^(man + 1), which Inf and NaN are not."""
+    power = max(np.int64(np.float64(value).view(np.int64) & EXPONENT_BITS).view(np.float64), smallest)
+    scaled = abs(value) / power * fraction_scale
+    ok = (scaled == np.trunc(scaled)) & (scaled < 2.0 * fraction_scale)
+    biased = (np.float64(power).view(np.int64) >> 52) & 0x7FF
+    exponent = np.int16(min(biased, 2046) - 1023) if value != 0.0 else EXP_ZERO
+    return exponent, (value == 0.0) | ok
+
+
+@njit(parallel=True, cache=True)
+def decode_rows(values, man, emin, lanes, exponents):
+    """lanes[b, i, k] <- values[b, i, k] in the lanes' dtype and exponents[b, i, k] <- its exponent, for
+    (B, M, K) float64 ``values`` (rows past M stay as they are: the zero padding). Returns how many entries
+    are not finite values with ``man`` fraction bits."""
+    smallest = math.ldexp(1.0, emin)
+    fraction_scale = math.ldexp(1.0, man)
+    rows = values.shape[1]
+    bad = 0
+    for entry_row in prange(values.shape[0] * rows):
+        entry = entry_row // rows
+        i = entry_row % rows
+        for k in range(values.shape[2]):
+            value = values[entry, i, k]
+            exponent, ok = decode_one(value, smallest, fraction_scale)
+            lanes[entry, i, k] = value
+            exponents[entry, i, k] = exponent
+            bad += not ok
+    return bad
+
+
+@njit(parallel=True, cache=True)
+def decode_columns(values, man, emin, lanes, exponents):
+    """decode_rows for (B, K, N) ``values`` into the column-tile layout (B, tiles, K, C) of ``lanes`` and
+    ``exponents`` (columns past N stay as they are: the zero padding)."""
+    smallest = math.ldexp(1.0, emin)
+    fraction_scale = math.ldexp(1.0, man)
+    length = values.shape[1]
+    columns = lanes.shape[3]
+    bad = 0
+    for entry_k in prange(values.shape[0] * length):
+        entry = entry_k // length
+        k = entry_k % length
+        for n in range(values.shape[2]):
+            value = values[entry, k, n]
+            exponent, ok = decode_one(value, smallest, fraction_scale)
+            lanes[entry, n // columns, k, n % columns] = value
+            exponents[entry, n // columns, k, n % columns] = exponent
+            bad += not ok
+    return bad
 
 
 def gemm(x: np.ndarray, w: np.ndarray, spec: FusedSpec, count: bool,
@@ -246,25 +303,40 @@ def gemm(x: np.ndarray, w: np.ndarray, spec: FusedSpec, count: bool,
     """Y[b] = X[b] @ W[b] + C[b] on the fused accumulator for arrays (B, M, K), (B, K, N) of format values.
 
     ``addend`` C (B, M, N) is the chain's start (values of the output), or with promotion the fp32 total's
-    (fp32 values); None is +0.
+    (fp32 values); None is +0. ValueError naming X or W when an entry is not a finite value with its
+    format's fraction bits.
     Returns (Y float64 (B, M, N), stats) with stats = [overflow, underflow, terms, zeroed, mass, truncated]
     (zeros unless ``count``): roundings that overflowed to +-Inf or underflowed to 0, nonzero product terms,
     those truncated to zero, and the summed |a*b| and the part of it truncated away.
     """
-    dtype = np.float32 if lane_dtype(spec) == "float32" else np.float64
-    px = operand_powers(x, spec.a_man, spec.a_emin, "X").astype(dtype)
-    pw = pack_columns(operand_powers(w, spec.b_man, spec.b_emin, "W").astype(dtype))
-    xs = np.ascontiguousarray(x, dtype=dtype)
-    ws = pack_columns(np.asarray(w, dtype=dtype))
-    consts = np.array([2.0**spec.fraction_bits, 2.0**spec.e_zero, 1.0, 2.0**spec.out_emin, scale_floor(spec)],
-                      dtype=dtype)
-    batch, rows, _ = x.shape
+    binary32 = lane_dtype(spec) == "float32"
+    dtype = np.float32 if binary32 else np.float64
+    batch, rows, length = x.shape
     columns = w.shape[2]
-    out = np.zeros((batch, rows, columns)) if addend is None else np.array(addend, dtype=np.float64, order="C")
-    if out.shape != (batch, rows, columns):
-        raise ValueError(f"fused GEMM: the addend must be {(batch, rows, columns)}, got {out.shape}")
-    tiles = batch * -(-rows // TILE_ROWS) * -(-columns // TILE_COLS)
+    if addend is not None and np.shape(addend) != (batch, rows, columns):
+        raise ValueError(f"fused GEMM: the addend must be {(batch, rows, columns)}, got {np.shape(addend)}")
+    width = tile_width(columns)
+    padded_rows = -(-rows // TILE_ROWS) * TILE_ROWS
+    tiles_per_row = -(-columns // width)
+    xs = np.zeros((batch, padded_rows, length), dtype)
+    ex = np.full((batch, padded_rows, length), EXP_ZERO, np.int16)
+    ws = np.zeros((batch, tiles_per_row, length, width), dtype)
+    ew = np.full((batch, tiles_per_row, length, width), EXP_ZERO, np.int16)
+    operands = ((x, spec.a_man, spec.a_emin, xs, ex, "X", decode_rows),
+                (w, spec.b_man, spec.b_emin, ws, ew, "W", decode_columns))
+    for values, man, emin, lanes, exponents, name, decode in operands:
+        bad = decode(np.ascontiguousarray(values, dtype=np.float64), man, emin, lanes, exponents)
+        if bad:
+            raise ValueError(f"fused GEMM: {bad} entries of {name} are not finite values with {man} fraction bits")
+    out = np.zeros((batch, padded_rows, tiles_per_row * width))
+    if addend is not None:
+        out[:, :rows, :columns] = addend
+    consts = np.array([2.0**spec.fraction_bits, 2.0**spec.e_zero, 1.0, 2.0**spec.out_emin, scale_floor(spec), 0.0],
+                      dtype=dtype)
+    tiles = batch * (padded_rows // TILE_ROWS) * tiles_per_row
     tile_stats = np.zeros((tiles, STAT_COUNT))
     limits = np.array(output_limits(spec))
-    gemm_tiles(xs, ws, px, pw, consts, limits, spec, needs_zero_select(spec), out, tile_stats if count else None)
-    return out, tile_stats.sum(axis=0)
+    sum_type = np.empty(0, dtype=np.int32 if binary32 else np.int64)
+    gemm_tiles(xs, ws, ex, ew, consts, limits, spec, True if needs_zero_select(spec) else None, out,
+               tile_stats if count else None, sum_type)
+    return np.ascontiguousarray(out[:, :rows, :columns]), tile_stats.sum(axis=0)

@@ -138,7 +138,7 @@ def _fused_kernel(x_ptr, w_ptr, px_ptr, pw_ptr, out_ptr, stats_ptr, M, N, K,
 
 def operand_powers(values: torch.Tensor, man: int, emin: int, name: str) -> torch.Tensor:
     """2^e of every operand (0 for zero) as float64 on the operands' device, after checking that each is a
-    value of its format (ValueError naming ``name``), as fused_numba.operand_powers does."""
+    value of its format (ValueError naming ``name``), as fused_numba.decode_rows checks."""
     values = values.to(torch.float64)
     bits = values.view(torch.int64) & EXPONENT_BITS
     power = torch.clamp(bits.view(torch.float64), min=2.0**emin)
