@@ -26,7 +26,7 @@ help:
 	@echo "make fused-check the fused tensor-core accumulators (docs/arithmetic.md §9): reference, Numba and interpreted Triton against MMA-Sim 2.1.1 on >= 10^6 outputs per preset (162 s of CPU; 23 min at load 11), and fine-tuning on them"
 	@echo "make fused-error the error study of hopper-fp8 with and without promotion -> reports/fused_error (a few minutes)"
 	@echo "make fused-cosim the FDPA unit's RTL (rtl/fdpa.py) in Verilator (>= 10^6 groups) and Amaranth (>= 10^4) against lba_core.fdpa and MMA-Sim"
-	@echo "make fdpa-area  the FDPA unit's area and timing: F = 25..8 at L = 32, vs 32 sequential MACs, flat vs stitched flow -> reports/fdpa (about 30 min)"
+	@echo "make fdpa-area  the FDPA unit's area and timing: F = 25..8 at L = 32, vs 32 sequential MACs, flat vs stitched flow -> reports/fdpa (19 min at load 8-12)"
 	@echo "make misuse-replay  every command-line misuse case of issue 27, one line each (all but two also in make test)"
 	@echo "make bench      simulator, estimator and synthesis benchmarks"
 	@echo "make gemm-exactness  the simulator's fast lanes against the binary64 kernels on >= 10^7 MACs per format, and 120 random configurations against lba_core"
