@@ -51,8 +51,9 @@ def fused_batched_values(x_q: torch.Tensor, w_q: torch.Tensor, spec: FusedSpec, 
     if chosen == "numba":
         from . import fused_numba
 
-        values, events = fused_numba.gemm(x_q.detach().to(torch.float64).numpy(), w_q.detach().to(torch.float64).numpy(),
-                                          spec, count)
+        # float32 or float64 operand values as they are: the kernel decodes them exactly, without a copy here
+        values, events = fused_numba.gemm(x_q.detach().contiguous().numpy(), w_q.detach().contiguous().numpy(), spec,
+                                          count)
         values = torch.from_numpy(values)
     else:
         from . import fused_triton  # decorating its kernels reads TRITON_INTERPRET

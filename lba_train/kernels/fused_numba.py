@@ -243,7 +243,7 @@ def gemm_tiles(x, w, ex, ew, consts, limits, spec, zero_select, out, tile_stats,
                      spec, zero_select, out[entry], tile_stats[tile], sum_type)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # power >= 2^emin > 0: no zero-division check, vectorizable
 def decode_one(value, smallest, fraction_scale):
     """(int16 exponent, validity) of one operand: e = max(floor(log2 |v|), emin) (``smallest`` = 2^emin),
     EXP_ZERO for zero; valid when |v| / 2^e * 2^man (``fraction_scale`` = 2^man) is an integer below
@@ -256,7 +256,7 @@ def decode_one(value, smallest, fraction_scale):
     return exponent, (value == 0.0) | ok
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def decode_rows(values, man, emin, lanes, exponents):
     """lanes[b, i, k] <- values[b, i, k] in the lanes' dtype and exponents[b, i, k] <- its exponent, for
     (B, M, K) float64 ``values`` (rows past M stay as they are: the zero padding). Returns how many entries
@@ -277,7 +277,7 @@ def decode_rows(values, man, emin, lanes, exponents):
     return bad
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def decode_columns(values, man, emin, lanes, exponents):
     """decode_rows for (B, K, N) ``values`` into the column-tile layout (B, tiles, K, C) of ``lanes`` and
     ``exponents`` (columns past N stay as they are: the zero padding)."""
@@ -289,12 +289,15 @@ def decode_columns(values, man, emin, lanes, exponents):
     for entry_k in prange(values.shape[0] * length):
         entry = entry_k // length
         k = entry_k % length
-        for n in range(values.shape[2]):
-            value = values[entry, k, n]
-            exponent, ok = decode_one(value, smallest, fraction_scale)
-            lanes[entry, n // columns, k, n % columns] = value
-            exponents[entry, n // columns, k, n % columns] = exponent
-            bad += not ok
+        for tile in range(lanes.shape[1]):
+            lane_row = lanes[entry, tile, k]
+            exponent_row = exponents[entry, tile, k]
+            for j in range(min(columns, values.shape[2] - tile * columns)):
+                value = values[entry, k, tile * columns + j]
+                exponent, ok = decode_one(value, smallest, fraction_scale)
+                lane_row[j] = value
+                exponent_row[j] = exponent
+                bad += not ok
     return bad
 
 
@@ -325,7 +328,9 @@ def gemm(x: np.ndarray, w: np.ndarray, spec: FusedSpec, count: bool,
     operands = ((x, spec.a_man, spec.a_emin, xs, ex, "X", decode_rows),
                 (w, spec.b_man, spec.b_emin, ws, ew, "W", decode_columns))
     for values, man, emin, lanes, exponents, name, decode in operands:
-        bad = decode(np.ascontiguousarray(values, dtype=np.float64), man, emin, lanes, exponents)
+        if values.dtype not in (np.float32, np.float64):
+            values = values.astype(np.float64)
+        bad = decode(np.ascontiguousarray(values), man, emin, lanes, exponents)
         if bad:
             raise ValueError(f"fused GEMM: {bad} entries of {name} are not finite values with {man} fraction bits")
     out = np.zeros((batch, padded_rows, tiles_per_row * width))
