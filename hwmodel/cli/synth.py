@@ -273,6 +273,8 @@ def run_fused(args: argparse.Namespace, cfg) -> int:
     lines += [f"  block {block:<16} {figures['gates']:>6} cells {figures['ge']:>9.1f} GE"
               for block, figures in report["blocks"].items()]
     lines += [f"  {target}: {asic_line(figures)} [{figures['corner']}]"
+              + (f", {figures['energy_pj_per_mac_random']:.3f} pJ/MAC on random operands at {figures['energy_clock_mhz']} MHz"
+                 if "energy_pj_per_mac_random" in figures else "")
               for target, figures in report.items() if isinstance(figures, dict) and "area_um2" in figures]
     print("\n".join(lines))
     return 0

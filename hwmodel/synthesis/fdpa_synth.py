@@ -126,6 +126,7 @@ def synthesize_fdpa(
     reports the per-block split and, with ``energy`` and a combinational unit, the energy per MAC on random
     operands at the unit's delay (hwmodel.synthesis.fdpa_energy). ``recipes`` limits the standard-cell recipes
     (default: all)."""
+    from rtl.fdpa_export import FDPA_BLOCK_NAMES
     from rtl.fdpa_plan import plan_fused
 
     from .flows.liberty import RECIPES
@@ -169,6 +170,8 @@ def synthesize_fdpa(
         if libraries:
             report.update(asic_reports([{FDPA_TOP: design}], libraries, recipes=recipes, blocks=blocks, cache=cache,
                                        workers=workers, progress=progress, timeout_s=timeout_s)[0][FDPA_TOP])
+    order = {name: index for index, name in enumerate(FDPA_BLOCK_NAMES)}  # datapath order, glue last
+    report["blocks"] = dict(sorted(report["blocks"].items(), key=lambda item: order.get(item[0], len(order))))
     if devices:
         report.update(pnr_reports([{FDPA_TOP: Design(FDPA_TOP, design.verilog)}], devices, cache=cache,
                                   workers=workers, progress=progress, timeout_s=timeout_s)[0][FDPA_TOP])
