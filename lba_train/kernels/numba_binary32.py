@@ -279,11 +279,14 @@ def quantize_into(x, out, spec):
     return nans
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def count_nonfinite(flat):
-    """How many entries of a flat float32 or float64 array are NaN or +-Inf (one vectorized pass)."""
+    """How many entries of a flat float32 or float64 array are NaN or +-Inf (one vectorized pass).
+
+    Serial: 25 us per 256K float32 entries on one core; a parallel region cost more than that under load
+    (5.6 ms per call in a MiniLM profile at load 7, waiting for a descheduled thread)."""
     count = 0
-    for i in prange(flat.shape[0]):
+    for i in range(flat.shape[0]):
         difference = flat[i] - flat[i]  # 0 for a finite value, NaN for NaN and +-Inf
         count += difference != difference
     return count
