@@ -202,6 +202,7 @@ def test_finetune_options_and_batches():
     assert not torch.equal(first, finetune_batches(text, TINY.context, LMFinetuneOptions(steps=3, batch=2, seed=1)))
 
 
+@pytest.mark.slow  # ~20 s of CPU in a fresh process (make test-full); the doc snippet test runs the path in make test
 def test_finetune_stages_flip_underflow_and_zero_shot_matches_evaluate_point():
     from lba_train.lm.evaluate import evaluate_point, model_outputs, test_windows
     from lba_train.lm.finetune import LMFinetuneOptions, finetune_batches, finetune_point
