@@ -38,7 +38,7 @@ FRACTIONS = (25, 16, 13, 11, 9, 8)
 GROUP = 32
 FLAT_GROUPS = (4, 8)
 LIBRARIES = ("sky130", "nangate45")
-PARTS = ("fsweep", "iso", "flat")  # in the order they run: the flat L = 8 run is the longest
+PARTS = ("fsweep", "iso", "flat", "plot")  # in the order they run; plot reads the committed CSVs only
 BLOCKS = ("product_term", "exponent_max", "term_aligner", "compressor_tree", "sum_normalizer", "rounder")
 MAC_ACC, MAC_ROUNDING = "e8m13_sub", "rtz"  # hopper-fp8's output format and rounding
 ACCURACY_CSV = ROOT / "reports" / "fdpa_f_sweep" / "fdpa_f_accuracy.csv"
@@ -222,6 +222,62 @@ def iso_part(runner: Runner, fractions: list[int]) -> list[dict]:
     return rows
 
 
+def plot_accuracy(out: Path) -> str | None:
+    """MiniLM's loss of mean cosine against sky130 µm² per product per cycle: the FDPA units of f_sweep.csv
+    (accuracy from reports/fdpa_f_sweep/fdpa_f_accuracy.csv, with and without promotion) and the sequential
+    MACs of reports/default (minilm.csv zero-shot, area from results.csv); each against its own run's fp32
+    accumulation. Returns the figure's name, or None when an input is missing."""
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    default = ROOT / "reports" / "default"
+    inputs = (out / "f_sweep.csv", ACCURACY_CSV, default / "minilm.csv", default / "results.csv")
+    if not all(path.exists() for path in inputs):
+        return None
+    read = lambda path: list(csv.DictReader(path.open()))  # noqa: E731
+    area = {int(row["F"]): float(row["sky130_um2"]) / GROUP for row in read(inputs[0])}
+    loss = lambda text: max(-float(text or 0.0), 1e-6)  # noqa: E731  (the reference row has no difference)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for promote, marker, label in (("0", "o", "FDPA L = 32 (F labelled)"), ("128", "s", "FDPA + promote every 128")):
+        rows = [row for row in read(inputs[1]) if row["F"] and row["promote_every"] == promote and int(row["F"]) in area]
+        xs, ys = [area[int(row["F"])] for row in rows], [loss(row["minilm_diff_mean_cosine"]) for row in rows]
+        axes.plot(xs, ys, marker=marker, linestyle="-" if promote == "0" else "--", label=label)
+        if promote == "0":
+            for row, x, y in zip(rows, xs, ys):
+                axes.annotate(f"F={row['F']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    base = lambda name: re.sub(r"_b-?\d+$", "", name)  # noqa: E731  (bias differs between the two workloads)
+    mac_area = {base(row["acc"]): float(row["sky130_um2"]) for row in read(inputs[3])
+                if row["input"] == "e4m3" and row["sky130_um2"]}
+    sequential = [(mac_area[base(row["acc"])], loss(row["diff_mean_cosine"]), base(row["acc"]))
+                  for row in read(inputs[2]) if row["stage"] == "zero-shot" and base(row["acc"]) in mac_area]
+    axes.scatter([x for x, _, _ in sequential], [y for _, y, _ in sequential], marker="^", color="black",
+                 label="sequential MAC (reports/default)")
+    for x, y, name in sequential:
+        axes.annotate(name + (" (reference)" if y <= 1e-6 else ""), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    axes.set_xlabel("sky130 µm² per product per cycle (FDPA: unit / 32, stitched; MAC: flat)")
+    axes.set_ylabel("MiniLM zero-shot: loss of mean cosine vs fp32")
+    axes.set_yscale("log")
+    axes.legend(fontsize=8)
+    axes.set_title("Accuracy against area: fused (L = 32) and sequential accumulators, e4m3 operands", fontsize=9)
+    figure.tight_layout()
+    for suffix in ("png", "svg"):
+        figure.savefig(out / f"accuracy_vs_um2.{suffix}", dpi=120)
+    plt.close(figure)
+    return "accuracy_vs_um2.png"
+
+
+def plot_section(name: str) -> list[str]:
+    return ["## accuracy against area", "", f"![accuracy against sky130 µm² per product]({name})", "",
+            "MiniLM zero-shot from reports/fdpa_f_sweep/fdpa_f_accuracy.csv (FDPA, 48 sentences) and "
+            "reports/default/minilm.csv (sequential, 147 sentences), each against its own fp32 run (the reference "
+            "is drawn at 1e-6); areas from f_sweep.csv and reports/default/results.csv (notes.md). Made from the "
+            "committed CSVs by `experiments/fdpa_area.py --parts plot`.", ""]
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     fields = list(dict.fromkeys(key for row in rows for key in row))
     with path.open("w", newline="") as handle:
@@ -256,6 +312,16 @@ def main() -> int:
 
     out = writable_folder(Path(args.out), "--out")
     cache = ResultCache(writable_folder(Path(args.cache_dir), "--cache-dir") if args.cache_dir else default_cache_dir())
+    if args.parts == ["plot"]:  # the figure from the committed CSVs; README.md keeps its tables and times
+        plotted = plot_accuracy(out)
+        if plotted is None:
+            raise SystemExit(f"--parts plot: needs {out / 'f_sweep.csv'}, {ACCURACY_CSV} and reports/default's CSVs")
+        readme = out / "README.md"
+        text = readme.read_text() if readme.exists() else ""
+        if "## accuracy against area" not in text:
+            head, marker, tail = text.partition("## time per synthesis")
+            readme.write_text(head + "\n".join(plot_section(plotted)) + "\n" + marker + tail)
+        return 0
     runner = Runner(cache, args.timeout, args.input)
     started_at, started, load_start = datetime.now(timezone.utc), time.perf_counter(), load()
     tables = {}
@@ -268,6 +334,7 @@ def main() -> int:
     if "flat" in args.parts:
         tables["flat_vs_stitched"] = flat_part(runner, args.flat_groups)
         write_csv(out / "flat_vs_stitched.csv", tables["flat_vs_stitched"])
+    plotted = plot_accuracy(out) if "plot" in args.parts else None
     write_csv(out / "timings.csv", runner.log)
     meta = {
         "command": shlex.join([".venv/bin/python", "experiments/fdpa_area.py", *sys.argv[1:]]),
@@ -283,7 +350,10 @@ def main() -> int:
              "Generated by experiments/fdpa_area.py; the notes below the tables are in notes.md.", ""]
     for name, rows in tables.items():
         lines += [f"## {name}", "", table(rows), ""]
-    lines += ["## time per synthesis", "", table(runner.log), ""]
+    if plotted:
+        lines += plot_section(plotted)
+    if runner.log:
+        lines += ["## time per synthesis", "", table(runner.log), ""]
     (out / "README.md").write_text("\n".join(lines))
     return 0
 
