@@ -100,6 +100,7 @@ table {{ border-collapse: collapse; font-size: 0.85em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; white-space: nowrap; }}
 th {{ background: #f0f0f0; white-space: normal; max-width: 9em; vertical-align: bottom; }}
 td:first-child, th:first-child {{ text-align: left; }}
+td:nth-child(2) {{ white-space: normal; max-width: 22em; }}  /* long '/'-separated lists (the LM's per-layer margins) wrap at their <wbr> */
 tr.pareto td {{ background: #eef7ee; }}
 p.caption, p.method {{ font-size: 0.85em; color: #444; max-width: 75em; }}
 figure {{ display: inline-block; vertical-align: top; margin: 1em 1em 0 0; max-width: 640px; }}
