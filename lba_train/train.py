@@ -164,7 +164,8 @@ def train_float(model: nn.Module, train_loader, val_loader, *, options: TrainOpt
     return _fit(copy.deepcopy(model), train_loader, val_loader, options)
 
 
-def _pair(value, name: str) -> tuple:
+def stage_pair(value, name: str) -> tuple:
+    """``value`` as (stage 1, stage 2): a pair as given, one value for both stages."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ConfigError(f"{name} must be one value or a pair (stage 1, stage 2), got {value!r}")
@@ -203,7 +204,7 @@ class FinetuneOptions:
     log: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
-        epochs, lrs = _pair(self.epochs, "FinetuneOptions.epochs"), _pair(self.lr, "FinetuneOptions.lr")
+        epochs, lrs = stage_pair(self.epochs, "FinetuneOptions.epochs"), stage_pair(self.lr, "FinetuneOptions.lr")
         if any(not isinstance(count, int) or isinstance(count, bool) or count < 0 for count in epochs):
             raise ConfigError(f"FinetuneOptions.epochs must be non-negative integers, got {self.epochs!r}")
         for value in lrs:

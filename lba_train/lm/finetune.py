@@ -27,16 +27,9 @@ from lba_core import ConfigError, MacConfig
 from ..convert import set_collect_stats, set_lba_config
 from .evaluate import (LMEvalOptions, LMPoint, ModelOutputs, convert_for_evaluation, model_context, model_outputs,
                        score_converted, test_windows)
+from ..train import stage_pair
 from .train import LMTrainOptions, bits_per_byte, learning_rate
 from .windows import byte_stream, random_windows
-
-
-def _pair(value, name: str) -> tuple:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ConfigError(f"{name} must be one value or a pair (stage 1, stage 2), got {value!r}")
-        return tuple(value)
-    return (value, value)
 
 
 @dataclass(frozen=True)
@@ -55,7 +48,7 @@ class LMFinetuneOptions:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        steps, lrs = _pair(self.steps, "LMFinetuneOptions.steps"), _pair(self.lr, "LMFinetuneOptions.lr")
+        steps, lrs = stage_pair(self.steps, "LMFinetuneOptions.steps"), stage_pair(self.lr, "LMFinetuneOptions.lr")
         if any(not isinstance(count, int) or isinstance(count, bool) or count < 0 for count in steps):
             raise ConfigError(f"LMFinetuneOptions.steps must be non-negative integers, got {self.steps!r}")
         if any(isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0 for rate in lrs):
