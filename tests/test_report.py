@@ -178,6 +178,38 @@ def test_a_partial_run_keeps_the_other_rows_predictions(report):
     assert table.loc["s-e5m2", "stage2_beyond_noise"] == True  # noqa: E712 (numpy bool)
 
 
+def test_integer_columns_stay_integers_beside_a_fused_row(tmp_path):
+    """A fused accumulator's row leaves the synthesis cells empty, so pandas holds the integer columns as floats:
+    results.csv still spells them as integers (1421, not 1421.0), empty cells empty, and reads back equal; a
+    results.csv written with the old float spelling reads to the same frame."""
+    import csv
+
+    from hwmodel.report.data import read_results
+    from hwmodel.synthesis import columns
+
+    frame = _results(_points({"s-fp32": 0.9, "s-e4m7": 0.9})).assign(gates=[1421, 606], acc_bias=[127, -3])
+    fused = {**frame.iloc[0].to_dict(), "config": "s-hopper", "acc": "hopper-fp8", "acc_bits": 22,
+             "area_status": "not synthesized: fused FDPA unit, not a MAC"}
+    fused.update({name: np.nan for name in ("gates", "acc_bias", "ge", "ge_reduction", "block_multiplier_ge",
+                                            "block_adder_ge")})
+    frame = pd.concat([frame, pd.DataFrame([fused])], ignore_index=True)
+    assert frame["gates"].dtype == float and frame["acc_bias"].dtype == float
+    write_results(frame, tmp_path / "new")
+    with (tmp_path / "new" / "results.csv").open(encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [(row["gates"], row["acc_bias"], row["acc_bits"]) for row in rows] == [
+        ("1421", "127", "32"), ("606", "-3", "12"), ("", "", "22")]
+    assert rows[0]["ge"] == "2250.0"  # GE (fractions of a NAND2) are not a count: stays a float
+    written = read_results(tmp_path / "new")
+    pd.testing.assert_frame_equal(written, frame, check_dtype=False)
+    (tmp_path / "old").mkdir()
+    frame.to_csv(tmp_path / "old" / "results.csv", index=False)
+    assert ",1421.0," in (tmp_path / "old" / "results.csv").read_text()
+    pd.testing.assert_frame_equal(read_results(tmp_path / "old"), written)
+    with pytest.raises(ValueError, match="column 'gates' holds whole gates"):
+        columns.to_csv(columns.RESULTS, frame.assign(gates=[1421.5, 606, np.nan]))
+
+
 def test_every_column_of_the_committed_tables_is_declared():
     """results.csv, area.csv, minilm.csv, lm.csv, stats.csv and layer_events.csv of the committed default
     report, and the paper claim's silicon table: every header is declared in hwmodel/synthesis/columns.py."""

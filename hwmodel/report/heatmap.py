@@ -75,8 +75,7 @@ def write_layer_events(out: Path, current: pd.DataFrame, configs: Sequence[str])
     order = {config: index for index, config in enumerate(configs)}
     table = table[table["config"].isin(order)]
     table = table.iloc[np.argsort([order[config] for config in table["config"]], kind="stable")]
-    columns.check_declared(columns.LAYER_EVENTS, table.columns)
-    atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(path, columns.to_csv(columns.LAYER_EVENTS, table, float_format="%.6g"))
     return table
 
 

@@ -65,8 +65,7 @@ def build_report(out_dir: "str | Path", title: str | None = None, notes: str | N
     table = statistics(df, predictions)
     sections = registry.report_sections(out)
     if predictions is not None:
-        columns.check_declared(columns.STATS, table.columns)
-        atomic_write_text(out / STATS_FILE, table.to_csv(index=False, float_format="%.6g"))
+        atomic_write_text(out / STATS_FILE, columns.to_csv(columns.STATS, table, float_format="%.6g"))
     silicon = {name: axis for name, axis in silicon_axes(df).items()
                if isinstance(axis, CostAxis) and plot_accuracy_vs_cost(df, table, out, axis)}
     plots = [name for name in (plot_accuracy_vs_cost(df, table, out), plot_difference(df, table, out),
@@ -92,8 +91,7 @@ def write_results(df: pd.DataFrame, out_dir: "str | Path", title: str | None = N
     """Write results.csv, notes.txt, title.txt and (given) predictions.json — see
     :func:`predictions_from_points` — then build the report from them."""
     out = Path(out_dir)
-    columns.check_declared(columns.RESULTS, df.columns)
-    atomic_write_text(out / RESULTS_FILE, df.to_csv(index=False))
+    atomic_write_text(out / RESULTS_FILE, columns.to_csv(columns.RESULTS, df))
     atomic_write_text(out / NOTES_FILE, notes)
     if title:
         atomic_write_text(out / TITLE_FILE, title + "\n")

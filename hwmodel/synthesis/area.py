@@ -221,8 +221,7 @@ def write_area_report(df: pd.DataFrame, out_dir: Path | str, title: str = "MAC a
     """Write ``area.csv`` (every column) and ``area.md`` (summary, blocks, cost model) into ``out_dir``."""
     out = Path(out_dir)
     paths = {"csv": out / "area.csv", "md": out / "area.md"}
-    columns.check_declared(columns.AREA, df.columns)
-    atomic_write_text(paths["csv"], df.to_csv(index=False))
+    atomic_write_text(paths["csv"], columns.to_csv(columns.AREA, df))
     block_columns = ["config", "ge", *columns.names(columns.AREA, family="block", present=df.columns),
                      "blocks_ge", "blocks_overhead"]
     fpga_columns = ["config", *columns.names(columns.AREA, family="fpga", present=df.columns)]

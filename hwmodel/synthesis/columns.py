@@ -3,9 +3,9 @@
 The sweep's ``results.csv``, the area sweep's ``area.csv``, the workloads' ``minilm.csv`` and ``lm.csv``, the
 report's ``stats.csv`` and ``layer_events.csv`` and the paper claim's ``paper_claim_silicon.csv`` are written
 and read through this module: writers name their columns with it (:func:`block_ge`, :func:`target_column`,
-:func:`ratio_column`) and check what they write (:func:`check_declared`); readers select columns by their
-declared kind, family or target (:func:`names`) and take table headings with units from it (:func:`heading`),
-never by matching a prefix or suffix of a column name.
+:func:`ratio_column`) and write through it (:func:`to_csv`: the columns checked, integers written as integers);
+readers select columns by their declared kind, family or target (:func:`names`) and take table headings with
+units from it (:func:`heading`), never by matching a prefix or suffix of a column name.
 
 It lives in ``hwmodel/synthesis`` because that is the lowest layer that knows the synthesis targets whose
 columns it declares (standard-cell libraries, FPGA flows and devices, the datapath blocks); every writer
@@ -43,7 +43,8 @@ class Column:
     reader selects, e.g. "block" for the per-block GE), ``target`` (the synthesis target or library) and
     ``signed`` (a difference or an error: shown with its sign), ``needs`` (a column a writer always writes with
     this one: a table with one and not the other was edited), ``text`` (values written as text although the
-    column has a unit, e.g. a list of margins)."""
+    column has a unit, e.g. a list of margins), ``integer`` (whole numbers or empty: by default a column whose
+    unit counts things, :data:`COUNT_UNITS`)."""
 
     name: str
     unit: str
@@ -55,6 +56,7 @@ class Column:
     signed: bool = False
     needs: str = ""
     text: bool = False
+    integer: bool = False
 
     @property
     def numeric(self) -> bool:
@@ -67,9 +69,16 @@ class Column:
         return "%" if self.unit == FRACTION else self.unit
 
 
+#: Units that count whole things: a column in one of them holds integers (or is empty).
+COUNT_UNITS = frozenset({"bits", "gates", "flip-flops", "transistors", "cells", "LUTs", "DSPs", "carry cells",
+                         "products", "MACs", "steps", "events", "values", "seeds", "examples", "sentences", "windows",
+                         "bytes"})
+
+
 def _col(name: str, unit: str, kind: str, meaning: str, label: str = "", **extra) -> Column:
     if kind not in KINDS:
         raise ValueError(f"column {name}: kind {kind!r} is not one of {KINDS}")
+    extra.setdefault("integer", unit in COUNT_UNITS and not extra.get("text", False))
     return Column(name, unit, kind, meaning, label or name, **extra)
 
 
@@ -85,7 +94,7 @@ _CONFIG = (
     _col("chunk", "products", "determinant", "products per chunk before the chunk sum is added (0: one chunk)",
          "Chunk"),
     _col("acc_bias", "", "determinant", "the accumulator format's exponent bias as trained and synthesized",
-         "Bias"),
+         "Bias", integer=True),
     _col("bias_mode", "", "determinant", "how the accumulator was fitted to the operands (calibrate, margin, "
          "format, paper)", "Fitted by"),
     _col("settings_hash", "", "determinant", "hash of everything that determined the row (its point keys)"),
@@ -368,6 +377,26 @@ def check_declared(table: str, header: Iterable[str]) -> None:
     if missing:
         raise UndeclaredColumn(f"{table}: column {missing[0]!r} is not declared in hwmodel/synthesis/columns.py "
                                f"({len(missing)} undeclared: {', '.join(missing)})")
+
+
+def to_csv(table: str, frame, float_format: str | None = None) -> str:
+    """``table``'s CSV text of the DataFrame ``frame``, for every writer of a declared table: the columns are
+    checked (:func:`check_declared`) and integer columns (:attr:`Column.integer`) are written as integers, empty
+    cells empty (an empty cell, e.g. a fused unit's synthesis figures, makes pandas hold such a column as floats,
+    which would be written 1421.0). ``float_format`` applies to the other numeric columns."""
+    check_declared(table, frame.columns)
+    declared = SCHEMA[table]
+    whole = {}
+    for name in frame.columns:
+        values = frame[name]
+        if declared[name].integer and values.dtype.kind == "f":
+            fractional = values.notna() & (values % 1 != 0)
+            if fractional.any():
+                raise ValueError(f"{table}: column {name!r} holds whole {declared[name].unit or 'numbers'} "
+                                 f"(hwmodel/synthesis/columns.py), but {values[fractional].iloc[0]!r} was to be "
+                                 "written")
+            whole[name] = values.astype("Int64")
+    return frame.assign(**whole).to_csv(index=False, float_format=float_format)
 
 
 def names(table: str, *, kind: str | None = None, family: str | None = None, target: str | None = None,

@@ -97,8 +97,7 @@ def write_silicon_claim(configs: Sequence[MacConfig], silicon: Sequence[dict[str
     rows = claim_rows(configs, silicon)
     paths = {"silicon_csv": out / "paper_claim_silicon.csv", "silicon_md": out / "paper_claim_silicon.md"}
     frame = pd.DataFrame(rows)
-    columns.check_declared(columns.SILICON, frame.columns)
-    atomic_write_text(paths["silicon_csv"], frame.to_csv(index=False))
+    atomic_write_text(paths["silicon_csv"], columns.to_csv(columns.SILICON, frame))
     sections = ["# MAC in standard cells with FP8 inputs: standard vs 12-bit accumulators", provenance]
     for library in libraries:
         figures = [("um2", "µm²"), ("period_ns", "period ns"), ("pj_per_mac", "pJ/MAC"),

@@ -170,5 +170,4 @@ def write_merged_table(path: Path, frame: pd.DataFrame, earlier: dict | None, se
         if old is not None and "requested" in old:
             kept = old[~old["requested"].isin(set(frame["requested"]) if len(frame) else set())]
             frame = pd.concat([kept, frame], ignore_index=True) if len(kept) else frame
-    columns.check_declared(path.name, frame.columns)  # minilm.csv, lm.csv: hwmodel/synthesis/columns.py
-    atomic_write_text(path, frame.to_csv(index=False))
+    atomic_write_text(path, columns.to_csv(path.name, frame))  # minilm.csv, lm.csv: hwmodel/synthesis/columns.py
