@@ -81,16 +81,20 @@ FIXED_DATAPATH = {
 
 
 def float_tops(cfg: MacConfig, pipeline: int = 0) -> tuple[dict[str, wiring.Component], dict[str, int]]:
-    """The floating-point FMAq and MAC (pipelined when ``pipeline`` > 0), and their datapath widths."""
+    """The floating-point FMAq and MAC (pipelined when ``pipeline`` > 0), and their datapath widths; the plan is
+    derived once here and shared by every component of the export."""
     plan = plan_datapath(cfg)
-    tops = {"fmaq": FMAq(cfg), "mac": PipelinedMAC(cfg, pipeline) if pipeline else MAC(cfg)}
+    tops = {
+        "fmaq": FMAq(cfg, plan=plan),
+        "mac": PipelinedMAC(cfg, pipeline, plan=plan) if pipeline else MAC(cfg, plan=plan),
+    }
     return tops, {key: getattr(plan, name) for key, name in FLOAT_DATAPATH.items()}
 
 
 def fixed_tops(cfg: MacConfig) -> tuple[dict[str, wiring.Component], dict[str, int]]:
     """The integer/fixed-point FMAq and MAC (rtl.intmac), exported under the same top names."""
     path = check_fixed_config(cfg)
-    tops = {"fmaq": FixedFMAq(cfg), "mac": FixedMAC(cfg)}
+    tops = {"fmaq": FixedFMAq(cfg, plan=path), "mac": FixedMAC(cfg, plan=path)}
     return tops, {key: getattr(path, name) for key, name in FIXED_DATAPATH.items()}
 
 

@@ -21,7 +21,7 @@ from .blocks import (
     connect_fields,
     event_ports,
 )
-from .plan import check_config, plan_datapath
+from .plan import check_float_component, component_plan
 
 
 def step_ports(cfg: MacConfig, addend_ports: dict) -> dict:
@@ -77,10 +77,12 @@ def round_product(m: Module, plan: DatapathPlan, exact) -> ProductRounder:
 class ConfiguredComponent(wiring.Component):
     """A component built from a MacConfig. The configuration is checked before the object exists: a rejected
     configuration raises its ConfigError without leaving a never-elaborated Amaranth object behind (which
-    Amaranth would report as an UnusedElaboratable warning)."""
+    Amaranth would report as an UnusedElaboratable warning). Its ``plan`` argument is the configuration's
+    DatapathPlan where the caller has it (an export derives it once for all its components); without it the
+    component derives it (rtl.plan.component_plan)."""
 
-    def __new__(cls, cfg: MacConfig, *args, **kwargs):
-        check_config(cfg)
+    def __new__(cls, cfg: MacConfig, *args, plan: DatapathPlan | None = None, **kwargs):
+        check_float_component(cfg, plan)
         return super().__new__(cls, cfg, *args, **kwargs)
 
 
@@ -91,8 +93,8 @@ class FMAq(ConfiguredComponent):
     codes. Raises ConfigError at construction for configurations no circuit implements.
     """
 
-    def __init__(self, cfg: MacConfig):
-        self.plan = plan_datapath(cfg)
+    def __init__(self, cfg: MacConfig, *, plan: DatapathPlan | None = None):
+        self.plan = component_plan(cfg, plan)
         self.cfg = cfg
         super().__init__(step_ports(cfg, {"a": In(cfg.a_format.width), "b": In(cfg.b_format.width)}))
 
@@ -121,8 +123,8 @@ class ChunkAdder(ConfiguredComponent):
     Both operands are cfg.acc codes, so the window is ``plan.chunk_window_bits`` (accumulator significand + 2).
     """
 
-    def __init__(self, cfg: MacConfig):
-        self.plan = plan_datapath(cfg)
+    def __init__(self, cfg: MacConfig, *, plan: DatapathPlan | None = None):
+        self.plan = component_plan(cfg, plan)
         self.cfg = cfg
         super().__init__(step_ports(cfg, {"addend": In(cfg.acc.width)}))
 

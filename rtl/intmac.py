@@ -26,6 +26,7 @@ from lba_core import ConfigError, FixedDatapathPlan, FixedFormat, FloatFormat, M
 
 from .blocks import EVENT_FIELDS, add_block, connect_fields, event_ports
 from .mac import accumulate_into_register, mac_ports
+from .plan import check_plan_matches
 
 
 #: The widths of a fixed-point MAC, derived once in lba_core.datapath (the simulator's int_gemm reads it too).
@@ -34,13 +35,25 @@ FixedDatapath = FixedDatapathPlan
 
 def check_fixed_config(cfg: MacConfig) -> FixedDatapath:
     """The datapath of a fixed-point MAC, or a ConfigError naming what no circuit implements."""
+    check_fixed_buildable(cfg)
+    return derive_fixed_datapath(cfg)
+
+
+def check_fixed_buildable(cfg: MacConfig) -> None:
+    """The ConfigError naming what no fixed-point circuit implements (no derivation: a component runs it before
+    it exists and derives its plan once, or takes its caller's)."""
     if not cfg.fixed_acc:
         raise ConfigError(f"{cfg.name}: the fixed-point MAC needs an integer or fixed-point accumulator")
     if isinstance(cfg.a_format, FixedFormat) != isinstance(cfg.b_format, FixedFormat):
         raise ConfigError(f"{cfg.name}: the RTL needs both operands floating point or both integer/fixed point")
     if cfg.chunk_size is not None:
         raise ConfigError(f"{cfg.name}: the fixed-point MAC circuit accumulates in one chain (chunk_size=None)")
-    return derive_fixed_datapath(cfg)
+
+
+def fixed_component_plan(cfg: MacConfig, plan: FixedDatapath | None) -> FixedDatapath:
+    """The datapath a fixed-point component of cfg is built from: its caller's (an export derives it once for
+    both tops) or, without one, derived here; FixedComponent checked both before the component existed."""
+    return derive_fixed_datapath(cfg) if plan is None else plan
 
 
 class FixedMultiplier(wiring.Component):
@@ -194,18 +207,20 @@ class Saturation(wiring.Component):
 
 
 class FixedComponent(wiring.Component):
-    """A component built from a fixed-point MacConfig, checked before the object exists (see fmaq.py)."""
+    """A component built from a fixed-point MacConfig, checked before the object exists (see fmaq.py); its
+    ``plan`` argument is the configuration's FixedDatapathPlan where the caller has it."""
 
-    def __new__(cls, cfg: MacConfig, *args, **kwargs):
-        check_fixed_config(cfg)
+    def __new__(cls, cfg: MacConfig, *args, plan: FixedDatapath | None = None, **kwargs):
+        check_fixed_buildable(cfg)
+        check_plan_matches(cfg, plan)
         return super().__new__(cls)
 
 
 class FixedFMAq(FixedComponent):
     """acc_out = keep(acc_in + G(a * b)) with overflow/underflow/swamp: the FMAq of docs/arithmetic.md §8."""
 
-    def __init__(self, cfg: MacConfig):
-        self.path = check_fixed_config(cfg)
+    def __init__(self, cfg: MacConfig, *, plan: FixedDatapath | None = None):
+        self.path = fixed_component_plan(cfg, plan)
         self.cfg = cfg
         super().__init__(
             {
@@ -246,8 +261,8 @@ class FixedFMAq(FixedComponent):
 class FixedMAC(FixedComponent):
     """Sequential fixed-point MAC with the MAC's ports and timing (valid, clear, a, b in; registered acc out)."""
 
-    def __init__(self, cfg: MacConfig):
-        self.fmaq = FixedFMAq(cfg)
+    def __init__(self, cfg: MacConfig, *, plan: FixedDatapath | None = None):
+        self.fmaq = FixedFMAq(cfg, plan=plan)
         self.cfg = cfg
         super().__init__(mac_ports(cfg))
 

@@ -19,10 +19,11 @@ from amaranth import Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from lba_core import MacConfig
+from lba_core import DatapathPlan, MacConfig
 
 from .blocks import add_block
 from .fmaq import ChunkAdder, ConfiguredComponent, FMAq
+from .plan import component_plan
 
 
 class Register(wiring.Component):
@@ -68,8 +69,9 @@ class MAC(ConfiguredComponent):
     Ports: ``valid``, ``clear``, ``a``, ``b`` in, registered ``acc`` out (plus the sync domain's clk and rst).
     """
 
-    def __init__(self, cfg: MacConfig):
-        self.fmaq = FMAq(cfg)  # validates cfg before anything else is built
+    def __init__(self, cfg: MacConfig, *, plan: DatapathPlan | None = None):
+        self.plan = component_plan(cfg, plan)
+        self.fmaq = FMAq(cfg, plan=self.plan)
         self.cfg = cfg
         super().__init__(mac_ports(cfg))
 
@@ -85,7 +87,7 @@ class MAC(ConfiguredComponent):
 
     def elaborate_chunked(self, m: Module, fmaq: FMAq, chunk_size: int) -> None:
         width = self.cfg.acc.width
-        chunk_adder = add_block(m, ChunkAdder(self.cfg))
+        chunk_adder = add_block(m, ChunkAdder(self.cfg, plan=self.plan))
         partial = add_block(m, Register(width), "partial")
         total = add_block(m, Register(width), "total")
         count = add_block(m, Register(chunk_size.bit_length()), "count")

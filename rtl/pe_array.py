@@ -18,13 +18,13 @@ from amaranth import Cat, Module, Mux, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from lba_core import ConfigError, MacConfig
+from lba_core import ConfigError, DatapathPlan, MacConfig
 
 from .blocks import EVENT_FIELDS, event_ports, gated_events
 from .export import write_top
 from .fmaq import ChunkAdder, ConfiguredComponent, FMAq
 from .mac import Register
-from .plan import plan_datapath
+from .plan import check_float_component, component_plan
 
 DATAFLOWS = ("weight-stationary",)
 
@@ -62,13 +62,15 @@ def array_block_of(origin: type, name: str) -> str | None:
     return stem if stem in ARRAY_BLOCKS else None
 
 
-def check_array(rows: int, cols: int, cfg: MacConfig, dataflow: str, depth: int) -> None:
+def check_array(
+    rows: int, cols: int, cfg: MacConfig, dataflow: str, depth: int, plan: DatapathPlan | None = None
+) -> None:
     for name, value in (("rows", rows), ("cols", cols), ("depth", depth)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"PEArray {name} must be a positive integer, got {value!r}")
     if dataflow not in DATAFLOWS:
         raise ConfigError(f"PEArray dataflow must be one of {', '.join(DATAFLOWS)}, got {dataflow!r}")
-    plan_datapath(cfg)
+    check_float_component(cfg, plan)
     if cfg.chunk_size not in (None, rows):
         raise ConfigError(
             f"{cfg.name}: a {rows}-row array accumulates chunks of {rows} products, but the configuration "
@@ -80,9 +82,9 @@ class ProcessingElement(ConfiguredComponent):
     """One PE: a weight register, an FMAq, and the registers that pass the activation right and the
     partial sum down. The step's events are gated by its valid bit (a bubble raises nothing)."""
 
-    def __init__(self, cfg: MacConfig):
+    def __init__(self, cfg: MacConfig, *, plan: DatapathPlan | None = None):
         self.cfg = cfg
-        self.fmaq = FMAq(cfg)
+        self.fmaq = FMAq(cfg, plan=plan)
         super().__init__(
             {
                 "x_in": In(cfg.a_format.width),
@@ -129,9 +131,9 @@ class OutputColumn(ConfiguredComponent):
     every total to +0 (and wins over a fold in the same cycle). ``read_row`` selects the total on ``total``.
     """
 
-    def __init__(self, cfg: MacConfig, depth: int):
+    def __init__(self, cfg: MacConfig, depth: int, *, plan: DatapathPlan | None = None):
         self.cfg, self.depth = cfg, depth
-        self.chunk_adder = ChunkAdder(cfg)
+        self.chunk_adder = ChunkAdder(cfg, plan=plan)
         address = address_bits(depth)
         super().__init__(
             {
@@ -275,14 +277,17 @@ def tile_counts(rows: int, cols: int) -> dict[str, int]:
     return {"feeder": 1, "pe": rows * cols, "column": cols}
 
 
-def array_tile(tile: str, rows: int, cols: int, cfg: MacConfig, depth: int) -> wiring.Component:
-    """A fresh tile of a rows x cols array (for synthesis one tile at a time)."""
+def array_tile(
+    tile: str, rows: int, cols: int, cfg: MacConfig, depth: int, plan: DatapathPlan | None = None
+) -> wiring.Component:
+    """A fresh tile of a rows x cols array (for synthesis one tile at a time); ``plan``: the array's datapath,
+    derived once for all its tiles (a tile synthesized alone derives its own)."""
     if tile == "feeder":
         return Feeder(rows, cols, cfg.a_format.width, address_bits(depth))
     if tile == "pe":
-        return ProcessingElement(cfg)
+        return ProcessingElement(cfg, plan=plan)
     if tile == "column":
-        return OutputColumn(cfg, depth)
+        return OutputColumn(cfg, depth, plan=plan)
     raise ValueError(f"unknown array tile {tile!r}; choose from {', '.join(TILE_NAMES)}")
 
 
@@ -301,16 +306,28 @@ class PEArray(ConfiguredComponent):
     registers), ``pe_<i>_<j>`` (ProcessingElement) and ``column_<j>`` (OutputColumn).
     """
 
-    def __new__(cls, rows: int, cols: int, cfg: MacConfig, dataflow: str = "weight-stationary", *, depth=None):
-        check_array(rows, cols, cfg, dataflow, buffer_depth(rows, depth))
+    def __new__(
+        cls, rows: int, cols: int, cfg: MacConfig, dataflow: str = "weight-stationary", *, depth=None, plan=None
+    ):
+        check_array(rows, cols, cfg, dataflow, buffer_depth(rows, depth), plan)
         return wiring.Component.__new__(cls)
 
-    def __init__(self, rows: int, cols: int, cfg: MacConfig, dataflow: str = "weight-stationary", *, depth=None):
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        cfg: MacConfig,
+        dataflow: str = "weight-stationary",
+        *,
+        depth=None,
+        plan: DatapathPlan | None = None,
+    ):
         self.rows, self.cols, self.cfg, self.dataflow = rows, cols, cfg, dataflow
         self.depth = buffer_depth(rows, depth)
+        self.plan = component_plan(cfg, plan)  # one derivation for every PE and column
         self.feeder = array_tile("feeder", rows, cols, cfg, self.depth)
-        self.pes = [[array_tile("pe", rows, cols, cfg, self.depth) for _ in range(cols)] for _ in range(rows)]
-        self.columns = [array_tile("column", rows, cols, cfg, self.depth) for _ in range(cols)]
+        self.pes = [[array_tile("pe", rows, cols, cfg, self.depth, self.plan) for _ in range(cols)] for _ in range(rows)]
+        self.columns = [array_tile("column", rows, cols, cfg, self.depth, self.plan) for _ in range(cols)]
         steps = (rows + 1) * cols
         super().__init__(
             {

@@ -19,12 +19,12 @@ from types import SimpleNamespace
 
 from amaranth import Cat, Module, Mux
 
-from lba_core import ConfigError, MacConfig
+from lba_core import ConfigError, DatapathPlan, MacConfig
 
 from .blocks import Multiplier, add_block
 from .fmaq import ConfiguredComponent, build_accumulate, round_product
 from .mac import Register, mac_ports
-from .plan import plan_datapath
+from .plan import component_plan
 
 PIPELINE_STAGES = (0, 1, 2)
 
@@ -54,14 +54,14 @@ def _registered(m: Module, role: str, fields: dict, enable=1) -> SimpleNamespace
 class PipelinedMAC(ConfiguredComponent):
     """The plain MAC with ``stages`` product registers before the accumulation loop; same ports as MAC."""
 
-    def __new__(cls, cfg: MacConfig, stages: int):
+    def __new__(cls, cfg: MacConfig, stages: int, *, plan: DatapathPlan | None = None):
         check_pipeline(cfg, stages)  # before the object exists (no never-elaborated component is left behind)
         if stages == 0:
             raise ConfigError("PipelinedMAC needs 1 or 2 stages; the plain MAC is rtl.MAC")
-        return super().__new__(cls, cfg, stages)
+        return super().__new__(cls, cfg, stages, plan=plan)
 
-    def __init__(self, cfg: MacConfig, stages: int):
-        self.plan = plan_datapath(cfg)
+    def __init__(self, cfg: MacConfig, stages: int, *, plan: DatapathPlan | None = None):
+        self.plan = component_plan(cfg, plan)
         self.cfg = cfg
         self.stages = stages
         super().__init__(mac_ports(cfg))

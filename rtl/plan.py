@@ -1,4 +1,5 @@
-"""Validation of a MacConfig for the circuit generator; its datapath widths come from lba_core.datapath.
+"""Validation of a MacConfig for the circuit generator; its datapath widths come from lba_core.datapath,
+derived once per export and handed to every component built for it (component_plan).
 
 Everything here is plain Python on lba_core objects: it runs before any Amaranth elaboration, so a bad
 configuration fails with a ConfigError naming the problem instead of an Amaranth traceback.
@@ -8,13 +9,39 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from lba_core import ConfigError, DatapathPlan, FloatFormat, MacConfig, derive_datapath
+from lba_core import ConfigError, DatapathPlan, FixedDatapathPlan, FloatFormat, MacConfig, derive_datapath
 
 
 def plan_datapath(cfg: MacConfig) -> DatapathPlan:
     """Check that the generator can build cfg and return its datapath; raises ConfigError otherwise."""
     check_config(cfg)
     return derive_datapath(cfg)
+
+
+def component_plan(cfg: MacConfig, plan: DatapathPlan | None) -> DatapathPlan:
+    """The datapath a floating-point component of cfg is built from: ``plan`` when its caller has it (an export
+    derives it once and hands it to every component it builds), else derived here. The component checked both
+    before it existed (check_float_component), so this only derives."""
+    return derive_datapath(cfg) if plan is None else plan
+
+
+def check_float_component(cfg: MacConfig, plan: DatapathPlan | None) -> None:
+    """What a floating-point circuit (FMAq, ChunkAdder, MAC, PipelinedMAC, the PE array) checks before it
+    exists: check_config, a floating-point accumulator (an integer/fixed-point or fused one is another
+    circuit, and check_config alone passes it: the sweep checks integer rows with it), and a given plan."""
+    if isinstance(cfg, MacConfig) and not isinstance(cfg.acc, FloatFormat):
+        raise ConfigError(
+            f"{cfg.name}: the floating-point MAC circuits need a floating-point accumulator, got {cfg.acc.name} "
+            "(integer/fixed-point accumulators: rtl.FixedFMAq, rtl.FixedMAC; fused ones: rtl.fdpa)"
+        )
+    check_config(cfg)
+    check_plan_matches(cfg, plan)
+
+
+def check_plan_matches(cfg: MacConfig, plan: DatapathPlan | FixedDatapathPlan | None) -> None:
+    """A plan handed to a component must be that of the component's own configuration (None: none handed)."""
+    if plan is not None and plan.cfg != cfg:
+        raise ConfigError(f"the datapath plan given for {cfg.name} was derived for {plan.cfg.name}")
 
 
 def check_config(cfg: MacConfig) -> None:
