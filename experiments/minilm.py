@@ -25,7 +25,7 @@ import torch
 
 from lba_core import FloatFormat, MacConfig
 from lba_core.fileio import atomic_write, atomic_write_text
-from lba_train import minilm
+from lba_train import minilm, minilm_distill
 from lba_train.bias import BIAS_MODES, resolve_bias
 from lba_train.layers import LayerOptions
 
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bias", choices=BIAS_MODES, default="paper",
                         help="accumulator exponent bias: the format's own, the paper's rule, or calibrated")
     parser.add_argument("--chunk", type=int, default=None, metavar="N", help="MAC chunk size (default: one chunk)")
-    defaults = minilm.DistillConfig()
+    defaults = minilm_distill.DistillConfig()
     parser.add_argument("--baseline", default="fp32",
                         help="the accumulator every row is compared with, stage by stage (its rows may come from another shard)")
     parser.add_argument("--stage1-steps", type=int, default=defaults.stage1_steps,
@@ -95,9 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--eval-limit must be at least 3 (the metrics compare pairs and rankings)")
     FloatFormat.parse(args.baseline)
     try:
-        args.distill = minilm.DistillConfig(args.stage1_steps, args.stage2_steps, args.lr, args.seed,
-                                            warmup_steps=args.warmup_steps, eval_every=args.eval_every,
-                                            patience=args.patience)
+        args.distill = minilm_distill.DistillConfig(args.stage1_steps, args.stage2_steps, args.lr, args.seed,
+                                                    warmup_steps=args.warmup_steps, eval_every=args.eval_every,
+                                                    patience=args.patience)
     except ValueError as error:
         parser.error(str(error))
     if args.resamples < 2:
@@ -153,8 +153,8 @@ def run(args: argparse.Namespace, command: str) -> None:
             start = time.perf_counter()
             result = None
             if distill_config is not None:
-                result = minilm.distill(model, work.train_batches, work.train_targets, distill_config,
-                                        held_out=work.held_out)
+                result = minilm_distill.distill(model, work.train_batches, work.train_targets, distill_config,
+                                                held_out=work.held_out)
             metrics, embeddings = measure(model, work, f"{acc} {stage}")
             row = {"acc": acc, "config": cfg.name, "stage": stage, **metrics}
             row.update(seconds=time.perf_counter() - start, steps=result.steps if result else 0,

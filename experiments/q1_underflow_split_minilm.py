@@ -2,9 +2,9 @@
 with the stage-1 (underflow off) / stage-2 (underflow on) split of a fixed step budget swept.
 
 For each split s of S steps: a fresh copy of the encoder on the accumulator, s distillation steps with
-underflow off, S - s with underflow on (lba_train.minilm.distill: same seed, hence the same batch order, for
-every split; the held-out sentences of prepare_workload are left unused, so every run takes S steps), then the
-evaluation sentences' embeddings with the hardware's arithmetic (and, for reference, with underflow off).
+underflow off, S - s with underflow on (lba_train.minilm_distill.distill: same seed, hence the same batch order,
+for every split; the held-out sentences of prepare_workload are left unused, so every run takes S steps), then
+the evaluation sentences' embeddings with the hardware's arithmetic (and, for reference, with underflow off).
 Intervals: lba_train.minilm.bootstrap_metrics over the evaluation sentences; differences to the one-stage run
 (s = 0) are paired over the same resampled sentences.
 
@@ -30,7 +30,7 @@ from questions import (
 )
 
 from lba_core import MacConfig
-from lba_train import minilm
+from lba_train import minilm, minilm_distill
 from lba_train.bias import BIAS_MODES, resolve_bias
 from lba_train.convert import set_lba_config
 from lba_train.layers import LayerOptions
@@ -103,8 +103,10 @@ def run(args: argparse.Namespace, argv) -> Runs:
         model = minilm.lbaify_minilm(work.encoder, cfg, LayerOptions(collect_stats=False))
         losses = []
         if split is not None:  # a fixed budget: no held-out early stopping, every step runs
-            config = minilm.DistillConfig(stage1_steps=split, stage2_steps=args.steps - split, lr=args.lr, seed=seed)
-            losses = minilm.distill(model, work.train_batches, work.train_targets, config, progress=False).losses
+            config = minilm_distill.DistillConfig(stage1_steps=split, stage2_steps=args.steps - split, lr=args.lr,
+                                                  seed=seed)
+            losses = minilm_distill.distill(model, work.train_batches, work.train_targets, config,
+                                            progress=False).losses
         embeddings = minilm.embed(model, work.eval_batches)
         one_stage_path = args.out / f"one_stage_{args.acc}_seed{seed}_steps{args.steps}.pt"
         if split == 0:
@@ -178,8 +180,8 @@ def report(args: argparse.Namespace, runs: Runs) -> Path:
               "the differences to the one-stage (0 + S) run are paired (the same resampled sentences). 'underflow "
               "off': the same trained model evaluated without flushing (not the hardware's arithmetic). Loss: "
               "1 - cosine to the teacher on the training batch, the last 10 steps (stage 2's arithmetic unless "
-              "stage 2 is empty). Each stage has lba_train.minilm.DistillConfig's own schedule (linear warm-up, "
-              "cosine decay to zero at the stage's end); no early stopping, so every run takes S steps.", ""]
+              "stage 2 is empty). Each stage has lba_train.minilm_distill.DistillConfig's own schedule (linear "
+              "warm-up, cosine decay to zero at the stage's end); no early stopping, so every run takes S steps.", ""]
     return write_report(args.out, lines)
 
 

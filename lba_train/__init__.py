@@ -20,10 +20,8 @@ from .layers import LayerOptions, LBAConv1d, LBAConv2d, LBALinear, LBAMatMul, Ma
 from .products import AccumulatorCoverage, LBAProducts
 from .models import MLP, SmallResNet, TinyTransformer, build_model
 from .quantizers import TensorQuantizer
-from .train import (
-    FinetuneOptions, FinetuneResult, TrainOptions, TrainResult, evaluate, finetune, run_accuracy_point, train_baseline,
-    train_float,
-)
+from .train import TrainOptions, TrainResult, evaluate, train_baseline, train_float
+from .finetuning import FinetuneOptions, FinetuneResult, finetune, run_accuracy_point
 
 __all__ += [
     "AccumulatorCoverage", "DataBundle", "FinetuneOptions", "FinetuneResult", "LBAConv1d", "LBAConv2d", "LBALinear",

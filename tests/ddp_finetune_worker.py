@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lba_core import MacConfig
-from lba_train.train import FinetuneOptions, finetune
+from lba_train.finetuning import FinetuneOptions, finetune
 
 FEATURES, CLASSES, TRAIN, VAL = 16, 4, 128, 64
 

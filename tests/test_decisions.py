@@ -15,7 +15,7 @@ PACKAGES = ("lba_core", "rtl", "lba_train", "hwmodel")
 DECISIONS = {
     "REFERENCE_ACC": "hwmodel/workloads/comparison.py",
     "GROUP_COLUMNS": "hwmodel/workloads/comparison.py",
-    "ACCURACY_KEYS": "lba_train/train.py",
+    "ACCURACY_KEYS": "lba_train/finetuning.py",
     "MODEL_NAMES": "lba_train/models.py",
     "MODELS": "hwmodel/workloads/minilm.py",  # the digits models are MODEL_NAMES; the sweep's list is derived
     "TARGETS": "hwmodel/synthesis/synth.py",  # the Yosys flows; the sweep's list is known_targets()

@@ -92,7 +92,7 @@ def test_lbaify_runs_a_model_and_reports_truncation_per_layer():
 def test_finetune_runs_with_a_fused_accumulator():
     from lba_train.data import load_digits_data, make_bundle
     from lba_train.models import build_model
-    from lba_train.train import FinetuneOptions, finetune
+    from lba_train.finetuning import FinetuneOptions, finetune
 
     full = load_digits_data(seed=0)
     train_x, train_y = full.train.dataset.tensors

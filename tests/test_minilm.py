@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lba_core import MacConfig
-from lba_train import layers, minilm
+from lba_train import layers, minilm, minilm_distill
 from lba_train.bias import resolve_bias
 from lba_train.layers import LayerOptions, LBALinear, LBAMatMul
 
@@ -177,13 +177,13 @@ def test_held_out_split_is_seeded_and_disjoint():
 
 
 def test_distill_schedule_warms_up_and_decays():
-    config = minilm.DistillConfig(lr=1e-4, warmup_steps=4)
+    config = minilm_distill.DistillConfig(lr=1e-4, warmup_steps=4)
     rates = [config.lr_at(step, 100) for step in range(100)]
     assert rates[:5] == sorted(rates[:5]) and max(rates) == pytest.approx(1e-4)
     assert rates[4:] == sorted(rates[4:], reverse=True) and rates[-1] < 1e-7
     for bad in ({"patience": 0}, {"eval_every": 0}, {"warmup_steps": -1}, {"lr": 0}):
         with pytest.raises(ValueError):
-            minilm.DistillConfig(**bad)
+            minilm_distill.DistillConfig(**bad)
 
 
 class _ToyEncoder(torch.nn.Module):
@@ -208,19 +208,18 @@ def test_distill_converges_and_early_stopping_keeps_the_best_weights():
     batches, targets = _toy_data(12, 1, mapping)
     held = _toy_data(3, 2, mapping)
     student = _ToyEncoder()
-    start = minilm.held_out_loss(student, *held)
-    good = minilm.distill(student, batches, targets, minilm.DistillConfig(60, 60, lr=3e-2, eval_every=10, patience=3),
-                          progress=False, held_out=held)
+    start = minilm_distill.held_out_loss(student, *held)
+    config = minilm_distill.DistillConfig(60, 60, lr=3e-2, eval_every=10, patience=3)
+    good = minilm_distill.distill(student, batches, targets, config, progress=False, held_out=held)
     assert good.steps == len(good.losses) == sum(good.stage_steps)
-    assert minilm.held_out_loss(student, *held) < 0.5 * start
+    assert minilm_distill.held_out_loss(student, *held) < 0.5 * start
     # held-out targets that training moves away from (the opposite map): the first measurement is the best,
     # the stage stops after `patience` worse ones and its start's weights come back
     opposite = _toy_data(3, 2, -mapping)
     drifting = _ToyEncoder()
     before = {name: value.clone() for name, value in drifting.state_dict().items()}
-    result = minilm.distill(drifting, batches, targets, minilm.DistillConfig(50, 5, lr=3e-2, warmup_steps=0,
-                                                                              eval_every=1, patience=2),
-                            progress=False, held_out=opposite)
+    config = minilm_distill.DistillConfig(50, 5, lr=3e-2, warmup_steps=0, eval_every=1, patience=2)
+    result = minilm_distill.distill(drifting, batches, targets, config, progress=False, held_out=opposite)
     measured = [loss for _, stage, loss in result.held_out if stage == 1]
     assert measured[1:] > [measured[0]] * (len(measured) - 1) and len(measured) == 3
     assert result.stage_steps[0] == 2 and result.kept_step[0] == 0

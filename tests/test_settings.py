@@ -113,7 +113,8 @@ def test_workload_tables_come_from_the_registry():
 
 def test_accuracy_defaults_are_lba_trains():
     from lba_train.layers import LayerOptions
-    from lba_train.train import FinetuneOptions, TrainOptions
+    from lba_train.finetuning import FinetuneOptions
+    from lba_train.train import TrainOptions
 
     accuracy, train, finetune = AccuracySpec(), TrainOptions(), FinetuneOptions()
     assert (accuracy.epochs_baseline, accuracy.lr_baseline, accuracy.seed, accuracy.device) == (

@@ -26,10 +26,8 @@ from lba_train.bias import (
 from lba_train.convert import lba_layers, lbaify
 from lba_train.data import _split, load_data, load_digits_data, load_image_folder, load_mnist, make_bundle, read_idx
 from lba_train.models import build_model
-from lba_train.train import (
-    ACCURACY_KEYS, FinetuneOptions, FinetuneResult, TrainOptions, TrainResult, evaluate, finetune, run_accuracy_point,
-    train_baseline, train_float,
-)
+from lba_train.finetuning import ACCURACY_KEYS, FinetuneOptions, FinetuneResult, finetune, run_accuracy_point
+from lba_train.train import TrainOptions, TrainResult, evaluate, train_baseline, train_float
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -24,8 +24,9 @@ from lba_core import ROUNDING_MODES, ConfigError, MacConfig
 from lba_core.fileio import atomic_write, atomic_write_text, markdown_table, writable_folder
 from lba_train.data import load_data
 from lba_train.distributed import Ranks, current_ranks, from_rank0
+from lba_train.finetuning import ACCURACY_KEYS, FinetuneOptions, run_accuracy_point
 from lba_train.layers import LayerOptions
-from lba_train.train import ACCURACY_KEYS, FinetuneOptions, run_accuracy_point, train_baseline
+from lba_train.train import train_baseline
 
 from ..execution import provenance
 from ..execution.interrupt import Interrupted, signals_interrupt

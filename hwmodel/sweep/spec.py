@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lba_core import ROUNDING_MODES, ConfigError, FloatFormat, MacConfig
+from lba_train.finetuning import FinetuneOptions
 from lba_train.layers import LayerOptions
-from lba_train.train import FinetuneOptions, TrainOptions
+from lba_train.train import TrainOptions
 
 from ..synthesis.flows.targets import known_targets
 from ..workloads import registry

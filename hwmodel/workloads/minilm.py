@@ -166,7 +166,7 @@ def _point_job(cfg_dict: dict, mode: str, stage: str, sentence_settings: dict, d
     fine-tuned stage, and embedded with the hardware's arithmetic."""
     import numpy as np
 
-    from lba_train import minilm
+    from lba_train import minilm, minilm_distill
     from lba_train.bias import describe_scale_margins, resolve_bias, scale_margins
     from lba_train.layers import LayerOptions
 
@@ -180,9 +180,9 @@ def _point_job(cfg_dict: dict, mode: str, stage: str, sentence_settings: dict, d
     record: dict[str, Any] = {"steps": 0, "scale_margin": describe_scale_margins(scale_margins(model))}
     if stage == "fine-tuned":
         stage1, stage2 = distill_settings["steps"]
-        result = minilm.distill(model, work.train_batches, work.train_targets,
-                                minilm.DistillConfig(stage1, stage2, distill_settings["lr"], sentence_settings["seed"]),
-                                progress=False, held_out=work.held_out)
+        config = minilm_distill.DistillConfig(stage1, stage2, distill_settings["lr"], sentence_settings["seed"])
+        result = minilm_distill.distill(model, work.train_batches, work.train_targets, config, progress=False,
+                                        held_out=work.held_out)
         record.update(steps=result.steps, stage_steps=list(result.stage_steps), kept_step=list(result.kept_step),
                       held_out_losses=[list(entry) for entry in result.held_out])
     embeddings, events = minilm.embed_with_events(model, work.eval_batches)

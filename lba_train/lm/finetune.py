@@ -1,5 +1,5 @@
 """The paper's two-stage fine-tuning of the language model on an accumulator (the recipe of
-:func:`lba_train.train.finetune`, on next-byte prediction instead of classification).
+:func:`lba_train.finetuning.finetune`, on next-byte prediction instead of classification).
 
 One row: the float model is converted and fitted exactly as a zero-shot row is
 (:func:`~lba_train.lm.evaluate.convert_for_evaluation`: lbaify, activation ranges frozen on calibration windows,
@@ -27,7 +27,7 @@ from lba_core import ConfigError, MacConfig
 from ..convert import set_collect_stats, set_lba_config
 from .evaluate import (LMEvalOptions, LMPoint, ModelOutputs, convert_for_evaluation, model_context, model_outputs,
                        score_converted, test_windows)
-from ..train import stage_pair
+from ..finetuning import stage_pair
 from .train import LMTrainOptions, bits_per_byte, learning_rate
 from .windows import byte_stream, random_windows
 
