@@ -16,7 +16,6 @@ is a heuristic); the gap is measured where both finish (docs/rtl.md, reports/fdp
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from rtl.yosys import run_yosys, yosys_version
 
 from ..execution.cache import ResultCache, content_key
 from ..execution.jobs import run_cached
-from .flows.liberty import LIB_NAME, NETLIST_NAME, RECIPES, area_report, compact_netlist, mapping_script
+from .flows.liberty import LIB_NAME, NETLIST_NAME, RECIPES, area_report, flat_mapping_result, mapping_script
 from .flows.libraries import get_library, library_data
 from .flows.opensta import TimingJob, timing_report
 from .synth import (
@@ -130,16 +129,8 @@ class StitchedMappingJob:
         library = get_library(self.library)
         work_dir = Path(tempfile.mkdtemp(prefix=f"lba-stitch-{self.top}-{self.library}-"))
         run_yosys(self.script, {VERILOG_NAME: self.verilog, LIB_NAME: library.text()}, work_dir, self.timeout_s)
-        modules = parse_blocks(work_dir, self.top)["modules"]
-        module = json.loads((work_dir / FLAT_STAT).read_text())["modules"]["\\" + self.top]
-        result = {
-            "area_um2": module["area"],
-            "sequential_area_um2": module.get("sequential_area", 0.0),
-            "cells_by_type": dict(sorted(module["num_cells_by_type"].items())),
-            "netlist": (work_dir / NETLIST_NAME).read_text(),
-            "connectivity": compact_netlist(json.loads((work_dir / "netlist.json").read_text()), self.top),
-            "modules": modules,
-        }
+        result = {**flat_mapping_result(work_dir, self.top, FLAT_STAT),
+                  "modules": parse_blocks(work_dir, self.top)["modules"]}
         shutil.rmtree(work_dir, ignore_errors=True)
         return result
 

