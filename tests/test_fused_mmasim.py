@@ -29,7 +29,7 @@ if TRITON:
     os.environ["TRITON_INTERPRET"] = "1"  # before Triton is first imported (see tests/test_triton_gemm.py)
 
 from lba_core import MacConfig, fused_matmul_reference  # noqa: E402
-from lba_train.kernels.fused_plan import fused_spec  # noqa: E402
+from lba_train.kernels.fused_plan import fused_spec, scale_floor  # noqa: E402
 
 from support.fused_vectors import (KINDS, PRESET_OPERANDS, corner_counts, fused_cases, mismatches,  # noqa: E402
                                    mmasim_matmul)
@@ -46,7 +46,7 @@ TRITON_BLOCK = (256, 64)
 
 def promotions(preset: str) -> tuple[str, ...]:
     """Without promotion, and promoted every 128 products (the DeepSeek-V3 recipe) or 32 for the 16-bit units."""
-    return ("", "+promote128" if preset.endswith(("fp8", "f16")) else "+promote32")
+    return ("", "+promote128" if "fp8" in preset else "+promote32")
 
 
 def preset_configs(preset: str) -> list[tuple[str, str, str]]:
@@ -109,15 +109,17 @@ def summary(name: str, compared: Counter, bad: Counter) -> str:
 
 @pytest.mark.parametrize("preset", list(PRESET_OPERANDS))
 def test_all_three_match_mmasim_sample(preset, large_triton_blocks):
-    """Every kind on the preset's last operand pair (mixed where it has one), 2 outputs each, on all three; its
-    promoted form on the reference and the CPU kernel (interpreted Triton costs ~0.1 s a case: the full check
-    has it)."""
+    """Every kind on the preset's last operand pair (mixed where it has one), 2 outputs each: the directed kinds
+    on all three, the random ones and the promoted form on the reference and the CPU kernel (interpreted Triton
+    costs ~0.1 s a case: the full check has it everywhere)."""
     a, b = PRESET_OPERANDS[preset][-1]
+    directed = tuple(kind for kind in KINDS if kind not in RANDOM_KINDS)
+    cheap = ("reference", "numba")
     compared, bad = Counter(), Counter()
-    for suffix in promotions(preset):
+    for suffix, kinds, chosen in (("", directed, tuple(IMPLEMENTATIONS)), ("", RANDOM_KINDS, cheap),
+                                  (promotions(preset)[1], KINDS, cheap)):
         cfg = MacConfig(input=a, weight=b, acc=preset + suffix)
-        chosen = tuple(IMPLEMENTATIONS) if not suffix else ("reference", "numba")
-        got, wrong = compare(cfg, outputs=2 * len(KINDS), seed=7, cols=2, implementations=chosen)
+        got, wrong = compare(cfg, outputs=2 * len(kinds), seed=7, cols=2, kinds=kinds, implementations=chosen)
         compared.update(got)
         bad.update(wrong)
     assert set(compared) == set(KINDS) and min(compared.values()) >= 2 * 2
@@ -157,6 +159,29 @@ def test_all_three_match_mmasim_full(preset, large_triton_blocks):
     print(summary(preset, compared, bad))
     assert sum(compared.values()) >= FULL_OUTPUTS and set(compared) == set(KINDS)
     assert TRITON and sum(bad.values()) == 0
+
+
+@pytest.mark.parametrize("preset", list(PRESET_OPERANDS))
+def test_addend_below_every_product_matches(preset, large_triton_blocks):
+    """An addend C below the kernels' floor on e_max (fused_plan.scale_floor, under every product's exponent),
+    from the output's smallest subnormal up: over a group whose products are all zero e_max is C's own exponent
+    and C's term keeps it whole; a later group of products ~1 truncates it away. Both kernels once took the
+    floored e_max for C's term too and truncated C to 0 (hopper-fp8: C = 2^-130 gave 0, 2^-40 gave 2^-53)."""
+    a, b = PRESET_OPERANDS[preset][-1]
+    cfg = MacConfig(input=a, weight=b, acc=preset)
+    output, group = cfg.acc.output, cfg.acc.group
+    floor_exponent = int(math.log2(scale_floor(fused_spec(cfg))))
+    lowest = output.emin - output.man_bits
+    exponents = range(lowest, max(floor_exponent, output.emin) + 3, 3)
+    C = np.array([[sign * m * 2.0**q] * 2 for q in exponents for m, sign in ((1, 1), (3, -1))])
+    length = 2 * group + 3
+    A = np.full((len(C), length), 0.75)
+    B = np.zeros((length, 2))
+    B[group:, 1] = 1.5  # column 0: every product zero; column 1: the first group's products zero
+    want = mmasim_matmul(cfg, A, B, C)
+    assert np.count_nonzero(want[:, 0]) >= len(C) // 2  # C survives where the output holds it
+    bad = {name: mismatches(want, implementation(cfg, A, B, C)) for name, implementation in IMPLEMENTATIONS.items()}
+    assert set(bad) == set(IMPLEMENTATIONS) and sum(bad.values()) == 0, (preset, bad)
 
 
 def test_zero_exponent_is_visible_and_matches():

@@ -24,8 +24,10 @@ class FusedSpec(NamedTuple):
     fraction_bits: int  # F, fraction bits every term keeps relative to 2^e_max
     a_man: int  # fraction bits of the first operand's format
     a_emin: int  # its smallest normal exponent (subnormals sit at it)
+    a_emax: int  # its largest exponent
     b_man: int
     b_emin: int
+    b_emax: int
     out_frac: int  # fraction bits of the output format (Hopper FP8 into fp32: e8m13, 13)
     out_emin: int  # the output's smallest normal exponent (its subnormals' quantum is 2^(out_emin - out_frac))
     out_emax: int  # the largest finite binade of the output (IEEE: the format's emax - 1)
@@ -44,8 +46,10 @@ def fused_spec(cfg: MacConfig) -> FusedSpec:
         fraction_bits=acc.fraction_bits,
         a_man=cfg.a_format.man_bits,
         a_emin=cfg.a_format.emin,
+        a_emax=cfg.a_format.emax,
         b_man=cfg.b_format.man_bits,
         b_emin=cfg.b_format.emin,
+        b_emax=cfg.b_format.emax,
         out_frac=output.man_bits,
         out_emin=output.emin,
         out_emax=output.emax - 1 if acc.ieee_output else output.emax,

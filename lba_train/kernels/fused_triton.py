@@ -94,8 +94,9 @@ def _fused_kernel(x_ptr, w_ptr, px_ptr, pw_ptr, out_ptr, stats_ptr, M, N, K,
                 b = tl.load(w_base + k * s_wk, mask=col_ok, other=0.0)
                 product_power = tl.where(a[:, None] * b[None, :] != 0.0, product_power, zero_power)
             powers = tl.maximum(powers, product_power)
-        scales = big_f / tl.maximum(powers, floor)
-        sums = tl.where(infinite, 0.0, chain * scales).to(tl.int64).to(tl.float64)
+        scales = big_f / tl.maximum(powers, floor)  # for the products: finite when every product is zero
+        # the addend's term at its own e_max, which can lie below the floor (C far below every product)
+        sums = tl.where(infinite, 0.0, chain * (big_f / powers)).to(tl.int64).to(tl.float64)
         for k in range(k0, k1):
             a = tl.load(x_base + k * s_xk, mask=row_ok, other=0.0)
             b = tl.load(w_base + k * s_wk, mask=col_ok, other=0.0)
@@ -136,16 +137,17 @@ def _fused_kernel(x_ptr, w_ptr, px_ptr, pw_ptr, out_ptr, stats_ptr, M, N, K,
         tl.store(base + 5, tl.sum(tl.sum(lost, axis=1), axis=0))
 
 
-def operand_powers(values: torch.Tensor, man: int, emin: int, name: str) -> torch.Tensor:
+def operand_powers(values: torch.Tensor, man: int, emin: int, emax: int, name: str) -> torch.Tensor:
     """2^e of every operand (0 for zero) as float64 on the operands' device, after checking that each is a
     value of its format (ValueError naming ``name``), as fused_numba.decode_rows checks."""
     values = values.to(torch.float64)
     bits = values.view(torch.int64) & EXPONENT_BITS
     power = torch.clamp(bits.view(torch.float64), min=2.0**emin)
     scaled = values.abs() / power * 2.0**man
-    ok = (scaled == torch.trunc(scaled)) & (scaled < 2.0 ** (man + 1)) | (values == 0)
+    ok = (scaled == torch.trunc(scaled)) & (scaled < 2.0 ** (man + 1)) & (power <= 2.0**emax) | (values == 0)
     if not bool(ok.all()):
-        raise ValueError(f"fused GEMM: {int((~ok).sum())} entries of {name} are not finite values with {man} fraction bits")
+        raise ValueError(f"fused GEMM: {int((~ok).sum())} entries of {name} are not finite values with {man} "
+                         f"fraction bits and exponents up to {emax}")
     return torch.where(values == 0, torch.zeros_like(power), power)
 
 
@@ -157,8 +159,8 @@ def gemm(x: torch.Tensor, w: torch.Tensor, spec: FusedSpec, count: bool,
     """
     x = x.to(torch.float64).contiguous()
     w = w.to(torch.float64).contiguous()
-    px = operand_powers(x, spec.a_man, spec.a_emin, "X").contiguous()
-    pw = operand_powers(w, spec.b_man, spec.b_emin, "W").contiguous()
+    px = operand_powers(x, spec.a_man, spec.a_emin, spec.a_emax, "X").contiguous()
+    pw = operand_powers(w, spec.b_man, spec.b_emin, spec.b_emax, "W").contiguous()
     batch, rows, length = x.shape
     columns = w.shape[2]
     if addend is None:
