@@ -41,15 +41,17 @@ def binary32_steps(previous, addends, acc, to_odd):
     return out, overflowed, underflowed
 
 
-def step_mismatches(cfg: MacConfig, a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+def step_mismatches(cfg: MacConfig, a: np.ndarray, b: np.ndarray, binade_rounding: bool = False) -> tuple[int, int]:
     """(mismatches, hard cases) of the plan's binary32 step on acc values a plus addends b, vs the exact rounding.
+
+    ``binade_rounding``: the accumulator rounded by the binade constant instead of the bit pattern.
 
     Hard cases: for round-twice, sums whose binary32 value lies exactly on a midpoint of the accumulator's
     grid (where a careless double rounding goes wrong); for the native step, sums binary32 rounds.
     """
     plan = plan_gemm(cfg)
     step = plan.binary32_step
-    acc = None if step == STEP_NATIVE else numba_binary32.binary32_spec(plan.acc)
+    acc = None if step == STEP_NATIVE else numba_binary32.binary32_spec(plan.acc, binade_rounding)
     got, got_over, got_under = binary32_steps(a.astype(np.float32), b.astype(np.float32), acc,
                                               True if step == STEP_ROUND_TO_ODD else None)
     want, want_over, want_under = torch_gemm.round_sum(torch.tensor(a), torch.tensor(b), round_spec(cfg.acc, cfg))
@@ -66,8 +68,10 @@ def step_mismatches(cfg: MacConfig, a: np.ndarray, b: np.ndarray) -> tuple[int, 
     return int(bad.sum()), ties
 
 
-def test_round_twice_on_an_e4m3_accumulator_is_exact_for_every_pair(comparisons):
-    """Every e4m3 accumulator value plus every distinct e4m3 x e4m3 product (0.46 M pairs): 0 mismatches."""
+@pytest.mark.parametrize("binade_rounding", [False, True], ids=["bit-pattern", "binade-constant"])
+def test_round_twice_on_an_e4m3_accumulator_is_exact_for_every_pair(binade_rounding, comparisons):
+    """Every e4m3 accumulator value plus every distinct e4m3 x e4m3 product (0.46 M pairs): 0 mismatches,
+    with either rounding of the binary32 sum."""
     cfg = MacConfig("e4m3", "e4m3")
     assert plan_gemm(cfg).binary32_step == STEP_ROUND_TWICE
     fmt = cfg.input
@@ -76,9 +80,9 @@ def test_round_twice_on_an_e4m3_accumulator_is_exact_for_every_pair(comparisons)
     accs = all_values(cfg.acc)
     a = np.repeat(accs, products.size)
     b = np.tile(products, accs.size)
-    mismatches, ties = step_mismatches(cfg, a, b)
-    comparisons(f"round-twice e4m3 acc, every acc value x product ({ties} binary32 sums on a midpoint)", a.size,
-                mismatches)
+    mismatches, ties = step_mismatches(cfg, a, b, binade_rounding)
+    comparisons(f"round-twice e4m3 acc, every acc value x product ({ties} binary32 sums on a midpoint), "
+                f"binade constant: {binade_rounding}", a.size, mismatches)
     assert mismatches == 0 and ties > 1000
 
 

@@ -162,15 +162,16 @@ def binary32_rounding_cases():
         yield FloatFormat.parse(name), rounding, underflow, FloatFormat.parse(addend)
 
 
-def binary32_step_mismatches(fmt, rounding, underflow, addend, to_odd) -> tuple[int, int]:
-    """(compared, mismatches) of accumulate32 on adversarial sums a + b, b rounded into ``addend``."""
+def binary32_step_mismatches(fmt, rounding, underflow, addend, to_odd, binade_rounding=False) -> tuple[int, int]:
+    """(compared, mismatches) of accumulate32 on adversarial sums a + b, b rounded into ``addend``; the
+    accumulator rounded by the bit pattern or (``binade_rounding``) by the binade constant."""
     rng = np.random.default_rng(stable_seed("binary32", fmt.name, rounding, underflow))
     cfg = MacConfig("e2m1", fmt, rounding=rounding, underflow=underflow, product=addend)
     a, b = adversarial_sums(fmt, 3000, rng)
     b = quantize(b, addend, "rtz", False)  # a product or chunk sum can only have the addend format's bits
     keep = (np.abs(a + b) < 2.0**100) & (np.abs(b) <= float(addend.max_value))
     a, b = a[keep], b[keep]
-    spec = numba_binary32.binary32_spec(plan_gemm(cfg).acc)
+    spec = numba_binary32.binary32_spec(plan_gemm(cfg).acc, binade_rounding)
     mismatches = 0
     for x, y in zip(a, b):
         want = round_to_format(Fraction(x) + Fraction(y), fmt, rounding, underflow)
@@ -180,20 +181,32 @@ def binary32_step_mismatches(fmt, rounding, underflow, addend, to_odd) -> tuple[
     return len(a), mismatches
 
 
-@pytest.mark.parametrize("fmt,rounding,underflow,addend", list(binary32_rounding_cases()), ids=lambda v: str(v))
-def test_binary32_steps_round_sums_like_the_reference(fmt, rounding, underflow, addend, comparisons):
+def binary32_step_cases():
+    """Each rounding case with the bit-pattern rounding, and with the binade constant where it applies."""
+    for fmt, rounding, underflow, addend in binary32_rounding_cases():
+        yield fmt, rounding, underflow, addend, False
+        if rounding == "rne" and not (underflow and fmt.subnormals):
+            yield fmt, rounding, underflow, addend, True
+
+
+@pytest.mark.parametrize("fmt,rounding,underflow,addend,binade_rounding", list(binary32_step_cases()),
+                         ids=lambda v: str(v))
+def test_binary32_steps_round_sums_like_the_reference(fmt, rounding, underflow, addend, binade_rounding,
+                                                      comparisons):
     """The binary32 lanes' round-twice or round-to-odd step (as the plan would pick it), on adversarial sums.
 
     b pushes a + b onto or next to a boundary of acc plus a far-away bit; the exact-sum step is not
-    exercised here (this data needs more than 24 bits), it is covered by the whole-product tests.
+    exercised here (this data needs more than 24 bits), it is covered by the whole-product tests. Where
+    the binade constant applies (RNE, no subnormal clamp) it rounds the same sums.
     """
     cfg = MacConfig("e2m1", fmt, rounding=rounding, underflow=underflow, product=addend)
     assert plan_gemm(cfg).binary32_step is not None
     step = STEP_ROUND_TWICE if round_twice_holds(cfg) else STEP_ROUND_TO_ODD
     compared, mismatches = binary32_step_mismatches(
-        fmt, rounding, underflow, addend, True if step == STEP_ROUND_TO_ODD else None
+        fmt, rounding, underflow, addend, True if step == STEP_ROUND_TO_ODD else None, binade_rounding
     )
-    comparisons(f"binary32 {step} {fmt.name} {rounding} uf={underflow}", compared, mismatches)
+    comparisons(f"binary32 {step} {fmt.name} {rounding} uf={underflow} binade={binade_rounding}", compared,
+                mismatches)
     assert mismatches == 0
 
 

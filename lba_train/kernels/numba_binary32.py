@@ -18,6 +18,8 @@ thread count or the tiling.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import carray, njit, prange, types
 from numba.core import cgutils
@@ -48,12 +50,13 @@ def tile_width(batch: int, columns: int) -> int:
 BINARY32_FRACTION_BITS = 23
 
 
-def binary32_spec(spec: RoundSpec) -> tuple:
+def binary32_spec(spec: RoundSpec, binade_rounding: bool = False) -> tuple:
     """The constants of one rounding R_F in binary32, in the argument order of :func:`round32`.
 
     None marks a part the format does not need (RTZ has no rounding increment; no flush; no subnormal
-    clamp; RNE needs no RTZ correction below min_normal): Numba compiles a specialization per None and
-    prunes the branch, so no lane pays for a feature its configuration lacks.
+    clamp; RNE needs no RTZ correction below min_normal; no saturation where max lies beyond binary32's
+    range; no binade constant unless ``binade_rounding``, see :func:`binade_rounding_holds`): Numba compiles
+    a specialization per None and prunes the branch, so no lane pays for a feature its configuration lacks.
     """
     shift = BINARY32_FRACTION_BITS - spec.man_bits
     half = None if spec.toward_zero else np.int32((1 << shift >> 1) - 1)
@@ -66,25 +69,61 @@ def binary32_spec(spec: RoundSpec) -> tuple:
     magic = np.float32(2.0 ** (spec.emin - spec.man_bits + BINARY32_FRACTION_BITS)) if spec.clamp else None
     rtz_quantum = np.float32(2.0 ** (spec.emin - spec.man_bits)) if spec.clamp and spec.toward_zero else None
     # Formats reaching 2^128 (emax >= 128) saturate beyond binary32's range: Inf, whose lanes are finished on
-    # binary64 lanes (plan.range_fallback_holds).
-    max_value = np.float32(spec.max_value) if spec.max_value <= float(np.finfo(np.float32).max) else np.float32(np.inf)
-    return (unit, half, keep, max_value, flush_below, clamp_below, magic, rtz_quantum)
+    # binary64 lanes (plan.range_fallback_holds); a clamp at Inf changes no lane, so there is none.
+    max_value = np.float32(spec.max_value) if spec.max_value <= float(np.finfo(np.float32).max) else None
+    # Added to v's exponent field: the bit pattern of 1.5 * 2^(e + 23 - man_bits), e = v's exponent.
+    binade_offset = np.int32(((shift << 23) | HALF_SIGNIFICAND)) if binade_rounding else None
+    return (unit, half, keep, max_value, flush_below, clamp_below, magic, rtz_quantum, binade_offset)
+
+
+EXPONENT_FIELD = 0x7F800000
+HALF_SIGNIFICAND = 1 << 22
+
+
+def binade_rounding_holds(spec: RoundSpec, x: np.ndarray, w: np.ndarray, product: bool, chunk: int) -> bool:
+    """Whether :func:`round32` may round the accumulator by the binade constant (docs/simulator.md).
+
+    RNE without a subnormal clamp, 1 <= man_bits <= 22, and every value the rounding sees below 2^(104 + P)
+    (P = man_bits + 1), where the constant 1.5 * 2^(e + 24 - P) is still a finite binary32 number. Bounds,
+    with |p| <= max|x| * max|w| (twice that with a product format): a format that saturates inside binary32
+    holds at most max, so a rounding sees at most 2 (max + |p|) (1 + 2^-23) (a MAC step adds one product, the
+    chunk adder two values of at most max); otherwise |value| <= K |p| ((1 + 2^-23)(1 + 2^-P))^(2K + 1)
+    (each step adds at most one product and rounds twice, to binary32 or to odd, then to P bits; the chunk
+    adder adds at most K + 1 more roundings).
+    """
+    if spec.toward_zero or spec.clamp or not 1 <= spec.man_bits <= 22:
+        return False
+    length = x.shape[2]
+    largest = (float(np.abs(x).max(initial=0.0)) * float(np.abs(w).max(initial=0.0))) * (2.0 if product else 1.0)
+    limit = 2.0 ** (104 + spec.man_bits + 1)
+    if spec.max_value <= float(np.finfo(np.float32).max):
+        return 2.0 * (spec.max_value + largest) * (1.0 + 2.0**-23) < limit
+    if largest == 0.0 or length == 0:
+        return True
+    growth = (2 * length + 1) * (math.log2(1.0 + 2.0**-23) + math.log2(1.0 + 2.0 ** -(spec.man_bits + 1)))
+    return math.log2(length) + math.log2(largest) + growth < math.log2(limit)
 
 
 @njit(cache=True)
-def round32(value, unit, half, keep, max_value, flush_below, clamp_below, magic, rtz_quantum):
+def round32(value, unit, half, keep, max_value, flush_below, clamp_below, magic, rtz_quantum, binade_offset):
     """R_F of a binary32 ``value`` standing for the exact real; (result, overflowed, underflowed).
 
     ``value`` is the exact value or its rounding to odd at 24 bits; both round to F alike (docs). Adds half
-    a unit (less one, plus the kept bit: ties to even) to the bit pattern and clears the dropped bits; below
-    min_normal with subnormals the quantum is fixed and the magic-constant addition rounds instead.
+    a unit (less one, plus the kept bit: ties to even) to the bit pattern and clears the dropped bits; or,
+    with ``binade_offset``, adds and subtracts 1.5 * 2^(e + 23 - man_bits), whose ulp is v's quantum in F
+    (binary32 rounds the sum to it, ties to even; 2 vector operations fewer). Below min_normal with
+    subnormals the quantum is fixed and the magic-constant addition rounds instead.
     """
     bits = np.float32(value).view(np.int32)
-    if half is not None:
-        # Ties to even: one more when the kept bit is set. A test, not a shift by a variable amount, which
-        # Numba widens to int64 and LLVM then cannot narrow back to int32 lanes.
-        bits = bits + (half + np.int32(1) if (bits & unit) != np.int32(0) else half)
-    rounded = np.int32(bits & keep).view(np.float32)  # signed; never -0 (a relative rounding keeps non-zeros)
+    if binade_offset is not None:
+        binade = np.int32((bits & np.int32(EXPONENT_FIELD)) + binade_offset).view(np.float32)
+        rounded = (value + binade) - binade
+    else:
+        if half is not None:
+            # Ties to even: one more when the kept bit is set. A test, not a shift by a variable amount,
+            # which Numba widens to int64 and LLVM then cannot narrow back to int32 lanes.
+            bits = bits + (half + np.int32(1) if (bits & unit) != np.int32(0) else half)
+        rounded = np.int32(bits & keep).view(np.float32)  # signed; never -0 (a relative rounding keeps non-zeros)
     if clamp_below is not None:
         absolute = abs(value)
         fixed = (absolute + magic) - magic
@@ -92,11 +131,27 @@ def round32(value, unit, half, keep, max_value, flush_below, clamp_below, magic,
             fixed = fixed - (rtz_quantum if fixed > absolute else np.float32(0.0))
         fixed = (-fixed if value < np.float32(0.0) else fixed) + np.float32(0.0)  # +0, never -0
         rounded = fixed if absolute < clamp_below else rounded
-    overflowed = abs(rounded) > max_value
-    rounded = min(max(rounded, -max_value), max_value)
+    # Flushed before the clamp (which changes no value below min_normal): the flush's select then folds
+    # into the clamp's last operation as a zero-masked AVX-512 instruction, one vector operation less.
+    flushed = False
     if flush_below is not None:
-        rounded = np.float32(0.0) if abs(rounded) < flush_below else rounded
-    return rounded, overflowed, (rounded == np.float32(0.0)) & (value != np.float32(0.0))
+        flushed = abs(rounded) < flush_below
+    overflowed = False
+    if max_value is not None:
+        overflowed = abs(rounded) > max_value
+        rounded = min(max(rounded, -max_value), max_value)
+    if flush_below is not None:
+        rounded = np.float32(0.0) if flushed else rounded
+    # Underflow: a non-zero value rounded to 0. Only the subnormal quantum can round a non-zero value to 0;
+    # otherwise it takes the flush (the bit-pattern and binade roundings keep a non-zero value non-zero):
+    # one vector comparison fewer with flush, none without.
+    if clamp_below is not None:
+        underflowed = (rounded == np.float32(0.0)) & (value != np.float32(0.0))
+    elif flush_below is not None:
+        underflowed = flushed & (value != np.float32(0.0))
+    else:
+        underflowed = False
+    return rounded, overflowed, underflowed
 
 
 @njit(cache=True)
@@ -126,7 +181,7 @@ def accumulate32(previous, addend, acc, to_odd):
         total = previous + addend
     if acc is None:
         return total, False, False
-    return round32(total, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7])
+    return round32(total, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8])
 
 
 #: Events are counted per column in one int32 lane per column, the width of the binary32 lanes, so that the
@@ -141,10 +196,15 @@ FIELD_MASK = (1 << 10) - 1
 
 
 @njit(cache=True)
-def event_code(overflowed, underflowed, swamped):
-    """The three events of one step as one int32 increment of a packed lane counter."""
-    return ((np.int32(1) if overflowed else np.int32(0)) + (np.int32(UNDERFLOW_UNIT) if underflowed else np.int32(0))
-            + (np.int32(SWAMP_UNIT) if swamped else np.int32(0)))
+def add_events(count, overflowed, underflowed, swamped):
+    """A packed lane counter plus the three events of one step.
+
+    Three conditional adds, which become AVX-512 masked adds of a constant (summing the three codes first
+    made LLVM widen each mask to a vector and combine them: 2 operations more per step).
+    """
+    count = count + (np.int32(1) if overflowed else np.int32(0))
+    count = count + (np.int32(UNDERFLOW_UNIT) if underflowed else np.int32(0))
+    return count + (np.int32(SWAMP_UNIT) if swamped else np.int32(0))
 
 
 @intrinsic
@@ -152,8 +212,8 @@ def stack_lanes(typingctx, rows, width, dtype):
     """A pointer to rows * len(width) uninitialized ``dtype`` values on the stack (``rows`` a literal).
 
     Why not np.zeros: LLVM cannot keep a heap array in registers, so every step of the tile loaded and
-    stored its accumulators (2.6 ms of the native fp32 kernel's 2.6 ms at 256x1024x256, one thread); a
-    stack buffer of constant size indexed by unrolled constants is promoted to registers (SROA).
+    stored its accumulators; a stack buffer of constant size indexed by unrolled constants is promoted to
+    registers (SROA). The native fp32 kernel at 256x1024x256, one thread: 2.63 ms -> 1.45 ms.
     """
     if not isinstance(rows, types.IntegerLiteral):
         return None
@@ -193,7 +253,7 @@ def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events, width):
                 product_overflowed = product_underflowed = False
                 if prod is not None:
                     p, product_overflowed, product_underflowed = round32(
-                        p, prod[0], prod[1], prod[2], prod[3], prod[4], prod[5], prod[6], prod[7]
+                        p, prod[0], prod[1], prod[2], prod[3], prod[4], prod[5], prod[6], prod[7], prod[8]
                     )
                 previous = lanes[j]
                 value, overflowed, underflowed = accumulate32(previous, p, acc, to_odd)
@@ -205,8 +265,8 @@ def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events, width):
                         swamped = value == previous
                     else:  # a product format can round a non-zero a*w to zero
                         swamped = (p != np.float32(0.0)) & (value == previous)
-                    counts[j] += event_code(overflowed | product_overflowed, underflowed | product_underflowed,
-                                            swamped)
+                    counts[j] = add_events(counts[j], overflowed | product_overflowed,
+                                           underflowed | product_underflowed, swamped)
         if chunk > 0 and ((k + 1) % chunk == 0 or k == length - 1):
             for r in range(TILE_ROWS):
                 sums = total[r]
@@ -218,7 +278,7 @@ def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events, width):
                     sums[j] = value
                     lanes[j] = np.float32(0.0)
                     if events is not None:
-                        counts[j] += event_code(overflowed, underflowed,
+                        counts[j] = add_events(counts[j], overflowed, underflowed,
                                                 (addend != np.float32(0.0)) & (value == previous))
         if events is not None and ((k + 1) % COUNT_BLOCK == 0 or k == length - 1):
             for j in range(columns):
@@ -268,7 +328,8 @@ def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
     tile_events = np.zeros((tiles, 3), dtype=np.int64)
     prod = None if prod_spec is None else binary32_spec(prod_spec)
     to_odd = True if step == STEP_ROUND_TO_ODD else None
-    acc = None if step == STEP_NATIVE else binary32_spec(acc_spec)
+    acc = None if step == STEP_NATIVE else binary32_spec(
+        acc_spec, binade_rounding_holds(acc_spec, x, w, prod_spec is not None, chunk))
     gemm_tiles(x, w, prod, acc, to_odd, chunk, out, tile_events if count else None, (0,) * tile_columns)
     if padded_rows != rows or padded_columns != columns:
         out = out[:, :rows, :columns]
@@ -299,7 +360,7 @@ def quantize_into(x, out, spec):
     for i in prange(flat.shape[0]):
         value = flat[i]
         nans += value != value
-        rounded = round32(value, spec[0], spec[1], spec[2], spec[3], spec[4], spec[5], spec[6], spec[7])[0]
+        rounded = round32(value, spec[0], spec[1], spec[2], spec[3], spec[4], spec[5], spec[6], spec[7], spec[8])[0]
         result[i] = rounded + np.float32(0.0)  # -0 in, +0 out
     return nans
 
