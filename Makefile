@@ -34,6 +34,7 @@ help:
 	@echo "make experiments  fine-tuning demo, gradient-estimator study and the paper's questions Q1/Q5/Q9 -> reports/ (about 1 h 45 min)"
 	@echo "make minilm     MiniLM zero-shot and distilled on six accumulators -> reports/minilm (long; installs the transformers extra)"
 	@echo "make lm-finetune the language model fine-tuned in two stages on ten accumulators, fp32 control -> reports/lm_finetune (about 40 min on a quiet core; resumes)"
+	@echo "make fdpa-f-finetune the FDPA unit fine-tuned for F = 25..0 (digits) and 13..6 (LM), fp32 control -> reports/fdpa_f_finetune (resumes)"
 
 sysdeps:
 	@sh scripts/install-system-deps.sh
@@ -78,6 +79,7 @@ readme: venv
 	$(VENV)/bin/hwmodel report reports/default --readme README.md
 	$(PY) -c "from hwmodel.synthesis.silicon import update_readme; update_readme()"
 	$(PY) experiments/pe_array_share.py --readme
+	$(PY) experiments/fdpa_f_finetune.py --tables-only --readme
 	$(PY) -c "import sys; sys.path.insert(0, 'benchmarks'); import gemm; from pathlib import Path; gemm.update_readme(Path('README.md'), Path('reports/gemm/benchmark.md'))"
 
 report-check: venv
@@ -136,6 +138,11 @@ minilm: venv $(MINILM_STAMP)
 .PHONY: lm-finetune
 lm-finetune: venv
 	nice -n 10 $(PY) experiments/lm_finetune.py
+
+# Issue 25's F sweep after fine-tuning (digits sweep, then the LM rows); both parts resume from their points.
+.PHONY: fdpa-f-finetune
+fdpa-f-finetune: venv
+	nice -n 10 $(PY) experiments/fdpa_f_finetune.py --readme
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
