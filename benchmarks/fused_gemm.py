@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds and --threads must be positive")
     import numba
 
+    # lba_train.kernels.vector_width: 512-bit vectors on AVX-512 hosts unless NUMBA_CPU_FEATURES was set (read
+    # before any kernel runs: Numba may reload its configuration from the environment later)
+    vectors = "512-bit preferred" if "-prefer-256-bit" in (numba.config.CPU_FEATURES or "") else "LLVM's default width"
     if args.threads is not None:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     m, k, n = SHAPE
@@ -59,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             cpu[acc].append(time.process_time() - started_cpu)
     after = os.getloadavg()
     print(f"{m}x{k}x{n}, {args.rounds} interleaved rounds, {numba.get_num_threads()} Numba threads, "
-          f"{os.cpu_count()} CPUs{', events counted' if args.events else ''}; load average before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, "
+          f"{os.cpu_count()} CPUs, vectors: {vectors}{', events counted' if args.events else ''}; "
+          f"load average before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, "
           f"after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
     for acc, values in times.items():
         print(f"{acc:24s} wall best {1e3 * min(values):8.1f} ms  median {1e3 * statistics.median(values):8.1f} ms   "
