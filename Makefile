@@ -23,7 +23,7 @@ help:
 	@echo "make test-cluster  multi-process checks (finetune under torchrun, gloo on CPU; sweep on a local Ray instance)"
 	@echo "make report-check  render reports/default/index.html in headless Chromium, check it, keep a screenshot"
 	@echo "make cosim      full RTL cosimulation (Amaranth + Verilog simulators) against the reference"
-	@echo "make fused-check the fused tensor-core accumulators (docs/arithmetic.md §9): reference, Numba and interpreted Triton against MMA-Sim 2.1.1 on >= 10^6 outputs per preset (162 s of CPU; 23 min at load 11), and fine-tuning on them"
+	@echo "make fused-check the fused tensor-core accumulators (docs/arithmetic.md §9): reference, Numba and interpreted Triton against MMA-Sim 2.1.1 on >= 10^6 outputs per preset (5 min 22 s wall at load 4-7, 2026-12-03), and fine-tuning on them"
 	@echo "make fused-error the error study of hopper-fp8 with and without promotion -> reports/fused_error (a few minutes)"
 	@echo "make fused-cosim the FDPA unit's RTL (rtl/fdpa.py) in Verilator (>= 10^6 groups) and Amaranth (>= 10^4) against lba_core.fdpa and MMA-Sim"
 	@echo "make fdpa-area  the FDPA unit's area and timing: F = 25..8 at L = 32, vs 32 sequential MACs, flat vs stitched flow -> reports/fdpa (19 min at load 8-12)"
