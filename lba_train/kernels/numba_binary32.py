@@ -94,7 +94,7 @@ def binade_rounding_holds(spec: RoundSpec, x: np.ndarray, w: np.ndarray, product
     if spec.toward_zero or spec.clamp or not 1 <= spec.man_bits <= 22:
         return False
     length = x.shape[2]
-    largest = (float(np.abs(x).max(initial=0.0)) * float(np.abs(w).max(initial=0.0))) * (2.0 if product else 1.0)
+    largest = largest_magnitude(x.reshape(-1)) * largest_magnitude(w.reshape(-1)) * (2.0 if product else 1.0)
     limit = 2.0 ** (104 + spec.man_bits + 1)
     if spec.max_value <= float(np.finfo(np.float32).max):
         return 2.0 * (spec.max_value + largest) * (1.0 + 2.0**-23) < limit
@@ -102,6 +102,21 @@ def binade_rounding_holds(spec: RoundSpec, x: np.ndarray, w: np.ndarray, product
         return True
     growth = (2 * length + 1) * (math.log2(1.0 + 2.0**-23) + math.log2(1.0 + 2.0 ** -(spec.man_bits + 1)))
     return math.log2(length) + math.log2(largest) + growth < math.log2(limit)
+
+
+@njit(cache=True)
+def largest_magnitude(flat):
+    """max |v| of a flat float32 array (0 if empty; NaN gives NaN), one vectorized pass without a copy.
+
+    On the bit patterns with the sign cleared, whose integer order is the order of the magnitudes (NaN's
+    above Inf's): an integer maximum vectorizes where a float one does not (np.abs(x).max() cost 0.065 s
+    per MiniLM forward).
+    """
+    bits = flat.view(np.int32)
+    largest = np.int32(0)
+    for i in range(bits.shape[0]):
+        largest = max(largest, bits[i] & np.int32(0x7FFFFFFF))
+    return float(np.int32(largest).view(np.float32))
 
 
 @njit(cache=True)
