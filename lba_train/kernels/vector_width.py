@@ -32,7 +32,10 @@ def preferred_features() -> str | None:
         import llvmlite.binding as llvm
     except ImportError:  # no Numba installed: nothing to set
         return None
-    features = llvm.get_host_cpu_features()
+    try:
+        features = llvm.get_host_cpu_features()
+    except RuntimeError:  # LLVM cannot read this host's features: keep its defaults
+        return None
     if not features.get("avx512f", False):
         return None
     return f"{features.flatten()},{PREFER_512_BIT}"
