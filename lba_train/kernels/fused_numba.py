@@ -6,7 +6,7 @@ products: e_max, the largest of e_a + e_b over the products (a zero product coun
 running result's own exponent (the addend); every term a * b * 2^(F - e_max) truncated toward zero by the
 float-to-integer conversion (the products and the power-of-two scaling are exact in the lane dtype, so the
 truncation is the only rounding and it is the contract's); the exact integer sum of those terms; one rounding
-of sum * 2^(e_max - F) into the output (:func:`round_output`). With promotion, every ``promote_every`` products
+of sum * 2^(e_max - F) into the output (fused_lanes.round_output). With promotion, every ``promote_every`` products
 the chain's result is added into an fp32 accumulator (binary32 addition: one RNE rounding) and the chain
 restarts from +0. docs/simulator.md explains why every step is exact.
 
@@ -14,7 +14,8 @@ Outputs are cut into tiles of TILE_ROWS x C (C <= TILE_COLS, :func:`tile_width`;
 whole tiles); tiles run in parallel (``prange``). Per group a tile makes two passes over the group's rows of
 W, ROWS_PER_SWEEP rows at a time, each read once for all the tile's rows: the e_max pass on the integer
 exponents (:func:`group_exponents`) and the truncate-and-sum pass (:func:`truncate_and_sum`); the per-output
-steps between and after them are branch-free loops over the columns, which LLVM vectorizes. The result does
+steps between and after them (fused_lanes) are branch-free loops over the columns in the lane dtype, which
+LLVM vectorizes. The result does
 not depend on the thread count or the tiling.
 """
 
@@ -28,7 +29,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from .fused_plan import FusedSpec, lane_dtype, needs_zero_select, output_limits, result_dtype, scale_floor
+from .fused_lanes import group_start, lane_steps, round_output
+from .fused_plan import FusedSpec, lane_dtype, needs_zero_select, result_dtype
 
 TILE_ROWS = 8
 TILE_COLS = 256  # at most; fewer where N is smaller (tile_width)
@@ -38,7 +40,6 @@ SERIAL_BELOW_MACS = 1 << 20
 # Per-tile statistics, in this order (float64, exact for counts below 2^53).
 STAT_OVERFLOW, STAT_UNDERFLOW, STAT_TERMS, STAT_ZEROED, STAT_MASS, STAT_TRUNCATED = range(6)
 STAT_COUNT = 6
-TWO_POW_52 = 2.0**52
 
 
 EXPONENT_BITS = np.int64(0x7FF0000000000000)
@@ -68,34 +69,6 @@ def tile_width(columns: int) -> int:
     tiles = max(1, -(-columns // TILE_COLS))
     per_tile = -(-columns // tiles)
     return max(8, -(-per_tile // 8) * 8)
-
-
-@njit(cache=True)
-def round_output(value, spec, limits):
-    """R_out of ``value`` (binary64, the exact group sum); returns (result, overflowed, underflowed).
-
-    ``limits`` = fused_plan.output_limits(spec). Above the output's
-    smallest normal 2^out_emin the dropped fraction bits of the bit pattern are cleared (RZ) or rounded to
-    nearest even first (a carry moves into the exponent as it should); below it the quantum is
-    2^(out_emin - out_frac). A result of 2^(out_emax + 1) or more is +-Inf (or, saturating, the largest value);
-    -0 becomes +0. No branches on the
-    data and no library calls, so that LLVM vectorizes the calling loop.
-    """
-    quantum, inverse_quantum, register_min, overflow, overflow_value = limits[0], limits[1], limits[2], limits[3], limits[4]
-    drop = 52 - spec.out_frac
-    dropped = (np.int64(1) << drop) - 1
-    bits = np.float64(value).view(np.int64)
-    if spec.rne:
-        bits += (dropped >> 1) + ((bits >> drop) & 1)
-    normal = abs(np.int64(bits & ~dropped).view(np.float64))
-    steps = abs(value) * inverse_quantum  # exact: a power-of-two scaling
-    if spec.rne:
-        steps = (steps + TWO_POW_52) - TWO_POW_52  # ties to even, for steps < 2^52 (the only ones kept)
-    small = np.trunc(steps) * quantum
-    magnitude = small if abs(value) < register_min else normal
-    overflowed = magnitude >= overflow
-    magnitude = overflow_value if overflowed else magnitude
-    return math.copysign(magnitude, value) + 0.0, overflowed, (magnitude == 0.0) & (value != 0.0)
 
 
 @njit(cache=True)
@@ -189,35 +162,32 @@ def truncate_and_sum_counted(x, w, row0, k0, k1, scales, sums, group_mass, group
 
 
 @njit(cache=True, error_model="numpy")  # no zero-division check: it would keep LLVM from vectorizing
-def run_tile(x, w, ex, ew, codes, consts, limits, row0, col0, spec, zero_select, out, stats, sum_type):
+def run_tile(x, w, ex, ew, codes, ints, floats, row0, col0, spec, zero_select, out, stats):
     """Every output of one TILE_ROWS x C tile: the fused chain over k in groups of L, promotion, stats.
 
     ``x`` (M, K) holds the first operand's values and ``ex`` their exponents (the dtype of ``codes``,
     EXPONENT_CODES: a zero operand has the first code); ``w`` and ``ew`` (K, C) the tile's columns of W. The
     values are in one float dtype D in which every product, scaled term and group sum is exact
-    (fused_plan.lane_dtype); ``sum_type`` is an empty integer array of the width the truncated terms are summed
-    in (int32 with binary32 lanes, else int64). ``consts`` = [2^e_zero, 2^out_emin, floor] (binary64): the
-    products are scaled by 2^(F - max(e_max, floor)), ``floor`` lying below every nonzero product's exponent, so
-    that the scale stays finite in D when every product is zero (the addend's own term is taken in binary64).
+    (fused_plan.lane_dtype); ``ints`` and ``floats`` (fused_lanes.lane_steps) are the per-output steps' constants,
+    ``ints`` of the integer type of D's width, in which the truncated terms are summed. The products are scaled
+    by 2^(F - max(e_max, floor)), ``floor`` lying below every nonzero product's exponent, so that the scale stays
+    finite in D when every product is zero (the addend's own term is not: fused_lanes.group_start).
     ``out[row0:, col0:]`` (TILE_ROWS x C) holds the addend C on entry (the chain's start, or
     promotion's fp32 total's) and the results on exit.
     """
     columns = w.shape[1]
     length = x.shape[1]
     group = spec.group
-    zero_power, register_min = consts[0], consts[1]
-    floor_biased = np.float64(consts[2]).view(np.int64) >> 52
-    fraction_bits = spec.fraction_bits
     below, lowest = codes[1], codes[2]
     e_zero = codes.dtype.type(spec.e_zero)
     promote = spec.promote_every if spec.promote_every > 0 else length
-    unit = math.ldexp(1.0, -fraction_bits)
+    lane = x.dtype.type
     chain = np.zeros((TILE_ROWS, columns), dtype=x.dtype)
     promoted = np.zeros((TILE_ROWS, columns), dtype=np.float32)
     exponents = np.empty((TILE_ROWS, columns), dtype=ex.dtype)
-    units = np.empty((TILE_ROWS, columns))  # 2^(e_max - F), the group's quantum
+    units = np.empty((TILE_ROWS, columns), dtype=x.dtype)  # 2^(e_max - F), the group's quantum
     scales = np.empty((TILE_ROWS, columns), dtype=x.dtype)
-    sums = np.empty((TILE_ROWS, columns), dtype=sum_type.dtype)
+    sums = np.empty((TILE_ROWS, columns), dtype=type(ints[0]))
     # Statistics (only when counted), per output: |a*b| mass and the part truncated away (tallies), nonzero
     # terms and those truncated to zero (counts); the current group's |a*b| mass and the part of it truncated
     # away (in units of 2^(e_max - F)).
@@ -243,21 +213,7 @@ def run_tile(x, w, ex, ew, codes, consts, limits, row0, col0, spec, zero_select,
             s_row = scales[r]
             t_row = sums[r]
             for j in range(columns):
-                c = np.float64(c_row[j])
-                bits = np.int64(c.view(np.int64) & EXPONENT_BITS)  # 2^floor(log2 |c|), at least 2^out_emin
-                power = max(bits.view(np.float64), register_min)
-                power = zero_power if c == 0.0 else (1.0 if math.isinf(c) else power)
-                e = np.int64(e_row[j])
-                product = np.int64((min(max(e, -1022), 1023) + 1023) << 52).view(np.float64)  # 2^e
-                power = max(power, product if e > below else 0.0)  # 2^e_max
-                p_row[j] = power * unit  # 2^(e_max - F): exact
-                biased = np.float64(power).view(np.int64) >> 52
-                # 2^(F - e_max) for the addend, whose exponent can lie below the floor (the terms are exact and
-                # below 2^(F + 1) in binary64); and at most 2^(F - floor) for the products: finite in the lanes
-                addend_scale = np.int64(min(max(2046 + fraction_bits - biased, 1), 2046) << 52).view(np.float64)
-                lane_scale = np.int64((2046 + fraction_bits - max(biased, floor_biased)) << 52).view(np.float64)
-                s_row[j] = lane_scale
-                t_row[j] = sum_type.dtype.type(0.0 if math.isinf(c) else c * addend_scale)  # truncated toward zero
+                p_row[j], s_row[j], t_row[j] = group_start(c_row[j], e_row[j], below, ints)
         if stats is None:
             truncate_and_sum(x, w, row0, k0, k1, scales, sums)
         else:
@@ -277,8 +233,8 @@ def run_tile(x, w, ex, ew, codes, consts, limits, row0, col0, spec, zero_select,
                     m_row[j] = 0.0
                     f_row[j] = 0.0
             for j in range(columns):
-                exact = np.float64(t_row[j]) * p_row[j]
-                value, overflowed, underflowed = round_output(exact, spec, limits)
+                exact = lane(t_row[j]) * p_row[j]
+                value, overflowed, underflowed = round_output(exact, t_row[j], ints, floats, spec.rne)
                 c = c_row[j]
                 c_row[j] = c if math.isinf(c) else value
                 if stats is not None:
@@ -302,7 +258,7 @@ def run_tile(x, w, ex, ew, codes, consts, limits, row0, col0, spec, zero_select,
 
 
 @njit(parallel=True, cache=True)
-def gemm_tiles(x, w, ex, ew, codes, consts, limits, spec, zero_select, out, tile_stats, sum_type):
+def gemm_tiles(x, w, ex, ew, codes, ints, floats, spec, zero_select, out, tile_stats):
     """Replace ``out[b]`` (the addend C on entry) by the fused X[b] @ W[b] + C for padded operands;
     ``tile_stats`` (None: not counted) per tile.
 
@@ -320,11 +276,11 @@ def gemm_tiles(x, w, ex, ew, codes, consts, limits, spec, zero_select, out, tile
         column_tile = within % column_tiles
         col0 = column_tile * columns
         if tile_stats is None:
-            run_tile(x[entry], w[entry, column_tile], ex[entry], ew[entry, column_tile], codes, consts, limits, row0,
-                     col0, spec, zero_select, out[entry], None, sum_type)
+            run_tile(x[entry], w[entry, column_tile], ex[entry], ew[entry, column_tile], codes, ints, floats, row0,
+                     col0, spec, zero_select, out[entry], None)
         else:
-            run_tile(x[entry], w[entry, column_tile], ex[entry], ew[entry, column_tile], codes, consts, limits, row0,
-                     col0, spec, zero_select, out[entry], tile_stats[tile], sum_type)
+            run_tile(x[entry], w[entry, column_tile], ex[entry], ew[entry, column_tile], codes, ints, floats, row0,
+                     col0, spec, zero_select, out[entry], tile_stats[tile])
 
 
 @njit(cache=True, error_model="numpy")  # power >= 2^emin > 0: no zero-division check, vectorizable
@@ -428,11 +384,9 @@ def gemm(x: np.ndarray, w: np.ndarray, spec: FusedSpec, count: bool,
     out = np.zeros((batch, padded_rows, tiles_per_row * width), RESULT_DTYPES[result_dtype(spec)])
     if addend is not None:
         out[:, :rows, :columns] = addend
-    consts = np.array([2.0**spec.e_zero, 2.0**spec.out_emin, scale_floor(spec)])
     tiles = batch * (padded_rows // TILE_ROWS) * tiles_per_row
     tile_stats = np.zeros((tiles, STAT_COUNT))
-    limits = np.array(output_limits(spec))
-    sum_type = np.empty(0, dtype=np.int32 if binary32 else np.int64)
+    ints, floats = lane_steps(spec, dtype)
     operands = ((x, spec.a_man, spec.a_emin, spec.a_emax, xs, ex, "X", decode_rows),
                 (w, spec.b_man, spec.b_emin, spec.b_emax, ws, ew, "W", decode_columns))
     with one_thread_below(batch * rows * length * columns):
@@ -443,6 +397,6 @@ def gemm(x: np.ndarray, w: np.ndarray, spec: FusedSpec, count: bool,
             if bad:
                 raise ValueError(f"fused GEMM: {bad} entries of {name} are not finite values with {man} fraction bits "
                                  f"and exponents up to {emax}")
-        gemm_tiles(xs, ws, ex, ew, codes, consts, limits, spec, True if needs_zero_select(spec) else None, out,
-                   tile_stats if count else None, sum_type)
+        gemm_tiles(xs, ws, ex, ew, codes, ints, floats, spec, True if needs_zero_select(spec) else None, out,
+                   tile_stats if count else None)
     return np.ascontiguousarray(out[:, :rows, :columns]), tile_stats.sum(axis=0)

@@ -110,8 +110,12 @@ def lane_dtype(spec: FusedSpec, name: str = "fused accumulator") -> str:
     lowest = spec.a_emin + spec.b_emin - spec.fraction_bits - 2
     highest_scale = spec.fraction_bits - lowest
     output_fits = spec.out_frac <= 23 and spec.out_emin - spec.out_frac >= -149 and spec.out_emax <= 127
+    # fused_lanes' steps in binary32: the quantum 2^(e_max - F) at least binary32's smallest subnormal, the
+    # output's normal range within binary32's, and 2^(F - e_max) normal for the largest e_max
+    steps_fit = (min(spec.e_zero, spec.out_emin) - spec.fraction_bits >= -149 and spec.out_emin >= -126
+                 and spec.fraction_bits - max(spec.out_emax, spec.a_emax + spec.b_emax) >= -126)
     if (product_bits <= 24 and sum_bits <= 24 and lowest >= -126 and highest_scale <= 127 and spec.e_zero >= -149
-            and output_fits):
+            and output_fits and steps_fit):
         return "float32"
     if product_bits <= 53 and sum_bits <= 53:
         return "float64"

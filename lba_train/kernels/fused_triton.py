@@ -28,7 +28,7 @@ EXPONENT_BITS = 0x7FF0000000000000
 @triton.jit
 def _round_output(value, quantum, inverse_quantum, output_min, overflow, overflow_value,
                   OUT_FRAC: tl.constexpr, RNE: tl.constexpr):
-    """fused_numba.round_output, element-wise: (result, overflowed, underflowed)."""
+    """fused_lanes.round_output, element-wise in binary64: (result, overflowed, underflowed)."""
     drop: tl.constexpr = 52 - OUT_FRAC
     bits = value.to(tl.int64, bitcast=True)
     dropped = (tl.full(bits.shape, 1, tl.int64) << drop) - 1
