@@ -375,12 +375,19 @@ def gemm(x: np.ndarray, w: np.ndarray, spec: FusedSpec, count: bool,
     width = tile_width(columns)
     padded_rows = -(-rows // TILE_ROWS) * TILE_ROWS
     tiles_per_row = -(-columns // width)
-    xs = np.zeros((batch, padded_rows, length), dtype)
     exponent_type = exponent_dtype(spec)
     codes = np.array(EXPONENT_CODES[exponent_type], dtype=exponent_type)
-    ex = np.full((batch, padded_rows, length), codes[0], exponent_type)
-    ws = np.zeros((batch, tiles_per_row, length, width), dtype)
-    ew = np.full((batch, tiles_per_row, length, width), codes[0], exponent_type)
+    # the decoders write every entry but the zero padding, set here (filling whole arrays cost 0.085 ms of a
+    # 256 x 1024 x 256 call's ~5 ms)
+    xs = np.empty((batch, padded_rows, length), dtype)
+    ex = np.empty((batch, padded_rows, length), exponent_type)
+    xs[:, rows:] = 0
+    ex[:, rows:] = codes[0]
+    ws = np.empty((batch, tiles_per_row, length, width), dtype)
+    ew = np.empty((batch, tiles_per_row, length, width), exponent_type)
+    last_columns = columns - (tiles_per_row - 1) * width
+    ws[:, -1, :, last_columns:] = 0
+    ew[:, -1, :, last_columns:] = codes[0]
     out = np.zeros((batch, padded_rows, tiles_per_row * width), RESULT_DTYPES[result_dtype(spec)])
     if addend is not None:
         out[:, :rows, :columns] = addend
