@@ -334,8 +334,11 @@ def decode_columns(values, man, emin, emax, zero_code, lanes, exponents):
         for tile in range(lanes.shape[1]):
             lane_row = lanes[entry, tile, k]
             exponent_row = exponents[entry, tile, k]
-            for j in range(min(columns, values.shape[2] - tile * columns)):
-                value = values[entry, k, tile * columns + j]
+            # a row slice indexed from 0: indexing values[entry, k, tile * columns + j] checked each index for
+            # wraparound (0.25 vs 0.16 ms for a 1024 x 256 W)
+            value_row = values[entry, k, tile * columns:]
+            for j in range(min(columns, value_row.shape[0])):
+                value = value_row[j]
                 exponent, ok = decode_one(value, smallest, fraction_scale, emax, zero_code)
                 lane_row[j] = value
                 exponent_row[j] = exponent
