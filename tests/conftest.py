@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 
 _RECORDS: list[tuple[str, str, int, int]] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_temp_folder(tmp_path_factory):
+    """The run's temporary files, its tools' and its worker processes' go to a folder pytest owns and prunes.
+
+    Tests that provoke a failing Yosys or OpenSTA run get the tool's folder kept for its log, as a user would
+    (the error names it); without this they would pile up in the system's temporary folder.
+    """
+    folder = tmp_path_factory.mktemp("tmp")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(folder))
+        patch.setattr(tempfile, "tempdir", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="module")
