@@ -133,7 +133,7 @@ def _quantize_tensor(x: torch.Tensor, fmt: FloatFormat, rounding: str, underflow
     with torch.no_grad():
         wide = x.detach().to(torch.float64)
         if torch.isnan(wide).any():
-            raise ValueError(f"cannot quantize NaN into {fmt.name}: the formats have no NaN code")
+            raise ValueError(nan_message(fmt))
         if isinstance(fmt, FloatFormat):  # a fixed-point conversion saturates +-Inf by itself
             wide = torch.where(torch.isinf(wide), torch.copysign(torch.full_like(wide, float(fmt.max_value)), wide), wide)
         values, _, _ = round_tensor(wide, fmt, rounding, underflow)
@@ -160,24 +160,40 @@ def binary32_quantizer_holds(fmt: "FloatFormat | FixedFormat") -> bool:
     )
 
 
+def nan_message(fmt: "FloatFormat | FixedFormat") -> str:
+    """The one refusal of a NaN operand (the formats have no NaN code)."""
+    return f"cannot quantize NaN into {fmt.name}: the formats have no NaN code"
+
+
+def quantize_binary32(x: torch.Tensor, fmt: "FloatFormat | FixedFormat") -> torch.Tensor | None:
+    """R_F (RNE, underflow on, +-Inf to +-max) of a CPU float32 (or narrower float) tensor in one pass of the
+    compiled binary32 kernel, as float32; None where that is not R_F (:func:`binary32_quantizer_holds`) or
+    Numba is missing. The pass also counts NaN: ValueError(:func:`nan_message`) if there is one.
+    """
+    narrow = x.dtype in (torch.float32, torch.float16, torch.bfloat16)  # exact in binary32
+    if not (_NUMBA_AVAILABLE and x.device.type == "cpu" and narrow and binary32_quantizer_holds(fmt)):
+        return None
+    from .kernels import numba_binary32
+    from .kernels.plan import round_spec_of
+
+    values = x.detach().to(torch.float32).contiguous()
+    out = torch.empty_like(values)
+    spec = numba_binary32.binary32_spec(round_spec_of(fmt, "rne", True))
+    if numba_binary32.quantize_into(values.numpy(), out.numpy(), spec):
+        raise ValueError(nan_message(fmt))
+    return out
+
+
 def quantize_operand(x: torch.Tensor, fmt: "FloatFormat | FixedFormat", caller: str) -> torch.Tensor:
     """R_F (RNE, underflow on, +-Inf to +-max) of a GEMM operand: float32 where exact, float64 otherwise.
 
-    CPU tensors of float32 (or narrower floats) in a format :func:`binary32_quantizer_holds` accepts take
-    one pass of a compiled kernel; everything else takes :func:`quantize`'s float64 path. NaN raises
-    ValueError naming ``caller``.
+    :func:`quantize_binary32` where it applies; everything else takes :func:`quantize`'s float64 path. NaN
+    raises ValueError naming ``caller``.
     """
     with torch.no_grad():
         x = x.detach()
-        narrow = x.dtype in (torch.float32, torch.float16, torch.bfloat16)  # exact in binary32
-        if _NUMBA_AVAILABLE and x.device.type == "cpu" and narrow and binary32_quantizer_holds(fmt):
-            from .kernels import numba_binary32
-            from .kernels.plan import round_spec_of
-
-            values = x.to(torch.float32).contiguous()
-            out = torch.empty_like(values)
-            spec = numba_binary32.binary32_spec(round_spec_of(fmt, "rne", True))
-            if numba_binary32.quantize_into(values.numpy(), out.numpy(), spec):
-                raise ValueError(f"{caller}: cannot quantize NaN into {fmt.name}: the formats have no NaN code")
-            return out
-        return quantize(x.to(torch.float64), fmt)
+        try:
+            fast = quantize_binary32(x, fmt)
+        except ValueError as error:
+            raise ValueError(f"{caller}: {error}") from None
+        return fast if fast is not None else quantize(x.to(torch.float64), fmt)

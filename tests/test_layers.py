@@ -12,7 +12,8 @@ from lba_core import ConfigError, FloatFormat, MacConfig
 from lba_train import lba_matmul, quantize, reference_dot
 from lba_train.convert import event_stats_table, lba_layers, lbaify, set_collect_stats, set_lba_config
 from lba_train.layers import LayerOptions, LBAConv2d, LBALinear, LBAMatMul, MatMul
-from lba_train.quantizers import TensorQuantizer, max_abs_scale
+from lba_train.quantize import binary32_quantizer_holds
+from lba_train.quantizers import TensorQuantizer, max_abs_scale, round_ste
 
 # A narrow accumulator biased for max-abs-scaled e4m3 operands, so that every event type occurs.
 CFG = MacConfig("e4m3", FloatFormat(4, 3, bias=-6), chunk_size=4)
@@ -75,6 +76,40 @@ def test_ste_passes_gradient_inside_and_clips_saturated_values():
 def test_quantizer_rejects_nan():
     with pytest.raises(ValueError, match="NaN"):
         TensorQuantizer("e4m3")(torch.tensor([1.0, float("nan")]))
+
+
+@pytest.mark.parametrize("name", ["e4m3", "e5m2", "e4m3_sub", "e3m8_b-11", "e8m7"])
+def test_float32_quantizer_pass_is_the_float64_rounding(name, comparisons):
+    """float32 activations take one compiled pass: the same values (float32), mask and scale as the float64
+    path, on the format's boundaries (ties, min_normal, the subnormal range, max, beyond max, +-Inf, -0)."""
+    fmt = FloatFormat.parse(name)
+    quantum = 2.0 ** (fmt.emin - fmt.man_bits)
+    edges = [0.0, -0.0, quantum / 2, quantum * 1.5, float(fmt.min_normal) * (1 - 2.0**-9), float(fmt.min_normal),
+             float(fmt.max_value), float(fmt.max_value) * 1.01, 1 + 2.0 ** -(fmt.man_bits + 1), float("inf")]
+    boundary = torch.tensor(edges + [-v for v in edges], dtype=torch.float32)
+    scaled = torch.cat([boundary, torch.randn(4096, generator=_generator(3)) * float(fmt.max_value) / 4])
+    for tensor in (scaled, scaled.detach().requires_grad_()):
+        fast = round_ste(tensor, fmt)
+        wide = tensor.detach().to(torch.float64).requires_grad_(tensor.requires_grad)
+        reference = round_ste(wide, fmt)
+        # e8m7 reaches 2^128: not a binary32 format, so it takes (and is compared with) the float64 path.
+        assert fast.dtype == (torch.float32 if binary32_quantizer_holds(fmt) else torch.float64)
+        comparisons(f"round_ste float32 pass vs float64 ({name})", fast.numel(),
+                    int((fast.detach().to(torch.float64) != reference.detach()).sum()))
+        assert torch.equal(fast.detach().to(torch.float64), reference.detach())
+        assert not torch.signbit(fast.detach()[fast.detach() == 0]).any()  # +0, never -0
+        if tensor.requires_grad:
+            fast.sum().backward()
+            reference.sum().backward()
+            assert torch.equal(tensor.grad.to(torch.float64), wide.grad)
+    with pytest.raises(ValueError, match=f"cannot quantize NaN into {fmt.name}"):
+        round_ste(torch.tensor([1.0, float("nan")]), fmt)
+
+
+def test_per_tensor_range_of_an_all_negative_tensor():
+    x = -torch.rand(5, 7, generator=_generator(4)) - 1
+    assert float(TensorQuantizer("e4m3").observed_amax(x)) == float(x.abs().max())
+    assert float(TensorQuantizer("e4m3").observed_amax(torch.zeros(0))) == 0.0
 
 
 # ------------------------------------------------------------------------------------------------ layers
