@@ -134,10 +134,13 @@ def test_narrow_tiles_of_a_batch_match_the_reference(comparisons):
     mismatches = compared = 0
     for cfg, columns in [(MacConfig("e4m3", "e4m7"), 20), (MacConfig("e4m3", "e5m10", chunk_size=4), 32),
                          (MacConfig("e4m3", "fp32"), 7)]:
-        assert numba_binary32.tile_width(3, columns) == 32 and numba_binary32.tile_width(1, columns) == 64
+        assert numba_binary32.tile_width(3, columns, False) == 32 and numba_binary32.tile_width(1, columns, False) == 64
+        assert numba_binary32.tile_width(1, columns, True) == 32  # counting tiles are always 32 wide
         x, w = batched_operands(cfg, 3, 4, 13, columns, "codes", rng)
         stats, expected_stats = EventStats(), EventStats()
         got = batched_gemm_values(x, w, cfg, stats=stats).double().numpy()
+        uncounted = batched_gemm_values(x, w, cfg).double().numpy()
+        mismatches += int(np.sum(uncounted != got))
         for b in range(3):
             expected, entry_stats = reference_gemm(x[b], w[b], cfg)
             mismatches += int(np.sum(got[b] != expected))

@@ -307,3 +307,15 @@ def test_zero_products_are_taken_off_the_swamp_count(cfg, comparisons):
                 mismatches + int(np.any(new_events != old_events)))
     assert mismatches == 0 and new_events.tolist() == old_events.tolist()
     assert old_events[2] > 0
+
+
+def test_binade_rounding_takes_the_formats_bound_before_reading_the_operands():
+    """The plan's bound on |product| (from the operand formats) proves the binade condition without a pass over
+    the operands; a bound too weak to prove it leaves the decision to the operands' largest magnitudes."""
+    plan = plan_gemm(MacConfig("e4m3", "e5m10"))
+    x = np.full((1, 4, 8), 3e38, np.float32)  # no e4m3 operand is this large: only a pass over x sees it
+    w = np.ones((1, 8, 4), np.float32)
+    assert not numba_binary32.binade_rounding_holds(plan.acc, x, w, False, 0)
+    assert numba_binary32.binade_rounding_holds(plan.acc, x, w, False, 0, 2.0**plan.product_bound_exponent)
+    assert not numba_binary32.binade_rounding_holds(plan.acc, x, w, False, 0, 2.0**200)
+    assert numba_binary32.binade_rounding_holds(plan.acc, x / 3e38, w, False, 0, 2.0**200)

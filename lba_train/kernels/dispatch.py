@@ -36,7 +36,7 @@ def _numba_gemm(x: torch.Tensor, w: torch.Tensor, plan: GemmPlan, count: bool) -
 
         x32, w32 = x.to(torch.float32).contiguous().numpy(), w.to(torch.float32).contiguous().numpy()
         values, events = numba_binary32.gemm(x32, w32, plan.product, plan.acc, plan.chunk_size or 0,
-                                             plan.binary32_step, count)
+                                             plan.binary32_step, count, 2.0 ** plan.product_bound_exponent)
         if plan.binary32_fallback:
             from . import range_fallback
 

@@ -8,12 +8,11 @@ rounded to odd at 24 bits by TwoSum (STEP_ROUND_TO_ODD) or from the rounded bina
 twice is proven harmless (STEP_ROUND_TWICE), followed by one rounding on the bit pattern, or the binary32 sum
 alone where it is the accumulator's rounding (STEP_NATIVE, fp32).
 
-Outputs are cut into tiles of TILE_ROWS x TILE_COLS, or 32 columns for narrow products (compile-time
-constants, so that LLVM unrolls and
-vectorizes the column loop over whole AVX-512 / AVX2 registers); operands are zero-padded to whole tiles by
-the caller (a zero product never changes an accumulator and raises no event). Tiles of all batch entries run
-in parallel (``prange``); each walks k = 0 .. K-1 in the contract's order, so results do not depend on the
-thread count or the tiling.
+Outputs are cut into tiles of TILE_ROWS x TILE_COLS, or 32 columns for narrow products and where events
+are counted (compile-time constants, so that LLVM unrolls and vectorizes the column loop over whole AVX-512 /
+AVX2 registers); operands are zero-padded to whole tiles by the caller (a zero product never changes an
+accumulator and raises no event). Tiles of all batch entries run in parallel (``prange``); each walks
+k = 0 .. K-1 in the contract's order, so results do not depend on the thread count or the tiling.
 """
 
 from __future__ import annotations
@@ -35,14 +34,21 @@ CONTRACT = {"contract"}
 TILE_COLS = 64
 #: Narrower tiles for batches of products with few columns (attention's per-head products): less zero padding.
 NARROW_TILE_COLS = (32,)
+#: Tiles that count events are 32 columns wide: with 64, the event counters and their constants no longer fit
+#: the 32 vector registers beside the accumulators, and LLVM spilled 70 values per k step (784x384x384 on
+#: e4m7: 9.5 -> 9.2 ms; 40.4 -> 36.4 ms at 784x384x1536 together with the strip-major tile order).
+COUNTING_TILE_COLS = 32
 
 
-def tile_width(batch: int, columns: int) -> int:
-    """The tile's column count: for a batch of several products, the narrowest that holds ``columns``; else 64.
+def tile_width(batch: int, columns: int, count: bool) -> int:
+    """The tile's column count: COUNTING_TILE_COLS where events are counted; otherwise, for a batch of several
+    products, the narrowest that holds ``columns``, else 64.
 
     Each width is a separate compiled specialization (10-30 s to compile on first use); a single product
     wastes little on padding in absolute terms, so it keeps the one 64-column width.
     """
+    if count:
+        return COUNTING_TILE_COLS
     if batch == 1:
         return TILE_COLS
     return next((width for width in NARROW_TILE_COLS if columns <= width), TILE_COLS)
@@ -80,7 +86,8 @@ EXPONENT_FIELD = 0x7F800000
 HALF_SIGNIFICAND = 1 << 22
 
 
-def binade_rounding_holds(spec: RoundSpec, x: np.ndarray, w: np.ndarray, product: bool, chunk: int) -> bool:
+def binade_rounding_holds(spec: RoundSpec, x: np.ndarray, w: np.ndarray, product: bool, chunk: int,
+                          product_bound: float | None = None) -> bool:
     """Whether :func:`round32` may round the accumulator by the binade constant (docs/simulator.md).
 
     RNE without a subnormal clamp, 1 <= man_bits <= 22, and every value the rounding sees below 2^(104 + P)
@@ -90,11 +97,22 @@ def binade_rounding_holds(spec: RoundSpec, x: np.ndarray, w: np.ndarray, product
     chunk adder two values of at most max); otherwise |value| <= K |p| ((1 + 2^-23)(1 + 2^-P))^(2K + 1)
     (each step adds at most one product and rounds twice, to binary32 or to odd, then to P bits; the chunk
     adder adds at most K + 1 more roundings).
+
+    ``product_bound``: a bound on every |p| known from the operand formats (the plan's
+    2^product_bound_exponent). Where it proves the condition, the operands are not read (two passes fewer
+    per call); otherwise their largest magnitudes decide.
     """
     if spec.toward_zero or spec.clamp or not 1 <= spec.man_bits <= 22:
         return False
     length = x.shape[2]
+    if product_bound is not None and values_below_binade_limit(spec, product_bound, length):
+        return True
     largest = largest_magnitude(x.reshape(-1)) * largest_magnitude(w.reshape(-1)) * (2.0 if product else 1.0)
+    return values_below_binade_limit(spec, largest, length)
+
+
+def values_below_binade_limit(spec: RoundSpec, largest: float, length: int) -> bool:
+    """The bound of :func:`binade_rounding_holds` for products of magnitude at most ``largest``."""
     limit = 2.0 ** (104 + spec.man_bits + 1)
     if spec.max_value <= float(np.finfo(np.float32).max):
         return 2.0 * (spec.max_value + largest) * (1.0 + 2.0**-23) < limit
@@ -306,32 +324,38 @@ def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events, width):
 
 @njit(parallel=True, cache=True, fastmath=CONTRACT)
 def gemm_tiles(x, w, prod, acc, to_odd, chunk, out, tile_events, width):
-    """out[b] = x[b] @ w[b] on the accumulator for padded (B, M, K), (B, K, N); events per tile unless None."""
+    """out[b] = x[b] @ w[b] on the accumulator for padded (B, M, K), (B, K, N); events per tile unless None.
+
+    Tiles go down a strip of columns before the next strip: consecutive tiles (and each thread's share of
+    them) reuse one K x width strip of w from the cache while the rows of x stream past (row-major order
+    re-read all of w from memory for every four rows: 10 % slower at 784x384x1536).
+    """
     row_tiles = x.shape[1] // TILE_ROWS
     column_tiles = w.shape[2] // len(width)
     per_entry = row_tiles * column_tiles
     for tile in prange(x.shape[0] * per_entry):
         entry = tile // per_entry
         within = tile % per_entry
-        row0 = (within // column_tiles) * TILE_ROWS
-        column0 = (within % column_tiles) * len(width)
+        row0 = (within % row_tiles) * TILE_ROWS
+        column0 = (within // row_tiles) * len(width)
         if tile_events is None:
             run_tile(x[entry], w[entry], row0, column0, prod, acc, to_odd, chunk, out[entry], None, width)
         else:
             run_tile(x[entry], w[entry], row0, column0, prod, acc, to_odd, chunk, out[entry], tile_events[tile], width)
 
 
-def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
+def gemm(x, w, prod_spec, acc_spec, chunk, step, count, product_bound=None):
     """Y[b] = X[b] @ W[b] for C-contiguous float32 arrays (B, M, K), (B, K, N); returns (Y float32, events).
 
     ``prod_spec`` is None without a product format; ``chunk`` <= 0: one chain; ``step`` is the plan's
     ``binary32_step`` (with STEP_NATIVE or a range fallback, lanes that left binary32's range end as Inf or
     NaN: ``range_fallback.finish`` recomputes them). The operands are padded
     here to whole tiles with zeros; events = [overflow, underflow, swamp] step counts (zeros unless ``count``).
+    ``product_bound``: a bound on every |product| from the operand formats (see binade_rounding_holds).
     """
     batch, rows, length = x.shape
     columns = w.shape[2]
-    tile_columns = tile_width(batch, columns)
+    tile_columns = tile_width(batch, columns, count)
     padded_rows = -(-rows // TILE_ROWS) * TILE_ROWS
     padded_columns = -(-columns // tile_columns) * tile_columns
     if padded_rows != rows:
@@ -344,7 +368,7 @@ def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
     prod = None if prod_spec is None else binary32_spec(prod_spec)
     to_odd = True if step == STEP_ROUND_TO_ODD else None
     acc = None if step == STEP_NATIVE else binary32_spec(
-        acc_spec, binade_rounding_holds(acc_spec, x, w, prod_spec is not None, chunk))
+        acc_spec, binade_rounding_holds(acc_spec, x, w, prod_spec is not None, chunk, product_bound))
     gemm_tiles(x, w, prod, acc, to_odd, chunk, out, tile_events if count else None, (0,) * tile_columns)
     if padded_rows != rows or padded_columns != columns:
         out = out[:, :rows, :columns]
@@ -354,12 +378,28 @@ def gemm(x, w, prod_spec, acc_spec, chunk, step, count):
     return out, events
 
 
-def zero_products(x: np.ndarray, w: np.ndarray) -> int:
-    """How many of the products x[b, i, k] * w[b, k, j] are zero (exact products: a factor is zero)."""
-    nonzero_x = np.count_nonzero(x, axis=1).astype(np.int64)  # (B, K)
-    nonzero_w = np.count_nonzero(w, axis=2).astype(np.int64)  # (B, K)
+@njit(cache=True)
+def zero_products(x, w):
+    """How many of the products x[b, i, k] * w[b, k, j] are zero (exact products: a factor is zero).
+
+    Per k, the zero-free rows of x times the zero-free columns of w, in one pass over each operand (NumPy's
+    count_nonzero along an axis and the int64 casts took 0.7-0.9 ms per MiniLM projection).
+    """
     batch, rows, length = x.shape
-    return batch * rows * length * w.shape[2] - int((nonzero_x * nonzero_w).sum())
+    columns = w.shape[2]
+    nonzero = 0
+    row_counts = np.zeros(length, np.int32)
+    for b in range(batch):
+        row_counts[:] = 0
+        for i in range(rows):
+            for k in range(length):
+                row_counts[k] += np.int32(x[b, i, k] != np.float32(0.0))
+        for k in range(length):
+            column_count = np.int32(0)
+            for j in range(columns):
+                column_count += np.int32(w[b, k, j] != np.float32(0.0))
+            nonzero += np.int64(row_counts[k]) * np.int64(column_count)
+    return batch * rows * length * columns - nonzero
 
 
 @njit(parallel=True, cache=True)

@@ -110,6 +110,8 @@ class GemmPlan:
     acc: RoundSpec
     chunk_size: int | None
     step: str
+    #: |R_prod(a*b)| < 2^this for operands in their formats (DatapathPlan.product_bound_exponent).
+    product_bound_exponent: int
     binary32_step: str | None = None
     binary32_fallback: bool = False
 
@@ -173,6 +175,7 @@ def plan_gemm(cfg: MacConfig, datapath: DatapathPlan | None = None) -> GemmPlan:
         step=step,
         binary32_step=lane_step,
         binary32_fallback=lane_step is not None and datapath.sum_bound_exponent > BINARY32_MAX_EXPONENT,
+        product_bound_exponent=datapath.product_bound_exponent,
     )
 
 

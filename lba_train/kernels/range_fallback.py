@@ -37,7 +37,7 @@ def finish(values: np.ndarray, events: np.ndarray, x: np.ndarray, w: np.ndarray,
         x_block = np.ascontiguousarray(x[entry : entry + 1, rows])
         w_block = np.ascontiguousarray(w[entry : entry + 1][:, :, columns])
         _, lane_events = numba_binary32.gemm(x_block, w_block, plan.product, plan.acc, chunk, plan.binary32_step,
-                                             count)
+                                             count, 2.0 ** plan.product_bound_exponent)
         exact, exact_events = numba_gemm.gemm(x_block.astype(np.float64), w_block.astype(np.float64),
                                               plan.product, plan.acc, chunk, plan.step, count)
         values[entry, rows[:, None], columns[None, :]] = exact[0]
