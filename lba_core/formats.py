@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from fractions import Fraction
 from typing import Iterator
 
@@ -160,15 +161,17 @@ class FloatFormat(_CodedFormat):
         """Unbiased exponent of the smallest normal binade (exponent code 1)."""
         return 1 - self.bias
 
-    @property
+    # The exact range values are cached per format object (formats are frozen): the simulator asks for them on
+    # every GEMM call, and building the Fractions was a third of lba_matmul's fixed Python cost.
+    @cached_property
     def max_value(self) -> Fraction:
         return Fraction((1 << (self.man_bits + 1)) - 1) * Fraction(2) ** (self.emax - self.man_bits)
 
-    @property
+    @cached_property
     def min_normal(self) -> Fraction:
         return Fraction(2) ** self.emin
 
-    @property
+    @cached_property
     def min_positive(self) -> Fraction:
         """Smallest positive value: the subnormal step when subnormals are on, else the smallest normal."""
         return Fraction(2) ** (self.emin - self.man_bits) if self.subnormals else self.min_normal
@@ -304,7 +307,7 @@ class FixedFormat(_CodedFormat):
     def is_integer(self) -> bool:
         return self.frac_bits == 0
 
-    @property
+    @cached_property
     def quantum(self) -> Fraction:
         """The grid step 2^-F: every value is an integer multiple of it."""
         return Fraction(1, 1 << self.frac_bits)
@@ -317,16 +320,16 @@ class FixedFormat(_CodedFormat):
     def max_int(self) -> int:
         return (1 << (self.width - 1)) - 1
 
-    @property
+    @cached_property
     def max_value(self) -> Fraction:
         return self.max_int * self.quantum
 
-    @property
+    @cached_property
     def min_value(self) -> Fraction:
         """The most negative value, -2^(W-1) * 2^-F (one step beyond -max_value)."""
         return self.min_int * self.quantum
 
-    @property
+    @cached_property
     def min_positive(self) -> Fraction:
         return self.quantum
 

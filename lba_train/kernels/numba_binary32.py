@@ -77,13 +77,15 @@ def binary32_spec(spec: RoundSpec, binade_rounding: bool = False) -> tuple:
     # Formats reaching 2^128 (emax >= 128) saturate beyond binary32's range: Inf, whose lanes are finished on
     # binary64 lanes (plan.range_fallback_holds); a clamp at Inf changes no lane, so there is none.
     max_value = np.float32(spec.max_value) if spec.max_value <= float(np.finfo(np.float32).max) else None
-    # Added to v's exponent field: the bit pattern of 1.5 * 2^(e + 23 - man_bits), e = v's exponent.
-    binade_offset = np.int32(((shift << 23) | HALF_SIGNIFICAND)) if binade_rounding else None
-    return (unit, half, keep, max_value, flush_below, clamp_below, magic, rtz_quantum, binade_offset)
+    # Times 2^e (v's exponent field alone): +-1.5 * 2^(e + 23 - man_bits), the binade constant and its negative
+    # (two loop-invariant values LLVM cannot tell apart: it then fuses each product into its own FMA instead
+    # of computing the product once and adding and subtracting it, one operation more).
+    binade_scale = np.float32(1.5 * 2.0**shift) if binade_rounding else None
+    binade_negated = np.float32(-1.5 * 2.0**shift) if binade_rounding else None
+    return (unit, half, keep, max_value, flush_below, clamp_below, magic, rtz_quantum, binade_scale, binade_negated)
 
 
 EXPONENT_FIELD = 0x7F800000
-HALF_SIGNIFICAND = 1 << 22
 
 
 def binade_rounding_holds(spec: RoundSpec, x: np.ndarray, w: np.ndarray, product: bool, chunk: int,
@@ -137,20 +139,23 @@ def largest_magnitude(flat):
     return float(np.int32(largest).view(np.float32))
 
 
-@njit(cache=True)
-def round32(value, unit, half, keep, max_value, flush_below, clamp_below, magic, rtz_quantum, binade_offset):
+@njit(cache=True, fastmath=CONTRACT)
+def round32(value, unit, half, keep, max_value, flush_below, clamp_below, magic, rtz_quantum, binade_scale,
+            binade_negated):
     """R_F of a binary32 ``value`` standing for the exact real; (result, overflowed, underflowed).
 
     ``value`` is the exact value or its rounding to odd at 24 bits; both round to F alike (docs). Adds half
     a unit (less one, plus the kept bit: ties to even) to the bit pattern and clears the dropped bits; or,
-    with ``binade_offset``, adds and subtracts 1.5 * 2^(e + 23 - man_bits), whose ulp is v's quantum in F
-    (binary32 rounds the sum to it, ties to even; 2 vector operations fewer). Below min_normal with
-    subnormals the quantum is fixed and the magic-constant addition rounds instead.
+    with ``binade_scale`` K and ``binade_negated`` -K, adds and subtracts C = 2^e * K = 1.5 * 2^(e + 23 - man_bits), whose ulp
+    is v's quantum in F (binary32 rounds the sum to it, ties to even). C is an exact product, so LLVM may
+    fuse it into both the addition and the subtraction (CONTRACT): three vector operations (and, two FMAs)
+    instead of the bit pattern's six. Below min_normal with subnormals the quantum is fixed and the
+    magic-constant addition rounds instead. No other product occurs here, so contraction changes no value.
     """
     bits = np.float32(value).view(np.int32)
-    if binade_offset is not None:
-        binade = np.int32((bits & np.int32(EXPONENT_FIELD)) + binade_offset).view(np.float32)
-        rounded = (value + binade) - binade
+    if binade_scale is not None:
+        power = np.int32(bits & np.int32(EXPONENT_FIELD)).view(np.float32)  # 2^e; +0 for v = 0 (then C = 0)
+        rounded = (value + power * binade_scale) + power * binade_negated
     else:
         if half is not None:
             # Ties to even: one more when the kept bit is set. A test, not a shift by a variable amount,
@@ -168,7 +173,8 @@ def round32(value, unit, half, keep, max_value, flush_below, clamp_below, magic,
     # into the clamp's last operation as a zero-masked AVX-512 instruction, one vector operation less.
     flushed = False
     if flush_below is not None:
-        flushed = abs(rounded) < flush_below
+        magnitude = abs(rounded)
+        flushed = magnitude < flush_below
     overflowed = False
     if max_value is not None:
         overflowed = abs(rounded) > max_value
@@ -181,7 +187,10 @@ def round32(value, unit, half, keep, max_value, flush_below, clamp_below, magic,
     if clamp_below is not None:
         underflowed = (rounded == np.float32(0.0)) & (value != np.float32(0.0))
     elif flush_below is not None:
-        underflowed = flushed & (value != np.float32(0.0))
+        # 0 < |r| < min_normal, as one unsigned comparison of bit patterns (|r| - 1 wraps for r = 0): two
+        # vector operations, where `flushed and value != 0` took four after LLVM's rewriting.
+        below = np.int32(np.float32(flush_below).view(np.int32) - np.int32(1))
+        underflowed = np.uint32(np.int32(np.float32(magnitude).view(np.int32) - np.int32(1))) < np.uint32(below)
     else:
         underflowed = False
     return rounded, overflowed, underflowed
@@ -214,17 +223,20 @@ def accumulate32(previous, addend, acc, to_odd):
         total = previous + addend
     if acc is None:
         return total, False, False
-    return round32(total, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8])
+    return round32(total, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8], acc[9])
 
 
 #: Events are counted per column in one int32 lane per column, the width of the binary32 lanes, so that the
 #: counting vectorizes alongside them (int64 scalar sums made a counting step 4x a plain one, three int32
-#: arrays 2x): overflow in bits 0-9, underflow in bits 10-19, swamp in bits 20-29. A lane gains at most
+#: arrays 2x): overflow in bits 1-10, underflow in bits 11-20, swamp in bits 21-30. A lane gains at most
 #: 2 * TILE_ROWS = 8 per field and k step (a MAC and a chunk-adder step per row), so the fields are added to
-#: the int64 totals every COUNT_BLOCK = 64 k steps (at most 512 < 2^10) and at the end.
+#: the int64 totals every COUNT_BLOCK = 64 k steps (at most 512 < 2^10) and at the end. No field starts at
+#: bit 0: LLVM turns an increment of 1 into a subtraction of the widened mask (two operations) where any
+#: other constant stays one masked addition.
 COUNT_BLOCK = 64
-UNDERFLOW_UNIT = 1 << 10
-SWAMP_UNIT = 1 << 20
+OVERFLOW_UNIT = 1 << 1
+UNDERFLOW_UNIT = 1 << 11
+SWAMP_UNIT = 1 << 21
 FIELD_MASK = (1 << 10) - 1
 
 
@@ -235,7 +247,7 @@ def add_events(count, overflowed, underflowed, swamped):
     Three conditional adds, which become AVX-512 masked adds of a constant (summing the three codes first
     made LLVM widen each mask to a vector and combine them: 2 operations more per step).
     """
-    count = count + (np.int32(1) if overflowed else np.int32(0))
+    count = count + (np.int32(OVERFLOW_UNIT) if overflowed else np.int32(0))
     count = count + (np.int32(UNDERFLOW_UNIT) if underflowed else np.int32(0))
     return count + (np.int32(SWAMP_UNIT) if swamped else np.int32(0))
 
@@ -286,7 +298,7 @@ def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events, width):
                 product_overflowed = product_underflowed = False
                 if prod is not None:
                     p, product_overflowed, product_underflowed = round32(
-                        p, prod[0], prod[1], prod[2], prod[3], prod[4], prod[5], prod[6], prod[7], prod[8]
+                        p, prod[0], prod[1], prod[2], prod[3], prod[4], prod[5], prod[6], prod[7], prod[8], prod[9]
                     )
                 previous = lanes[j]
                 value, overflowed, underflowed = accumulate32(previous, p, acc, to_odd)
@@ -315,9 +327,9 @@ def run_tile(x, w, row0, column0, prod, acc, to_odd, chunk, out, events, width):
                                                 (addend != np.float32(0.0)) & (value == previous))
         if events is not None and ((k + 1) % COUNT_BLOCK == 0 or k == length - 1):
             for j in range(columns):
-                events[0] += counts[j] & FIELD_MASK
-                events[1] += (counts[j] >> 10) & FIELD_MASK
-                events[2] += counts[j] >> 20
+                events[0] += (counts[j] >> 1) & FIELD_MASK
+                events[1] += (counts[j] >> 11) & FIELD_MASK
+                events[2] += counts[j] >> 21
                 counts[j] = np.int32(0)
     out[row0 : row0 + TILE_ROWS, column0 : column0 + columns] = total if chunk > 0 else partial
 
@@ -415,7 +427,8 @@ def quantize_into(x, out, spec):
     for i in prange(flat.shape[0]):
         value = flat[i]
         nans += value != value
-        rounded = round32(value, spec[0], spec[1], spec[2], spec[3], spec[4], spec[5], spec[6], spec[7], spec[8])[0]
+        rounded = round32(value, spec[0], spec[1], spec[2], spec[3], spec[4], spec[5], spec[6], spec[7], spec[8],
+                          spec[9])[0]
         result[i] = rounded + np.float32(0.0)  # -0 in, +0 out
     return nans
 
