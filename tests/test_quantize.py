@@ -62,3 +62,25 @@ def test_reference_dot_entry_point():
         lba_train.reference_dot([[1.0]], [[1.0]], cfg)
     with pytest.raises(ValueError, match="NaN"):
         lba_train.reference_dot([float("nan")], [1.0], cfg)
+
+
+@pytest.mark.parametrize("name", ["int8", "int32", "fx8.3", "fx16.12_sat", "fx12.1000", "fx40.1022", "int4"])
+@pytest.mark.parametrize("rounding", ["rne", "rtz"])
+def test_fixed_point_conversion_matches_the_reference(name, rounding, comparisons):
+    """Operand conversion into fixed-point formats, F from 0 to 1022 (the largest a format may have): grid
+    points, midpoints and their neighbours, saturation, binary64's extremes, against lba_core.quantize_value."""
+    from lba_core import parse_format, quantize_value
+
+    fmt = parse_format(name)
+    rng = np.random.default_rng(zlib.crc32(f"fixed-{name}-{rounding}".encode()))
+    quantum = 2.0**-fmt.frac_bits
+    steps = np.concatenate([rng.integers(fmt.min_int, fmt.max_int, 500, endpoint=True), [fmt.min_int, fmt.max_int, 0, 1, -1]])
+    grid = steps.astype(np.float64) * quantum
+    mids = grid + quantum / 2
+    x = np.concatenate([grid, mids, np.nextafter(mids, np.inf), np.nextafter(mids, -np.inf), grid * 4 + quantum,
+                        [1e300, -1e300, 5e-324, -5e-324, 0.0, -0.0, float(fmt.max_value) * 2, -float(fmt.max_value) * 2]])
+    got = quantize(torch.from_numpy(x), fmt, rounding).numpy()
+    expected = np.array([float(quantize_value(float(v), fmt, rounding)) for v in x])
+    mismatches = int(np.sum((got != expected) | (np.signbit(got) & (got == 0))))  # +0, never -0
+    comparisons(f"quantize {name} {rounding} vs lba_core.quantize_value", x.size, mismatches)
+    assert mismatches == 0
