@@ -105,6 +105,36 @@ def test_round_twice_needs_its_swamping_condition(comparisons):
     assert step_mismatches(cfg, a, b)[0] == 0  # the round-to-odd step the plan picks
 
 
+@pytest.mark.parametrize("acc", ["e4m7_sub", "e5m10_sub"])
+def test_round_twice_with_a_subnormal_clamp_is_exact(acc, comparisons):
+    """Subnormal accumulators on round-twice: every value of e4m7_sub (of e5m10_sub, every value below
+    2^(emin + 3)) plus every distinct e4m3 x e4m3 product, against the exact rounding. Sums below min_normal
+    are exact in binary32 (emin - q0 <= 24), so the clamp's fixed-quantum rounding is the only one there."""
+    cfg = MacConfig("e4m3", acc)
+    assert plan_gemm(cfg).binary32_step == STEP_ROUND_TWICE
+    values = all_values(cfg.input)
+    products = np.unique(np.multiply.outer(values, values))
+    accs = all_values(cfg.acc)
+    accs = accs[np.abs(accs) < 2.0 ** (cfg.acc.emin + 3)] if acc == "e5m10_sub" else accs
+    a, b = np.repeat(accs, products.size), np.tile(products, accs.size)
+    below = int(np.sum((a + b != 0) & (np.abs(a + b) < float(cfg.acc.min_normal))))
+    mismatches, ties = step_mismatches(cfg, a, b)
+    comparisons(f"round-twice {acc} acc, accumulator values x every product ({below} sums below min_normal, "
+                f"{ties} binary32 sums on a midpoint)", a.size, mismatches)
+    assert mismatches == 0 and below > 10_000 and ties > 10_000
+
+
+def test_round_twice_with_a_clamp_keeps_both_conditions():
+    """The clamp's extra condition (emin - q0 <= 24) and the swamping condition (smallest value 2^(emin - M)
+    with a clamp) each send a configuration to round-to-odd: e5m2 products reach down to 2^-32, 30 binades
+    below e3m10_sub's min_normal (e3m10 with flush takes round-twice); e4m3_sub's smallest value 2^-9 is not
+    above 2^(B - 25) = 2^-7."""
+    assert plan_gemm(MacConfig("e5m2", "e3m10")).binary32_step == STEP_ROUND_TWICE
+    assert plan_gemm(MacConfig("e5m2", "e3m10_sub")).binary32_step == STEP_ROUND_TO_ODD
+    assert not round_twice_holds(MacConfig("e4m3", "e4m3_sub"))
+    assert plan_gemm(MacConfig("e4m3", "e4m3_sub")).binary32_step == STEP_ROUND_TO_ODD
+
+
 @pytest.mark.parametrize("acc", ["e8m23", "e8m7"])
 def test_fp32_and_bf16_steps_on_adversarial_sums(acc, comparisons):
     """Random accumulator values (every binade) plus products of e4m3 and of e5m2 operands, and sums built
@@ -156,6 +186,7 @@ FALLBACK_CASES = [
     (MacConfig(BIG, "e8m7"), "mixed"),
     (MacConfig(BIG, "e8m7", chunk_size=4), "positive"),
     (MacConfig(BIG, "e8m7_b128"), "mixed"),  # emax = 127: saturation clamps in binary32, no fallback needed
+    (MacConfig(BIG, "e8m7_sub"), "mixed"),  # round-twice with a subnormal clamp: Inf passes the clamp's test
 ]
 
 
@@ -211,7 +242,7 @@ def new_vs_old(acc: str, rows: int, length: int, columns: int, seed: int) -> tup
     return rows * length * columns, mismatches
 
 
-NEW_VS_OLD = ["e8m23", "e8m7", "e4m3"]
+NEW_VS_OLD = ["e8m23", "e8m7", "e4m3", "e4m7_sub", "e5m10_sub"]
 
 
 @pytest.mark.parametrize("acc", NEW_VS_OLD)
@@ -236,6 +267,8 @@ NEW_STEP_CONFIGS = [
     MacConfig("e5m2", "bf16", chunk_size=3),
     MacConfig("e4m3", "e4m3", chunk_size=4),  # round-twice with 8-bit products into a 4-bit accumulator
     MacConfig("e4m3", "e4m3", product="e5m6"),
+    MacConfig("e4m3", "e4m7_sub", chunk_size=5),  # round-twice with a subnormal clamp, and its chunk adder
+    MacConfig("e5m2", "e5m7_sub"),
 ]
 
 

@@ -62,9 +62,10 @@ CONFIGS = [
 ]
 CONFIG_IDS = [cfg.name for cfg, _ in CONFIGS]
 
-# The binary32-lane step (None: binary64 lanes) of each entry of CONFIGS, in order.
+# The binary32-lane step (None: binary64 lanes) of each entry of CONFIGS, in order (the fourth, a subnormal
+# accumulator, takes round-twice since its sums below min_normal are exact in binary32).
 BINARY32_STEPS = [
-    STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE,
+    STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE, STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_ROUND_TWICE,
     STEP_EXACT_SUM, STEP_EXACT_SUM, STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_NATIVE, None, STEP_ROUND_TO_ODD,
     None, None, None, None, None, STEP_ROUND_TWICE, STEP_ROUND_TWICE, STEP_ROUND_TO_ODD, STEP_ROUND_TO_ODD,
 ]

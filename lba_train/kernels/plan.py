@@ -259,26 +259,34 @@ def range_fallback_holds(cfg: MacConfig, datapath: DatapathPlan) -> bool:
 def round_twice_holds(cfg: MacConfig, datapath: DatapathPlan | None = None) -> bool:
     """Whether R_acc(fl32(acc + p)) = R_acc(acc + p) for every step (docs/simulator.md, "Round-twice").
 
-    Rounding to nearest on an unbounded exponent range (RNE, no subnormal clamp; saturation and flush act on
-    the rounded value afterwards), binary32 neither underflows (binary32_lanes_hold) nor overflows (or the
-    lane is finished on binary64 lanes), and with P = acc.man_bits + 1 and Pp the products' significant bits:
+    Rounding to nearest (RNE; saturation and flush act on the rounded value afterwards), binary32 neither
+    underflows (binary32_lanes_hold) nor overflows (or the lane is finished on binary64 lanes), and with
+    P = acc.man_bits + 1 and Pp the products' significant bits:
 
     - Pp <= P (products and chunk sums no wider than the accumulator): P + P <= 23 (Figueroa's theorem,
       24 >= 2P + 1);
     - Pp > P: P + Pp <= 23, and no accumulator value is swamped whole by a product that is a midpoint of the
       accumulator's grid: every non-zero accumulator value exceeds 2^(B - 25), B = product_bound_exponent.
+
+    Both theorems are about a relative rounding (at the sum's binade); a subnormal clamp rounds sums below
+    min_normal to a fixed quantum instead. Such sums are exact in binary32 where emin - q0 <= 24 (every
+    value is a multiple of 2^q0, q0 = product_quantum_exponent), so the second rounding is the only one.
     """
     datapath = derive_datapath(cfg) if datapath is None else datapath
     precision = cfg.acc.man_bits + 1
     product_bits = datapath.product_sig_bits
-    if cfg.rounding != "rne" or (cfg.underflow and cfg.acc.subnormals):
+    clamped = cfg.underflow and cfg.acc.subnormals
+    if cfg.rounding != "rne":
+        return False
+    if clamped and cfg.acc.emin - datapath.product_quantum_exponent > BINARY32_SIGNIFICAND_BITS:
         return False
     if product_bits <= precision:
         return 2 * precision <= BINARY32_SIGNIFICAND_BITS - 1
-    # The smallest non-zero accumulator value: min_normal with flush, else the chain's grid 2^q0.
+    # The smallest non-zero accumulator value: min_normal with flush, the subnormal quantum with a clamp,
+    # else (and at least) the chain's grid 2^q0.
     smallest = datapath.product_quantum_exponent
     if cfg.underflow:
-        smallest = max(smallest, cfg.acc.emin)
+        smallest = max(smallest, cfg.acc.emin - (cfg.acc.man_bits if cfg.acc.subnormals else 0))
     return (
         precision + product_bits <= BINARY32_SIGNIFICAND_BITS - 1
         and smallest > datapath.product_bound_exponent - BINARY32_SIGNIFICAND_BITS - 1
