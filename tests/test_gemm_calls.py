@@ -27,7 +27,14 @@ def counting(monkeypatch, module, name: str) -> list:
     return calls
 
 
-def test_the_plan_and_the_datapath_are_derived_once_per_call(monkeypatch):
+def test_the_plan_and_the_datapath_are_derived_once_per_configuration(monkeypatch):
+    """The first call with a configuration derives its plan and datapath once; later calls with an equal
+    configuration (any GEMM function) reuse the memoized plan; a refused configuration is refused every time."""
+    import pytest
+
+    from lba_core import ConfigError
+
+    dispatch.check_config.cache_clear()
     x, w = torch.randn(3, 40), torch.randn(40, 5)
     plans = counting(monkeypatch, dispatch, "plan_gemm")
     datapaths = counting(monkeypatch, plan, "derive_datapath")
@@ -39,9 +46,14 @@ def test_the_plan_and_the_datapath_are_derived_once_per_call(monkeypatch):
         assert len(plans) == 1 and len(datapaths) == 1, cfg.name
         plans.clear(), datapaths.clear()
         lba_linear(x, w.T, torch.zeros(5), cfg, stats=EventStats())
-        assert len(plans) == 1 and len(datapaths) == 1, cfg.name
+        lba_matmul(x, w, MacConfig(cfg.input, cfg.acc, chunk_size=cfg.chunk_size))  # equal, not the same object
+        assert len(plans) == 0 and len(datapaths) == 0, cfg.name
+    lba_matmul(x, w, MacConfig("int8", "int24"))
     lba_matmul(x, w, MacConfig("int8", "int24"))
     assert len(fixed_plans) == 1 and len(fixed_datapaths) == 1
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="significand bits"):
+            lba_matmul(x, w, MacConfig("e8m26", "e8m23"))
 
 
 def test_the_fixed_point_datapath_is_one_derivation_for_the_circuit_and_the_kernel():

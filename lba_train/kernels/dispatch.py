@@ -10,6 +10,7 @@ kernels it should win over.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from collections.abc import Callable
@@ -133,10 +134,13 @@ def all_finite(tensor: torch.Tensor) -> bool:
     return bool(torch.isfinite(tensor).all())
 
 
+@functools.lru_cache(maxsize=1024)
 def check_config(cfg: MacConfig) -> GemmPlan | int_gemm.FixedGemmPlan:
     """Reject, before any work, a configuration no kernel can simulate exactly; else return its plan.
 
-    The one derivation of the plan per product: callers hand it on to :func:`batched_gemm_values`.
+    The one derivation of the plan per configuration (a pure function of the frozen MacConfig, memoized:
+    it was a third of a small product's Python cost); callers hand it on to :func:`batched_gemm_values`.
+    A refused configuration is not cached and is refused again.
     """
     if cfg.fused_acc:  # tensor-core fused accumulators (docs/arithmetic.md §9): kernels in fused_gemm
         return fused_spec(cfg)

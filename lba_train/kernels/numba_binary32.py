@@ -17,6 +17,7 @@ k = 0 .. K-1 in the contract's order, so results do not depend on the thread cou
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -56,8 +57,10 @@ def tile_width(batch: int, columns: int, count: bool) -> int:
 BINARY32_FRACTION_BITS = 23
 
 
+@functools.lru_cache(maxsize=1024)
 def binary32_spec(spec: RoundSpec, binade_rounding: bool = False) -> tuple:
-    """The constants of one rounding R_F in binary32, in the argument order of :func:`round32`.
+    """The constants of one rounding R_F in binary32, in the argument order of :func:`round32` (memoized: a
+    pure function of the immutable spec, asked for on every call).
 
     None marks a part the format does not need (RTZ has no rounding increment; no flush; no subnormal
     clamp; RNE needs no RTZ correction below min_normal; no saturation where max lies beyond binary32's

@@ -8,6 +8,7 @@ an error-free pair (TwoSum) and rounded once from the exact value (docs/simulato
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -56,8 +57,9 @@ def round_spec(fmt: FloatFormat, cfg: MacConfig) -> RoundSpec:
     return round_spec_of(fmt, cfg.rounding, cfg.underflow)
 
 
+@functools.lru_cache(maxsize=1024)
 def round_spec_of(fmt: FloatFormat, rounding: str, underflow: bool) -> RoundSpec:
-    """R_F of ``fmt`` under a rounding mode and underflow switch, as plain numbers."""
+    """R_F of ``fmt`` under a rounding mode and underflow switch, as plain numbers (memoized: pure)."""
     quantum_exponent = fmt.emin - fmt.man_bits
     usable_quantum = quantum_exponent >= BINARY64_MIN_NORMAL_EXPONENT
     return RoundSpec(
