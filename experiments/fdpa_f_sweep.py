@@ -29,22 +29,25 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lba_core import MacConfig
+from lba_core import MacConfig, parse_fused
 
 ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = (25, 16, 13, 11, 9, 8)
-GROUP = 32
+#: The unit whose F is swept: hopper-fp8 (lba_core.fused), L = 32 products per fused group.
+HOPPER = parse_fused("hopper-fp8")
+GROUP = HOPPER.group
 PROMOTE = 128
 BASELINE = "fp32"
 INPUT = "e4m3"  # the sweep's default --in: MiniLM's and the LM's operands
 
 
 def spelling(fraction_bits: int, promote: bool) -> str:
-    """hopper-fp8's general spelling (lba_core.fused: fdpa32f13-e8m13_sub-rtz) with F alignment bits."""
-    return f"fdpa{GROUP}f{fraction_bits}-e8m13_sub-rtz" + (f"+promote{PROMOTE}" if promote else "")
+    """hopper-fp8 with F alignment bits, in lba_core's general spelling (fdpa32f13-e8m13_sub-rtz at F = 13)."""
+    return replace(HOPPER, name="", fraction_bits=fraction_bits, promote_every=PROMOTE if promote else None).name
 
 
 def _fractions(text: str) -> list[int]:
