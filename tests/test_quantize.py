@@ -74,11 +74,13 @@ def test_fixed_point_conversion_matches_the_reference(name, rounding, comparison
     fmt = parse_format(name)
     rng = np.random.default_rng(zlib.crc32(f"fixed-{name}-{rounding}".encode()))
     quantum = 2.0**-fmt.frac_bits
-    steps = np.concatenate([rng.integers(fmt.min_int, fmt.max_int, 500, endpoint=True), [fmt.min_int, fmt.max_int, 0, 1, -1]])
+    steps = np.concatenate([rng.integers(fmt.min_int, fmt.max_int, 500, endpoint=True),
+                            [fmt.min_int, fmt.max_int, 0, 1, -1]])
     grid = steps.astype(np.float64) * quantum
     mids = grid + quantum / 2
+    extremes = [1e300, -1e300, 5e-324, -5e-324, 0.0, -0.0, float(fmt.max_value) * 2, -float(fmt.max_value) * 2]
     x = np.concatenate([grid, mids, np.nextafter(mids, np.inf), np.nextafter(mids, -np.inf), grid * 4 + quantum,
-                        [1e300, -1e300, 5e-324, -5e-324, 0.0, -0.0, float(fmt.max_value) * 2, -float(fmt.max_value) * 2]])
+                        extremes])
     got = quantize(torch.from_numpy(x), fmt, rounding).numpy()
     expected = np.array([float(quantize_value(float(v), fmt, rounding)) for v in x])
     mismatches = int(np.sum((got != expected) | (np.signbit(got) & (got == 0))))  # +0, never -0

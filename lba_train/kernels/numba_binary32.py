@@ -149,11 +149,12 @@ def round32(value, unit, half, keep, max_value, flush_below, clamp_below, magic,
 
     ``value`` is the exact value or its rounding to odd at 24 bits; both round to F alike (docs). Adds half
     a unit (less one, plus the kept bit: ties to even) to the bit pattern and clears the dropped bits; or,
-    with ``binade_scale`` K and ``binade_negated`` -K, adds and subtracts C = 2^e * K = 1.5 * 2^(e + 23 - man_bits), whose ulp
-    is v's quantum in F (binary32 rounds the sum to it, ties to even). C is an exact product, so LLVM may
-    fuse it into both the addition and the subtraction (CONTRACT): three vector operations (and, two FMAs)
-    instead of the bit pattern's six. Below min_normal with subnormals the quantum is fixed and the
-    magic-constant addition rounds instead. No other product occurs here, so contraction changes no value.
+    with ``binade_scale`` K and ``binade_negated`` -K, adds and subtracts C = 2^e * K
+    = 1.5 * 2^(e + 23 - man_bits), whose ulp is v's quantum in F (binary32 rounds the sum to it, ties to
+    even). C is an exact product, so LLVM may fuse it into both the addition and the subtraction (CONTRACT):
+    three vector operations (and, two FMAs) instead of the bit pattern's six. Below min_normal with
+    subnormals the quantum is fixed and the magic-constant addition rounds instead. No other product occurs
+    here, so contraction changes no value.
     """
     bits = np.float32(value).view(np.int32)
     if binade_scale is not None:
